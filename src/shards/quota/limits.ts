@@ -42,4 +42,6 @@ export interface LimitState {
   remaining: number;
   /** Epoch milliseconds; rendered as RFC 3339 at the edge. */
   reset_at: number;
+  /** The length of the limit's period or window, for the RateLimit-Policy header. */
+  window_ms: number;
 }

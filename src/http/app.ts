@@ -1,0 +1,232 @@
+/**
+ * The HTTP server: installs every route on a uWebSockets.js app and runs each request
+ * through the same steps — request id, headers read before any await (uWebSockets.js frees
+ * the request object when the handler returns), body read and validated, caller resolved,
+ * handler run, answer or problem written corked.
+ */
+import { randomUUID } from 'node:crypto';
+import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { SessionTokens } from '../node/index.js';
+import { ForbiddenError, UnauthenticatedError } from '../shards/index.js';
+import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
+import { parseJsonBody, readBody } from './body.js';
+import type { HttpMetrics } from './metrics.js';
+import { HttpError, problem, problemFromError } from './problem.js';
+import { retryAfterSeconds } from './rateLimitHeaders.js';
+import { write, writeJson, writeProblem, type Exchange } from './respond.js';
+import { pathParams, uwsPattern, type Caller, type RequestContext, type RouteDefinition } from './route.js';
+import { compileValidator, type Validator } from './validate.js';
+
+export interface HttpServerOptions {
+  routes: readonly RouteDefinition[];
+  tokens: SessionTokens;
+  adminToken: string | undefined;
+  serviceToken: string | undefined;
+  trustProxy: boolean;
+  metrics: HttpMetrics;
+  log: Logger;
+}
+
+interface InstalledRoute {
+  definition: RouteDefinition;
+  params: string[];
+  validate: Validator | null;
+  label: string;
+}
+
+const NO_CALLER: Caller = Object.freeze({ userId: '', credential: Object.freeze({ kind: 'trusted' as const }) });
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+export class HttpServer {
+  private readonly app: TemplatedApp;
+  private listenSocket: us_listen_socket | null = null;
+  private inflight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private draining = false;
+
+  constructor(private readonly options: HttpServerOptions) {
+    this.app = uws.App();
+    const methodsByPath = new Map<string, string[]>();
+    for (const definition of options.routes) {
+      const installed: InstalledRoute = {
+        definition,
+        params: pathParams(definition.path),
+        validate: definition.body === undefined ? null : compileValidator(definition.body),
+        label: `${definition.method.toUpperCase()} ${definition.path}`,
+      };
+      const pattern = uwsPattern(definition.path);
+      const method = definition.method === 'delete' ? 'del' : definition.method;
+      this.app[method](pattern, (res, req) => this.serve(installed, res, req));
+      methodsByPath.set(pattern, [...(methodsByPath.get(pattern) ?? []), definition.method.toUpperCase()]);
+    }
+    for (const [pattern, methods] of methodsByPath) {
+      this.app.any(pattern, (res, req) => this.refuse(res, req, new HttpError('method_not_allowed', `use ${methods.join(', ')}`), { Allow: methods.join(', ') }));
+    }
+    this.app.any('/*', (res, req) => this.refuse(res, req, new HttpError('route_not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`)));
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.app.listen(host, port, (socket) => {
+        if (socket === false) {
+          reject(new Error(`cannot listen on ${host}:${port}`));
+          return;
+        }
+        this.listenSocket = socket;
+        resolve(uws.us_socket_local_port(socket));
+      });
+    });
+  }
+
+  /** Stops accepting connections; requests already in flight still get their answers. */
+  stopAccepting(): void {
+    this.draining = true;
+    if (this.listenSocket !== null) {
+      uws.us_listen_socket_close(this.listenSocket);
+      this.listenSocket = null;
+    }
+  }
+
+  /** Resolves when no request is in flight, or after `timeoutMs`. Returns the count left. */
+  waitIdle(timeoutMs: number): Promise<number> {
+    if (this.inflight === 0) return Promise.resolve(0);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(this.inflight), timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(0);
+      });
+    });
+  }
+
+  get inFlight(): number {
+    return this.inflight;
+  }
+
+  private serve(route: InstalledRoute, res: HttpResponse, req: HttpRequest): void {
+    const started = performance.now();
+    const exchange = this.exchange(res, req);
+    // Everything the request object holds is read now: it is gone after the first await.
+    const authorization = req.getHeader('authorization');
+    const contentType = req.getHeader('content-type');
+    const idempotencyKey = req.getHeader('idempotency-key');
+    const userAgent = req.getHeader('user-agent');
+    const forwardedFor = this.options.trustProxy ? req.getHeader('x-forwarded-for') : '';
+    const params: Record<string, string> = {};
+    for (let i = 0; i < route.params.length; i++) params[route.params[i]!] = safeDecode(req.getParameter(i) ?? '');
+    const ip = route.definition.auth === 'none' || route.definition.path.startsWith('/v1/sessions') ? this.clientAddress(res, forwardedFor) : null;
+
+    this.inflight++;
+    const context: RequestContext<unknown> = {
+      requestId: exchange.requestId,
+      params,
+      body: undefined,
+      ip,
+      userAgent: userAgent === '' ? null : userAgent.slice(0, 512),
+      idempotencyKey: idempotencyKey === '' ? null : idempotencyKey,
+      caller: NO_CALLER,
+      isAdmin: false,
+    };
+    this.run(route, exchange, context, authorization, contentType)
+      .catch((error: unknown) => this.fail(exchange, error))
+      .finally(() => {
+        this.options.metrics.observe(route.label, exchange.status, performance.now() - started);
+        if (--this.inflight === 0) {
+          for (const wake of this.idleWaiters.splice(0)) wake();
+        }
+      });
+  }
+
+  private async run(route: InstalledRoute, exchange: Exchange & { status: number }, context: RequestContext<unknown>, authorization: string, contentType: string): Promise<void> {
+    const { definition } = route;
+    if (context.idempotencyKey !== null && context.idempotencyKey.length > 255) {
+      throw new HttpError('malformed_json', 'Idempotency-Key is limited to 255 characters');
+    }
+    if (route.validate !== null) {
+      const raw = await readBody(exchange.res);
+      if (raw.length > 0 && !isJson(contentType)) {
+        throw new HttpError('unsupported_media_type', 'send the body as application/json');
+      }
+      const parsed = parseJsonBody(raw);
+      context.body = route.validate(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
+    }
+    const token = authorization === '' ? null : bearerToken(authorization);
+    context.isAdmin = token !== null && tokenMatches(token, this.options.adminToken);
+    switch (definition.auth) {
+      case 'user': {
+        if (token === null) throw new UnauthenticatedError('send Authorization: Bearer <session token or API key>');
+        const caller = resolveCaller(token, this.options.tokens);
+        context.caller = caller instanceof Promise ? await caller : caller;
+        break;
+      }
+      case 'admin':
+        checkToken(token, this.options.adminToken, context.isAdmin, 'TALLY_ADMIN_TOKEN');
+        break;
+      case 'service':
+        checkToken(token, this.options.serviceToken, token !== null && tokenMatches(token, this.options.serviceToken), 'TALLY_SERVICE_TOKEN');
+        break;
+      case 'none':
+        break;
+    }
+    const reply = await definition.handle(context as never);
+    exchange.status = reply.status;
+    if (reply.text !== undefined) write(exchange, reply.status, reply.text, reply.headers, reply.contentType ?? 'text/plain');
+    else writeJson(exchange, reply.status, reply.body, reply.headers, reply.contentType);
+  }
+
+  private fail(exchange: Exchange & { status: number }, error: unknown): void {
+    const { problem: answer, retryAfterMs, unexpected } = problemFromError(error);
+    if (unexpected) this.options.log.error({ err: error, requestId: exchange.requestId }, 'request failed');
+    const headers: Record<string, string> = {};
+    if (answer.status === 401) headers['WWW-Authenticate'] = 'Bearer realm="tally"';
+    if (retryAfterMs !== undefined && (answer.status === 429 || answer.status === 503)) headers['Retry-After'] = retryAfterSeconds(retryAfterMs);
+    exchange.status = answer.status;
+    writeProblem(exchange, answer, headers);
+  }
+
+  private refuse(res: HttpResponse, req: HttpRequest, error: HttpError, headers?: Record<string, string>): void {
+    const exchange = this.exchange(res, req);
+    const answer = problem(error.code, error.detail);
+    exchange.status = answer.status;
+    writeProblem(exchange, answer, headers);
+    this.options.metrics.observe('unmatched', answer.status, 0);
+  }
+
+  private exchange(res: HttpResponse, req: HttpRequest): Exchange & { status: number } {
+    const sent = req.getHeader('x-request-id');
+    const exchange = { res, aborted: false, requestId: REQUEST_ID.test(sent) ? sent : randomUUID(), closeConnection: this.draining, status: 0 };
+    res.onAborted(() => {
+      exchange.aborted = true;
+    });
+    return exchange;
+  }
+
+  private clientAddress(res: HttpResponse, forwardedFor: string): string {
+    if (forwardedFor !== '') {
+      // The last hop is the one our own load balancer appended; earlier ones are the client's word.
+      const hops = forwardedFor.split(',');
+      const last = hops[hops.length - 1]!.trim();
+      if (last !== '') return last.slice(0, 64);
+    }
+    return Buffer.from(res.getRemoteAddressAsText()).toString();
+  }
+}
+
+function checkToken(token: string | null, configured: string | undefined, matches: boolean, variable: string): void {
+  if (configured === undefined) throw new ForbiddenError(`this route is disabled: ${variable} is not set`);
+  if (token === null || !matches) throw new UnauthenticatedError();
+}
+
+function isJson(contentType: string): boolean {
+  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}

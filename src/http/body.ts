@@ -1,0 +1,60 @@
+/**
+ * Request bodies under uWebSockets.js: chunks arrive through `onData` and each ArrayBuffer
+ * is valid only during its callback, so every chunk is copied. Bodies are capped while they
+ * stream in, so an oversized body costs at most the cap in memory.
+ */
+import type { HttpResponse } from 'uWebSockets.js';
+import { HttpError } from './problem.js';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export function readBody(res: HttpResponse, limit = MAX_BODY_BYTES): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let chunks: Buffer[] | null = null;
+    let single: Buffer | null = null;
+    let size = 0;
+    let failed = false;
+    res.onData((chunk, isLast) => {
+      if (failed) return;
+      size += chunk.byteLength;
+      if (size > limit) {
+        failed = true;
+        reject(new HttpError('payload_too_large', `request bodies are limited to ${limit} bytes`));
+        return;
+      }
+      // Copy now: uWebSockets.js reuses the chunk's memory after this callback returns.
+      const copy = Buffer.from(chunk.slice(0));
+      if (isLast && single === null && chunks === null) {
+        resolve(copy);
+        return;
+      }
+      if (single === null && chunks === null) single = copy;
+      else {
+        chunks ??= [single!];
+        chunks.push(copy);
+        single = null;
+      }
+      if (isLast) resolve(chunks === null ? single! : Buffer.concat(chunks, size));
+    });
+  });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced. */
+export function parseJsonBody(body: Buffer): unknown {
+  if (body.length === 0) return undefined;
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
+  }
+  // Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail in the database.
+  if (text.includes('\\u0000')) throw new HttpError('malformed_json', 'strings may not contain U+0000');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError('malformed_json', 'the request body is not valid JSON');
+  }
+}

@@ -1,0 +1,34 @@
+/** The HTTP edge: uWebSockets.js server, routes, auth, problem details, OpenAPI. */
+import { HttpServer, type HttpServerOptions } from './app.js';
+import { openApiDocument } from './openapi.js';
+import type { RouteDefinition } from './route.js';
+import { adminRoutes } from './routes/admin.js';
+import type { RouteDeps } from './routes/deps.js';
+import { keyRoutes } from './routes/keys.js';
+import { opsRoutes } from './routes/ops.js';
+import { quotaRoutes } from './routes/quota.js';
+import { sessionRoutes } from './routes/sessions.js';
+import { userRoutes } from './routes/users.js';
+
+export { HttpServer } from './app.js';
+export type { HttpMetrics } from './metrics.js';
+export { problem, statusOf, HttpError, type Problem } from './problem.js';
+export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
+export type { RouteDefinition } from './route.js';
+
+export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
+  let document: string | undefined;
+  const routes: RouteDefinition[] = [
+    ...userRoutes(deps),
+    ...sessionRoutes(deps),
+    ...keyRoutes(deps),
+    ...quotaRoutes(deps),
+    ...adminRoutes(deps),
+  ];
+  routes.push(...opsRoutes(deps, () => (document ??= JSON.stringify(openApiDocument(routes, version)))));
+  return routes;
+}
+
+export function createHttpServer(deps: RouteDeps, options: Omit<HttpServerOptions, 'routes'> & { version: string }): HttpServer {
+  return new HttpServer({ ...options, routes: buildRoutes(deps, options.version) });
+}

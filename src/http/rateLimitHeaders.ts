@@ -1,0 +1,39 @@
+/**
+ * Rate-limit headers for the tightest of the limits that applied: the IETF structured fields
+ * (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "name";q=…;w=…` and
+ * `RateLimit: "name";r=…;t=…`) and the legacy `X-RateLimit-*` trio that older clients read
+ * (`X-RateLimit-Reset` in epoch seconds, as GitHub sends it).
+ */
+import type { LimitState } from '../shards/index.js';
+
+/** The limit closest to refusing: the smallest share remaining, then the earliest reset. */
+export function tightest(limits: readonly LimitState[]): LimitState | undefined {
+  let best: LimitState | undefined;
+  let bestShare = Infinity;
+  for (const state of limits) {
+    const share = state.remaining / state.limit;
+    if (share < bestShare || (share === bestShare && best !== undefined && state.reset_at < best.reset_at)) {
+      best = state;
+      bestShare = share;
+    }
+  }
+  return best;
+}
+
+export function rateLimitHeaders(limits: readonly LimitState[], now: number): Record<string, string> {
+  const state = tightest(limits);
+  if (state === undefined) return {};
+  const resetSeconds = Math.max(0, Math.ceil((state.reset_at - now) / 1000));
+  const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
+  return {
+    'RateLimit-Policy': `"${state.name}";q=${state.limit};w=${windowSeconds}`,
+    RateLimit: `"${state.name}";r=${state.remaining};t=${resetSeconds}`,
+    'X-RateLimit-Limit': String(state.limit),
+    'X-RateLimit-Remaining': String(state.remaining),
+    'X-RateLimit-Reset': String(Math.ceil(state.reset_at / 1000)),
+  };
+}
+
+export function retryAfterSeconds(ms: number): string {
+  return String(Math.max(1, Math.ceil(ms / 1000)));
+}

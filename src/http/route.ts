@@ -1,0 +1,76 @@
+/**
+ * A route is data: method, path, who may call it, the body schema, the answers it gives and
+ * a handler. The uWebSockets.js app and the OpenAPI document are both built from the same
+ * list, so the document cannot drift from what is served.
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { Credential } from '../shards/index.js';
+
+export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
+
+/**
+ * - `none`: anyone; `user`: a session token or API key of a user (the owner then decides
+ *   which of the two the operation accepts); `admin` / `service`: the configured tokens.
+ */
+export type AuthMode = 'none' | 'user' | 'admin' | 'service';
+
+export interface Caller {
+  userId: string;
+  credential: Credential;
+}
+
+export interface RequestContext<B> {
+  requestId: string;
+  params: Readonly<Record<string, string>>;
+  body: B;
+  ip: string | null;
+  userAgent: string | null;
+  idempotencyKey: string | null;
+  /** Set on `user` routes. */
+  caller: Caller;
+  /** True when the request carried the admin token (checked in constant time). */
+  isAdmin: boolean;
+}
+
+export interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Default `application/json`. */
+  contentType?: string;
+  /** Sent as is instead of serialising `body` (metrics, the OpenAPI document). */
+  text?: string;
+}
+
+export interface ResponseSpec {
+  description: string;
+  schema?: TSchema;
+}
+
+export interface RouteDefinition<S extends TSchema | undefined = TSchema | undefined> {
+  method: HttpMethod;
+  /** OpenAPI form: `/v1/sessions/{id}`. */
+  path: string;
+  summary: string;
+  tag: string;
+  auth: AuthMode;
+  body?: S;
+  /** An empty body is accepted and validated as `{}`. */
+  bodyOptional?: boolean;
+  responses: Record<number, ResponseSpec>;
+  handle(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | Promise<Reply>;
+}
+
+/** Keeps each route's handler typed by its own body schema inside a heterogeneous list. */
+export function route<S extends TSchema | undefined>(definition: RouteDefinition<S>): RouteDefinition {
+  return definition as unknown as RouteDefinition;
+}
+
+export function pathParams(path: string): string[] {
+  return [...path.matchAll(/\{(\w+)\}/g)].map((match) => match[1]!);
+}
+
+/** `/v1/sessions/{id}` → `/v1/sessions/:id`, the uWebSockets.js pattern. */
+export function uwsPattern(path: string): string {
+  return path.replace(/\{(\w+)\}/g, ':$1');
+}

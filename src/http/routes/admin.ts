@@ -1,0 +1,79 @@
+import { InvalidRequestError, limitStateView, validateLimits, type Limit, type LimitState } from '../../shards/index.js';
+import { route, type RouteDefinition } from '../route.js';
+import * as S from '../schemas.js';
+import type { RouteDeps } from './deps.js';
+
+const TIER_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
+  const { router, tiers, clock } = deps;
+  return [
+    route({
+      method: 'get',
+      path: '/v1/admin/tiers',
+      summary: 'Every tier with its limits',
+      tag: 'admin',
+      auth: 'admin',
+      responses: { 200: { description: 'tiers', schema: S.TierList } },
+      handle() {
+        return { status: 200, body: { tiers: tiers.list() } };
+      },
+    }),
+    route({
+      method: 'put',
+      path: '/v1/admin/tiers/{name}',
+      summary: 'Create or replace a tier; active users follow within a second',
+      tag: 'admin',
+      auth: 'admin',
+      body: S.TierBody,
+      responses: { 200: { description: 'the tier', schema: S.Tier } },
+      async handle({ params, body }) {
+        const name = params.name!;
+        if (!TIER_NAME.test(name)) throw new InvalidRequestError('a tier name is 1 to 64 letters, digits or "_.:-"');
+        const problem = validateLimits(body.limits as Limit[]);
+        if (problem !== null) throw new InvalidRequestError(`limits: ${problem}`);
+        return { status: 200, body: await tiers.put(name, body.limits as Limit[], body.fail_open ?? false, clock()) };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/v1/admin/users/{id}',
+      summary: 'A user’s profile, block state, overrides and quota',
+      tag: 'admin',
+      auth: 'admin',
+      responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' } },
+      async handle({ params }) {
+        const user = await router.user({ userId: params.id!, credential: { kind: 'trusted' }, op: 'admin.get', args: {} });
+        return { status: 200, body: adminView(user) };
+      },
+    }),
+    route({
+      method: 'patch',
+      path: '/v1/admin/users/{id}',
+      summary: 'Change tier, block or unblock, set limit overrides',
+      tag: 'admin',
+      auth: 'admin',
+      body: S.AdminUserPatch,
+      responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' } },
+      async handle({ params, body }) {
+        const user = await router.user({ userId: params.id!, credential: { kind: 'trusted' }, op: 'admin.update', args: body as { tier?: string; blocked?: boolean; overrides?: Limit[] } });
+        return { status: 200, body: adminView(user) };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/v1/admin/cluster',
+      summary: 'Nodes and shard ownership',
+      tag: 'admin',
+      auth: 'admin',
+      responses: { 200: { description: 'the cluster', schema: S.Cluster } },
+      handle() {
+        return { status: 200, body: deps.cluster() };
+      },
+    }),
+  ];
+}
+
+function adminView<T extends { limits: LimitState[] }>(user: T): Omit<T, 'limits'> & { limits: unknown[] } {
+  return { ...user, limits: user.limits.map(limitStateView) };
+}

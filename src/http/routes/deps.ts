@@ -1,0 +1,22 @@
+/** What route handlers need from the node, passed in so the HTTP folder imports no wiring. */
+import type { Accounts, Router, TierAdmin } from '../../node/index.js';
+
+export interface HealthReport {
+  ready: boolean;
+  checks: Record<string, { ok: boolean; detail?: string }>;
+}
+
+export interface ClusterView {
+  nodes: { id: string; self: boolean; shards: number; status: string }[];
+  shards: { count: number; by_node: Record<string, number>; moving: number[] };
+}
+
+export interface RouteDeps {
+  router: Router;
+  accounts: Accounts;
+  tiers: TierAdmin;
+  clock: () => number;
+  health(): Promise<HealthReport>;
+  cluster(): ClusterView;
+  metrics(): Promise<{ contentType: string; text: string }>;
+}

@@ -1,0 +1,54 @@
+import { route, type RouteDefinition } from '../route.js';
+import * as S from '../schemas.js';
+import type { RouteDeps } from './deps.js';
+
+export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefinition[] {
+  return [
+    route({
+      method: 'get',
+      path: '/health/live',
+      summary: 'The process runs',
+      tag: 'operations',
+      auth: 'none',
+      responses: { 200: { description: 'alive' } },
+      handle() {
+        return { status: 200, body: { status: 'ok' } };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/health/ready',
+      summary: 'The node can serve its shards (each check listed)',
+      tag: 'operations',
+      auth: 'none',
+      responses: { 200: { description: 'ready', schema: S.Health }, 503: { description: 'not ready', schema: S.Health } },
+      async handle() {
+        const report = await deps.health();
+        return { status: report.ready ? 200 : 503, body: { status: report.ready ? 'ready' : 'not ready', checks: report.checks } };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/metrics',
+      summary: 'Prometheus metrics',
+      tag: 'operations',
+      auth: 'none',
+      responses: { 200: { description: 'Prometheus text format' } },
+      async handle() {
+        const { contentType, text } = await deps.metrics();
+        return { status: 200, text, contentType };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/openapi.json',
+      summary: 'This document',
+      tag: 'operations',
+      auth: 'none',
+      responses: { 200: { description: 'OpenAPI 3.1' } },
+      handle() {
+        return { status: 200, text: openapi(), contentType: 'application/json' };
+      },
+    }),
+  ];
+}

@@ -1,0 +1,115 @@
+import { limitStateView, newReservationId, type LimitState, type QuotaDecision } from '../../shards/index.js';
+import { problem } from '../problem.js';
+import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
+import { route, type Reply, type RouteDefinition } from '../route.js';
+import * as S from '../schemas.js';
+import type { RouteDeps } from './deps.js';
+
+const DEFAULT_RESERVATION_TTL_MS = 60_000;
+
+export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
+  const { router, clock } = deps;
+  return [
+    route({
+      method: 'post',
+      path: '/v1/quota/consume',
+      summary: 'Spend `cost` against every limit that applies, all or nothing',
+      tag: 'quota',
+      auth: 'user',
+      body: S.ConsumeBody,
+      bodyOptional: true,
+      responses: { 200: { description: 'allowed', schema: S.ConsumeReply }, 429: { description: 'refused: nothing was charged' } },
+      async handle({ caller, body, idempotencyKey }) {
+        const args = { cost: body.cost ?? 1, resource: body.resource ?? 'default' };
+        const decision = await router.user({ ...caller, op: 'quota.consume', args: idempotencyKey === null ? args : { ...args, idempotencyKey } });
+        return decide(decision, clock(), { allowed: true }, 200);
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/v1/quota/reservations',
+      summary: 'Hold `cost` for a call whose real cost is known only afterwards',
+      tag: 'quota',
+      auth: 'user',
+      body: S.ReserveBody,
+      responses: { 201: { description: 'held', schema: S.Reservation }, 429: { description: 'does not fit' } },
+      async handle({ caller, body }) {
+        const id = newReservationId();
+        const decision = await router.user({
+          ...caller,
+          op: 'quota.reserve',
+          args: { id, cost: body.cost, resource: body.resource ?? 'default', ttlMs: body.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS },
+        });
+        return decide(decision, clock(), { id, expires_at: new Date(decision.expiresAt).toISOString() }, 201);
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/v1/quota/reservations/{id}/settle',
+      summary: 'Settle a hold at its actual cost: the difference is refunded or charged',
+      tag: 'quota',
+      auth: 'user',
+      body: S.SettleBody,
+      responses: { 200: { description: 'settled', schema: S.LimitsReply }, 404: { description: 'no such hold (settled, released or expired)' } },
+      async handle({ caller, params, body }) {
+        const settled = await router.user({ ...caller, op: 'quota.settle', args: { id: params.id!, actual: body.actual } });
+        return limitsReply(200, { limits: settled.limits }, clock());
+      },
+    }),
+    route({
+      method: 'delete',
+      path: '/v1/quota/reservations/{id}',
+      summary: 'Release a hold',
+      tag: 'quota',
+      auth: 'user',
+      responses: { 204: { description: 'released' }, 404: { description: 'no such hold' } },
+      async handle({ caller, params }) {
+        await router.user({ ...caller, op: 'quota.release', args: { id: params.id! } });
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/v1/quota',
+      summary: 'The caller’s limits, without spending',
+      tag: 'quota',
+      auth: 'user',
+      responses: { 200: { description: 'limits', schema: S.QuotaReply } },
+      async handle({ caller }) {
+        const quota = await router.user({ ...caller, op: 'quota.get', args: {} });
+        return limitsReply(200, { tier: quota.tier, limits: quota.limits }, clock());
+      },
+    }),
+    route({
+      method: 'post',
+      path: '/v1/limiter/check',
+      summary: 'Generic keyed limiter: at most `limit` per `window_ms` for `key`',
+      tag: 'quota',
+      auth: 'service',
+      body: S.LimiterBody,
+      responses: { 200: { description: 'the decision, allowed or not', schema: S.LimiterReply } },
+      async handle({ body }) {
+        const decision = await router.limiter({ key: body.key, spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms }, cost: body.cost ?? 1 });
+        const state = decision.limits[0]!;
+        return { status: 200, body: { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() } };
+      },
+    }),
+  ];
+}
+
+/** 2xx with `fields` and the limits when allowed; otherwise 429 with the same limits. */
+function decide(decision: QuotaDecision, now: number, fields: Record<string, unknown>, status: number): Reply {
+  if (decision.allowed) return limitsReply(status, { ...fields, limits: decision.limits }, now);
+  const detail = decision.exceedsCapacity ? 'the cost is larger than a limit can ever admit' : 'a limit is exhausted; nothing was charged';
+  const body = problem('rate_limited', detail, { limits: decision.limits.map(limitStateView) });
+  return {
+    status: 429,
+    body,
+    headers: { ...rateLimitHeaders(decision.limits, now), 'Retry-After': retryAfterSeconds(decision.retryAfterMs) },
+    contentType: 'application/problem+json',
+  };
+}
+
+function limitsReply(status: number, body: { limits: LimitState[] } & Record<string, unknown>, now: number): Reply {
+  return { status, body: { ...body, limits: body.limits.map(limitStateView) }, headers: rateLimitHeaders(body.limits, now) };
+}

@@ -1,0 +1,165 @@
+/**
+ * The JSON shapes of request and response bodies, as TypeBox schemas: one definition gives
+ * the static type, the compiled validator and the OpenAPI document, so the three cannot
+ * disagree.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { KEY_SCOPES } from '../shards/index.js';
+
+const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
+const MAX_DURATION_MS = 31_622_400_000;
+
+const Strict = { additionalProperties: false } as const;
+const Name = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' });
+const Amount = (minimum: number) => Type.Integer({ minimum, maximum: MAX_AMOUNT });
+const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
+
+export const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' });
+export const Password = Type.String({ minLength: 8, maxLength: 256 });
+export const DisplayName = Type.Union([Type.String({ minLength: 1, maxLength: 200 }), Type.Null()]);
+export const Resource = Type.String({ minLength: 1, maxLength: 64 });
+
+export const Limit = Type.Union([
+  Type.Object(
+    {
+      name: Name,
+      kind: Type.Literal('rate'),
+      limit: Amount(1),
+      period_ms: Type.Integer({ minimum: 1, maximum: MAX_DURATION_MS }),
+      burst: Type.Optional(Amount(1)),
+      resource: Type.Optional(Resource),
+    },
+    Strict,
+  ),
+  Type.Object(
+    {
+      name: Name,
+      kind: Type.Literal('window'),
+      limit: Amount(1),
+      window_ms: Type.Integer({ minimum: 1, maximum: MAX_DURATION_MS }),
+      resource: Type.Optional(Resource),
+    },
+    Strict,
+  ),
+  Type.Object(
+    {
+      name: Name,
+      kind: Type.Literal('budget'),
+      limit: Amount(1),
+      period: Type.Union([Type.Literal('day'), Type.Literal('month')]),
+      resource: Type.Optional(Resource),
+    },
+    Strict,
+  ),
+]);
+export const Limits = Type.Array(Limit, { maxItems: 32 });
+
+export const LimitState = Type.Object({
+  name: Type.String(),
+  kind: Type.Union([Type.Literal('rate'), Type.Literal('window'), Type.Literal('budget')]),
+  limit: Type.Integer(),
+  remaining: Type.Integer(),
+  reset_at: Timestamp,
+});
+
+export const RegisterBody = Type.Object(
+  { email: Email, password: Password, name: Type.Optional(DisplayName), tier: Type.Optional(Name) },
+  Strict,
+);
+export const User = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  tier: Type.String(),
+  created_at: Timestamp,
+});
+export const Preferences = Type.Record(Type.String(), Type.Unknown(), { description: 'any JSON object, at most 16 KiB' });
+export const Profile = Type.Composite([User, Type.Object({ preferences: Preferences })]);
+export const ProfilePatch = Type.Object({ name: Type.Optional(DisplayName), email: Type.Optional(Email) }, { ...Strict, minProperties: 1 });
+export const MergePatch = Type.Unknown({ description: 'a JSON Merge Patch (RFC 7396)' });
+
+export const Device = Type.Object(
+  {
+    name: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
+    type: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])),
+  },
+  Strict,
+);
+export const LoginBody = Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }), device: Type.Optional(Device) }, Strict);
+export const Session = Type.Object({
+  id: Type.String(),
+  device: Type.Object({ name: Type.Union([Type.String(), Type.Null()]), type: Type.Union([Type.String(), Type.Null()]) }),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  user_agent: Type.Union([Type.String(), Type.Null()]),
+  created_at: Timestamp,
+  last_active_at: Timestamp,
+  expires_at: Timestamp,
+});
+export const LoginReply = Type.Object({ token: Type.String(), expires_at: Timestamp, session: Session });
+export const SessionList = Type.Object({ sessions: Type.Array(Session), current: Type.Union([Type.String(), Type.Null()]) });
+export const LogoutAllBody = Type.Object({ keep_current: Type.Optional(Type.Boolean()) }, Strict);
+export const Revoked = Type.Object({ revoked: Type.Integer() });
+
+export const KeyCreateBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    scopes: Type.Optional(Type.Array(Type.Union(KEY_SCOPES.map((scope) => Type.Literal(scope))), { minItems: 1, maxItems: 8, uniqueItems: true })),
+    expires_at: Type.Optional(Timestamp),
+  },
+  Strict,
+);
+export const Key = Type.Object({
+  id: Type.String(),
+  prefix: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  scopes: Type.Array(Type.String()),
+  created_at: Timestamp,
+  expires_at: Type.Union([Timestamp, Type.Null()]),
+  last_used_at: Type.Union([Timestamp, Type.Null()]),
+});
+export const CreatedKey = Type.Composite([Type.Omit(Key, ['last_used_at']), Type.Object({ key: Type.String({ description: 'shown only once' }) })]);
+export const KeyList = Type.Object({ keys: Type.Array(Key) });
+
+export const ConsumeBody = Type.Object({ cost: Type.Optional(Amount(1)), resource: Type.Optional(Resource) }, Strict);
+export const ConsumeReply = Type.Object({ allowed: Type.Boolean(), limits: Type.Array(LimitState) });
+export const ReserveBody = Type.Object(
+  { cost: Amount(1), resource: Type.Optional(Resource), ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 3_600_000 })) },
+  Strict,
+);
+export const Reservation = Type.Object({ id: Type.String(), expires_at: Timestamp, limits: Type.Array(LimitState) });
+export const SettleBody = Type.Object({ actual: Amount(0) }, Strict);
+export const LimitsReply = Type.Object({ limits: Type.Array(LimitState) });
+export const QuotaReply = Type.Object({ tier: Type.String(), limits: Type.Array(LimitState) });
+export const LimiterBody = Type.Object(
+  {
+    key: Type.String({ minLength: 1, maxLength: 256 }),
+    limit: Amount(1),
+    window_ms: Type.Integer({ minimum: 1, maximum: MAX_DURATION_MS }),
+    cost: Type.Optional(Amount(1)),
+  },
+  Strict,
+);
+export const LimiterReply = Type.Object({ allowed: Type.Boolean(), remaining: Type.Integer(), reset_at: Timestamp });
+
+export const Tier = Type.Object({ name: Type.String(), limits: Limits, fail_open: Type.Boolean(), updated_at: Timestamp });
+export const TierList = Type.Object({ tiers: Type.Array(Tier) });
+export const TierBody = Type.Object({ limits: Limits, fail_open: Type.Optional(Type.Boolean()) }, Strict);
+export const AdminUser = Type.Composite([
+  Profile,
+  Type.Object({ blocked: Type.Boolean(), overrides: Limits, limits: Type.Array(LimitState) }),
+]);
+export const AdminUserPatch = Type.Object(
+  { tier: Type.Optional(Name), blocked: Type.Optional(Type.Boolean()), overrides: Type.Optional(Limits) },
+  { ...Strict, minProperties: 1 },
+);
+export const Cluster = Type.Object({
+  nodes: Type.Array(Type.Object({ id: Type.String(), self: Type.Boolean(), shards: Type.Integer(), status: Type.String() })),
+  shards: Type.Object({ count: Type.Integer(), by_node: Type.Record(Type.String(), Type.Integer()), moving: Type.Array(Type.Integer()) }),
+});
+export const Health = Type.Object({ status: Type.String(), checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })) });
+export const ProblemSchema = Type.Object(
+  { type: Type.String(), title: Type.String(), status: Type.Integer(), detail: Type.String(), instance: Type.Optional(Type.String()) },
+  { additionalProperties: true },
+);
+
+export type Body<T extends TSchema> = Static<T>;

@@ -1,0 +1,130 @@
+/**
+ * Configuration: the one place that reads `process.env`. Every value is parsed and checked
+ * once, at start; a bad value stops start-up with a message naming the variable. The rest of
+ * the program receives the frozen `Config`.
+ */
+import { randomBytes } from 'node:crypto';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  readonly httpPort: number;
+  readonly httpHost: string;
+  /** Postgres URL; undefined means embedded PGlite under `dataDir`. */
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly natsUrl: string | undefined;
+  readonly redisUrl: string | undefined;
+  readonly nodeId: string;
+  readonly adminToken: string | undefined;
+  readonly serviceToken: string | undefined;
+  /** Undefined means: generated once and kept in `dataDir`. */
+  readonly jwtSecret: string | undefined;
+  readonly flushIntervalMs: number;
+  readonly logLevel: LogLevel;
+  readonly sessionTtlMs: number;
+  readonly actorIdleMs: number;
+  readonly maxActors: number;
+  /** Take the client address from the last hop of X-Forwarded-For (behind a load balancer). */
+  readonly trustProxy: boolean;
+  readonly shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly variable: string, detail: string) {
+    super(`${variable}: ${detail}`);
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Defaults, in one table, so the README and the code cannot disagree about them. */
+export const CONFIG_DEFAULTS = {
+  TALLY_HTTP_PORT: 8080,
+  TALLY_HTTP_HOST: '0.0.0.0',
+  TALLY_DATA_DIR: './data',
+  TALLY_FLUSH_INTERVAL_MS: 1000,
+  TALLY_LOG_LEVEL: 'info',
+  TALLY_SESSION_TTL_MS: 30 * 24 * 3600 * 1000,
+  TALLY_ACTOR_IDLE_MS: 10 * 60 * 1000,
+  TALLY_MAX_ACTORS: 500_000,
+  TALLY_TRUST_PROXY: false,
+  TALLY_SHUTDOWN_TIMEOUT_MS: 10_000,
+} as const;
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  const int = (name: keyof typeof CONFIG_DEFAULTS, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return CONFIG_DEFAULTS[name] as number;
+    if (!/^\d+$/.test(raw)) throw new ConfigError(name, `expected an integer, got "${raw}"`);
+    const value = Number(raw);
+    if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+    return value;
+  };
+  const url = (name: string, protocols: string[]): string | undefined => {
+    const raw = read(name);
+    if (raw === undefined) return undefined;
+    for (const part of raw.split(',')) {
+      let parsed: URL;
+      try {
+        parsed = new URL(part.trim());
+      } catch (cause) {
+        throw new ConfigError(name, `"${redactUrl(part)}" is not a URL`);
+      }
+      if (!protocols.includes(parsed.protocol)) {
+        throw new ConfigError(name, `expected ${protocols.join(' or ')} URL, got "${parsed.protocol}"`);
+      }
+    }
+    return raw;
+  };
+  const token = (name: string, minLength: number): string | undefined => {
+    const raw = read(name);
+    if (raw !== undefined && raw.length < minLength) {
+      throw new ConfigError(name, `must be at least ${minLength} characters`);
+    }
+    return raw;
+  };
+
+  const logLevel = read('TALLY_LOG_LEVEL') ?? CONFIG_DEFAULTS.TALLY_LOG_LEVEL;
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('TALLY_LOG_LEVEL', `unknown level "${logLevel}"`);
+  }
+  const trustProxy = read('TALLY_TRUST_PROXY') ?? 'false';
+  if (trustProxy !== 'true' && trustProxy !== 'false') {
+    throw new ConfigError('TALLY_TRUST_PROXY', `expected true or false, got "${trustProxy}"`);
+  }
+  const nodeId = read('TALLY_NODE_ID') ?? `node-${randomBytes(4).toString('hex')}`;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) {
+    throw new ConfigError('TALLY_NODE_ID', 'use 1 to 64 letters, digits, "_" or "-" (it becomes a NATS subject token)');
+  }
+
+  return Object.freeze({
+    httpPort: int('TALLY_HTTP_PORT', 0, 65535),
+    httpHost: read('TALLY_HTTP_HOST') ?? CONFIG_DEFAULTS.TALLY_HTTP_HOST,
+    databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),
+    dataDir: read('TALLY_DATA_DIR') ?? CONFIG_DEFAULTS.TALLY_DATA_DIR,
+    natsUrl: url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']),
+    redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
+    nodeId,
+    adminToken: token('TALLY_ADMIN_TOKEN', 16),
+    serviceToken: token('TALLY_SERVICE_TOKEN', 16),
+    jwtSecret: token('TALLY_JWT_SECRET', 32),
+    flushIntervalMs: int('TALLY_FLUSH_INTERVAL_MS', 10, 60_000),
+    logLevel: logLevel as LogLevel,
+    sessionTtlMs: int('TALLY_SESSION_TTL_MS', 60_000, 366 * 24 * 3600 * 1000),
+    actorIdleMs: int('TALLY_ACTOR_IDLE_MS', 1000, 24 * 3600 * 1000),
+    maxActors: int('TALLY_MAX_ACTORS', 100, 100_000_000),
+    trustProxy: trustProxy === 'true',
+    shutdownTimeoutMs: int('TALLY_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+  });
+}
+
+/** For messages: never echo credentials embedded in a URL. */
+export function redactUrl(raw: string): string {
+  return raw.replace(/\/\/[^@/]*@/, '//***@');
+}

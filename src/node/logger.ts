@@ -1,0 +1,30 @@
+/**
+ * JSON logs (pino). Credentials never reach a log line: authorization headers, tokens, keys
+ * and passwords are redacted wherever they appear in a logged object.
+ */
+import { pino, type Logger } from 'pino';
+import type { LogLevel } from './config.js';
+
+export const REDACTED_PATHS = [
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'password',
+  '*.password',
+  'token',
+  '*.token',
+  'key',
+  '*.key',
+  'secret',
+  '*.secret',
+];
+
+export function createLogger(level: LogLevel, nodeId: string): Logger {
+  return pino({
+    level,
+    base: { node: nodeId },
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
+}

@@ -1,0 +1,67 @@
+/**
+ * Prometheus metrics, all prefixed `tally_`. Labels are routes, statuses and outcomes, never
+ * user ids or keys: a label per user would grow without bound. Hot-path children are cached
+ * so a request pays for an increment, not for hashing label values.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { HttpMetrics } from '../http/index.js';
+
+export class Metrics implements HttpMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'route' | 'status'>;
+  private readonly duration: Histogram<'route'>;
+  private readonly requestChildren = new Map<string, Counter.Internal>();
+  private readonly durationChildren = new Map<string, Histogram.Internal<'route'>>();
+  readonly quotaDecisions: Counter<'outcome'>;
+  readonly degraded: Counter<'operation'>;
+  readonly flushes: Counter<'result'>;
+  readonly flushedRows: Counter;
+  readonly fencedRows: Counter;
+  readonly flushSeconds: Histogram;
+
+  constructor(gauges: { activeActors: () => number; dirtyActors: () => number; ownedShards: () => number }) {
+    const registry = this.registry;
+    collectDefaultMetrics({ register: registry, prefix: 'tally_process_' });
+    this.requests = new Counter({ name: 'tally_http_requests_total', help: 'HTTP requests answered', labelNames: ['route', 'status'], registers: [registry] });
+    this.duration = new Histogram({
+      name: 'tally_http_request_duration_seconds',
+      help: 'Time from request to answer',
+      labelNames: ['route'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2],
+      registers: [registry],
+    });
+    this.quotaDecisions = new Counter({ name: 'tally_quota_decisions_total', help: 'Quota decisions by outcome', labelNames: ['outcome'], registers: [registry] });
+    this.degraded = new Counter({ name: 'tally_quota_degraded_total', help: 'Requests allowed without their owner (fail_open tiers)', labelNames: ['operation'], registers: [registry] });
+    this.flushes = new Counter({ name: 'tally_flush_total', help: 'Write-behind flushes', labelNames: ['result'], registers: [registry] });
+    this.flushedRows = new Counter({ name: 'tally_flush_rows_total', help: 'Actor states written behind', registers: [registry] });
+    this.fencedRows = new Counter({ name: 'tally_flush_fenced_rows_total', help: 'Actor states refused by the epoch fence', registers: [registry] });
+    this.flushSeconds = new Histogram({ name: 'tally_flush_duration_seconds', help: 'Duration of one write-behind flush', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] });
+    new Gauge({ name: 'tally_actors_active', help: 'Actors in memory', registers: [registry], collect() { this.set(gauges.activeActors()); } });
+    new Gauge({ name: 'tally_actors_dirty', help: 'Actors waiting for the write-behind flush', registers: [registry], collect() { this.set(gauges.dirtyActors()); } });
+    new Gauge({ name: 'tally_shards_owned', help: 'Shards this node serves', registers: [registry], collect() { this.set(gauges.ownedShards()); } });
+  }
+
+  observe(route: string, status: number, durationMs: number): void {
+    const key = `${route} ${status}`;
+    let counter = this.requestChildren.get(key);
+    if (counter === undefined) {
+      counter = this.requests.labels(route, String(status));
+      this.requestChildren.set(key, counter);
+    }
+    counter.inc();
+    let histogram = this.durationChildren.get(route);
+    if (histogram === undefined) {
+      histogram = this.duration.labels(route);
+      this.durationChildren.set(route, histogram);
+    }
+    histogram.observe(durationMs / 1000);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * Every request for an entity goes through the router, which sends it to the entity's
+ * owner. On a single node the owner is always this node, so the router calls the local
+ * services directly; the cluster router adds forwarding over NATS behind the same interface.
+ */
+import type { LimiterDecision, LimiterRequest, LimiterService, UserOpName, UserOps, UserRequest, UserService } from '../shards/index.js';
+
+export interface Router {
+  user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']>;
+  limiter(request: LimiterRequest): Promise<LimiterDecision>;
+}
+
+export type Clock = () => number;
+
+export class LocalRouter implements Router {
+  constructor(
+    private readonly users: UserService,
+    private readonly limiters: LimiterService,
+    private readonly clock: Clock = Date.now,
+  ) {}
+
+  user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
+    return this.users.execute(request, this.clock());
+  }
+
+  limiter(request: LimiterRequest): Promise<LimiterDecision> {
+    return this.limiters.check(request, this.clock());
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * What every entity actor shares with the runtime: its place in the node-wide LRU list, and
+ * the version counters that say whether its memory is ahead of Postgres.
+ *
+ * An actor's synchronous methods are atomic (Node runs one thing at a time), so actors need
+ * no locks. Changes that are written through to Postgres are serialised per actor by
+ * `exclusive`, so two concurrent edits of one document cannot lose each other's update.
+ */
+import type { Shard } from './shard.js';
+
+export interface PersistedState {
+  entityKey: string;
+  shard: number;
+  epoch: number;
+  state: unknown;
+}
+
+export abstract class Actor {
+  lastUsedAt = 0;
+  /** Node-wide LRU list: `older` toward the eviction end. */
+  older: Actor | null = null;
+  newer: Actor | null = null;
+  /** Bumped by every change of written-behind state; `flushedVersion` trails it. */
+  version = 0;
+  flushedVersion = 0;
+  /** In the runtime's dirty queue, waiting for the next flush. */
+  queued = false;
+  private tail: Promise<unknown> | null = null;
+
+  constructor(readonly key: string, readonly shard: Shard) {}
+
+  get dirty(): boolean {
+    return this.version !== this.flushedVersion || this.hasPendingActivity();
+  }
+
+  /** Records a change to written-behind state. */
+  protected markDirty(): void {
+    this.version++;
+    if (!this.queued) this.shard.runtime.enqueueDirty(this);
+  }
+
+  /** Records a session or key use, written behind with the state. */
+  protected markActivity(): void {
+    if (!this.queued) this.shard.runtime.enqueueDirty(this);
+  }
+
+  /** Runs `task` after every earlier exclusive task of this actor has settled. */
+  exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = (this.tail ?? Promise.resolve()).then(task, task);
+    const tail = run.catch(() => undefined);
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = null;
+    });
+    return run;
+  }
+
+  get busy(): boolean {
+    return this.tail !== null;
+  }
+
+  /** The written-behind state as JSON, or null when this kind keeps none. */
+  abstract persistedState(): unknown;
+  /** Session/key activity to write behind; cleared by the call. */
+  takeActivity(): ActivityTouches | null {
+    return null;
+  }
+  protected hasPendingActivity(): boolean {
+    return false;
+  }
+}
+
+export interface ActivityTouches {
+  sessions: { id: string; at: Date }[];
+  keys: { id: string; at: Date }[];
+}

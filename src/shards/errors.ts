@@ -1,0 +1,102 @@
+/**
+ * Domain errors. Each carries a stable `code`; `src/http/problem.ts` maps every code to an
+ * HTTP status with an exhaustive switch, and the NATS service sends the code as is, so a
+ * code is part of the contract and never reused for something else.
+ */
+
+export type ErrorCode =
+  | 'invalid_request'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'not_found'
+  | 'email_taken'
+  | 'too_large'
+  | 'idempotency_mismatch'
+  | 'too_many_attempts'
+  | 'unknown_tier'
+  | 'owner_unavailable'
+  | 'shutting_down'
+  | 'internal';
+
+export class TallyError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail: string,
+    options?: { cause?: unknown; retryAfterMs?: number },
+  ) {
+    super(detail, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+  readonly retryAfterMs: number | undefined;
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+export class InvalidRequestError extends TallyError {
+  constructor(detail: string, readonly errors?: readonly string[]) {
+    super('invalid_request', detail);
+  }
+}
+
+/** Missing, malformed, expired or revoked credentials, a deleted key, a blocked user. */
+export class UnauthenticatedError extends TallyError {
+  constructor(detail = 'missing or invalid credentials') {
+    super('unauthenticated', detail);
+  }
+}
+
+export class ForbiddenError extends TallyError {
+  constructor(detail: string) {
+    super('forbidden', detail);
+  }
+}
+
+export class NotFoundError extends TallyError {
+  constructor(what: string) {
+    super('not_found', `${what} not found`);
+  }
+}
+
+export class EmailTakenError extends TallyError {
+  constructor(options?: { cause?: unknown }) {
+    super('email_taken', 'a user with this email already exists', options);
+  }
+}
+
+export class TooLargeError extends TallyError {
+  constructor(detail: string) {
+    super('too_large', detail);
+  }
+}
+
+export class IdempotencyMismatchError extends TallyError {
+  constructor() {
+    super('idempotency_mismatch', 'this Idempotency-Key was used with a different request');
+  }
+}
+
+export class TooManyAttemptsError extends TallyError {
+  constructor(detail: string, retryAfterMs: number) {
+    super('too_many_attempts', detail, { retryAfterMs });
+  }
+}
+
+export class UnknownTierError extends TallyError {
+  constructor(tier: string, options?: { cause?: unknown }) {
+    super('unknown_tier', `tier "${tier}" does not exist`, options);
+  }
+}
+
+/** The owner of an entity cannot be reached (cluster) or the node is not serving it. */
+export class OwnerUnavailableError extends TallyError {
+  constructor(detail: string, retryAfterMs = 1000, options?: { cause?: unknown }) {
+    super('owner_unavailable', detail, { ...options, retryAfterMs });
+  }
+}
+
+export class ShuttingDownError extends TallyError {
+  constructor() {
+    super('shutting_down', 'this node is shutting down', { retryAfterMs: 1000 });
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Identifiers and API key format.
+ *
+ * Ids are a type letter and 20 base32 characters (100 random bits). An API key is
+ * `tk_<userId>_<keyId>_<secret>`: the user id routes it to its owner without a database
+ * lookup, the key id finds its record in the owner's memory, and only then is the secret's
+ * hash compared, in constant time. Keys are stored as SHA-256 hashes: the secret carries 256
+ * random bits, so a fast hash is enough (a password needs scrypt because it has few bits).
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+function randomBase32(length: number): string {
+  const bytes = randomBytes(length);
+  let out = '';
+  for (let i = 0; i < length; i++) out += BASE32[bytes[i]! & 31];
+  return out;
+}
+
+export const newUserId = (): string => `u${randomBase32(20)}`;
+export const newSessionId = (): string => `s${randomBase32(20)}`;
+export const newKeyId = (): string => `k${randomBase32(12)}`;
+export const newReservationId = (): string => `r${randomBase32(20)}`;
+
+const USER_ID = /^u[a-z2-7]{20}$/;
+const KEY = /^tk_(u[a-z2-7]{20})_(k[a-z2-7]{12})_([A-Za-z0-9_-]{43})$/;
+
+export function isUserId(value: string): boolean {
+  return USER_ID.test(value);
+}
+
+export interface ParsedApiKey {
+  userId: string;
+  keyId: string;
+  hash: string;
+}
+
+export interface IssuedApiKey extends ParsedApiKey {
+  key: string;
+  prefix: string;
+}
+
+export function issueApiKey(userId: string): IssuedApiKey {
+  const keyId = newKeyId();
+  const prefix = `tk_${userId}_${keyId}`;
+  const key = `${prefix}_${randomBytes(32).toString('base64url')}`;
+  return { key, prefix, userId, keyId, hash: hashApiKey(key) };
+}
+
+/** Null when the string is not shaped like one of our keys (no lookup is made for it). */
+export function parseApiKey(key: string): ParsedApiKey | null {
+  const match = KEY.exec(key);
+  if (match === null) return null;
+  return { userId: match[1]!, keyId: match[2]!, hash: hashApiKey(key) };
+}
+
+export function looksLikeApiKey(token: string): boolean {
+  return token.startsWith('tk_');
+}
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('base64url');
+}
+
+/** Constant-time comparison of two base64url SHA-256 hashes. */
+export function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'base64url');
+  const right = Buffer.from(b, 'base64url');
+  return left.length === right.length && timingSafeEqual(left, right);
+}

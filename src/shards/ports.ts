@@ -1,0 +1,59 @@
+/**
+ * What the domain needs from storage, declared here so that `src/shards/` depends on no
+ * database: `src/persistence/` implements these shapes, `src/node/` wires them in.
+ */
+
+export interface UserRecord {
+  id: string;
+  email: string;
+  name: string | null;
+  tier: string;
+  passwordHash: string;
+  preferences: Record<string, unknown>;
+  blocked: boolean;
+  overrides: unknown[];
+  createdAt: Date;
+}
+
+export interface SessionRecord {
+  id: string;
+  userId: string;
+  deviceName: string | null;
+  deviceType: string | null;
+  ip: string | null;
+  userAgent: string | null;
+  createdAt: Date;
+  expiresAt: Date;
+  lastActiveAt: Date;
+}
+
+export interface ApiKeyRecord {
+  id: string;
+  userId: string;
+  prefix: string;
+  hash: string;
+  name: string | null;
+  scopes: string[];
+  createdAt: Date;
+  expiresAt: Date | null;
+  lastUsedAt: Date | null;
+}
+
+export interface LoadedUser {
+  user: UserRecord;
+  sessions: SessionRecord[];
+  keys: ApiKeyRecord[];
+  state: unknown | null;
+}
+
+export interface UserStore {
+  loadUser(id: string): Promise<LoadedUser | null>;
+  loadState(entityKey: string): Promise<unknown | null>;
+  updateProfile(id: string, patch: { name?: string | null; email?: string }): Promise<void>;
+  updatePreferences(id: string, preferences: Record<string, unknown>): Promise<void>;
+  updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }): Promise<void>;
+  insertSession(session: SessionRecord): Promise<void>;
+  revokeSessions(userId: string, ids: string[]): Promise<number>;
+  insertApiKey(key: ApiKeyRecord): Promise<void>;
+  deleteApiKey(userId: string, id: string): Promise<boolean>;
+}

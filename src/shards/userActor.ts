@@ -1,0 +1,295 @@
+/**
+ * A user as an actor: profile, preferences, logged-in sessions, API keys and quota state,
+ * held in the memory of the one node that owns the user's shard.
+ *
+ * Every method is synchronous and so atomic. Quota state is written behind (`markDirty`);
+ * profile, sessions and keys are written through by `UserService` before the actor's memory
+ * changes, so memory never shows what Postgres has not committed.
+ */
+import { Actor, type ActivityTouches } from './actor.js';
+import { ForbiddenError, IdempotencyMismatchError, NotFoundError, UnauthenticatedError } from './errors.js';
+import { sameHash } from './ids.js';
+import {
+  compileLimits,
+  consume,
+  findIdempotent,
+  migrateQuotaState,
+  newQuotaState,
+  quotaStateFromJSON,
+  quotaStateToJSON,
+  release,
+  rememberIdempotent,
+  reserve,
+  settle,
+  snapshot,
+  type LimitSet,
+  type QuotaState,
+} from './quota/index.js';
+import type { Limit, LimitState } from './quota/limits.js';
+import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
+import type { Shard } from './shard.js';
+import { effectiveLimits, type TierRegistry } from './tiers.js';
+
+export type Credential =
+  | { kind: 'session'; sessionId: string }
+  | { kind: 'key'; keyId: string; hash: string }
+  /** The caller proved itself another way: the admin or service token, or a NATS service. */
+  | { kind: 'trusted' };
+
+export interface Principal {
+  via: Credential['kind'];
+  sessionId?: string;
+  scopes?: readonly string[];
+}
+
+export interface Session {
+  id: string;
+  deviceName: string | null;
+  deviceType: string | null;
+  ip: string | null;
+  userAgent: string | null;
+  createdAt: number;
+  expiresAt: number;
+  lastActiveAt: number;
+  touched: boolean;
+}
+
+export interface ApiKey {
+  id: string;
+  prefix: string;
+  hash: string;
+  name: string | null;
+  scopes: readonly string[];
+  createdAt: number;
+  expiresAt: number | null;
+  lastUsedAt: number | null;
+  touched: boolean;
+}
+
+export interface QuotaRequest {
+  cost: number;
+  resource: string;
+}
+
+export interface QuotaDecision {
+  allowed: boolean;
+  limits: LimitState[];
+  retryAfterMs: number;
+  exceedsCapacity: boolean;
+  /** This answer repeats the first one given for the same Idempotency-Key. */
+  replayed?: boolean;
+}
+
+export const MAX_SESSIONS_PER_USER = 100;
+export const MAX_KEYS_PER_USER = 100;
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+
+export class UserActor extends Actor {
+  email: string;
+  name: string | null;
+  tier: string;
+  readonly createdAt: number;
+  blocked: boolean;
+  /** Kept as text: most requests never read it, and text is the compact form. */
+  preferencesJson: string;
+  overrides: readonly Limit[] | null;
+  sessions: Session[];
+  keys: ApiKey[];
+  private quota: QuotaState;
+  private limitSet: LimitSet;
+  private limitsVersion: number;
+
+  constructor(loaded: LoadedUser, shard: Shard, tiers: TierRegistry) {
+    super(loaded.user.id, shard);
+    const { user } = loaded;
+    this.email = user.email;
+    this.name = user.name;
+    this.tier = user.tier;
+    this.createdAt = user.createdAt.getTime();
+    this.blocked = user.blocked;
+    this.preferencesJson = JSON.stringify(user.preferences);
+    this.overrides = user.overrides.length > 0 ? (user.overrides as Limit[]) : null;
+    this.sessions = loaded.sessions.map(toSession);
+    this.keys = loaded.keys.map(toApiKey);
+    this.limitSet = this.resolveLimits(tiers);
+    this.limitsVersion = tiers.version;
+    this.quota = loaded.state === null ? newQuotaState(this.limitSet) : quotaStateFromJSON(this.limitSet, loaded.state);
+  }
+
+  /** Checks a credential against this user's live sessions and keys; records the use. */
+  authenticate(credential: Credential, now: number): Principal {
+    if (credential.kind === 'trusted') return TRUSTED;
+    if (this.blocked) throw new ForbiddenError('this user is blocked');
+    if (credential.kind === 'session') {
+      const session = this.findSession(credential.sessionId);
+      if (session === undefined || session.expiresAt <= now) throw new UnauthenticatedError('the session has ended');
+      session.lastActiveAt = now;
+      if (!session.touched) {
+        session.touched = true;
+        this.markActivity();
+      }
+      return { via: 'session', sessionId: session.id };
+    }
+    const key = this.keys.find((candidate) => candidate.id === credential.keyId);
+    if (key === undefined || !sameHash(key.hash, credential.hash)) throw new UnauthenticatedError('invalid API key');
+    if (key.expiresAt !== null && key.expiresAt <= now) throw new UnauthenticatedError('the API key has expired');
+    key.lastUsedAt = now;
+    if (!key.touched) {
+      key.touched = true;
+      this.markActivity();
+    }
+    return { via: 'key', scopes: key.scopes };
+  }
+
+  findSession(id: string): Session | undefined {
+    return this.sessions.find((session) => session.id === id);
+  }
+
+  // ---- quota -------------------------------------------------------------------------
+
+  consume(tiers: TierRegistry, now: number, request: QuotaRequest, idempotencyKey?: string): QuotaDecision {
+    const set = this.currentLimits(tiers);
+    if (idempotencyKey !== undefined) {
+      const fingerprint = `${request.cost}:${request.resource}`;
+      const earlier = findIdempotent(this.quota.idem, now, idempotencyKey);
+      if (earlier !== undefined) {
+        if (earlier.fingerprint !== fingerprint) throw new IdempotencyMismatchError();
+        return { ...(earlier.answer as QuotaDecision), replayed: true };
+      }
+      const decision = this.applyConsume(set, now, request);
+      if (decision.allowed) {
+        this.quota = { ...this.quota, idem: rememberIdempotent(this.quota.idem, now, idempotencyKey, fingerprint, decision) };
+      }
+      return decision;
+    }
+    return this.applyConsume(set, now, request);
+  }
+
+  private applyConsume(set: LimitSet, now: number, request: QuotaRequest): QuotaDecision {
+    const result = consume(set, this.quota, now, request);
+    if (result.allowed) {
+      this.quota = result.state;
+      this.markDirty();
+    } else if (result.state !== this.quota) {
+      // Expired holds were released or a period rolled over while deciding.
+      this.quota = result.state;
+      this.markDirty();
+    }
+    return { allowed: result.allowed, limits: result.limits, retryAfterMs: result.retryAfterMs, exceedsCapacity: result.exceedsCapacity };
+  }
+
+  reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }): QuotaDecision & { expiresAt: number } {
+    const result = reserve(this.currentLimits(tiers), this.quota, now, request);
+    if (result.state !== this.quota) {
+      this.quota = result.state;
+      this.markDirty();
+    }
+    return {
+      allowed: result.allowed,
+      limits: result.limits,
+      retryAfterMs: result.retryAfterMs,
+      exceedsCapacity: result.exceedsCapacity,
+      expiresAt: now + request.ttlMs,
+    };
+  }
+
+  settle(tiers: TierRegistry, now: number, id: string, actual: number): LimitState[] {
+    const result = settle(this.currentLimits(tiers), this.quota, now, { id, actual });
+    if (!result.found) throw new NotFoundError('reservation');
+    this.quota = result.state;
+    this.markDirty();
+    return result.limits;
+  }
+
+  release(tiers: TierRegistry, now: number, id: string): void {
+    const result = release(this.currentLimits(tiers), this.quota, now, id);
+    if (!result.found) throw new NotFoundError('reservation');
+    this.quota = result.state;
+    this.markDirty();
+  }
+
+  quotaSnapshot(tiers: TierRegistry, now: number): LimitState[] {
+    return snapshot(this.currentLimits(tiers), this.quota, now);
+  }
+
+  /** The compiled limits, re-resolved when a tier was edited since they were compiled. */
+  private currentLimits(tiers: TierRegistry): LimitSet {
+    if (this.limitsVersion !== tiers.version) this.relimit(tiers);
+    return this.limitSet;
+  }
+
+  /** Re-resolves limits after a tier edit or a change of tier or overrides, keeping counters by name. */
+  relimit(tiers: TierRegistry): void {
+    const next = this.resolveLimits(tiers);
+    if (next !== this.limitSet) {
+      this.quota = migrateQuotaState(this.limitSet, this.quota, next);
+      this.limitSet = next;
+      this.markDirty();
+    }
+    this.limitsVersion = tiers.version;
+  }
+
+  private resolveLimits(tiers: TierRegistry): LimitSet {
+    const tier = tiers.get(this.tier) ?? tiers.get('free');
+    const tierLimits = tier?.limits ?? [];
+    if (this.overrides === null && tier !== undefined) return tier.set;
+    return compileLimits(effectiveLimits(tierLimits, this.overrides ?? []));
+  }
+
+  // ---- write-behind --------------------------------------------------------------------
+
+  override persistedState(): unknown {
+    return quotaStateToJSON(this.limitSet, this.quota);
+  }
+
+  override takeActivity(): ActivityTouches | null {
+    let touches: ActivityTouches | null = null;
+    for (const session of this.sessions) {
+      if (!session.touched) continue;
+      session.touched = false;
+      touches ??= { sessions: [], keys: [] };
+      touches.sessions.push({ id: session.id, at: new Date(session.lastActiveAt) });
+    }
+    for (const key of this.keys) {
+      if (!key.touched || key.lastUsedAt === null) continue;
+      key.touched = false;
+      touches ??= { sessions: [], keys: [] };
+      touches.keys.push({ id: key.id, at: new Date(key.lastUsedAt) });
+    }
+    return touches;
+  }
+
+  protected override hasPendingActivity(): boolean {
+    return this.sessions.some((session) => session.touched) || this.keys.some((key) => key.touched);
+  }
+}
+
+const TRUSTED: Principal = Object.freeze({ via: 'trusted' });
+
+export function toSession(record: SessionRecord): Session {
+  return {
+    id: record.id,
+    deviceName: record.deviceName,
+    deviceType: record.deviceType,
+    ip: record.ip,
+    userAgent: record.userAgent,
+    createdAt: record.createdAt.getTime(),
+    expiresAt: record.expiresAt.getTime(),
+    lastActiveAt: record.lastActiveAt.getTime(),
+    touched: false,
+  };
+}
+
+export function toApiKey(record: ApiKeyRecord): ApiKey {
+  return {
+    id: record.id,
+    prefix: record.prefix,
+    hash: record.hash,
+    name: record.name,
+    scopes: record.scopes.length === 0 ? NO_SCOPES : record.scopes,
+    createdAt: record.createdAt.getTime(),
+    expiresAt: record.expiresAt?.getTime() ?? null,
+    lastUsedAt: record.lastUsedAt?.getTime() ?? null,
+    touched: false,
+  };
+}

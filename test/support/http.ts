@@ -1,0 +1,40 @@
+/** A small HTTP client for tests: JSON in, status + headers + parsed body out. */
+export interface ApiResponse<T = any> {
+  status: number;
+  headers: Headers;
+  body: T;
+  text: string;
+}
+
+export interface ApiOptions {
+  token?: string;
+  body?: unknown;
+  /** Sent as is (for malformed bodies); wins over `body`. */
+  raw?: string | Uint8Array;
+  headers?: Record<string, string>;
+}
+
+export type Api = <T = any>(method: string, path: string, options?: ApiOptions) => Promise<ApiResponse<T>>;
+
+export function apiClient(baseUrl: string): Api {
+  return async function call(method, path, options = {}) {
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+    let body: string | Uint8Array | undefined;
+    if (method === 'GET' || method === 'HEAD') body = undefined; // fetch cannot send one
+    else if (options.raw !== undefined) body = options.raw;
+    else if (options.body !== undefined) body = JSON.stringify(options.body);
+    if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(baseUrl + path, { method, headers, body });
+    const text = await response.text();
+    let parsed: unknown = undefined;
+    if (text.length > 0) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    return { status: response.status, headers: response.headers, body: parsed as any, text };
+  };
+}

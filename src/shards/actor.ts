@@ -16,7 +16,8 @@ export interface PersistedState {
 }
 
 export abstract class Actor {
-  lastUsedAt = 0;
+  /** Whole seconds: small integers are stored inline, milliseconds would be boxed. */
+  lastUsedSecond = 0;
   /** Node-wide LRU list: `older` toward the eviction end. */
   older: Actor | null = null;
   newer: Actor | null = null;

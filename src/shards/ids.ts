@@ -13,9 +13,9 @@ const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
 function randomBase32(length: number): string {
   const bytes = randomBytes(length);
-  let out = '';
-  for (let i = 0; i < length; i++) out += BASE32[bytes[i]! & 31];
-  return out;
+  for (let i = 0; i < length; i++) bytes[i] = BASE32.charCodeAt(bytes[i]! & 31);
+  // One flat string (concatenating characters would build a chain of cons strings).
+  return bytes.toString('latin1');
 }
 
 export const newUserId = (): string => `u${randomBase32(20)}`;
@@ -41,9 +41,14 @@ export interface IssuedApiKey extends ParsedApiKey {
   prefix: string;
 }
 
+/** The public part of a key, shown in listings: derived, so actors need not keep it. */
+export function apiKeyPrefix(userId: string, keyId: string): string {
+  return `tk_${userId}_${keyId}`;
+}
+
 export function issueApiKey(userId: string): IssuedApiKey {
   const keyId = newKeyId();
-  const prefix = `tk_${userId}_${keyId}`;
+  const prefix = apiKeyPrefix(userId, keyId);
   const key = `${prefix}_${randomBytes(32).toString('base64url')}`;
   return { key, prefix, userId, keyId, hash: hashApiKey(key) };
 }

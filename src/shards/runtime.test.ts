@@ -76,7 +76,7 @@ describe('ActorRuntime', () => {
     const collected = rt.collectDirty();
     expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, state: { count: 1 } }]);
     collected.commit();
-    expect(rt.sweep(1000)).toBe(1);
+    expect(rt.sweep(2000)).toBe(1);
     expect(rt.size).toBe(0);
   });
 

@@ -104,7 +104,9 @@ export class ActorRuntime {
       }
       // The shard may have been released while the load was in flight.
       if (!shard.serving) throw new OwnerUnavailableError(`shard ${shard.index} moved while activating`);
-      shard.actors.set(key, actor);
+      // Keyed by the actor's own id, not the caller's string: that may be a slice of a
+      // token or API key, which the map would otherwise keep alive.
+      shard.actors.set(actor.key, actor);
       this.activeCount++;
       this.stats.activations++;
       this.touch(actor, now);
@@ -142,7 +144,7 @@ export class ActorRuntime {
   }
 
   private touch(actor: Actor, now: number): void {
-    actor.lastUsedAt = now;
+    actor.lastUsedSecond = Math.floor(now / 1000);
     if (this.newest === actor) return;
     this.unlink(actor);
     actor.older = this.newest;
@@ -224,10 +226,10 @@ export class ActorRuntime {
   sweep(now: number): number {
     let dropped = 0;
     let actor = this.oldest;
-    const idleBefore = now - this.options.idleMs;
+    const idleBefore = Math.floor((now - this.options.idleMs) / 1000);
     while (actor !== null) {
       const next = actor.newer;
-      const idle = actor.lastUsedAt < idleBefore;
+      const idle = actor.lastUsedSecond < idleBefore;
       const overCap = this.activeCount > this.options.maxActors;
       if (!idle && !overCap) break;
       if (!actor.dirty && !actor.busy) {

@@ -56,7 +56,6 @@ export interface Session {
 
 export interface ApiKey {
   id: string;
-  prefix: string;
   hash: string;
   name: string | null;
   scopes: readonly string[];
@@ -82,7 +81,18 @@ export interface QuotaDecision {
 
 export const MAX_SESSIONS_PER_USER = 100;
 export const MAX_KEYS_PER_USER = 100;
+// Shared values, so that a hundred thousand actors do not each hold their own copy.
 const NO_SCOPES: readonly string[] = Object.freeze([]);
+const QUOTA_SCOPES: readonly string[] = Object.freeze(['quota']);
+const NO_SESSIONS: Session[] = [];
+const NO_KEYS: ApiKey[] = [];
+const EMPTY_DOCUMENT = '{}';
+
+function internScopes(scopes: readonly string[]): readonly string[] {
+  if (scopes.length === 0) return NO_SCOPES;
+  if (scopes.length === 1 && scopes[0] === 'quota') return QUOTA_SCOPES;
+  return scopes;
+}
 
 export class UserActor extends Actor {
   email: string;
@@ -95,7 +105,11 @@ export class UserActor extends Actor {
   overrides: readonly Limit[] | null;
   sessions: Session[];
   keys: ApiKey[];
-  private quota: QuotaState;
+  // The quota state's three parts, kept as fields rather than in a wrapper object: at
+  // hundreds of thousands of actors, every object header counts.
+  private cells: QuotaState['cells'];
+  private holds: QuotaState['holds'];
+  private idem: QuotaState['idem'];
   private limitSet: LimitSet;
   private limitsVersion: number;
 
@@ -107,13 +121,27 @@ export class UserActor extends Actor {
     this.tier = user.tier;
     this.createdAt = user.createdAt.getTime();
     this.blocked = user.blocked;
-    this.preferencesJson = JSON.stringify(user.preferences);
+    const document = JSON.stringify(user.preferences);
+    this.preferencesJson = document === EMPTY_DOCUMENT ? EMPTY_DOCUMENT : document;
     this.overrides = user.overrides.length > 0 ? (user.overrides as Limit[]) : null;
-    this.sessions = loaded.sessions.map(toSession);
-    this.keys = loaded.keys.map(toApiKey);
+    this.sessions = loaded.sessions.length === 0 ? NO_SESSIONS : loaded.sessions.map(toSession);
+    this.keys = loaded.keys.length === 0 ? NO_KEYS : loaded.keys.map(toApiKey);
     this.limitSet = this.resolveLimits(tiers);
     this.limitsVersion = tiers.version;
-    this.quota = loaded.state === null ? newQuotaState(this.limitSet) : quotaStateFromJSON(this.limitSet, loaded.state);
+    const quota = loaded.state === null ? newQuotaState(this.limitSet) : quotaStateFromJSON(this.limitSet, loaded.state);
+    this.cells = quota.cells;
+    this.holds = quota.holds;
+    this.idem = quota.idem;
+  }
+
+  private get quota(): QuotaState {
+    return { cells: this.cells, holds: this.holds, idem: this.idem };
+  }
+
+  private set quota(state: QuotaState) {
+    this.cells = state.cells;
+    this.holds = state.holds;
+    this.idem = state.idem;
   }
 
   /** Checks a credential against this user's live sessions and keys; records the use. */
@@ -151,14 +179,14 @@ export class UserActor extends Actor {
     const set = this.currentLimits(tiers);
     if (idempotencyKey !== undefined) {
       const fingerprint = `${request.cost}:${request.resource}`;
-      const earlier = findIdempotent(this.quota.idem, now, idempotencyKey);
+      const earlier = findIdempotent(this.idem, now, idempotencyKey);
       if (earlier !== undefined) {
         if (earlier.fingerprint !== fingerprint) throw new IdempotencyMismatchError();
         return { ...(earlier.answer as QuotaDecision), replayed: true };
       }
       const decision = this.applyConsume(set, now, request);
       if (decision.allowed) {
-        this.quota = { ...this.quota, idem: rememberIdempotent(this.quota.idem, now, idempotencyKey, fingerprint, decision) };
+        this.idem = rememberIdempotent(this.idem, now, idempotencyKey, fingerprint, decision);
       }
       return decision;
     }
@@ -166,12 +194,10 @@ export class UserActor extends Actor {
   }
 
   private applyConsume(set: LimitSet, now: number, request: QuotaRequest): QuotaDecision {
-    const result = consume(set, this.quota, now, request);
-    if (result.allowed) {
-      this.quota = result.state;
-      this.markDirty();
-    } else if (result.state !== this.quota) {
-      // Expired holds were released or a period rolled over while deciding.
+    const current = this.quota;
+    const result = consume(set, current, now, request);
+    // A refusal returns the same state unless expired holds were released meanwhile.
+    if (result.state !== current) {
       this.quota = result.state;
       this.markDirty();
     }
@@ -179,8 +205,9 @@ export class UserActor extends Actor {
   }
 
   reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }): QuotaDecision & { expiresAt: number } {
-    const result = reserve(this.currentLimits(tiers), this.quota, now, request);
-    if (result.state !== this.quota) {
+    const current = this.quota;
+    const result = reserve(this.currentLimits(tiers), current, now, request);
+    if (result.state !== current) {
       this.quota = result.state;
       this.markDirty();
     }
@@ -283,10 +310,9 @@ export function toSession(record: SessionRecord): Session {
 export function toApiKey(record: ApiKeyRecord): ApiKey {
   return {
     id: record.id,
-    prefix: record.prefix,
     hash: record.hash,
     name: record.name,
-    scopes: record.scopes.length === 0 ? NO_SCOPES : record.scopes,
+    scopes: internScopes(record.scopes),
     createdAt: record.createdAt.getTime(),
     expiresAt: record.expiresAt?.getTime() ?? null,
     lastUsedAt: record.lastUsedAt?.getTime() ?? null,

@@ -159,7 +159,7 @@ export class UserService {
       case 'sessions.revokeAll':
         return this.revokeAll(user, principal, (args as UserOps['sessions.revokeAll']['args']).keepCurrent);
       case 'keys.list':
-        return { keys: user.keys.map(keyView) };
+        return { keys: user.keys.map((key) => keyView(user.key, key)) };
       case 'keys.create':
         return this.createKey(user, args as NewKey, now);
       case 'keys.delete':
@@ -239,7 +239,7 @@ export class UserService {
       await this.store.insertApiKey(record);
       const created = toApiKey(record);
       user.keys = [...user.keys, created];
-      return keyView(created);
+      return keyView(user.key, created);
     });
   }
 

@@ -3,6 +3,7 @@
  * NATS service) answer with these, so a field cannot differ between them.
  */
 import type { LimitState } from './quota/limits.js';
+import { apiKeyPrefix } from './ids.js';
 import type { ApiKey, Session, UserActor } from './userActor.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -68,10 +69,10 @@ export function sessionView(session: Session): SessionView {
   };
 }
 
-export function keyView(key: ApiKey): KeyView {
+export function keyView(userId: string, key: ApiKey): KeyView {
   return {
     id: key.id,
-    prefix: key.prefix,
+    prefix: apiKeyPrefix(userId, key.id),
     name: key.name,
     scopes: key.scopes,
     created_at: iso(key.createdAt),

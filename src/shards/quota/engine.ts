@@ -71,7 +71,7 @@ export function consume(set: LimitSet, state: QuotaState, now: number, request: 
     return { ...verdict, state: next, limits: states(set, cells, now, request.resource) };
   }
   charge(set, cells, now, request, null);
-  return { ...verdict, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, request.resource) };
+  return { allowed: true, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, request.resource), retryAfterMs: 0, exceedsCapacity: false };
 }
 
 export function reserve(set: LimitSet, state: QuotaState, now: number, request: QuotaRequest & { id: string; ttlMs: number }): Decision & { hold?: Hold } {
@@ -121,12 +121,11 @@ function prepare(set: LimitSet, cells: number[], now: number): void {
   for (const entry of set.compiled) {
     const { limit, offset } = entry;
     if (limit.kind === 'window') advanceWindow(cells, offset, slotOf(now, entry.width));
-    else if (limit.kind === 'budget') {
+    else if (limit.kind === 'budget' && now >= cells[offset + 2]!) {
       const start = periodStart(now, limit.period);
-      if (start > cells[offset + 1]!) {
-        cells[offset] = 0;
-        cells[offset + 1] = start;
-      }
+      if (start > cells[offset + 1]!) cells[offset] = 0;
+      cells[offset + 1] = start;
+      cells[offset + 2] = nextPeriodStart(start, limit.period);
     }
   }
 }
@@ -165,7 +164,7 @@ function admit(set: LimitSet, cells: number[], now: number, request: QuotaReques
     } else {
       if (cost <= limit.limit - cells[offset]!) continue;
       if (cost > limit.limit) exceedsCapacity = true;
-      wait = nextPeriodStart(cells[offset + 1]!, limit.period) - now;
+      wait = cells[offset + 2]! - now;
     }
     denied ??= limit.name;
     if (wait > retryAfterMs) retryAfterMs = wait;
@@ -245,7 +244,7 @@ function limitState(entry: CompiledLimit, cells: number[], now: number): LimitSt
     };
   }
   const start = cells[offset + 1]!;
-  const end = nextPeriodStart(start, limit.period);
+  const end = cells[offset + 2]!;
   const remaining = limit.limit - cells[offset]!;
   return { name: limit.name, kind: 'budget', limit: limit.limit, remaining: remaining > 0 ? remaining : 0, reset_at: end, window_ms: end - start };
 }

@@ -22,8 +22,11 @@ export interface LimitSet {
   readonly size: number;
 }
 
+/** Budget cells: [used, period start, next period start] (the end is kept so that no Date is built per decision). */
+export const BUDGET_CELLS = 3;
+
 export function cellsOf(limit: Limit): number {
-  return limit.kind === 'rate' ? 1 : limit.kind === 'window' ? WINDOW_CELLS : 2;
+  return limit.kind === 'rate' ? 1 : limit.kind === 'window' ? WINDOW_CELLS : BUDGET_CELLS;
 }
 
 export function compileLimits(limits: readonly Limit[]): LimitSet {

@@ -36,7 +36,7 @@ export function quotaStateToJSON(set: LimitSet, state: QuotaState): unknown {
   for (const { limit, offset } of set.compiled) {
     if (limit.kind === 'rate') limits[limit.name] = { kind: 'rate', tat: state.cells[offset] };
     else if (limit.kind === 'window') limits[limit.name] = { kind: 'window', newest: state.cells[offset], slots: state.cells.slice(offset + 1, offset + 1 + RING) };
-    else limits[limit.name] = { kind: 'budget', used: state.cells[offset], period_start: state.cells[offset + 1] };
+    else limits[limit.name] = { kind: 'budget', used: state.cells[offset], period_start: state.cells[offset + 1], period_end: state.cells[offset + 2] };
   }
   const holds: StoredHold[] | undefined = state.holds?.map((hold) => {
     const marks: Record<string, number> = {};
@@ -66,6 +66,8 @@ export function quotaStateFromJSON(set: LimitSet, json: unknown): QuotaState {
     } else if (limit.kind === 'budget' && isNumber(entry.used) && isNumber(entry.period_start)) {
       cells[offset] = entry.used;
       cells[offset + 1] = entry.period_start;
+      // The end is derived from the start; a missing one is recomputed at the next decision.
+      cells[offset + 2] = isNumber(entry.period_end) ? entry.period_end : 0;
     }
   }
   const holds: Hold[] = [];

@@ -39,7 +39,9 @@ export async function startTally(users: number): Promise<TallyUnderTest> {
     TALLY_LOG_LEVEL: 'info',
     DATABASE_URL: process.env.BENCH_DATABASE_URL ?? '',
   };
-  const { child, match } = await startChild([MAIN, 'start'], env, /"msg":"tally is serving".*"port":(\d+)|"port":(\d+).*"msg":"tally is serving"/);
+  // BENCH_PROFILE=<dir> writes a V8 CPU profile of the node (open it in Chrome DevTools).
+  const profile = process.env.BENCH_PROFILE === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`];
+  const { child, match } = await startChild([...profile, MAIN, 'start'], env, /"msg":"tally is serving".*"port":(\d+)|"port":(\d+).*"msg":"tally is serving"/);
   const url = `http://127.0.0.1:${match[1] ?? match[2]}`;
   await call(url, 'PUT', '/v1/admin/tiers/bench', {
     limits: [

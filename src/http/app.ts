@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { SessionTokens } from '../node/index.js';
-import { ForbiddenError, UnauthenticatedError } from '../shards/index.js';
+import { ForbiddenError, InvalidRequestError, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
 import { parseJsonBody, readBody } from './body.js';
 import type { HttpMetrics } from './metrics.js';
@@ -115,7 +115,7 @@ export class HttpServer {
     const forwardedFor = this.options.trustProxy ? req.getHeader('x-forwarded-for') : '';
     const params: Record<string, string> = {};
     for (let i = 0; i < route.params.length; i++) params[route.params[i]!] = safeDecode(req.getParameter(i) ?? '');
-    const ip = route.definition.auth === 'none' || route.definition.path.startsWith('/v1/sessions') ? this.clientAddress(res, forwardedFor) : null;
+    const ip = route.definition.clientAddress === true ? this.clientAddress(res, forwardedFor) : null;
 
     this.inflight++;
     const context: RequestContext<unknown> = {
@@ -128,20 +128,34 @@ export class HttpServer {
       caller: NO_CALLER,
       isAdmin: false,
     };
-    this.run(route, exchange, context, authorization, contentType)
-      .catch((error: unknown) => this.fail(exchange, error))
-      .finally(() => {
-        this.options.metrics.observe(route.label, exchange.status, performance.now() - started);
-        if (--this.inflight === 0) {
-          for (const wake of this.idleWaiters.splice(0)) wake();
-        }
-      });
+    void this.answer(route, exchange, context, authorization, contentType, started);
+  }
+
+  /** Runs the route and writes its answer or problem; never rejects. */
+  private async answer(
+    route: InstalledRoute,
+    exchange: Exchange & { status: number },
+    context: RequestContext<unknown>,
+    authorization: string,
+    contentType: string,
+    started: number,
+  ): Promise<void> {
+    try {
+      await this.run(route, exchange, context, authorization, contentType);
+    } catch (error) {
+      this.fail(exchange, error);
+    } finally {
+      this.options.metrics.observe(route.label, exchange.status, performance.now() - started);
+      if (--this.inflight === 0) {
+        for (const wake of this.idleWaiters.splice(0)) wake();
+      }
+    }
   }
 
   private async run(route: InstalledRoute, exchange: Exchange & { status: number }, context: RequestContext<unknown>, authorization: string, contentType: string): Promise<void> {
     const { definition } = route;
     if (context.idempotencyKey !== null && context.idempotencyKey.length > 255) {
-      throw new HttpError('malformed_json', 'Idempotency-Key is limited to 255 characters');
+      throw new InvalidRequestError('Idempotency-Key is limited to 255 characters');
     }
     if (route.validate !== null) {
       const raw = await readBody(exchange.res);
@@ -152,7 +166,8 @@ export class HttpServer {
       context.body = route.validate(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
     }
     const token = authorization === '' ? null : bearerToken(authorization);
-    context.isAdmin = token !== null && tokenMatches(token, this.options.adminToken);
+    // Only the routes that can act on it pay for the constant-time comparison.
+    if (definition.auth === 'admin' || definition.auth === 'none') context.isAdmin = token !== null && tokenMatches(token, this.options.adminToken);
     switch (definition.auth) {
       case 'user': {
         if (token === null) throw new UnauthenticatedError('send Authorization: Bearer <session token or API key>');

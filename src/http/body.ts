@@ -3,6 +3,7 @@
  * is valid only during its callback, so every chunk is copied. Bodies are capped while they
  * stream in, so an oversized body costs at most the cap in memory.
  */
+import { isUtf8 } from 'node:buffer';
 import type { HttpResponse } from 'uWebSockets.js';
 import { HttpError } from './problem.js';
 
@@ -39,17 +40,12 @@ export function readBody(res: HttpResponse, limit = MAX_BODY_BYTES): Promise<Buf
   });
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced. */
 export function parseJsonBody(body: Buffer): unknown {
   if (body.length === 0) return undefined;
-  let text: string;
-  try {
-    text = utf8.decode(body);
-  } catch {
-    throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
-  }
+  if (!isUtf8(body)) throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
+  const text = body.toString('utf8');
   // Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail in the database.
   if (text.includes('\\u0000')) throw new HttpError('malformed_json', 'strings may not contain U+0000');
   try {

@@ -28,7 +28,7 @@ export interface RequestContext<B> {
   idempotencyKey: string | null;
   /** Set on `user` routes. */
   caller: Caller;
-  /** True when the request carried the admin token (checked in constant time). */
+  /** On `none` and `admin` routes: the request carried the admin token (checked in constant time). */
   isAdmin: boolean;
 }
 
@@ -57,6 +57,8 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
   body?: S;
   /** An empty body is accepted and validated as `{}`. */
   bodyOptional?: boolean;
+  /** The handler uses the client's address (`context.ip`); others skip reading it. */
+  clientAddress?: boolean;
   responses: Record<number, ResponseSpec>;
   handle(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | Promise<Reply>;
 }

@@ -6,7 +6,21 @@ import type { LimitState } from './quota/limits.js';
 import { apiKeyPrefix } from './ids.js';
 import type { ApiKey, Session, UserActor } from './userActor.js';
 
-const iso = (ms: number): string => new Date(ms).toISOString();
+/**
+ * RFC 3339 rendering, remembering the last few values: a budget's reset time is the same
+ * for every answer of a month, and formatting a Date is one of the costlier steps of an
+ * answer on the hot path.
+ */
+const recentIso = new Map<number, string>();
+function iso(ms: number): string {
+  let text = recentIso.get(ms);
+  if (text === undefined) {
+    text = new Date(ms).toISOString();
+    if (recentIso.size >= 64) recentIso.delete(recentIso.keys().next().value!);
+    recentIso.set(ms, text);
+  }
+  return text;
+}
 const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export interface UserView {

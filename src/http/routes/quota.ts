@@ -22,7 +22,10 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       async handle({ caller, body, idempotencyKey }) {
         const args = { cost: body.cost ?? 1, resource: body.resource ?? 'default' };
         const decision = await router.user({ ...caller, op: 'quota.consume', args: idempotencyKey === null ? args : { ...args, idempotencyKey } });
-        return decide(decision, clock(), { allowed: true }, 200);
+        if (decision.allowed) {
+          return { status: 200, body: { allowed: true, limits: decision.limits.map(limitStateView) }, headers: rateLimitHeaders(decision.limits, clock()) };
+        }
+        return decide(decision, clock(), {}, 200);
       },
     }),
     route({

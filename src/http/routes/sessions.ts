@@ -11,6 +11,7 @@ export function sessionRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Log in on a device: a session token',
       tag: 'sessions',
       auth: 'none',
+      clientAddress: true,
       body: S.LoginBody,
       responses: {
         201: { description: 'logged in', schema: S.LoginReply },

@@ -12,6 +12,7 @@ export function userRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Register a user (a tier may be chosen only with the admin token)',
       tag: 'users',
       auth: 'none',
+      clientAddress: true,
       body: S.RegisterBody,
       responses: { 201: { description: 'created', schema: S.User }, 409: { description: 'the email is taken' } },
       async handle({ body, ip, isAdmin }) {

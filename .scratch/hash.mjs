@@ -1,0 +1,13 @@
+import { initHashing, shardOf, parseApiKey } from '../dist/src/shards/index.js';
+await initHashing();
+const ids = Array.from({length: 200}, (_, i) => 'u' + String(i).padStart(20, 'a'));
+let t = performance.now(); let x = 0;
+for (let i = 0; i < 1e6; i++) x += shardOf(ids[i % 200]);
+console.log('shardOf ns', ((performance.now() - t) * 1e6 / 1e6).toFixed(0));
+const key = 'tk_ulebfjb32pqbqurb2usdq_kvjmvve3ij7ce_3hj9GRgvBCKM8U5KCp9lhvMgdbVjmCctZJphUgr7tr4';
+t = performance.now();
+for (let i = 0; i < 2e5; i++) parseApiKey(key);
+console.log('parseApiKey ns', ((performance.now() - t) * 1e6 / 2e5).toFixed(0));
+t = performance.now();
+for (let i = 0; i < 2e5; i++) new Date(Date.now() + i).toISOString();
+console.log('toISOString ns', ((performance.now() - t) * 1e6 / 2e5).toFixed(0));

@@ -106,15 +106,26 @@ export class UserService {
     return loaded === null ? null : new UserActor(loaded, shard, this.tiers);
   };
 
-  async execute<K extends UserOpName>(request: UserRequest<K>, now: number): Promise<UserOps[K]['result']> {
-    const found = this.actor(request.userId, now);
-    const user = found instanceof Promise ? await found : found;
-    const principal = user.authenticate(request.credential, now);
-    checkAccess(principal, request.op);
-    return this.perform(user, principal, request.op, request.args, now) as Promise<UserOps[K]['result']>;
+  /**
+   * Runs one request on its user. Quota operations on an active actor complete
+   * synchronously inside one promise: no await between the credential check and the
+   * decision, which is what keeps a decision atomic and cheap.
+   */
+  execute<K extends UserOpName>(request: UserRequest<K>, now: number): Promise<UserOps[K]['result']> {
+    try {
+      const found = this.actor(request.userId, now);
+      if (found instanceof Promise) return found.then((user) => this.perform(user, request, now)) as Promise<UserOps[K]['result']>;
+      return Promise.resolve(this.perform(found, request, now)) as Promise<UserOps[K]['result']>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
-  private async perform(user: UserActor, principal: Principal, op: UserOpName, args: unknown, now: number): Promise<unknown> {
+  /** The operation's result, or a promise of it for operations written through to Postgres. */
+  private perform(user: UserActor, request: UserRequest, now: number): unknown {
+    const principal = user.authenticate(request.credential, now);
+    checkAccess(principal, request.op);
+    const { op, args } = request;
     const tiers = this.tiers;
     switch (op) {
       case 'auth.verify': {

@@ -3,6 +3,7 @@
  * switch over codes is exhaustive, so a new domain code without a status fails to compile.
  */
 import { TallyError, type ErrorCode } from '../shards/index.js';
+import { STATUS_TEXT } from './respond.js';
 
 /** Errors of the transport itself, before the domain is reached. */
 export type HttpErrorCode =
@@ -73,24 +74,10 @@ export function statusOf(code: ErrorCode | HttpErrorCode): number {
   }
 }
 
-const TITLES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  409: 'Conflict',
-  413: 'Content Too Large',
-  415: 'Unsupported Media Type',
-  422: 'Unprocessable Content',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
 
 export function problem(code: ErrorCode | HttpErrorCode, detail: string, extensions?: Record<string, unknown>): Problem {
   const status = statusOf(code);
-  return { type: TYPE_BASE + code.replaceAll('_', '-'), title: TITLES[status] ?? 'Error', status, detail, ...extensions };
+  return { type: TYPE_BASE + code.replaceAll('_', '-'), title: STATUS_TEXT[status] ?? 'Error', status, detail, ...extensions };
 }
 
 /** The problem for any thrown value; unknown errors become a 500 that reveals nothing. */

@@ -6,7 +6,8 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import type { Problem } from './problem.js';
 
-const STATUS_TEXT: Record<number, string> = {
+/** Reason phrases (RFC 9110 §15), also the `title` of problem details. */
+export const STATUS_TEXT: Record<number, string> = {
   200: 'OK',
   201: 'Created',
   204: 'No Content',

@@ -1,14 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUser, startTestNode, type TestNode } from '../support/tally.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { createUser, useTestNode, type StartedNode } from '../support/tally.js';
 
-let t: TestNode & { dropDatabase(): Promise<void> };
-
-beforeAll(async () => {
-  t = await startTestNode();
-});
-afterAll(async () => {
-  await t.stop();
-  await t.dropDatabase();
+const node = useTestNode();
+let t: StartedNode;
+beforeEach(() => {
+  t = node();
 });
 
 describe('operations', () => {

@@ -3,6 +3,7 @@
  * Postgres database or a fresh PGlite directory, with test tokens and a fast flush.
  */
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, TallyNode, createLogger } from '../../src/node/index.js';
 import { apiClient, type Api } from './http.js';
 import { createTestDatabase } from './postgres.js';
@@ -106,4 +107,25 @@ export async function createKey(api: Api, user: TestUser, body: Record<string, u
   const created = await api('POST', '/v1/keys', { token: user.token, body });
   if (created.status !== 201) throw new Error(`key failed: ${created.status} ${created.text}`);
   return { id: created.body.id, key: created.body.key };
+}
+
+export type StartedNode = Awaited<ReturnType<typeof startTestNode>>;
+
+/**
+ * Starts one node for the whole test file and stops it (dropping its database) after.
+ * Returns an accessor, since the node exists only once `beforeAll` has run.
+ */
+export function useTestNode(options: TestNodeOptions = {}): () => StartedNode {
+  let started: StartedNode | undefined;
+  beforeAll(async () => {
+    started = await startTestNode(options);
+  });
+  afterAll(async () => {
+    await started?.stop();
+    await started?.dropDatabase();
+  });
+  return () => {
+    if (started === undefined) throw new Error('the test node is not started yet');
+    return started;
+  };
 }

@@ -107,6 +107,16 @@ export class HttpServer {
   private serve(route: InstalledRoute, res: HttpResponse, req: HttpRequest): void {
     const started = performance.now();
     const exchange = this.exchange(res, req);
+    try {
+      this.start(route, exchange, req, started);
+    } catch (error) {
+      // Nothing thrown while reading a request may escape into uWebSockets.js.
+      this.fail(exchange, error);
+    }
+  }
+
+  private start(route: InstalledRoute, exchange: Exchange & { status: number }, req: HttpRequest, started: number): void {
+    const { res } = exchange;
     // Everything the request object holds is read now: it is gone after the first await.
     const authorization = req.getHeader('authorization');
     const contentType = req.getHeader('content-type');

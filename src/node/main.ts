@@ -59,6 +59,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A rejection nobody awaited is a bug to log, not a reason to drop every user's counters.
+process.on('unhandledRejection', (reason) => {
+  process.stderr.write(`unhandled rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}\n`);
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exit(code);

@@ -8,14 +8,14 @@ import { randomUUID } from 'node:crypto';
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { SessionTokens } from '../node/index.js';
-import { ForbiddenError, InvalidRequestError, UnauthenticatedError } from '../shards/index.js';
+import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
-import { parseJsonBody, readBody } from './body.js';
+import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import type { HttpMetrics } from './metrics.js';
 import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { write, writeJson, writeProblem, type Exchange } from './respond.js';
-import { pathParams, uwsPattern, type Caller, type RequestContext, type RouteDefinition } from './route.js';
+import { pathParams, uwsPattern, type Caller, type Reply, type RequestContext, type RouteDefinition } from './route.js';
 import { compileValidator, type Validator } from './validate.js';
 
 export interface HttpServerOptions {
@@ -26,6 +26,15 @@ export interface HttpServerOptions {
   trustProxy: boolean;
   metrics: HttpMetrics;
   log: Logger;
+}
+
+interface PendingRequest {
+  route: InstalledRoute;
+  exchange: Exchange & { status: number };
+  context: RequestContext<unknown>;
+  authorization: string;
+  contentType: string;
+  started: number;
 }
 
 interface InstalledRoute {
@@ -117,7 +126,7 @@ export class HttpServer {
 
   private start(route: InstalledRoute, exchange: Exchange & { status: number }, req: HttpRequest, started: number): void {
     const { res } = exchange;
-    // Everything the request object holds is read now: it is gone after the first await.
+    // Everything the request object holds is read now: it is gone once this handler returns.
     const authorization = req.getHeader('authorization');
     const contentType = req.getHeader('content-type');
     const idempotencyKey = req.getHeader('idempotency-key');
@@ -128,76 +137,111 @@ export class HttpServer {
     const ip = route.definition.clientAddress === true ? this.clientAddress(res, forwardedFor) : null;
 
     this.inflight++;
-    const context: RequestContext<unknown> = {
-      requestId: exchange.requestId,
-      params,
-      body: undefined,
-      ip,
-      userAgent: userAgent === '' ? null : userAgent.slice(0, 512),
-      idempotencyKey: idempotencyKey === '' ? null : idempotencyKey,
-      caller: NO_CALLER,
-      isAdmin: false,
+    const request: PendingRequest = {
+      route,
+      exchange,
+      started,
+      authorization,
+      contentType,
+      context: {
+        requestId: exchange.requestId,
+        params,
+        body: undefined,
+        ip,
+        userAgent: userAgent === '' ? null : userAgent.slice(0, 512),
+        idempotencyKey: idempotencyKey === '' ? null : idempotencyKey,
+        caller: NO_CALLER,
+        isAdmin: false,
+      },
     };
-    void this.answer(route, exchange, context, authorization, contentType, started);
+    if (route.validate === null) this.proceed(request, null);
+    else collectBody(res, MAX_BODY_BYTES, (body) => this.proceed(request, body), (error) => this.finish(request, error));
   }
 
-  /** Runs the route and writes its answer or problem; never rejects. */
-  private async answer(
-    route: InstalledRoute,
-    exchange: Exchange & { status: number },
-    context: RequestContext<unknown>,
-    authorization: string,
-    contentType: string,
-    started: number,
-  ): Promise<void> {
-    try {
-      await this.run(route, exchange, context, authorization, contentType);
-    } catch (error) {
-      this.fail(exchange, error);
-    } finally {
-      this.options.metrics.observe(route.label, exchange.status, performance.now() - started);
-      if (--this.inflight === 0) {
-        for (const wake of this.idleWaiters.splice(0)) wake();
-      }
-    }
-  }
-
-  private async run(route: InstalledRoute, exchange: Exchange & { status: number }, context: RequestContext<unknown>, authorization: string, contentType: string): Promise<void> {
+  /**
+   * With the body in hand: validates, resolves the caller, and answers at once when the
+   * route can (a quota operation on an actor active here, with an API key); otherwise
+   * continues asynchronously.
+   */
+  private proceed(request: PendingRequest, body: Buffer | null): void {
+    const { route, context } = request;
     const { definition } = route;
-    if (context.idempotencyKey !== null && context.idempotencyKey.length > 255) {
-      throw new InvalidRequestError('Idempotency-Key is limited to 255 characters');
-    }
-    if (route.validate !== null) {
-      const raw = await readBody(exchange.res);
-      if (raw.length > 0 && !isJson(contentType)) {
-        throw new HttpError('unsupported_media_type', 'send the body as application/json');
+    let token: string | null;
+    try {
+      if (context.idempotencyKey !== null && context.idempotencyKey.length > 255) {
+        throw new InvalidRequestError('Idempotency-Key is limited to 255 characters');
       }
-      const parsed = parseJsonBody(raw);
-      context.body = route.validate(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
-    }
-    const token = authorization === '' ? null : bearerToken(authorization);
-    // Only the routes that can act on it pay for the constant-time comparison.
-    if (definition.auth === 'admin' || definition.auth === 'none') context.isAdmin = token !== null && tokenMatches(token, this.options.adminToken);
-    switch (definition.auth) {
-      case 'user': {
-        if (token === null) throw new UnauthenticatedError('send Authorization: Bearer <session token or API key>');
-        const caller = resolveCaller(token, this.options.tokens);
-        context.caller = caller instanceof Promise ? await caller : caller;
-        break;
+      if (body !== null) {
+        if (body.length > 0 && !isJson(request.contentType)) {
+          throw new HttpError('unsupported_media_type', 'send the body as application/json');
+        }
+        const parsed = parseJsonBody(body);
+        context.body = route.validate!(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
       }
-      case 'admin':
-        checkToken(token, this.options.adminToken, context.isAdmin, 'TALLY_ADMIN_TOKEN');
-        break;
-      case 'service':
-        checkToken(token, this.options.serviceToken, token !== null && tokenMatches(token, this.options.serviceToken), 'TALLY_SERVICE_TOKEN');
-        break;
-      case 'none':
-        break;
+      token = request.authorization === '' ? null : bearerToken(request.authorization);
+      if (definition.fast !== undefined && token !== null && looksLikeApiKey(token)) {
+        const caller = resolveCaller(token, this.options.tokens) as Caller;
+        context.caller = caller;
+        const reply = definition.fast(context as never);
+        if (reply !== undefined) {
+          this.reply(request.exchange, reply);
+          this.finish(request, null);
+          return;
+        }
+      }
+    } catch (error) {
+      this.finish(request, error);
+      return;
     }
-    const reply = await definition.handle(context as never);
+    void this.answer(request, token);
+  }
+
+  /** Authenticates and runs the route's handler; never rejects. */
+  private async answer(request: PendingRequest, token: string | null): Promise<void> {
+    let failure: unknown = null;
+    try {
+      const { route, context } = request;
+      const { definition } = route;
+      // Only the routes that can act on it pay for the constant-time comparison.
+      if (definition.auth === 'admin' || definition.auth === 'none') context.isAdmin = token !== null && tokenMatches(token, this.options.adminToken);
+      switch (definition.auth) {
+        case 'user': {
+          if (token === null) throw new UnauthenticatedError('send Authorization: Bearer <session token or API key>');
+          if (context.caller === NO_CALLER) {
+            const caller = resolveCaller(token, this.options.tokens);
+            context.caller = caller instanceof Promise ? await caller : caller;
+          }
+          break;
+        }
+        case 'admin':
+          checkToken(token, this.options.adminToken, context.isAdmin, 'TALLY_ADMIN_TOKEN');
+          break;
+        case 'service':
+          checkToken(token, this.options.serviceToken, token !== null && tokenMatches(token, this.options.serviceToken), 'TALLY_SERVICE_TOKEN');
+          break;
+        case 'none':
+          break;
+      }
+      this.reply(request.exchange, await definition.handle(context as never));
+    } catch (error) {
+      failure = error;
+    }
+    this.finish(request, failure);
+  }
+
+  private reply(exchange: Exchange & { status: number }, reply: Reply): void {
     exchange.status = reply.status;
     if (reply.text !== undefined) write(exchange, reply.status, reply.text, reply.headers, reply.contentType ?? 'text/plain');
     else writeJson(exchange, reply.status, reply.body, reply.headers, reply.contentType);
+  }
+
+  /** Answers with a problem if the request failed, then accounts for it. */
+  private finish(request: PendingRequest, error: unknown): void {
+    if (error !== null) this.fail(request.exchange, error);
+    this.options.metrics.observe(request.route.label, request.exchange.status, performance.now() - request.started);
+    if (--this.inflight === 0) {
+      for (const wake of this.idleWaiters.splice(0)) wake();
+    }
   }
 
   private fail(exchange: Exchange & { status: number }, error: unknown): void {

@@ -9,37 +9,32 @@ import { HttpError } from './problem.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
-export function readBody(res: HttpResponse, limit = MAX_BODY_BYTES): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let chunks: Buffer[] | null = null;
-    let single: Buffer | null = null;
-    let size = 0;
-    let failed = false;
-    res.onData((chunk, isLast) => {
-      if (failed) return;
-      size += chunk.byteLength;
-      if (size > limit) {
-        failed = true;
-        reject(new HttpError('payload_too_large', `request bodies are limited to ${limit} bytes`));
-        return;
-      }
-      // Copy now: uWebSockets.js reuses the chunk's memory after this callback returns.
-      const copy = Buffer.from(chunk.slice(0));
-      if (isLast && single === null && chunks === null) {
-        resolve(copy);
-        return;
-      }
-      if (single === null && chunks === null) single = copy;
-      else {
-        chunks ??= [single!];
-        chunks.push(copy);
-        single = null;
-      }
-      if (isLast) resolve(chunks === null ? single! : Buffer.concat(chunks, size));
-    });
+/**
+ * Calls `done` with the whole body, inside the last `onData` callback, so a request whose
+ * body arrives with its headers is handled without a detour through the microtask queue.
+ */
+export function collectBody(res: HttpResponse, limit: number, done: (body: Buffer) => void, failed: (error: HttpError) => void): void {
+  let chunks: Buffer[] | null = null;
+  let size = 0;
+  let refused = false;
+  res.onData((chunk, isLast) => {
+    if (refused) return;
+    size += chunk.byteLength;
+    if (size > limit) {
+      refused = true;
+      failed(new HttpError('payload_too_large', `request bodies are limited to ${limit} bytes`));
+      return;
+    }
+    // Copy now: uWebSockets.js reuses the chunk's memory after this callback returns.
+    const copy = Buffer.from(chunk.slice(0));
+    if (isLast && chunks === null) {
+      done(copy);
+      return;
+    }
+    (chunks ??= []).push(copy);
+    if (isLast) done(Buffer.concat(chunks, size));
   });
 }
-
 
 /** Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced. */
 export function parseJsonBody(body: Buffer): unknown {

@@ -61,6 +61,12 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
   clientAddress?: boolean;
   responses: Record<number, ResponseSpec>;
   handle(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | Promise<Reply>;
+  /**
+   * An optional synchronous attempt, tried first when the caller presented an API key:
+   * returns the answer when it can be given without waiting (the user's actor is active on
+   * this node), or undefined to go on with `handle`.
+   */
+  fast?(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | undefined;
 }
 
 /** Keeps each route's handler typed by its own body schema inside a heterogeneous list. */

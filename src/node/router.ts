@@ -7,6 +7,11 @@ import type { LimiterDecision, LimiterRequest, LimiterService, UserOpName, UserO
 
 export interface Router {
   user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']>;
+  /**
+   * The same request answered synchronously, when its owner is this node, the actor is in
+   * memory and the operation needs nothing from the database; otherwise undefined.
+   */
+  tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined;
   limiter(request: LimiterRequest): Promise<LimiterDecision>;
 }
 
@@ -21,6 +26,10 @@ export class LocalRouter implements Router {
 
   user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
     return this.users.execute(request, this.clock());
+  }
+
+  tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined {
+    return this.users.tryExecute(request, this.clock());
   }
 
   limiter(request: LimiterRequest): Promise<LimiterDecision> {

@@ -70,6 +70,15 @@ export class ActorRuntime {
     return this.activate(key, shard, now, load, what);
   }
 
+  /** The actor for `key` if it is active here, without loading it; touches it. */
+  peek(key: string, now: number): Actor | undefined {
+    const shard = this.shardFor(key);
+    if (!shard.serving) return undefined;
+    const active = shard.actors.get(key);
+    if (active !== undefined) this.touch(active, now);
+    return active;
+  }
+
   private async activate<A extends Actor>(
     key: string,
     shard: Shard,

@@ -89,6 +89,9 @@ const SCOPE_OF: Partial<Record<UserOpName, string>> = {
   'quota.release': 'quota:reserve',
 };
 
+/** Operations decided in the actor's memory alone, with nothing to await. */
+const IN_MEMORY_OPS: ReadonlySet<UserOpName> = new Set<UserOpName>(['auth.verify', 'quota.consume', 'quota.get', 'quota.reserve', 'quota.settle', 'quota.release']);
+
 export class UserService {
   constructor(
     private readonly runtime: ActorRuntime,
@@ -119,6 +122,17 @@ export class UserService {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Runs a quota operation synchronously when the user's actor is already active here;
+   * undefined when it is not (the caller then uses `execute`). Errors are thrown.
+   */
+  tryExecute<K extends UserOpName>(request: UserRequest<K>, now: number): UserOps[K]['result'] | undefined {
+    if (!IN_MEMORY_OPS.has(request.op)) return undefined;
+    const actor = this.runtime.peek(request.userId, now);
+    if (!(actor instanceof UserActor)) return undefined;
+    return this.perform(actor, request, now) as UserOps[K]['result'];
   }
 
   /** The operation's result, or a promise of it for operations written through to Postgres. */

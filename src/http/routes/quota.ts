@@ -1,8 +1,9 @@
-import { limitStateView, newReservationId, type LimitState, type QuotaDecision } from '../../shards/index.js';
+import { limitStateView, newReservationId, type LimitState, type QuotaDecision, type UserRequest } from '../../shards/index.js';
 import { problem } from '../problem.js';
 import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
-import { route, type Reply, type RouteDefinition } from '../route.js';
+import { route, type Caller, type Reply, type RouteDefinition } from '../route.js';
 import * as S from '../schemas.js';
+import type { Body } from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 const DEFAULT_RESERVATION_TTL_MS = 60_000;
@@ -19,13 +20,12 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       body: S.ConsumeBody,
       bodyOptional: true,
       responses: { 200: { description: 'allowed', schema: S.ConsumeReply }, 429: { description: 'refused: nothing was charged' } },
+      fast({ caller, body, idempotencyKey }) {
+        const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey));
+        return decision === undefined ? undefined : consumeReply(decision, clock());
+      },
       async handle({ caller, body, idempotencyKey }) {
-        const args = { cost: body.cost ?? 1, resource: body.resource ?? 'default' };
-        const decision = await router.user({ ...caller, op: 'quota.consume', args: idempotencyKey === null ? args : { ...args, idempotencyKey } });
-        if (decision.allowed) {
-          return { status: 200, body: { allowed: true, limits: decision.limits.map(limitStateView) }, headers: rateLimitHeaders(decision.limits, clock()) };
-        }
-        return decide(decision, clock(), {}, 200);
+        return consumeReply(await router.user(consumeRequest(caller, body, idempotencyKey)), clock());
       },
     }),
     route({
@@ -98,6 +98,16 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       },
     }),
   ];
+}
+
+function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempotencyKey: string | null): UserRequest<'quota.consume'> {
+  const args = { cost: body.cost ?? 1, resource: body.resource ?? 'default' };
+  return { ...caller, op: 'quota.consume', args: idempotencyKey === null ? args : { ...args, idempotencyKey } };
+}
+
+function consumeReply(decision: QuotaDecision, now: number): Reply {
+  if (!decision.allowed) return decide(decision, now, {}, 200);
+  return { status: 200, body: { allowed: true, limits: decision.limits.map(limitStateView) }, headers: rateLimitHeaders(decision.limits, now) };
 }
 
 /** 2xx with `fields` and the limits when allowed; otherwise 429 with the same limits. */

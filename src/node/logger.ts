@@ -20,11 +20,12 @@ export const REDACTED_PATHS = [
   '*.secret',
 ];
 
-export function createLogger(level: LogLevel, nodeId: string): Logger {
-  return pino({
+export function createLogger(level: LogLevel, nodeId: string, destination?: pino.DestinationStream): Logger {
+  const options = {
     level,
     base: { node: nodeId },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }

@@ -39,10 +39,9 @@ export class TierAdmin {
     }));
   }
 
-  async put(name: string, limits: Limit[], failOpen: boolean, now: number): Promise<TierView> {
+  async put(name: string, limits: Limit[], failOpen: boolean): Promise<TierView> {
     const row = await this.store.upsertTier({ name, limits, failOpen });
     this.install([row]);
-    void now;
     return this.list().find((tier) => tier.name === name)!;
   }
 

@@ -6,7 +6,7 @@ import type { RouteDeps } from './deps.js';
 const TIER_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
-  const { router, tiers, clock } = deps;
+  const { router, tiers } = deps;
   return [
     route({
       method: 'get',
@@ -32,7 +32,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
         if (!TIER_NAME.test(name)) throw new InvalidRequestError('a tier name is 1 to 64 letters, digits or "_.:-"');
         const problem = validateLimits(body.limits as Limit[]);
         if (problem !== null) throw new InvalidRequestError(`limits: ${problem}`);
-        return { status: 200, body: await tiers.put(name, body.limits as Limit[], body.fail_open ?? false, clock()) };
+        return { status: 200, body: await tiers.put(name, body.limits as Limit[], body.fail_open ?? false) };
       },
     }),
     route({

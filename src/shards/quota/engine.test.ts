@@ -1,20 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  compileLimits,
-  consume,
-  findIdempotent,
-  migrateQuotaState,
-  newQuotaState,
-  quotaStateFromJSON,
-  quotaStateToJSON,
-  release,
-  rememberIdempotent,
-  reserve,
-  settle,
-  snapshot,
-  validateLimits,
-} from './index.js';
-import type { Limit } from './limits.js';
+import { compileLimits, consume, MAX_HOLDS, newQuotaState, release, reserve, settle, snapshot, TOO_MANY_HOLDS, type Limit, type QuotaState } from './index.js';
 
 const limits: Limit[] = [
   { name: 'requests', kind: 'rate', limit: 10, period_ms: 1000 },
@@ -23,115 +8,131 @@ const limits: Limit[] = [
 ];
 const set = compileLimits(limits);
 const T0 = Date.parse('2025-06-01T12:00:00Z');
-const tokens = (state: ReturnType<typeof newQuotaState>, now = T0) => snapshot(set, state, now).find((l) => l.name === 'tokens')!.remaining;
+const remaining = (s: typeof set, state: QuotaState, now: number) => snapshot(s, state, now).map((l) => l.remaining);
 
 describe('consume', () => {
   it('is all or nothing across the limits that apply', () => {
-    const first = consume(set, newQuotaState(set), T0, { cost: 5, resource: 'default' });
-    expect(first.allowed).toBe(true);
+    const first = consume(set, newQuotaState(set), T0, { cost: 5 });
+    expect(first).toMatchObject({ allowed: true, retryAfterMs: 0, exceedsCapacity: false });
     expect(first.limits.map((l) => l.name)).toEqual(['requests', 'tokens']);
-    // The budget has room for 995, the rate limit has 5 left: refused, nothing charged.
-    const refused = consume(set, first.state, T0, { cost: 6, resource: 'default' });
-    expect(refused).toMatchObject({ allowed: false, denied: 'requests' });
+    // The budget has room for 995, the rate limit only for 5: refused, nothing charged.
+    const refused = consume(set, first.state, T0, { cost: 6 });
+    expect(refused).toMatchObject({ allowed: false, denied: 'requests', retryAfterMs: 100, exceedsCapacity: false });
     expect(refused.state).toBe(first.state);
-    expect(tokens(refused.state)).toBe(995);
+    expect(remaining(set, refused.state, T0)).toEqual([5, 995, 2]);
   });
 
-  it('applies resource limits only to their resource', () => {
+  it('waits for the slowest limit, and names the first that refused', () => {
+    const two = compileLimits([
+      { name: 'fast', kind: 'rate', limit: 1, period_ms: 100 },
+      { name: 'slow', kind: 'window', limit: 1, window_ms: 10_000 },
+    ]);
+    const state = consume(two, newQuotaState(two), T0, { cost: 1 }).state;
+    expect(consume(two, state, T0, { cost: 1 })).toMatchObject({ allowed: false, denied: 'fast', retryAfterMs: 11_000 });
+    expect(consume(two, state, T0 + 200, { cost: 1 })).toMatchObject({ allowed: false, denied: 'slow', retryAfterMs: 10_800 });
+  });
+
+  it('says when the cost can never fit', () => {
+    expect(consume(set, newQuotaState(set), T0, { cost: 11 })).toMatchObject({ allowed: false, exceedsCapacity: true, denied: 'requests' });
+    expect(consume(set, newQuotaState(set), T0, { cost: 3, resource: 'images' })).toMatchObject({ allowed: false, exceedsCapacity: true, denied: 'images' });
+  });
+
+  it('applies resource limits only to their resource; no resource means "default"', () => {
     let state = newQuotaState(set);
     state = consume(set, state, T0, { cost: 1, resource: 'images' }).state;
     state = consume(set, state, T0, { cost: 1, resource: 'images' }).state;
     expect(consume(set, state, T0, { cost: 1, resource: 'images' })).toMatchObject({ allowed: false, denied: 'images' });
     expect(consume(set, state, T0, { cost: 1, resource: 'text' }).allowed).toBe(true);
+    expect(consume(set, state, T0, { cost: 1 }).limits.map((l) => l.name)).toEqual(['requests', 'tokens']);
+    expect(consume(set, state, T0, { cost: 1, resource: 'default' }).limits.map((l) => l.name)).toEqual(['requests', 'tokens']);
   });
 
   it('never changes its input state', () => {
-    const state = newQuotaState(set);
+    const state = reserve(set, newQuotaState(set), T0, { id: 'h', cost: 2, resource: 'images', ttlMs: 1000 }).state;
     const before = JSON.stringify(state);
-    consume(set, state, T0, { cost: 3, resource: 'default' });
+    consume(set, state, T0 + 5000, { cost: 3 });
+    settle(set, state, T0 + 10, { id: 'h', actual: 1 });
+    snapshot(set, state, T0 + 5000);
     expect(JSON.stringify(state)).toBe(before);
+  });
+
+  it('refuses amounts that are not whole units rather than poison the counters', () => {
+    for (const cost of [0, -1, 1.5, NaN, Infinity, 2 ** 53]) expect(() => consume(set, newQuotaState(set), T0, { cost })).toThrow(RangeError);
+    expect(() => settle(set, newQuotaState(set), T0, { id: 'x', actual: -1 })).toThrow(RangeError);
   });
 });
 
 describe('reservations', () => {
-  const big = compileLimits([{ name: 'tokens', kind: 'budget', limit: 1000, period: 'day' }, { name: 'tpm', kind: 'window', limit: 500, window_ms: 60_000 }]);
+  const big = compileLimits([
+    { name: 'tokens', kind: 'budget', limit: 1000, period: 'day' },
+    { name: 'tpm', kind: 'window', limit: 500, window_ms: 60_000 },
+    { name: 'rps', kind: 'rate', limit: 1000, period_ms: 1000 },
+  ]);
 
-  it('holds the cost, then settles to the actual: refund and extra', () => {
+  it('holds the cost as a consume would, then settles to the actual: refund', () => {
     const held = reserve(big, newQuotaState(big), T0, { id: 'r1', cost: 400, resource: 'default', ttlMs: 30_000 });
-    expect(held.allowed).toBe(true);
-    expect(held.limits.map((l) => l.remaining)).toEqual([600, 100]);
-    const refunded = settle(big, held.state, T0 + 1000, { id: 'r1', actual: 150 });
+    expect(held).toMatchObject({ allowed: true, hold: { id: 'r1', cost: 400, createdAt: T0, expiresAt: T0 + 30_000 } });
+    expect(held.limits.map((l) => l.remaining)).toEqual([600, 100, 600]);
+    const refunded = settle(big, held.state, T0 + 100, { id: 'r1', actual: 150 });
     expect(refunded.found).toBe(true);
-    expect(refunded.limits.map((l) => l.remaining)).toEqual([850, 350]);
+    // Budget and window get 250 back; the rate limit does not (it drained 100 meanwhile).
+    expect(refunded.limits.map((l) => l.remaining)).toEqual([850, 350, 700]);
     expect(refunded.state.holds).toBeNull();
-    const again = reserve(big, refunded.state, T0 + 2000, { id: 'r2', cost: 100, resource: 'default', ttlMs: 30_000 });
-    const extra = settle(big, again.state, T0 + 3000, { id: 'r2', actual: 500 });
-    // The extra is charged even past the window's limit: the work already happened.
-    expect(extra.limits.map((l) => l.remaining)).toEqual([350, 0]);
-    expect(settle(big, extra.state, T0 + 3000, { id: 'r2', actual: 1 }).found).toBe(false);
+    expect(settle(big, refunded.state, T0 + 100, { id: 'r1', actual: 1 }).found).toBe(false);
+  });
+
+  it('charges an extra even past the limits: the work already happened', () => {
+    const held = reserve(big, newQuotaState(big), T0, { id: 'r2', cost: 100, resource: 'default', ttlMs: 30_000 });
+    const extra = settle(big, held.state, T0, { id: 'r2', actual: 1200 });
+    expect(extra.limits.map((l) => l.remaining)).toEqual([0, 0, 0]);
+    // 1100 more units of rate: 1.2 s of backlog behind a 1 s bucket, all of it charged.
+    expect(extra.limits[2]!.reset_at).toBe(T0 + 1200);
+    expect(consume(big, extra.state, T0 + 1000, { cost: 1 })).toMatchObject({ allowed: false, denied: 'tokens' });
+    const rateOnly = compileLimits([big.limits[2]!]);
+    const over = settle(rateOnly, reserve(rateOnly, newQuotaState(rateOnly), T0, { id: 'r', cost: 100, resource: 'default', ttlMs: 1000 }).state, T0, { id: 'r', actual: 1200 });
+    expect(consume(rateOnly, over.state, T0 + 200, { cost: 1 })).toMatchObject({ allowed: false, retryAfterMs: 1 });
+    expect(consume(rateOnly, over.state, T0 + 201, { cost: 1 }).allowed).toBe(true);
   });
 
   it('releases a hold, and an expired hold releases itself', () => {
     const held = reserve(big, newQuotaState(big), T0, { id: 'r1', cost: 300, resource: 'default', ttlMs: 10_000 });
-    expect(release(big, held.state, T0 + 1, 'r1').found).toBe(true);
-    expect(snapshot(big, release(big, held.state, T0 + 1, 'r1').state, T0 + 1)[0]!.remaining).toBe(1000);
-    expect(snapshot(big, held.state, T0 + 9_999)[0]!.remaining).toBe(700);
-    expect(snapshot(big, held.state, T0 + 10_000)[0]!.remaining).toBe(1000);
+    const released = release(big, held.state, T0 + 1, 'r1');
+    expect(released.found).toBe(true);
+    expect(remaining(big, released.state, T0 + 1).slice(0, 2)).toEqual([1000, 500]);
+    expect(remaining(big, held.state, T0 + 9_999).slice(0, 2)).toEqual([700, 200]);
+    expect(remaining(big, held.state, T0 + 10_000).slice(0, 2)).toEqual([1000, 500]);
     expect(release(big, held.state, T0 + 10_000, 'r1').found).toBe(false);
+    // The expiry is applied by whichever operation comes next, and kept in its state.
+    const after = consume(big, held.state, T0 + 10_000, { cost: 1 });
+    expect(after.state.holds).toBeNull();
+    expect(after.limits.map((l) => l.remaining).slice(0, 2)).toEqual([999, 499]);
   });
 
-  it('refuses a hold that does not fit', () => {
-    expect(reserve(big, newQuotaState(big), T0, { id: 'r', cost: 501, resource: 'default', ttlMs: 1000 }).allowed).toBe(false);
+  it('does not refund a budget into a later period, nor a window slot that left', () => {
+    const late = Date.parse('2025-06-01T23:59:30Z');
+    const held = reserve(big, newQuotaState(big), late, { id: 'r', cost: 300, resource: 'default', ttlMs: 3_600_000 });
+    const nextDay = consume(big, held.state, late + 40_000, { cost: 50 }).state;
+    const settled = settle(big, nextDay, late + 40_000, { id: 'r', actual: 0 });
+    expect(settled.limits.map((l) => l.remaining).slice(0, 2)).toEqual([950, 500 - 50]);
+    const windowLeft = settle(big, nextDay, late + 66_000, { id: 'r', actual: 0 });
+    expect(windowLeft.limits.map((l) => l.remaining).slice(0, 2)).toEqual([950, 450]);
   });
 
-  it('does not refund a budget into a later period', () => {
-    const held = reserve(big, newQuotaState(big), Date.parse('2025-06-01T23:59:00Z'), { id: 'r', cost: 300, resource: 'default', ttlMs: 3_600_000 });
-    const settled = settle(big, held.state, Date.parse('2025-06-02T00:01:00Z'), { id: 'r', actual: 0 });
-    expect(settled.limits[0]!.remaining).toBe(1000);
-  });
-});
-
-describe('idempotency memory', () => {
-  it('finds answers for 24 h and keeps at most `max`', () => {
-    let entries = rememberIdempotent(null, T0, 'a', 'fp', { ok: 1 });
-    expect(findIdempotent(entries, T0 + 86_399_999, 'a')?.answer).toEqual({ ok: 1 });
-    expect(findIdempotent(entries, T0 + 86_400_000, 'a')).toBeUndefined();
-    for (let i = 0; i < 10; i++) entries = rememberIdempotent(entries, T0, `k${i}`, 'fp', i, 4);
-    expect(entries.map((e) => e.key)).toEqual(['k6', 'k7', 'k8', 'k9']);
-  });
-});
-
-describe('state across tier edits and storage', () => {
-  it('round-trips through JSON, holds and idempotency included', () => {
-    let state = consume(set, newQuotaState(set), T0, { cost: 7, resource: 'images' }).state;
-    state = reserve(set, state, T0, { id: 'h', cost: 3, resource: 'default', ttlMs: 60_000 }).state;
-    state = { ...state, idem: rememberIdempotent(null, T0, 'key', 'fp', { allowed: true }) };
-    const restored = quotaStateFromJSON(set, JSON.parse(JSON.stringify(quotaStateToJSON(set, state))));
-    expect(restored.cells).toEqual(state.cells);
-    expect(restored.holds).toEqual(state.holds);
-    expect(restored.idem).toEqual(state.idem);
+  it('refuses a hold that does not fit, and charges nothing', () => {
+    const refused = reserve(big, newQuotaState(big), T0, { id: 'r', cost: 501, resource: 'default', ttlMs: 1000 });
+    expect(refused).toMatchObject({ allowed: false, denied: 'tpm', exceedsCapacity: true });
+    expect(refused.hold).toBeUndefined();
+    expect(refused.state.holds).toBeNull();
   });
 
-  it('reads garbage as fresh state without throwing', () => {
-    for (const garbage of [null, 42, 'x', { limits: { tokens: { kind: 'budget', used: 'many' } } }, { holds: [{}], idem: 'no' }]) {
-      expect(quotaStateFromJSON(set, garbage).cells).toEqual(newQuotaState(set).cells);
-    }
-  });
-
-  it('carries counters by name when limits change, and starts new ones fresh', () => {
-    const state = consume(set, newQuotaState(set), T0, { cost: 9, resource: 'default' }).state;
-    const edited = compileLimits([
-      { name: 'tokens', kind: 'budget', limit: 5000, period: 'day' },
-      { name: 'new', kind: 'window', limit: 3, window_ms: 1000 },
-    ]);
-    const moved = migrateQuotaState(set, state, edited);
-    expect(snapshot(edited, moved, T0).map((l) => l.remaining)).toEqual([4991, 3]);
-  });
-
-  it('validates limits', () => {
-    expect(validateLimits(limits)).toBeNull();
-    expect(validateLimits([limits[0]!, limits[0]!])).toMatch(/twice/);
-    expect(validateLimits([{ name: 'x', kind: 'rate', limit: 0, period_ms: 1 }])).toMatch(/limit/);
-    expect(validateLimits([{ name: 'bad name', kind: 'budget', limit: 1, period: 'day' }])).toMatch(/name/);
+  it(`caps open holds at ${MAX_HOLDS} per user`, () => {
+    const tiny = compileLimits([{ name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month' }]);
+    let state = newQuotaState(tiny);
+    for (let i = 0; i < MAX_HOLDS; i++) state = reserve(tiny, state, T0, { id: `h${i}`, cost: 1, resource: 'default', ttlMs: 5000 + i }).state;
+    const refused = reserve(tiny, state, T0 + 1, { id: 'one-more', cost: 1, resource: 'default', ttlMs: 5000 });
+    expect(refused).toMatchObject({ allowed: false, denied: TOO_MANY_HOLDS, retryAfterMs: 4999, exceedsCapacity: false });
+    expect(refused.state).toBe(state);
+    expect(reserve(tiny, state, T0 + 5000, { id: 'one-more', cost: 1, resource: 'default', ttlMs: 5000 }).allowed).toBe(true);
+    expect(() => reserve(tiny, state, T0, { id: 'h7', cost: 1, resource: 'default', ttlMs: 1 })).toThrow(/already open/);
   });
 });

@@ -1,57 +1,57 @@
 /**
- * Composite quota operations over a LimitSet and one user's QuotaState. Pure: each takes
- * (set, state, now, request) and returns a decision with the next state; the input state is
- * never modified, and a refusal returns the input state itself.
+ * The composite quota operations over a LimitSet and one user's QuotaState. Pure: each
+ * takes (set, state, now, request) and returns its answer with the next state. The input is
+ * never modified; a refusal that changed nothing returns the input state itself, so a
+ * caller can tell by identity that there is nothing to write.
  *
- * - A consume is all or nothing: every limit that applies must admit the cost, or none is
- *   charged.
- * - A reservation charges its cost at once (a hold). Settling replaces the hold by the
- *   actual cost: budgets and windows get the difference back exactly (from the period or
- *   slot the hold was charged to, while that still counts) or are charged the extra, even
- *   past the limit, since the work already happened. GCRA rate limits are charged extras
- *   but never refunded: once the bucket has drained between hold and settle, no refund can
- *   be computed exactly, and an inexact one could over-admit later.
- * - Holds release themselves when they expire, at the next operation.
+ * Every operation first releases the holds that expired by `now`. A consume is all or
+ * nothing: every limit that applies must admit the cost, or none is charged. A
+ * reservation charges its cost exactly as a consume would and keeps it as a hold, which
+ * settle or release later adjusts (see holds.ts for what is refunded and why).
  */
-import { gcraRemaining, gcraResetAt, gcraTake } from './gcra.js';
+import { assertAmount } from './amounts.js';
+import { expireHolds, findHold, MAX_HOLDS, settleHold, withoutHold, type Hold } from './holds.js';
 import type { IdempotencyEntry } from './idempotency.js';
-import { applies, type CompiledLimit, type LimitSet } from './limitSet.js';
+import { advanceLimit, chargeLimit, exceedsCapacity, limitState, waitFor } from './kinds.js';
+import { applies, type LimitSet } from './limitSet.js';
 import type { LimitState } from './limits.js';
-import { nextPeriodStart, periodStart } from './period.js';
-import { addToSlot, advanceWindow, slotCounted, slotOf, windowCount, windowResetAt, windowRetryAt, WINDOW_CELLS } from './window.js';
-
-export const MAX_HOLDS = 1000;
-
-export interface Hold {
-  id: string;
-  cost: number;
-  resource: string;
-  createdAt: number;
-  expiresAt: number;
-  /** Per limit of the set: the slot (window) or period start (budget) charged; NaN if not charged or not refundable. */
-  marks: number[];
-}
 
 export interface QuotaState {
   readonly cells: readonly number[];
+  /** null when there are none, to keep idle users small. */
   readonly holds: readonly Hold[] | null;
   readonly idem: readonly IdempotencyEntry[] | null;
 }
 
 export interface QuotaRequest {
   cost: number;
-  resource: string;
+  /** Limits with a `resource` apply only to requests naming it. */
+  resource?: string;
 }
 
 export interface Decision {
   allowed: boolean;
   state: QuotaState;
+  /** The limits that applied to the request, after it. */
   limits: LimitState[];
+  /** 0 when allowed; else when every limit would admit the cost. */
   retryAfterMs: number;
+  /** The cost is above some limit's capacity: waiting will not help. */
   exceedsCapacity: boolean;
-  /** The first limit that refused. */
+  /** The first limit that refused, or TOO_MANY_HOLDS. */
   denied?: string;
 }
+
+export interface Settled {
+  found: boolean;
+  state: QuotaState;
+  /** The limits that applied to the hold, after settling; empty when not found. */
+  limits: LimitState[];
+}
+
+export const DEFAULT_RESOURCE = 'default';
+/** `denied` for a reservation refused because the user has MAX_HOLDS open; "#" is never in a limit name. */
+export const TOO_MANY_HOLDS = '#holds';
 
 export function newQuotaState(set: LimitSet): QuotaState {
   return { cells: freshCells(set), holds: null, idem: null };
@@ -62,191 +62,99 @@ export function freshCells(set: LimitSet): number[] {
 }
 
 export function consume(set: LimitSet, state: QuotaState, now: number, request: QuotaRequest): Decision {
-  const cells = state.cells.slice();
-  prepare(set, cells, now);
+  assertAmount('cost', request.cost, 1);
+  const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  const verdict = admit(set, cells, now, request);
-  if (!verdict.allowed) {
-    const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
-    return { ...verdict, state: next, limits: states(set, cells, now, request.resource) };
-  }
-  charge(set, cells, now, request, null);
-  return { allowed: true, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, request.resource), retryAfterMs: 0, exceedsCapacity: false };
+  const resource = request.resource ?? DEFAULT_RESOURCE;
+  const refused = firstRefusal(set, cells, now, request.cost, resource);
+  if (refused >= 0) return refusal(set, state, cells, holds, now, request.cost, resource, refused);
+  for (const entry of set.compiled) if (applies(entry.limit, resource)) chargeLimit(entry, cells, now, request.cost);
+  return { allowed: true, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, resource), retryAfterMs: 0, exceedsCapacity: false };
 }
 
 export function reserve(set: LimitSet, state: QuotaState, now: number, request: QuotaRequest & { id: string; ttlMs: number }): Decision & { hold?: Hold } {
-  const cells = state.cells.slice();
-  prepare(set, cells, now);
+  assertAmount('cost', request.cost, 1);
+  assertAmount('ttlMs', request.ttlMs, 1);
+  const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  if (holds !== null && holds.length >= MAX_HOLDS) {
-    const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
-    return { allowed: false, state: next, limits: states(set, cells, now, request.resource), retryAfterMs: 1000, exceedsCapacity: false, denied: 'holds' };
-  }
-  const verdict = admit(set, cells, now, request);
-  if (!verdict.allowed) {
-    const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
-    return { ...verdict, state: next, limits: states(set, cells, now, request.resource) };
-  }
-  const hold: Hold = { id: request.id, cost: request.cost, resource: request.resource, createdAt: now, expiresAt: now + request.ttlMs, marks: [] };
-  charge(set, cells, now, request, hold.marks);
-  return { ...verdict, hold, state: { cells, holds: [...(holds ?? []), hold], idem: state.idem }, limits: states(set, cells, now, request.resource) };
+  if (findHold(holds, request.id) >= 0) throw new RangeError(`a hold "${request.id}" is already open`);
+  const resource = request.resource ?? DEFAULT_RESOURCE;
+  if (holds !== null && holds.length >= MAX_HOLDS) return tooManyHolds(set, state, cells, holds, now, resource);
+  const refused = firstRefusal(set, cells, now, request.cost, resource);
+  if (refused >= 0) return refusal(set, state, cells, holds, now, request.cost, resource, refused);
+  const marks = set.compiled.map((entry) => (applies(entry.limit, resource) ? chargeLimit(entry, cells, now, request.cost) : NaN));
+  const hold: Hold = { id: request.id, cost: request.cost, resource, createdAt: now, expiresAt: now + request.ttlMs, marks };
+  const next = { cells, holds: holds === null ? [hold] : [...holds, hold], idem: state.idem };
+  return { allowed: true, state: next, limits: states(set, cells, now, resource), retryAfterMs: 0, exceedsCapacity: false, hold };
 }
 
-export function settle(set: LimitSet, state: QuotaState, now: number, request: { id: string; actual: number }): { found: boolean; state: QuotaState; limits: LimitState[] } {
-  const cells = state.cells.slice();
-  prepare(set, cells, now);
+/** Turns a hold into its actual cost (≥ 0). */
+export function settle(set: LimitSet, state: QuotaState, now: number, request: { id: string; actual: number }): Settled {
+  assertAmount('actual', request.actual, 0);
+  const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  const hold = holds?.find((candidate) => candidate.id === request.id);
-  if (hold === undefined) return { found: false, state: { cells, holds, idem: state.idem }, limits: [] };
-  adjust(set, cells, now, hold, request.actual);
-  const rest = holds!.filter((candidate) => candidate !== hold);
-  return { found: true, state: { cells, holds: rest.length === 0 ? null : rest, idem: state.idem }, limits: states(set, cells, now, hold.resource) };
+  const index = findHold(holds, request.id);
+  if (holds === null || index < 0) {
+    return { found: false, state: holds === state.holds ? state : { cells, holds, idem: state.idem }, limits: [] };
+  }
+  const hold = holds[index]!;
+  settleHold(set, cells, now, hold, request.actual);
+  return { found: true, state: { cells, holds: withoutHold(holds, index), idem: state.idem }, limits: states(set, cells, now, hold.resource) };
 }
 
+/** Refunds a whole hold: settle at 0. */
 export function release(set: LimitSet, state: QuotaState, now: number, id: string): { found: boolean; state: QuotaState } {
-  const settled = settle(set, state, now, { id, actual: 0 });
-  return { found: settled.found, state: settled.state };
+  const { found, state: next } = settle(set, state, now, { id, actual: 0 });
+  return { found, state: next };
 }
 
-/** Every limit's state, charging nothing. */
+/** Every limit's state at `now`, charging nothing. */
 export function snapshot(set: LimitSet, state: QuotaState, now: number): LimitState[] {
-  const cells = state.cells.slice();
-  prepare(set, cells, now);
+  const cells = advanced(set, state, now);
   expireHolds(set, cells, state.holds, now);
   return states(set, cells, now, null);
 }
 
-/** Brings windows and budget periods forward to `now`. */
-function prepare(set: LimitSet, cells: number[], now: number): void {
-  for (const entry of set.compiled) {
-    const { limit, offset } = entry;
-    if (limit.kind === 'window') advanceWindow(cells, offset, slotOf(now, entry.width));
-    else if (limit.kind === 'budget' && now >= cells[offset + 2]!) {
-      const start = periodStart(now, limit.period);
-      if (start > cells[offset + 1]!) cells[offset] = 0;
-      cells[offset + 1] = start;
-      cells[offset + 2] = nextPeriodStart(start, limit.period);
-    }
-  }
+/** A copy of the cells with windows and budget periods brought forward to `now`. */
+function advanced(set: LimitSet, state: QuotaState, now: number): number[] {
+  const cells = state.cells.slice();
+  for (const entry of set.compiled) advanceLimit(entry, cells, now);
+  return cells;
 }
 
-function expireHolds(set: LimitSet, cells: number[], holds: readonly Hold[] | null, now: number): readonly Hold[] | null {
-  if (holds === null) return null;
-  let expired = false;
-  for (const hold of holds) if (hold.expiresAt <= now) expired = true;
-  if (!expired) return holds;
-  const live: Hold[] = [];
-  for (const hold of holds) {
-    if (hold.expiresAt <= now) adjust(set, cells, now, hold, 0);
-    else live.push(hold);
+function firstRefusal(set: LimitSet, cells: readonly number[], now: number, cost: number, resource: string): number {
+  for (let i = 0; i < set.compiled.length; i++) {
+    const entry = set.compiled[i]!;
+    if (applies(entry.limit, resource) && waitFor(entry, cells, now, cost) > 0) return i;
   }
-  return live.length === 0 ? null : live;
+  return -1;
 }
 
-function admit(set: LimitSet, cells: number[], now: number, request: QuotaRequest): Omit<Decision, 'state' | 'limits'> {
+/** A refusal: the wait is the longest of the limits that apply, after which each admits the cost. */
+function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[] | null, now: number, cost: number, resource: string, refused: number): Decision {
   let retryAfterMs = 0;
-  let exceedsCapacity = false;
-  let denied: string | undefined;
-  const { cost, resource } = request;
+  let exceeds = false;
   for (const entry of set.compiled) {
-    const { limit, offset } = entry;
-    if (!applies(limit, resource)) continue;
-    let wait = 0;
-    if (limit.kind === 'rate') {
-      const outcome = gcraTake(entry.gcra!, cells[offset]!, now, cost);
-      if (outcome.allowed) continue;
-      wait = outcome.retryAfterMs;
-      if (outcome.exceedsCapacity) exceedsCapacity = true;
-    } else if (limit.kind === 'window') {
-      if (cost <= limit.limit - windowCount(cells, offset)) continue;
-      if (cost > limit.limit) exceedsCapacity = true;
-      wait = Math.ceil(windowRetryAt(cells, offset, limit.limit, cost, entry.width, limit.window_ms) - now);
-    } else {
-      if (cost <= limit.limit - cells[offset]!) continue;
-      if (cost > limit.limit) exceedsCapacity = true;
-      wait = cells[offset + 2]! - now;
-    }
-    denied ??= limit.name;
+    if (!applies(entry.limit, resource)) continue;
+    const wait = waitFor(entry, cells, now, cost);
     if (wait > retryAfterMs) retryAfterMs = wait;
+    if (exceedsCapacity(entry, cost)) exceeds = true;
   }
-  if (denied === undefined) return { allowed: true, retryAfterMs: 0, exceedsCapacity: false };
-  return { allowed: false, retryAfterMs: Math.max(1, retryAfterMs), exceedsCapacity, denied };
+  const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  return { allowed: false, state: next, limits: states(set, cells, now, resource), retryAfterMs, exceedsCapacity: exceeds, denied: set.compiled[refused]!.limit.name };
 }
 
-/** Charges an admitted request; for a hold, records where each unit went in `marks`. */
-function charge(set: LimitSet, cells: number[], now: number, request: QuotaRequest, marks: number[] | null): void {
-  for (let i = 0; i < set.compiled.length; i++) {
-    const entry = set.compiled[i]!;
-    const { limit, offset } = entry;
-    if (!applies(limit, request.resource)) {
-      if (marks !== null) marks[i] = NaN;
-      continue;
-    }
-    if (limit.kind === 'rate') {
-      cells[offset] = gcraTake(entry.gcra!, cells[offset]!, now, request.cost).tat;
-      if (marks !== null) marks[i] = NaN;
-    } else if (limit.kind === 'window') {
-      addToSlot(cells, offset, cells[offset]!, request.cost);
-      if (marks !== null) marks[i] = cells[offset]!;
-    } else {
-      cells[offset] = cells[offset]! + request.cost;
-      if (marks !== null) marks[i] = cells[offset + 1]!;
-    }
-  }
+/** Refuses a reservation past MAX_HOLDS until the soonest open hold expires. */
+function tooManyHolds(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[], now: number, resource: string): Decision {
+  let soonest = Infinity;
+  for (const hold of holds) if (hold.expiresAt < soonest) soonest = hold.expiresAt;
+  const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  const retryAfterMs = Math.max(1, Math.ceil(soonest - now));
+  return { allowed: false, state: next, limits: states(set, cells, now, resource), retryAfterMs, exceedsCapacity: false, denied: TOO_MANY_HOLDS };
 }
 
-/** Turns a hold of `hold.cost` into `actual`: refunds or charges the difference. */
-function adjust(set: LimitSet, cells: number[], now: number, hold: Hold, actual: number): void {
-  const extra = actual - hold.cost;
-  if (extra === 0) return;
-  for (let i = 0; i < set.compiled.length; i++) {
-    const entry = set.compiled[i]!;
-    const { limit, offset } = entry;
-    if (!applies(limit, hold.resource)) continue;
-    const mark = hold.marks[i] ?? NaN;
-    if (extra > 0) {
-      if (limit.kind === 'rate') {
-        const tat = cells[offset]!;
-        cells[offset] = (tat > now ? tat : now) + extra * entry.gcra!.interval;
-      } else if (limit.kind === 'window') addToSlot(cells, offset, cells[offset]!, extra);
-      else cells[offset] = cells[offset]! + extra;
-    } else if (!Number.isNaN(mark)) {
-      if (limit.kind === 'window' && slotCounted(cells, offset, mark)) addToSlot(cells, offset, mark, extra);
-      else if (limit.kind === 'budget' && mark === cells[offset + 1]) cells[offset] = Math.max(0, cells[offset]! + extra);
-    }
-  }
-}
-
-function states(set: LimitSet, cells: number[], now: number, resource: string | null): LimitState[] {
+function states(set: LimitSet, cells: readonly number[], now: number, resource: string | null): LimitState[] {
   const out: LimitState[] = [];
-  for (const entry of set.compiled) {
-    if (resource !== null && !applies(entry.limit, resource)) continue;
-    out.push(limitState(entry, cells, now));
-  }
+  for (const entry of set.compiled) if (resource === null || applies(entry.limit, resource)) out.push(limitState(entry, cells, now));
   return out;
 }
-
-function limitState(entry: CompiledLimit, cells: number[], now: number): LimitState {
-  const { limit, offset } = entry;
-  if (limit.kind === 'rate') {
-    const tat = cells[offset]!;
-    return { name: limit.name, kind: 'rate', limit: limit.limit, remaining: gcraRemaining(entry.gcra!, tat, now), reset_at: gcraResetAt(tat, now), window_ms: limit.period_ms };
-  }
-  if (limit.kind === 'window') {
-    const remaining = limit.limit - windowCount(cells, offset);
-    return {
-      name: limit.name,
-      kind: 'window',
-      limit: limit.limit,
-      remaining: remaining > 0 ? remaining : 0,
-      reset_at: windowResetAt(cells, offset, entry.width, limit.window_ms, now),
-      window_ms: limit.window_ms,
-    };
-  }
-  const start = cells[offset + 1]!;
-  const end = cells[offset + 2]!;
-  const remaining = limit.limit - cells[offset]!;
-  return { name: limit.name, kind: 'budget', limit: limit.limit, remaining: remaining > 0 ? remaining : 0, reset_at: end, window_ms: end - start };
-}
-
-export { WINDOW_CELLS };

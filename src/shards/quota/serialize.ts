@@ -1,28 +1,24 @@
 /**
- * Moving quota state between limit sets and to and from JSON. Counters are carried by limit
- * NAME (and kind), never by position, so editing a tier keeps every user's usage of the
- * limits that stayed, and starts new limits fresh. Reading JSON never throws: a field that
- * is missing or malformed starts that limit fresh.
+ * Quota state to and from a JSON-safe form keyed by limit NAME, not by position, so stored
+ * state survives edits of the tier made while the user was away (the same conversions as
+ * migrate.ts apply). Reading never throws: a missing or malformed field starts that limit
+ * fresh, and hold marks are trusted only for limits whose counters were restored as stored.
  */
-import { freshCells, type Hold, type QuotaState } from './engine.js';
-import type { IdempotencyEntry } from './idempotency.js';
-import { cellsOf, type LimitSet } from './limitSet.js';
+import { freshCells, type QuotaState } from './engine.js';
+import { gcraCellsAt, gcraTat } from './gcra.js';
+import { MAX_HOLDS, type Hold } from './holds.js';
+import { MAX_IDEMPOTENCY_ENTRIES, type IdempotencyEntry } from './idempotency.js';
+import type { CompiledLimit, LimitSet } from './limitSet.js';
+import { carryCells } from './migrate.js';
+import { MAX_DURATION_MS } from './validate.js';
 import { RING } from './window.js';
 
-export function migrateQuotaState(from: LimitSet, state: QuotaState, to: LimitSet): QuotaState {
-  if (from === to) return state;
-  const cells = freshCells(to);
-  const positions = to.compiled.map((entry) => from.compiled.findIndex((old) => old.limit.name === entry.limit.name && old.limit.kind === entry.limit.kind));
-  to.compiled.forEach((entry, i) => {
-    const old = from.compiled[positions[i]!];
-    if (old === undefined) return;
-    for (let c = 0; c < cellsOf(entry.limit); c++) cells[entry.offset + c] = state.cells[old.offset + c]!;
-  });
-  const holds = state.holds?.map((hold) => ({ ...hold, marks: positions.map((p) => (p < 0 ? NaN : (hold.marks[p] ?? NaN))) })) ?? null;
-  return { cells, holds, idem: state.idem };
-}
+export type LimitCellsJSON =
+  | { kind: 'rate'; tat: number; anchor: number; units: number; limit: number; period_ms: number }
+  | { kind: 'window'; window_ms: number; newest: number; slots: number[] }
+  | { kind: 'budget'; used: number; period_start: number };
 
-interface StoredHold {
+export interface HoldJSON {
   id: string;
   cost: number;
   resource: string;
@@ -31,69 +27,125 @@ interface StoredHold {
   marks: Record<string, number>;
 }
 
-export function quotaStateToJSON(set: LimitSet, state: QuotaState): unknown {
-  const limits: Record<string, unknown> = {};
-  for (const { limit, offset } of set.compiled) {
-    if (limit.kind === 'rate') limits[limit.name] = { kind: 'rate', tat: state.cells[offset] };
-    else if (limit.kind === 'window') limits[limit.name] = { kind: 'window', newest: state.cells[offset], slots: state.cells.slice(offset + 1, offset + 1 + RING) };
-    else limits[limit.name] = { kind: 'budget', used: state.cells[offset], period_start: state.cells[offset + 1], period_end: state.cells[offset + 2] };
-  }
-  const holds: StoredHold[] | undefined = state.holds?.map((hold) => {
-    const marks: Record<string, number> = {};
-    set.compiled.forEach((entry, i) => {
-      const mark = hold.marks[i];
-      if (mark !== undefined && !Number.isNaN(mark)) marks[entry.limit.name] = mark;
-    });
-    return { id: hold.id, cost: hold.cost, resource: hold.resource, created_at: hold.createdAt, expires_at: hold.expiresAt, marks };
-  });
-  return { v: 1, limits, ...(holds === undefined ? {} : { holds }), ...(state.idem === null ? {} : { idem: state.idem }) };
+export interface QuotaStateJSON {
+  v: 1;
+  limits: Record<string, LimitCellsJSON>;
+  holds?: HoldJSON[];
+  idem?: { key: string; fingerprint: string; created_at: number; answer: unknown }[];
 }
 
-const isNumber = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
-const record = (value: unknown): Record<string, unknown> => (typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {});
+export function quotaStateToJSON(set: LimitSet, state: QuotaState): QuotaStateJSON {
+  const cells = state.cells;
+  // fromEntries, not assignment: a limit may be named "__proto__".
+  const limits = Object.fromEntries(set.compiled.map((entry) => [entry.limit.name, limitToJSON(entry, cells)]));
+  const json: QuotaStateJSON = { v: 1, limits };
+  if (state.holds !== null) {
+    json.holds = state.holds.map((hold) => ({
+      id: hold.id,
+      cost: hold.cost,
+      resource: hold.resource,
+      created_at: hold.createdAt,
+      expires_at: hold.expiresAt,
+      marks: Object.fromEntries(set.compiled.flatMap((entry, i) => (Number.isNaN(hold.marks[i] ?? NaN) ? [] : [[entry.limit.name, hold.marks[i]!]]))),
+    }));
+  }
+  if (state.idem !== null) json.idem = state.idem.map((entry) => ({ key: entry.key, fingerprint: entry.fingerprint, created_at: entry.createdAt, answer: entry.answer }));
+  return json;
+}
+
+function limitToJSON({ limit, offset, gcra }: CompiledLimit, cells: readonly number[]): LimitCellsJSON {
+  switch (limit.kind) {
+    case 'rate': {
+      return { kind: 'rate', tat: gcraTat(gcra!, cells, offset), anchor: cells[offset]!, units: cells[offset + 1]!, limit: limit.limit, period_ms: limit.period_ms };
+    }
+    case 'window':
+      return { kind: 'window', window_ms: limit.window_ms, newest: cells[offset]!, slots: cells.slice(offset + 1, offset + 1 + RING) };
+    case 'budget':
+      return { kind: 'budget', used: cells[offset]!, period_start: cells[offset + 1]! };
+  }
+}
+
+const isFinite = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+const isAmount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 1;
+const isDuration = (value: unknown): value is number => isAmount(value) && value <= MAX_DURATION_MS;
+
+function record(value: unknown): Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
+
+function member(object: Record<string, unknown>, key: string): unknown {
+  return Object.hasOwn(object, key) ? object[key] : undefined;
+}
 
 export function quotaStateFromJSON(set: LimitSet, json: unknown): QuotaState {
   const root = record(json);
-  const stored = record(root.limits);
+  const stored = record(member(root, 'limits'));
   const cells = freshCells(set);
-  for (const { limit, offset } of set.compiled) {
-    const entry = record(stored[limit.name]);
-    if (entry.kind !== limit.kind) continue;
-    if (limit.kind === 'rate' && isNumber(entry.tat)) cells[offset] = entry.tat;
-    else if (limit.kind === 'window' && isNumber(entry.newest) && Array.isArray(entry.slots) && entry.slots.length === RING && entry.slots.every(isNumber)) {
-      cells[offset] = entry.newest;
-      for (let i = 0; i < RING; i++) cells[offset + 1 + i] = entry.slots[i] as number;
-    } else if (limit.kind === 'budget' && isNumber(entry.used) && isNumber(entry.period_start)) {
-      cells[offset] = entry.used;
-      cells[offset + 1] = entry.period_start;
-      // The end is derived from the start; a missing one is recomputed at the next decision.
-      cells[offset + 2] = isNumber(entry.period_end) ? entry.period_end : 0;
+  const marksHold = set.compiled.map((entry) => limitFromJSON(record(member(stored, entry.limit.name)), entry, cells));
+  return { cells, holds: holdsFromJSON(set, member(root, 'holds'), marksHold), idem: idemFromJSON(member(root, 'idem')) };
+}
+
+/** Restores one limit's cells if `entry` is well formed; returns whether its hold marks can be trusted. */
+function limitFromJSON(json: Record<string, unknown>, to: CompiledLimit, cells: number[]): boolean {
+  const limit = to.limit;
+  if (json.kind !== limit.kind) return false;
+  if (limit.kind === 'rate') {
+    const { anchor, units, limit: per, period_ms } = json;
+    if (isFinite(anchor) && isAmount(per) && isCount(units) && units < per && isDuration(period_ms)) {
+      return carryCells({ name: limit.name, kind: 'rate', limit: per, period_ms }, [anchor, units], 0, to, cells);
     }
+    if (!isFinite(json.tat)) return false;
+    [cells[to.offset], cells[to.offset + 1]] = gcraCellsAt(json.tat);
+    return true;
   }
+  if (limit.kind === 'window') {
+    const { newest, slots } = json;
+    const windowMs = json.window_ms === undefined ? limit.window_ms : json.window_ms;
+    if (!isDuration(windowMs) || !Number.isSafeInteger(newest) || !Array.isArray(slots) || slots.length !== RING || !slots.every(isCount)) return false;
+    return carryCells({ ...limit, window_ms: windowMs }, [newest as number, ...(slots as number[])], 0, to, cells);
+  }
+  if (!isCount(json.used) || !isFinite(json.period_start)) return false;
+  cells[to.offset] = json.used;
+  cells[to.offset + 1] = json.period_start;
+  return true;
+}
+
+function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean[]): Hold[] | null {
+  if (!Array.isArray(json)) return null;
   const holds: Hold[] = [];
-  if (Array.isArray(root.holds)) {
-    for (const raw of root.holds) {
-      const hold = record(raw);
-      if (typeof hold.id !== 'string' || !isNumber(hold.cost) || typeof hold.resource !== 'string' || !isNumber(hold.created_at) || !isNumber(hold.expires_at)) continue;
-      const marks = record(hold.marks);
-      holds.push({
-        id: hold.id,
-        cost: hold.cost,
-        resource: hold.resource,
-        createdAt: hold.created_at,
-        expiresAt: hold.expires_at,
-        marks: set.compiled.map((entry) => (isNumber(marks[entry.limit.name]) ? (marks[entry.limit.name] as number) : NaN)),
-      });
+  const ids = new Set<string>();
+  for (const raw of json.slice(-MAX_HOLDS)) {
+    const hold = record(raw);
+    const { id, cost, resource, created_at, expires_at } = hold;
+    if (typeof id !== 'string' || ids.has(id) || !isAmount(cost) || typeof resource !== 'string' || !isFinite(created_at) || !isFinite(expires_at)) continue;
+    ids.add(id);
+    const marks = record(member(hold, 'marks'));
+    holds.push({
+      id,
+      cost,
+      resource,
+      createdAt: created_at,
+      expiresAt: expires_at,
+      marks: set.compiled.map((entry, i) => {
+        const mark = member(marks, entry.limit.name);
+        return marksHold[i] === true && isFinite(mark) ? mark : NaN;
+      }),
+    });
+  }
+  return holds.length === 0 ? null : holds;
+}
+
+function idemFromJSON(json: unknown): IdempotencyEntry[] | null {
+  if (!Array.isArray(json)) return null;
+  const entries: IdempotencyEntry[] = [];
+  for (const raw of json.slice(-MAX_IDEMPOTENCY_ENTRIES)) {
+    const entry = record(raw);
+    // `createdAt` is how the first stored version spelled it.
+    const createdAt = entry.created_at ?? entry.createdAt;
+    if (typeof entry.key === 'string' && typeof entry.fingerprint === 'string' && isFinite(createdAt)) {
+      entries.push({ key: entry.key, fingerprint: entry.fingerprint, createdAt, answer: entry.answer });
     }
   }
-  const idem: IdempotencyEntry[] = [];
-  if (Array.isArray(root.idem)) {
-    for (const raw of root.idem) {
-      const entry = record(raw);
-      if (typeof entry.key === 'string' && typeof entry.fingerprint === 'string' && isNumber(entry.createdAt)) {
-        idem.push({ key: entry.key, fingerprint: entry.fingerprint, createdAt: entry.createdAt, answer: entry.answer });
-      }
-    }
-  }
-  return { cells, holds: holds.length === 0 ? null : holds, idem: idem.length === 0 ? null : idem };
+  return entries.length === 0 ? null : entries;
 }

@@ -1,87 +1,70 @@
 /**
- * The load generator: wrk (C, epoll), the cheapest HTTP load on a 2-core machine, so that
- * as much CPU as possible is left to the server under test. Every target is driven with the
- * same settings: POST /v1/quota/consume, body {"cost":1}, rotating through the same list of
- * Authorization headers, keep-alive connections, no pipelining.
+ * The load generator, the same for every target of a run: `POST /v1/quota/consume` with
+ * `{"cost":1}`, rotating through the same list of `Authorization` headers, on keep-alive
+ * connections, one request in flight per connection (no pipelining).
+ *
+ * wrk is preferred: written in C on epoll, it leaves the most of a 2-core machine to the
+ * server under test. Without it (and no way to install it) a small Node generator stands
+ * in; it costs more CPU per request, so numbers from the two are not comparable with each
+ * other, only the ratios within one run are. The output says which one ran.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-export interface LoadResult {
-  requests: number;
-  seconds: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  non2xx: number;
-  socketErrors: number;
-}
+import { execFileSync } from 'node:child_process';
+import { runNodeLoad } from './nodeLoad.js';
+import { findOrInstallWrk, runWrk } from './wrk.js';
 
 export interface LoadOptions {
+  /** Full URL of the consume route. */
   url: string;
-  authorizations: string[];
+  /** Complete header values, `Bearer tk_...`, used in turn. */
+  authorizations: readonly string[];
   durationSeconds: number;
   connections: number;
 }
 
-export function ensureWrk(): string {
+export interface LoadResult {
+  generator: Generator['kind'];
+  connections: number;
+  /** Measured, not requested. */
+  seconds: number;
+  /** Responses received. */
+  requests: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  status2xx: number;
+  status429: number;
+  /** Any other status: 4xx other than 429, 5xx, ... */
+  statusOther: number;
+  /** Connect, read and write errors and timeouts. */
+  socketErrors: number;
+}
+
+export type Generator = { kind: 'wrk'; path: string } | { kind: 'node'; reason: string };
+
+/**
+ * wrk if it is on PATH, or can be installed (as root, with apt-get); the Node generator
+ * otherwise. BENCH_GENERATOR=wrk|node forces one.
+ */
+export function chooseGenerator(forced = process.env.BENCH_GENERATOR): Generator {
+  if (forced === 'node') return { kind: 'node', reason: 'BENCH_GENERATOR=node' };
+  const path = findOrInstallWrk();
+  if (path !== null) return { kind: 'wrk', path };
+  if (forced === 'wrk') throw new Error('BENCH_GENERATOR=wrk, but wrk is not installed and cannot be installed here');
+  return { kind: 'node', reason: 'wrk is not installed and cannot be installed here' };
+}
+
+export function describeGenerator(generator: Generator): string {
+  if (generator.kind === 'node') return `Node keep-alive generator (${generator.reason})`;
+  let version = '';
   try {
-    return execFileSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).trim();
-  } catch {
-    if (process.getuid?.() !== 0) throw new Error('wrk is not installed: apt-get install wrk');
-    console.error('[bench] installing wrk (apt-get install wrk)');
-    try {
-      execFileSync('apt-get', ['install', '-y', '-qq', 'wrk'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    } catch {
-      execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
-      execFileSync('apt-get', ['install', '-y', '-qq', 'wrk'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    }
-    return execFileSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).trim();
+    // `wrk -v` prints its version and exits non-zero.
+    execFileSync(generator.path, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    version = /wrk\s+(\S+)/.exec(String((error as { stdout?: string }).stdout ?? ''))?.[1] ?? '';
   }
+  return `wrk ${version}`.trim();
 }
 
-function script(authorizations: string[]): string {
-  const list = authorizations.map((value) => JSON.stringify(value)).join(',\n  ');
-  return `
-local auth = {
-  ${list}
-}
-local requests = {}
-local n = 0
-init = function(args)
-  for i, a in ipairs(auth) do
-    requests[i] = wrk.format("POST", "/v1/quota/consume", { ["Authorization"] = a, ["Content-Type"] = "application/json" }, '{"cost":1}')
-  end
-end
-request = function()
-  n = n + 1
-  return requests[(n % #requests) + 1]
-end
-done = function(summary, latency, _)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
-end
-`;
-}
-
-export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const wrk = ensureWrk();
-  const dir = mkdtempSync(join(tmpdir(), 'tally-bench-'));
-  const path = join(dir, 'consume.lua');
-  writeFileSync(path, script(options.authorizations));
-  const args = ['-t1', `-c${options.connections}`, `-d${options.durationSeconds}s`, '--latency', '-s', path, options.url];
-  const output = await new Promise<string>((resolve, reject) => {
-    const child = spawn(wrk, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let text = '';
-    child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited ${code}: ${text}`))));
-  });
-  const match = /RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)/.exec(output);
-  if (match === null) throw new Error(`unexpected wrk output: ${output}`);
-  const [requests, durationUs, p50, p99, non2xx, socketErrors] = match.slice(1).map(Number) as [number, number, number, number, number, number];
-  const seconds = durationUs / 1e6;
-  return { requests, seconds, rps: requests / seconds, p50Ms: p50 / 1000, p99Ms: p99 / 1000, non2xx, socketErrors };
+export function runLoad(generator: Generator, options: LoadOptions): Promise<LoadResult> {
+  return generator.kind === 'wrk' ? runWrk(generator.path, options) : runNodeLoad(options);
 }

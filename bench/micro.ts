@@ -1,10 +1,13 @@
 /**
- * Micro benchmarks, run in a child started with --expose-gc:
- * - one quota decision: the pure engine, and the same decision through a user actor;
- * - heap per active user actor with two limits (rate + budget) and one API key, as the
- *   runtime holds it (shard map entry and LRU links included).
- * Prints one JSON line.
+ * Micro benchmarks, in a process of their own started with `--expose-gc` (run.ts does it):
+ * - decision: one consume over the bench tier's two limits (rate + budget), through the
+ *   pure quota engine, in ns per operation;
+ * - heap per active user: heap growth, after full collections, per object that a factory
+ *   creates and the measurement keeps alive.
+ *
+ * As a script (`node --expose-gc dist/bench/micro.js`) it prints one JSON line, `MicroResult`.
  */
+import { pathToFileURL } from 'node:url';
 import {
   ActorRuntime,
   compileLimits,
@@ -16,83 +19,175 @@ import {
   TierRegistry,
   UserActor,
   type LoadedUser,
-  type Shard,
 } from '../src/shards/index.js';
+import { BENCH_TIER } from './workload.js';
 
-const LIMITS = [
-  { name: 'requests', kind: 'rate' as const, limit: 1_000_000_000, period_ms: 60_000, burst: 1_000_000 },
-  { name: 'tokens', kind: 'budget' as const, limit: 1_000_000_000_000, period: 'month' as const },
-];
+const WARM_UP_ITERATIONS = 100_000;
+export const HEAP_OBJECTS = 100_000;
 
-function time(iterations: number, body: (i: number) => void): number {
-  for (let i = 0; i < Math.min(iterations, 100_000); i++) body(i); // warm-up: let the JIT settle
+/**
+ * Nanoseconds per call of `body`, after a warm-up long enough for the optimising compiler.
+ * `body` gets a call count that runs on from the warm-up, so a clock derived from it never
+ * goes back (GCRA rightly refuses when it does).
+ */
+function timeNs(iterations: number, body: (call: number) => void): number {
+  let call = 0;
+  while (call < WARM_UP_ITERATIONS) body(call++);
   const start = process.hrtime.bigint();
-  for (let i = 0; i < iterations; i++) body(i);
+  for (let i = 0; i < iterations; i++) body(call++);
   return Number(process.hrtime.bigint() - start) / iterations;
 }
 
-function decisionNs(): { engine: number; actor: number } {
-  const set = compileLimits(LIMITS);
+/**
+ * One quota decision through the pure engine. The clock moves 1 ms every 1024 decisions,
+ * about real time at a million decisions a second; every decision is an admitted one.
+ */
+export function decisionNs(iterations = 1_000_000): number {
+  const set = compileLimits(BENCH_TIER.limits);
   let state = newQuotaState(set);
-  const now = Date.now();
+  const start = Date.now();
   const request = { cost: 1, resource: 'default' };
-  const engine = time(2_000_000, (i) => {
-    state = consume(set, state, now + i, request).state;
+  let refused = 0;
+  const ns = timeNs(iterations, (i) => {
+    const decision = consume(set, state, start + (i >>> 10), request);
+    state = decision.state;
+    if (!decision.allowed) refused++;
   });
-  const tiers = new TierRegistry();
-  tiers.put([{ name: 'bench', limits: LIMITS, failOpen: false, updatedAt: now }]);
-  const runtime = new ActorRuntime({ maxActors: 10, idleMs: 60_000, negativeTtlMs: 1000, negativeMax: 10 });
-  const actor = new UserActor(fixture(newUserId()), runtime.shards[0]!, tiers);
-  const actorNs = time(2_000_000, (i) => {
-    actor.consume(tiers, now + i, request);
-    if ((i & 1023) === 0) runtime.collectDirty().commit(); // as the flusher would
-  });
-  return { engine, actor: actorNs };
+  if (refused > 0) throw new Error(`${refused} decisions were refusals: the bench limits are too low to measure admitted decisions`);
+  return ns;
 }
 
-function fixture(id: string): LoadedUser {
+export interface HeapSubject {
+  description: string;
+  /** Creates one object; the measurement keeps what it returns alive. */
+  create(i: number): unknown;
+  /** Called once all are created, before the final collection (e.g. to flush dirty state). */
+  settle?(): void;
+}
+
+/**
+ * Heap bytes per object: `heapUsed` after two full collections, before and after creating
+ * `count` objects. The array holding them is allocated before the first reading, so it is
+ * not counted; anything set up before the call (a runtime, a tier registry) is not either.
+ */
+export function heapPerObject(subject: HeapSubject | ((i: number) => unknown), count = HEAP_OBJECTS): number {
+  if (typeof subject === 'function') subject = { description: subject.name, create: subject };
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error('heap measurement needs `node --expose-gc`');
+  const kept = new Array<unknown>(count).fill(null);
+  gc();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < count; i++) kept[i] = subject.create(i);
+  subject.settle?.();
+  gc();
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  if (kept[count - 1] == null) throw new Error('the factory returned nothing to keep');
+  return (after - before) / count;
+}
+
+// ---------------------------------------------------------------------------------------
+// BENCH HOOK (lead): the active user actor whose heap is measured, and the decision timed
+// through it. Written against today's `src/shards/index.ts` (ActorRuntime.adopt,
+// UserActor(loaded, shard, tiers), actor.consume(tiers, now, request)); when that API
+// changes, change only this section. Run `BENCH_ONLY=micro node dist/bench/run.js` to check.
+// ---------------------------------------------------------------------------------------
+
+/** A user as Postgres would hand it over: the bench tier, one API key, no sessions yet. */
+function loadedUser(id: string): LoadedUser {
   const key = issueApiKey(id);
-  const now = new Date();
+  const createdAt = new Date();
   return {
-    user: { id, email: `${id}@example.com`, name: 'Bench User', tier: 'bench', passwordHash: 'x', preferences: {}, blocked: false, overrides: [], createdAt: now },
+    user: { id, email: `${id}@example.com`, name: 'Bench User', tier: 'bench', passwordHash: 'x', preferences: {}, blocked: false, overrides: [], createdAt },
     sessions: [],
-    keys: [{ id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: 'bench', scopes: ['quota'], createdAt: now, expiresAt: null, lastUsedAt: null }],
+    keys: [{ id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: 'bench', scopes: ['quota'], createdAt, expiresAt: null, lastUsedAt: null }],
     state: null,
   };
 }
 
-/** As the write-behind loop does after a successful write (in its own frame, so the batch is garbage after). */
-function flushAll(runtime: ActorRuntime): void {
-  runtime.collectDirty().commit();
-}
-
-async function heapPerActor(count: number): Promise<number> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc === undefined) throw new Error('run with --expose-gc');
+async function benchRuntime(): Promise<{ runtime: ActorRuntime; tiers: TierRegistry }> {
   await initHashing();
   const tiers = new TierRegistry();
-  tiers.put([{ name: 'bench', limits: LIMITS, failOpen: false, updatedAt: Date.now() }]);
-  const runtime = new ActorRuntime({ maxActors: count * 2, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
+  tiers.put([{ name: 'bench', limits: BENCH_TIER.limits, failOpen: false, updatedAt: Date.now() }]);
+  const runtime = new ActorRuntime({ maxActors: 10 * HEAP_OBJECTS, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
   for (const shard of runtime.shards) shard.status = 'owned';
-  gc();
-  gc();
-  const before = process.memoryUsage().heapUsed;
-  const now = Date.now();
-  for (let i = 0; i < count; i++) {
-    // Built here, as a database row would arrive: what the actor keeps of it is counted.
-    const loaded = fixture(newUserId());
-    const load = async (_key: string, shard: Shard) => new UserActor(loaded, shard, tiers);
-    const actor = await runtime.get(loaded.user.id, now, load, 'user');
-    actor.consume(tiers, now, { cost: 1, resource: 'default' }); // active: counters in use
-  }
-  flushAll(runtime);
-  gc();
-  gc();
-  const after = process.memoryUsage().heapUsed;
-  if (runtime.size !== count) throw new Error('actors were dropped');
-  return (after - before) / count;
+  return { runtime, tiers };
 }
 
-const [engine, actor] = Object.values(decisionNs());
-const heap = await heapPerActor(100_000);
-console.log(JSON.stringify({ decisionEngineNs: engine, decisionActorNs: actor, heapBytesPerActor: heap }));
+/**
+ * An active user: a UserActor on the two-limit bench tier with one API key, held by the
+ * runtime (shard map entry, LRU links), with one consume done so its counters are in use.
+ */
+export async function activeUserActors(): Promise<HeapSubject> {
+  const { runtime, tiers } = await benchRuntime();
+  const now = Date.now();
+  const request = { cost: 1, resource: 'default' };
+  return {
+    description: 'UserActor, 2 limits + 1 API key, adopted by an ActorRuntime, after one consume',
+    create() {
+      const loaded = loadedUser(newUserId());
+      const actor = new UserActor(loaded, runtime.shardFor(loaded.user.id), tiers);
+      runtime.adopt(actor, now);
+      actor.consume(tiers, now, request);
+      return actor;
+    },
+    settle() {
+      // As the write-behind flusher does once the rows are durable.
+      runtime.collectDirty().commit();
+    },
+  };
+}
+
+/** One decision through a user actor: the engine plus the actor's bookkeeping. */
+export async function actorDecisionNs(iterations = 1_000_000): Promise<number> {
+  const { runtime, tiers } = await benchRuntime();
+  const loaded = loadedUser(newUserId());
+  const actor = new UserActor(loaded, runtime.shardFor(loaded.user.id), tiers);
+  runtime.adopt(actor, Date.now());
+  const start = Date.now();
+  const request = { cost: 1, resource: 'default' };
+  return timeNs(iterations, (i) => {
+    actor.consume(tiers, start + (i >>> 10), request);
+    if ((i & 1023) === 0) runtime.collectDirty().commit(); // as the flusher would, every so often
+  });
+}
+
+// ---- end of BENCH HOOK ------------------------------------------------------------------
+
+export interface MicroResult {
+  decisionNs?: number;
+  actorDecisionNs?: number;
+  heapBytesPerActiveUser?: number;
+  heapSubject?: string;
+  /** What failed, by measurement: one broken part does not hide the others. */
+  errors: Record<string, string>;
+}
+
+export async function runMicro(): Promise<MicroResult> {
+  const result: MicroResult = { errors: {} };
+  const attempt = async (name: string, measure: () => Promise<void> | void) => {
+    try {
+      await measure();
+    } catch (error) {
+      result.errors[name] = error instanceof Error ? error.message : String(error);
+    }
+  };
+  // The heap first, while the heap is small and unfragmented by the timing loops.
+  await attempt('heap', async () => {
+    const subject = await activeUserActors();
+    result.heapSubject = subject.description;
+    result.heapBytesPerActiveUser = heapPerObject(subject);
+  });
+  await attempt('decision', () => {
+    result.decisionNs = decisionNs();
+  });
+  await attempt('actorDecision', async () => {
+    result.actorDecisionNs = await actorDecisionNs();
+  });
+  return result;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`MICRO_RESULT ${JSON.stringify(await runMicro())}`);
+}

@@ -1,79 +1,120 @@
 /**
- * `npm run bench`: every target driven by the same load generator with the same settings,
- * one after the other, in one run, then the micro benchmarks. Prints a table and ratios.
- * BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 50), BENCH_ONLY=ceiling,redis,tally,micro.
+ * `npm run bench`: the ceiling, the Redis peer and Tally, each driven by the same load
+ * generator with the same settings, one at a time, then the micro benchmarks in a child
+ * with `--expose-gc`. Prints a table and the ratios; the JSON goes to BENCH_OUT when that
+ * names a file. See bench/README.md.
+ *
+ * This module loads nothing from `src/`: Tally runs as a child process and the micro
+ * benchmarks in another, so a broken build of one part still lets the others report.
  */
-import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startChild, stopAll } from './children.js';
-import { ensureWrk, runLoad, type LoadResult } from './load.js';
-import { startTally } from './tally.js';
+import { startNode, stopAll, waitForLine } from './children.js';
+import { chooseGenerator, describeGenerator, type Generator } from './load.js';
+import type { MicroResult } from './micro.js';
+import { formatReport, ratios, TARGETS, type BenchReport, type Measured, type TargetName } from './report.js';
+import { readSettings, type Settings } from './settings.js';
+import { measureTarget, median, startTarget, type Running } from './targets.js';
+import { KEY_COUNT } from './workload.js';
 
-const duration = Number(process.env.BENCH_DURATION ?? 10);
-const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const only = new Set((process.env.BENCH_ONLY ?? 'ceiling,redis,tally,micro').split(','));
-const USERS = 200;
-const here = import.meta.dirname;
-
-async function measure(name: string, url: string, authorizations: string[]): Promise<LoadResult> {
-  await runLoad({ url, authorizations, durationSeconds: 2, connections }); // warm-up
-  const result = await runLoad({ url, authorizations, durationSeconds: duration, connections });
-  console.error(`[bench] ${name}: ${Math.round(result.rps)} req/s`);
-  return result;
+/**
+ * Starts every target, then measures them in turn, `rounds` times over: never two at once,
+ * but interleaved, so that a slow minute of a shared machine lands on every target rather
+ * than on one. Each target's result is its median round.
+ */
+async function measureTargets(targets: TargetName[], generator: Generator, settings: Settings, report: BenchReport): Promise<void> {
+  const running = new Map<TargetName, Running>();
+  const rounds = new Map<TargetName, Measured[]>();
+  const fail = (target: TargetName, error: unknown) => {
+    report.failures[target] = error instanceof Error ? error.message : String(error);
+    console.error(`[bench] ${TARGETS[target]} failed:`, error);
+  };
+  try {
+    for (const target of targets) {
+      try {
+        running.set(target, await startTarget(target, settings));
+        rounds.set(target, []);
+      } catch (error) {
+        fail(target, error);
+      }
+    }
+    for (let round = 1; round <= settings.rounds; round++) {
+      for (const [target, server] of running) {
+        console.error(`[bench] round ${round}/${settings.rounds}, ${TARGETS[target]}: ${settings.warmUpSeconds} s warm-up, ${settings.durationSeconds} s measured`);
+        try {
+          const result = await measureTarget(server, generator, settings);
+          console.error(`[bench] ${TARGETS[target]}: ${result.rps.toFixed(0)} req/s`);
+          rounds.get(target)!.push(result);
+        } catch (error) {
+          fail(target, error);
+          running.delete(target);
+          rounds.delete(target);
+          await server.stop();
+        }
+      }
+    }
+  } finally {
+    await Promise.all([...running.values()].map((server) => server.stop()));
+  }
+  for (const [target, results] of rounds) {
+    report.load[target] = median(results);
+    report.rounds[target] = results.map((result) => result.rps);
+  }
 }
 
-async function main(): Promise<void> {
-  ensureWrk();
-  const results = new Map<string, LoadResult>();
-  let keys = Array.from({ length: USERS }, () => `Bearer tk_${randomBytes(24).toString('base64url')}`);
-
-  if (only.has('tally')) {
-    console.error(`[bench] starting tally and seeding ${USERS} users`);
-    const tally = await startTally(USERS);
-    keys = tally.keys.map((key) => `Bearer ${key}`);
-    results.set('tally consume', await measure('tally', `${tally.url}/v1/quota/consume`, keys));
-    await tally.child.stop();
-  }
-  if (only.has('ceiling')) {
-    const { child, match } = await startChild([join(here, 'ceiling.js'), '0'], {}, /listening (\d+)/);
-    results.set('ceiling (uWS)', await measure('ceiling', `http://127.0.0.1:${match[1]}/v1/quota/consume`, keys));
+async function runMicroChild(): Promise<MicroResult> {
+  console.error('[bench] micro benchmarks (node --expose-gc dist/bench/micro.js)');
+  const child = startNode('micro', ['--expose-gc', join(import.meta.dirname, 'micro.js')]);
+  try {
+    const [, json] = await waitForLine(child, /^MICRO_RESULT (.*)$/, 300_000);
+    return JSON.parse(json!) as MicroResult;
+  } finally {
     await child.stop();
   }
-  if (only.has('redis')) {
-    const prefix = `tallybench:${process.pid}:`;
-    const { child, match } = await startChild([join(here, 'redisPeer.js'), '0', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix], {}, /listening (\d+)/);
-    results.set('redis-lua peer', await measure('redis', `http://127.0.0.1:${match[1]}/v1/quota/consume`, keys));
-    await child.stop();
-  }
+}
 
-  console.log(`\nload: wrk -t1 -c${connections} -d${duration}s, POST /v1/quota/consume {"cost":1}, ${USERS} API keys rotated, keep-alive`);
-  console.log('target            req/s      p50 ms   p99 ms   non-2xx  socket errors');
-  for (const [name, r] of results) {
-    console.log(`${name.padEnd(16)}  ${String(Math.round(r.rps)).padStart(8)}  ${r.p50Ms.toFixed(3).padStart(7)}  ${r.p99Ms.toFixed(3).padStart(7)}  ${String(r.non2xx).padStart(7)}  ${String(r.socketErrors).padStart(6)}`);
+async function main(): Promise<number> {
+  const settings = readSettings();
+  const targets = (Object.keys(TARGETS) as TargetName[]).filter((target) => settings.only.has(target));
+  const generator = targets.length > 0 ? chooseGenerator() : undefined;
+  const report: BenchReport = {
+    generator: generator === undefined ? 'none' : describeGenerator(generator),
+    settings: {
+      connections: settings.connections,
+      durationSeconds: settings.durationSeconds,
+      warmUpSeconds: settings.warmUpSeconds,
+      rounds: settings.rounds,
+      keys: KEY_COUNT,
+      redisAutoPipelining: settings.redisAutoPipelining,
+    },
+    load: {},
+    rounds: {},
+    ratios: {},
+    failures: {},
+  };
+  if (generator !== undefined) await measureTargets(targets, generator, settings, report);
+  report.ratios = ratios(report.load);
+  if (settings.only.has('micro')) {
+    try {
+      report.micro = await runMicroChild();
+    } catch (error) {
+      report.failures.micro = error instanceof Error ? error.message : String(error);
+    }
   }
-  const tally = results.get('tally consume');
-  const ceiling = results.get('ceiling (uWS)');
-  const redis = results.get('redis-lua peer');
-  if (tally !== undefined && ceiling !== undefined) console.log(`ratio tally/ceiling = ${(tally.rps / ceiling.rps).toFixed(2)} (target >= 0.8)`);
-  if (tally !== undefined && redis !== undefined) console.log(`ratio tally/redis   = ${(tally.rps / redis.rps).toFixed(2)} (target >= 3)`);
-
-  if (only.has('micro')) {
-    const { match } = await startChild(['--expose-gc', join(here, 'micro.js')], {}, /^(\{.*\})$/);
-    const micro = JSON.parse(match[1]!) as { decisionEngineNs: number; decisionActorNs: number; heapBytesPerActor: number };
-    console.log(`decision (engine)  = ${micro.decisionEngineNs.toFixed(0)} ns (target < 2000 ns)`);
-    console.log(`decision (actor)   = ${micro.decisionActorNs.toFixed(0)} ns (target < 2000 ns)`);
-    console.log(`heap per active user actor, 2 limits + 1 key = ${micro.heapBytesPerActor.toFixed(0)} bytes (target < 1024)`);
-  }
+  console.log(`\n${formatReport(report)}`);
+  if (settings.out !== undefined) writeFileSync(settings.out, `${JSON.stringify(report, null, 2)}\n`);
+  const microFailed = report.micro !== undefined && Object.keys(report.micro.errors).length > 0;
+  return Object.keys(report.failures).length > 0 || microFailed ? 1 : 0;
 }
 
 main().then(
-  () => {
-    stopAll();
-    process.exit(0);
+  async (code) => {
+    await stopAll();
+    process.exit(code);
   },
-  (error: unknown) => {
+  async (error: unknown) => {
     console.error(error);
-    stopAll();
+    await stopAll();
     process.exit(1);
   },
 );

@@ -1,0 +1,86 @@
+/**
+ * The three load targets as the runner sees them: started once (each in its own process),
+ * then measured as often as asked, one at a time, and stopped.
+ */
+import { join } from 'node:path';
+import { startNode, waitForLine } from './children.js';
+import { processCpuSeconds, redisCpuSeconds } from './cpu.js';
+import { runLoad, type Generator, type LoadOptions } from './load.js';
+import { TARGETS, type Measured, type TargetName } from './report.js';
+import type { Settings } from './settings.js';
+import { startTally } from './tally.js';
+import { CONSUME_PATH, KEY_COUNT, randomApiKeys } from './workload.js';
+
+/** A target that is listening, with the keys to send it and how to stop it. */
+export interface Running {
+  url: string;
+  authorizations: string[];
+  /** CPU seconds the target has used so far (all of its processes), if this platform tells. */
+  cpuSeconds(): Promise<number | undefined>;
+  stop(): Promise<void>;
+}
+
+const here = import.meta.dirname;
+
+/** Starts `node dist/bench/<script> <args>` and waits for its `listening <port>` line. */
+async function startServerScript(name: string, script: string, args: string[]): Promise<Running> {
+  const child = startNode(name, [join(here, script), ...args]);
+  try {
+    const [, port] = await waitForLine(child, /^listening (\d+)$/);
+    return {
+      url: `http://127.0.0.1:${port}${CONSUME_PATH}`,
+      authorizations: randomApiKeys().map((key) => `Bearer ${key}`),
+      cpuSeconds: async () => processCpuSeconds(child.process.pid),
+      stop: () => child.stop(),
+    };
+  } catch (error) {
+    await child.stop();
+    throw error;
+  }
+}
+
+function sum(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined ? undefined : a + b;
+}
+
+export async function startTarget(target: TargetName, settings: Settings): Promise<Running> {
+  switch (target) {
+    case 'ceiling':
+      return startServerScript(TARGETS.ceiling, 'ceiling.js', ['0']);
+    case 'redis': {
+      const prefix = `tallybench:${process.pid}:`;
+      const peer = await startServerScript(TARGETS.redis, 'redisPeer.js', ['0', settings.redisUrl, prefix, String(settings.redisAutoPipelining)]);
+      // Redis does half of this design's work: count its CPU with the peer's.
+      return { ...peer, cpuSeconds: async () => sum(await peer.cpuSeconds(), await redisCpuSeconds(settings.redisUrl)) };
+    }
+    case 'tally': {
+      console.error(`[bench] starting tally and seeding ${KEY_COUNT} users through the API`);
+      const tally = await startTally({ databaseUrl: settings.databaseUrl, profileDir: settings.profileDir });
+      return {
+        url: tally.url + CONSUME_PATH,
+        authorizations: tally.keys.map((key) => `Bearer ${key}`),
+        cpuSeconds: async () => processCpuSeconds(tally.pid),
+        stop: tally.stop,
+      };
+    }
+  }
+}
+
+/** One measurement: a warm-up (not counted), then the measured run and the server's CPU time during it. */
+export async function measureTarget(running: Running, generator: Generator, settings: Pick<Settings, 'connections' | 'durationSeconds' | 'warmUpSeconds'>): Promise<Measured> {
+  const options: LoadOptions = { url: running.url, authorizations: running.authorizations, durationSeconds: settings.warmUpSeconds, connections: settings.connections };
+  await runLoad(generator, options);
+  const cpuBefore = await running.cpuSeconds();
+  const result: Measured = await runLoad(generator, { ...options, durationSeconds: settings.durationSeconds });
+  const cpuAfter = await running.cpuSeconds();
+  if (cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0) {
+    result.serverCpuUsPerRequest = ((cpuAfter - cpuBefore) * 1e6) / result.requests;
+    result.serverCores = (cpuAfter - cpuBefore) / result.seconds;
+  }
+  return result;
+}
+
+/** The round whose req/s is the median (the lower middle one for an even count). */
+export function median(results: readonly Measured[]): Measured {
+  return [...results].sort((a, b) => a.rps - b.rps)[Math.floor((results.length - 1) / 2)]!;
+}

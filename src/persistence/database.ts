@@ -1,84 +1,79 @@
 /**
  * The database connection: a postgres.js pool to `DATABASE_URL`, or, with no URL, embedded
- * PGlite (Postgres compiled to WebAssembly) under the data directory, run in its own thread
- * and served on a loopback socket by pglite-socket, so that the same driver and the same
- * SQL run against both and the embedded database never blocks request handling.
+ * PGlite (Postgres compiled to WebAssembly) under the data directory, in its own thread and
+ * reached by the same driver over a private socket, so that one set of SQL and migrations
+ * serves both and the embedded database never blocks request handling.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { existsSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import postgres from 'postgres';
 import type { Logger } from 'pino';
+import { startEmbedded } from './embedded.js';
 
 export type Sql = postgres.Sql;
 
 export interface Database {
   sql: Sql;
   kind: 'postgres' | 'pglite';
+  /** Ends the pool; for PGlite also stops its socket and closes it, so its data is on disk. */
   close(): Promise<void>;
 }
 
 export interface DatabaseOptions {
-  url: string | undefined;
+  /** A postgres:// URL; without one, embedded PGlite runs under `dataDir`. */
+  url?: string;
   dataDir: string;
   log: Logger;
-  /** Pool size for a real Postgres. */
+  /** Pool size for a real Postgres (PGlite always gets one connection). */
   max?: number;
 }
 
-const COMMON = {
-  onnotice: () => {},
-  connection: { application_name: 'tally' },
-};
+/**
+ * postgres.js returns int8 (bigint, count(*)) as a string by default. Tally's int8 values
+ * are epochs and counts, far below 2^53, so they are parsed as numbers.
+ */
+const int8AsNumber = {
+  to: 20,
+  from: [20],
+  serialize: (value: number) => String(value),
+  parse: (value: string) => Number(value),
+} satisfies postgres.PostgresType<number>;
+
+function driverOptions(log: Logger) {
+  return {
+    types: { int8: int8AsNumber },
+    connection: { application_name: 'tally' },
+    // Notices such as "relation already exists, skipping" are not worth an operator's time.
+    onnotice: (notice: postgres.Notice) => log.debug({ notice: notice.message }, 'postgres notice'),
+  };
+}
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  const { log } = options;
   if (options.url !== undefined) {
-    const sql = postgres(options.url, { ...COMMON, max: options.max ?? 10, idle_timeout: 60 });
+    const sql = postgres(options.url, { ...driverOptions(log), max: options.max ?? 10, idle_timeout: 60 });
     return { sql, kind: 'postgres', close: () => sql.end({ timeout: 5 }) };
   }
-  const directory = join(options.dataDir, 'pglite');
-  await mkdir(directory, { recursive: true });
-  const worker = await startEmbedded(directory);
-  const sql = postgres({ ...COMMON, host: '127.0.0.1', port: worker.port, username: 'postgres', database: 'postgres', max: 1, idle_timeout: 0 });
-  options.log.info({ dataDir: directory }, 'embedded PGlite database');
+  const embedded = await startEmbedded(options.dataDir, log);
+  // Every option is given so that no PG* environment variable (which postgres.js reads as a
+  // fallback) can redirect or reconfigure this connection. One connection: PGlite is one
+  // session, and pglite-socket refuses a second client.
+  const sql = postgres({
+    ...driverOptions(log),
+    ...embedded.address,
+    username: 'postgres',
+    password: '',
+    database: 'postgres',
+    ssl: false,
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    connect_timeout: 10,
+  });
   return {
     sql,
     kind: 'pglite',
     async close() {
       await sql.end({ timeout: 5 });
-      await worker.close();
+      await embedded.close();
     },
-  };
-}
-
-/**
- * The worker script. Node runs workers from JavaScript, so when this module is itself
- * TypeScript (under vitest) the compiled copy in dist/ is used; `npm test` builds first.
- */
-function workerScript(): URL {
-  const sibling = new URL('./pgliteWorker.js', import.meta.url);
-  if (existsSync(sibling)) return sibling;
-  const built = new URL('../../dist/src/persistence/pgliteWorker.js', import.meta.url);
-  if (existsSync(built)) return built;
-  throw new Error('pgliteWorker.js not found: run "npm run build"');
-}
-
-async function startEmbedded(directory: string): Promise<{ port: number; close(): Promise<void> }> {
-  const worker = new Worker(workerScript(), { workerData: { directory } });
-  const port = await new Promise<number>((resolve, reject) => {
-    worker.once('message', (message: { port?: number; error?: string }) =>
-      message.port !== undefined ? resolve(message.port) : reject(new Error(`embedded database failed to start: ${message.error}`)),
-    );
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`embedded database thread exited with ${code}`)));
-  });
-  return {
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        worker.once('exit', () => resolve());
-        worker.postMessage('close');
-      }),
   };
 }

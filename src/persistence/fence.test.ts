@@ -3,84 +3,153 @@
  * current epoch, and Postgres itself refuses a stale one, whatever the application does.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import { createTestDatabase } from '../../test/support/postgres.js';
-import { makeTempDir } from '../../test/support/tmp.js';
-import { migrate, openDatabase, Store, type Database } from './index.js';
+import postgres from 'postgres';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { SQLSTATE, Store } from './index.js';
 
-const log = pino({ level: 'silent' });
-
-describe.each(['postgres', 'pglite'] as const)('on %s', (kind) => {
-  let database: Database;
-  let drop = async () => {};
+describe.each(DATABASE_KINDS)('the fence on %s', (kind) => {
+  let db: TestDatabase;
   let store: Store;
 
   beforeAll(async () => {
-    if (kind === 'postgres') {
-      const created = await createTestDatabase();
-      drop = created.drop;
-      database = await openDatabase({ url: created.url, dataDir: await makeTempDir(), log });
-    } else {
-      database = await openDatabase({ url: undefined, dataDir: await makeTempDir(), log });
-    }
-    await migrate(database.sql);
-    store = new Store(database.sql);
+    db = await openTestDatabase(kind);
+    store = new Store(db.database.sql);
   });
-  afterAll(async () => {
-    await database.close();
-    await drop();
-  });
+  afterAll(() => db?.cleanup());
 
-  it('applies each migration once', async () => {
-    expect((await migrate(database.sql)).applied).toEqual([]);
-    const rows = await database.sql<{ version: number }[]>`select version from schema_migrations order by version`;
-    expect(rows.map((row) => row.version)).toEqual([1, 2]);
-  });
-
-  it('bumps epochs when shards are claimed', async () => {
-    const first = await store.claimShards([1, 2], 'node-a');
-    expect([...first.values()]).toEqual([1, 1]);
-    const second = await store.claimShards([2], 'node-b');
-    expect(second.get(2)).toBe(2);
-  });
-
-  it('writes rows under the current epoch and skips stale ones', async () => {
-    const epochs = await store.claimShards([10], 'node-a');
-    const current = epochs.get(10)!;
-    const written = await store.writeStates([{ entityKey: 'k1', shard: 10, epoch: current, state: { v: 1 } }]);
-    expect(written).toEqual({ written: 1, fenced: [] });
-    await store.claimShards([10], 'node-b');
-    const stale = await store.writeStates([
-      { entityKey: 'k1', shard: 10, epoch: current, state: { v: 2 } },
-      { entityKey: 'k2', shard: 10, epoch: current, state: { v: 2 } },
+  it('creates shards at epoch 1 and bumps them by one per claim', async () => {
+    const first = await store.claimShards([2, 1, 2], 'node-a');
+    expect([...first.entries()].sort()).toEqual([
+      [1, 1],
+      [2, 1],
     ]);
-    expect(stale).toEqual({ written: 0, fenced: ['k1', 'k2'] });
-    expect(await store.loadState('k1')).toEqual({ v: 1 });
+    const second = await store.claimShards([2, 3], 'node-b');
+    expect(second).toEqual(
+      new Map([
+        [2, 2],
+        [3, 1],
+      ]),
+    );
+    const rows = await db.database.sql<{ shard: number; epoch: number; owner: string }[]>`
+      select shard, epoch, owner from shard_fence where shard in (1, 2, 3) order by shard`;
+    expect(rows.map((row) => ({ ...row }))).toEqual([
+      { shard: 1, epoch: 1, owner: 'node-a' },
+      { shard: 2, epoch: 2, owner: 'node-b' },
+      { shard: 3, epoch: 1, owner: 'node-b' },
+    ]);
+    expect(await store.claimShards([], 'node-a')).toEqual(new Map());
   });
 
-  it('refuses a stale epoch in the database itself, and never lets an epoch go back', async () => {
-    const epochs = await store.claimShards([20], 'node-a');
-    const stale = epochs.get(20)!;
-    await store.claimShards([20], 'node-b');
-    await expect(
-      database.sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct', 20, ${stale}, '{}')`,
-    ).rejects.toMatchObject({ code: 'TF001' });
-    await expect(database.sql`update shard_fence set epoch = 1 where shard = 20`).rejects.toMatchObject({ code: 'TF002' });
+  it('refuses a shard outside 0..1023', async () => {
+    await expect(store.claimShards([1024], 'node-a')).rejects.toMatchObject({ code: '23514' });
+  });
+
+  it('writes rows under the current epoch, and the last row of a key wins', async () => {
+    const epoch = (await store.claimShards([10], 'node-a')).get(10)!;
+    expect(
+      await store.writeStates([
+        { entityKey: 'k1', shard: 10, epoch, state: { v: 1 } },
+        { entityKey: 'k1', shard: 10, epoch, state: { v: 2 } },
+        { entityKey: 'k2', shard: 10, epoch, state: [] },
+      ]),
+    ).toEqual({ written: 2, fenced: [] });
+    expect(await store.loadState('k1')).toEqual({ v: 2 });
+    expect(await store.writeStates([{ entityKey: 'k1', shard: 10, epoch, state: { v: 3 } }])).toEqual({ written: 1, fenced: [] });
+    expect(await store.loadState('k1')).toEqual({ v: 3 });
+    expect(await store.writeStates([])).toEqual({ written: 0, fenced: [] });
+  });
+
+  it('skips and reports rows under a stale epoch, writing the rest of the batch', async () => {
+    const stale = (await store.claimShards([11, 12], 'node-a')).get(11)!;
+    await store.writeStates([{ entityKey: 's1', shard: 11, epoch: stale, state: { v: 1 } }]);
+    const current = (await store.claimShards([11], 'node-b')).get(11)!;
+    const epoch12 = (await db.database.sql<{ epoch: number }[]>`select epoch from shard_fence where shard = 12`)[0]!.epoch;
+    const result = await store.writeStates([
+      { entityKey: 's1', shard: 11, epoch: stale, state: { v: 2 } },
+      { entityKey: 's2', shard: 11, epoch: stale, state: { v: 2 } },
+      { entityKey: 's3', shard: 12, epoch: epoch12, state: { v: 2 } },
+      { entityKey: 's4', shard: 11, epoch: current + 1, state: { v: 2 } },
+      { entityKey: 's5', shard: 999, epoch: 1, state: { v: 2 } },
+    ]);
+    expect(result.written).toBe(1);
+    expect(result.fenced.sort()).toEqual(['s1', 's2', 's4', 's5']);
+    expect(await store.loadState('s1')).toEqual({ v: 1 });
+    expect(await store.loadState('s2')).toBeNull();
+    expect(await store.loadState('s3')).toEqual({ v: 2 });
+    // The new owner writes over the old owner's row.
+    expect(await store.writeStates([{ entityKey: 's1', shard: 11, epoch: current, state: { v: 9 } }])).toEqual({ written: 1, fenced: [] });
+    expect(await store.loadState('s1')).toEqual({ v: 9 });
+  });
+
+  it('refuses a stale epoch in the database itself, on insert and on update', async () => {
+    const { sql } = db.database;
+    const stale = (await store.claimShards([20], 'node-a')).get(20)!;
+    await store.writeStates([{ entityKey: 'direct', shard: 20, epoch: stale, state: {} }]);
+    const current = (await store.claimShards([20], 'node-b')).get(20)!;
+    await expect(sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct2', 20, ${stale}, '{}')`).rejects.toMatchObject({
+      code: SQLSTATE.staleEpoch,
+    });
+    await expect(sql`update actor_state set state = '{"v":1}' where entity_key = 'direct'`).rejects.toMatchObject({ code: SQLSTATE.staleEpoch });
+    await expect(sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct3', 21, 1, '{}')`).rejects.toMatchObject({
+      code: SQLSTATE.staleEpoch,
+    });
+    await sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct2', 20, ${current}, '{}')`;
+  });
+
+  it('never lets an epoch go back, nor a fence row be deleted', async () => {
+    const { sql } = db.database;
+    await store.claimShards([30], 'node-a');
+    await store.claimShards([30], 'node-a');
+    await expect(sql`update shard_fence set epoch = 1 where shard = 30`).rejects.toMatchObject({ code: SQLSTATE.epochBackwards });
+    await expect(sql`delete from shard_fence where shard = 30`).rejects.toMatchObject({ code: SQLSTATE.epochBackwards });
+    await sql`update shard_fence set owner = 'node-c' where shard = 30`;
   });
 });
 
-describe('migrations under contention', () => {
-  it('let two concurrent migrators apply each file once', async () => {
-    const created = await createTestDatabase();
-    const a = await openDatabase({ url: created.url, dataDir: await makeTempDir(), log });
-    const b = await openDatabase({ url: created.url, dataDir: await makeTempDir(), log });
-    try {
-      const [first, second] = await Promise.all([migrate(a.sql), migrate(b.sql)]);
-      expect([...first.applied, ...second.applied].sort()).toEqual(['001_init.sql', '002_default_tiers.sql']);
-    } finally {
-      await a.close();
-      await b.close();
-      await created.drop();
-    }
+describe('the fence under concurrency (postgres)', () => {
+  let db: TestDatabase;
+  let store: Store;
+  let other: postgres.Sql;
+
+  beforeAll(async () => {
+    db = await openTestDatabase('postgres');
+    store = new Store(db.database.sql);
+    other = postgres(db.url!, { max: 2, onnotice: () => {} });
+  });
+  afterAll(async () => {
+    await other?.end();
+    await db?.cleanup();
+  });
+
+  it('makes a claim wait for a write in progress, and the write after it is fenced', async () => {
+    const epoch = (await store.claimShards([40], 'node-a')).get(40)!;
+    let claimed: Promise<Map<number, number>> | undefined;
+    let claimDone = false;
+    await other.begin(async (tx) => {
+      // An old owner's write, still uncommitted: its trigger holds the fence row FOR SHARE.
+      await tx`insert into actor_state (entity_key, shard, epoch, state) values ('race', 40, ${epoch}, '{"v":1}')`;
+      claimed = store.claimShards([40], 'node-b');
+      void claimed.then(() => {
+        claimDone = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(claimDone).toBe(false);
+    });
+    expect((await claimed!).get(40)).toBe(epoch + 1);
+    expect(await store.loadState('race')).toEqual({ v: 1 });
+    expect(await store.writeStates([{ entityKey: 'race', shard: 40, epoch, state: { v: 2 } }])).toEqual({ written: 0, fenced: ['race'] });
+  });
+
+  it('makes a write wait for a claim in progress and then report the row fenced', async () => {
+    const epoch = (await store.claimShards([41], 'node-a')).get(41)!;
+    let written: Promise<{ written: number; fenced: string[] }> | undefined;
+    await other.begin(async (tx) => {
+      await tx`update shard_fence set epoch = epoch + 1, owner = 'node-b' where shard = 41`;
+      written = store.writeStates([{ entityKey: 'race2', shard: 41, epoch, state: { v: 1 } }]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    });
+    // Not an error from the trigger: the batch saw the new epoch once the claim committed.
+    expect(await written!).toEqual({ written: 0, fenced: ['race2'] });
+    expect(await store.loadState('race2')).toBeNull();
   });
 });

@@ -1,36 +1,64 @@
 /**
  * The embedded database's own thread. PGlite executes SQL synchronously inside WebAssembly,
  * so on the main thread every write-behind flush would stall request handling for as long
- * as Postgres works. Here it runs beside the event loop, served on a loopback port by
- * pglite-socket; the main thread reaches it with postgres.js like any other server.
+ * as Postgres works. In a worker it runs beside the event loop, served by pglite-socket;
+ * the main thread reaches it with postgres.js like any other server.
  *
- * Protocol: started with `workerData = { directory }`; posts `{ port }` once listening (or
- * `{ error }`); on the message `'close'` it stops serving, closes PGlite so every page is
- * on disk, posts `'closed'` and exits.
+ * The worker's code is JavaScript in a string, started from a `data:` URL: Node 20 cannot
+ * run a TypeScript file in a worker, and a compiled copy from dist/ would be stale (or
+ * missing) when tests run the sources. Packages are imported by the file URLs the main
+ * thread resolves, since a `data:` module has no node_modules to search.
  */
-import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { PGlite } from '@electric-sql/pglite';
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { Worker } from 'node:worker_threads';
 
-async function serve(port: MessagePort, directory: string): Promise<void> {
-  const pglite = await PGlite.create({ dataDir: directory });
-  // PGlite runs one session: one socket connection.
-  const server = new PGLiteSocketServer({ db: pglite, host: '127.0.0.1', port: 0, maxConnections: 1 });
-  await server.start();
-  port.on('message', (message: unknown) => {
-    if (message !== 'close') return;
-    void (async () => {
-      await server.stop();
-      await pglite.close();
-      port.postMessage('closed');
-      process.exit(0);
-    })();
-  });
-  port.postMessage({ port: Number(server.getServerConn().split(':')[1]) });
+export interface PgliteWorkerData {
+  /** PGlite's data directory. */
+  dataDir: string;
+  /** Where to listen: a unix socket path, or a loopback port when null. */
+  socketPath: string | null;
+  modules: { pglite: string; pgliteSocket: string };
 }
 
-if (parentPort !== null) {
-  serve(parentPort, (workerData as { directory: string }).directory).catch((error: unknown) => {
-    parentPort!.postMessage({ error: error instanceof Error ? error.message : String(error) });
-  });
+/** What the worker posts: once started (or not), and when closing fails. */
+export type PgliteWorkerMessage = { type: 'ready'; address: string } | { type: 'failed'; error: string };
+
+const SOURCE = `
+import { parentPort, workerData } from 'node:worker_threads';
+const { PGlite } = await import(workerData.modules.pglite);
+const { PGLiteSocketServer } = await import(workerData.modules.pgliteSocket);
+const describe = (error) => String(error && error.stack ? error.stack : error);
+let db;
+let server;
+try {
+  db = await PGlite.create({ dataDir: workerData.dataDir });
+  // One client: PGlite is one session, which pglite-socket would share between clients.
+  server = new PGLiteSocketServer(workerData.socketPath === null
+    ? { db, host: '127.0.0.1', port: 0, maxConnections: 1 }
+    : { db, path: workerData.socketPath, maxConnections: 1 });
+  await server.start();
+  parentPort.postMessage({ type: 'ready', address: server.getServerConn() });
+} catch (error) {
+  parentPort.postMessage({ type: 'failed', error: describe(error) });
+  await db?.close().catch(() => {});
+  process.exit(1);
+}
+parentPort.on('message', async (message) => {
+  if (message !== 'close') return;
+  try {
+    await server.stop();
+    await db.close(); // a clean shutdown of the Postgres inside, so no recovery at next start
+    process.exit(0);
+  } catch (error) {
+    parentPort.postMessage({ type: 'failed', error: describe(error) });
+    process.exit(1);
+  }
+});
+`;
+
+export function startPgliteWorker(data: Omit<PgliteWorkerData, 'modules'>): Worker {
+  const workerData: PgliteWorkerData = {
+    ...data,
+    modules: { pglite: import.meta.resolve('@electric-sql/pglite'), pgliteSocket: import.meta.resolve('@electric-sql/pglite-socket') },
+  };
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(SOURCE)}`), { workerData });
 }

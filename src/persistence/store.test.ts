@@ -1,0 +1,279 @@
+/**
+ * Every Store query, on a real Postgres and on embedded PGlite: the same SQL must behave
+ * the same on both.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { EmailTakenError, Store, UnknownTierError, type ApiKeyRow, type SessionRow, type UserRow } from './index.js';
+
+const HOUR = 3_600_000;
+const unique = () => randomBytes(6).toString('hex');
+
+function newUser(overrides: Partial<UserRow> = {}): Omit<UserRow, 'createdAt'> {
+  const id = `usr_${unique()}`;
+  return {
+    id,
+    email: `${id}@Example.com`,
+    name: 'Ada',
+    tier: 'free',
+    passwordHash: 'hash',
+    preferences: { theme: 'dark', nested: { a: [1, 2] } },
+    blocked: false,
+    overrides: [],
+    ...overrides,
+  };
+}
+
+function newSession(userId: string, overrides: Partial<SessionRow> = {}): SessionRow {
+  const now = Date.now();
+  return {
+    id: `ses_${unique()}`,
+    userId,
+    deviceName: 'laptop',
+    deviceType: 'desktop',
+    ip: '192.0.2.1',
+    userAgent: 'test',
+    createdAt: new Date(now),
+    expiresAt: new Date(now + HOUR),
+    lastActiveAt: new Date(now),
+    ...overrides,
+  };
+}
+
+function newKey(userId: string, overrides: Partial<ApiKeyRow> = {}): ApiKeyRow {
+  return {
+    id: `key_${unique()}`,
+    userId,
+    prefix: 'tk_abc',
+    hash: `hash_${unique()}`,
+    name: 'ci',
+    scopes: ['quota', 'profile:read'],
+    createdAt: new Date(Date.now() - 1000),
+    expiresAt: null,
+    lastUsedAt: null,
+    ...overrides,
+  };
+}
+
+describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
+  let db: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = await openTestDatabase(kind);
+    store = new Store(db.database.sql);
+  });
+  afterAll(() => db?.cleanup());
+
+  describe('users', () => {
+    it('inserts a user and returns it with its creation time', async () => {
+      const input = newUser();
+      const before = Date.now();
+      const user = await store.insertUser(input);
+      expect(user).toEqual({ ...input, createdAt: expect.any(Date) });
+      expect(user.createdAt.getTime()).toBeGreaterThanOrEqual(before - 5_000);
+    });
+
+    it('refuses an email that differs only in letter case', async () => {
+      const first = await store.insertUser(newUser());
+      const error = await store.insertUser(newUser({ email: first.email.toUpperCase() })).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(EmailTakenError);
+      expect((error as EmailTakenError).cause).toMatchObject({ code: '23505' });
+    });
+
+    it('refuses an unknown tier', async () => {
+      await expect(store.insertUser(newUser({ tier: 'platinum' }))).rejects.toBeInstanceOf(UnknownTierError);
+    });
+
+    it('does not mistake a duplicate id for a taken email', async () => {
+      const first = await store.insertUser(newUser());
+      const error = await store.insertUser(newUser({ id: first.id })).catch((e: unknown) => e);
+      expect(error).not.toBeInstanceOf(EmailTakenError);
+      expect(error).toMatchObject({ code: '23505' });
+    });
+
+    it('finds a login by email in any letter case', async () => {
+      const user = await store.insertUser(newUser());
+      expect(await store.findLogin(user.email.toLowerCase())).toEqual({ id: user.id, passwordHash: 'hash' });
+      expect(await store.findLogin(user.email.toUpperCase())).toEqual({ id: user.id, passwordHash: 'hash' });
+      expect(await store.findLogin(`nobody-${unique()}@example.com`)).toBeNull();
+    });
+
+    it('updates the profile field by field', async () => {
+      const user = await store.insertUser(newUser());
+      await store.updateProfile(user.id, { name: 'Grace' });
+      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: 'Grace', email: user.email });
+      const email = `moved-${unique()}@example.com`;
+      await store.updateProfile(user.id, { email });
+      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: 'Grace', email });
+      await store.updateProfile(user.id, { name: null });
+      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: null, email });
+      await store.updateProfile(user.id, {});
+      expect(await store.findLogin(email)).toMatchObject({ id: user.id });
+    });
+
+    it('refuses a profile email another user has, in any letter case', async () => {
+      const a = await store.insertUser(newUser());
+      const b = await store.insertUser(newUser());
+      await expect(store.updateProfile(b.id, { email: a.email.toUpperCase() })).rejects.toBeInstanceOf(EmailTakenError);
+      // Changing the case of one's own email is fine.
+      await store.updateProfile(a.id, { email: a.email.toUpperCase() });
+    });
+
+    it('replaces preferences', async () => {
+      const user = await store.insertUser(newUser());
+      await store.updatePreferences(user.id, { language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
+      expect((await store.loadUser(user.id))!.user.preferences).toEqual({ language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
+    });
+
+    it('applies admin changes field by field and refuses an unknown tier', async () => {
+      const user = await store.insertUser(newUser());
+      await store.updateAdmin(user.id, { tier: 'pro' });
+      await store.updateAdmin(user.id, { blocked: true });
+      const overrides = [{ name: 'tokens', kind: 'budget', limit: 5, period: 'day' }];
+      await store.updateAdmin(user.id, { overrides });
+      expect((await store.loadUser(user.id))!.user).toMatchObject({ tier: 'pro', blocked: true, overrides });
+      await store.updateAdmin(user.id, { blocked: false, overrides: [] });
+      expect((await store.loadUser(user.id))!.user).toMatchObject({ tier: 'pro', blocked: false, overrides: [] });
+      await expect(store.updateAdmin(user.id, { tier: 'platinum' })).rejects.toBeInstanceOf(UnknownTierError);
+    });
+
+    it('returns null for an unknown user', async () => {
+      expect(await store.loadUser(`usr_${unique()}`)).toBeNull();
+    });
+  });
+
+  describe('loading a user', () => {
+    it('returns live sessions, undeleted keys and the written-behind state', async () => {
+      const user = await store.insertUser(newUser());
+      const live = newSession(user.id, { createdAt: new Date(Date.now() - 2000) });
+      const anonymous = newSession(user.id, { deviceName: null, deviceType: null, ip: null, userAgent: null });
+      const expired = newSession(user.id, { expiresAt: new Date(Date.now() - 1000) });
+      const revoked = newSession(user.id);
+      for (const session of [live, anonymous, expired, revoked]) await store.insertSession(session);
+      expect(await store.revokeSessions(user.id, [revoked.id])).toBe(1);
+
+      const key = newKey(user.id, { expiresAt: new Date(Date.now() + HOUR) });
+      const bare = newKey(user.id, { name: null, scopes: [], createdAt: new Date() });
+      const deleted = newKey(user.id);
+      for (const k of [key, bare, deleted]) await store.insertApiKey(k);
+      expect(await store.deleteApiKey(user.id, deleted.id)).toBe(true);
+
+      const [epoch] = (await store.claimShards([500], 'node-load')).values();
+      await store.writeStates([{ entityKey: user.id, shard: 500, epoch: epoch!, state: { limits: { requests: { tat: 12.5 } } } }]);
+
+      const loaded = await store.loadUser(user.id);
+      expect(loaded).not.toBeNull();
+      expect(loaded!.sessions).toEqual([live, anonymous]);
+      expect(loaded!.keys).toEqual([key, bare]);
+      expect(loaded!.state).toEqual({ limits: { requests: { tat: 12.5 } } });
+      expect(loaded!.sessions[0]!.createdAt).toBeInstanceOf(Date);
+    });
+
+    it('has empty lists and null state for a new user', async () => {
+      const user = await store.insertUser(newUser());
+      expect(await store.loadUser(user.id)).toEqual({ user, sessions: [], keys: [], state: null });
+    });
+  });
+
+  describe('sessions and keys', () => {
+    it('revokes only the user’s own live sessions', async () => {
+      const a = await store.insertUser(newUser());
+      const b = await store.insertUser(newUser());
+      const mine = newSession(a.id);
+      const theirs = newSession(b.id);
+      await store.insertSession(mine);
+      await store.insertSession(theirs);
+      expect(await store.revokeSessions(a.id, [mine.id, theirs.id])).toBe(1);
+      expect(await store.revokeSessions(a.id, [mine.id])).toBe(0);
+      expect(await store.revokeSessions(a.id, [])).toBe(0);
+      expect((await store.loadUser(b.id))!.sessions.map((s) => s.id)).toEqual([theirs.id]);
+    });
+
+    it('soft-deletes only the user’s own key, once', async () => {
+      const a = await store.insertUser(newUser());
+      const b = await store.insertUser(newUser());
+      const key = newKey(a.id);
+      await store.insertApiKey(key);
+      expect(await store.deleteApiKey(b.id, key.id)).toBe(false);
+      expect(await store.deleteApiKey(a.id, key.id)).toBe(true);
+      expect(await store.deleteApiKey(a.id, key.id)).toBe(false);
+      const [row] = await db.database.sql<{ deleted_at: Date | null }[]>`select deleted_at from api_keys where id = ${key.id}`;
+      expect(row!.deleted_at).toBeInstanceOf(Date);
+    });
+
+    it('moves activity times forward only, in one batch', async () => {
+      const user = await store.insertUser(newUser());
+      const t0 = new Date(Date.now() - 60_000);
+      const session = newSession(user.id, { lastActiveAt: t0 });
+      const key = newKey(user.id);
+      await store.insertSession(session);
+      await store.insertApiKey(key);
+      const later = new Date(t0.getTime() + 30_000);
+      const latest = new Date(t0.getTime() + 40_000);
+      await store.touchActivity(
+        [
+          { id: session.id, at: latest },
+          { id: session.id, at: later },
+          { id: `ses_${unique()}`, at: later },
+        ],
+        [{ id: key.id, at: later }],
+      );
+      let loaded = await store.loadUser(user.id);
+      expect(loaded!.sessions[0]!.lastActiveAt).toEqual(latest);
+      expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
+      await store.touchActivity([{ id: session.id, at: t0 }], [{ id: key.id, at: t0 }]);
+      loaded = await store.loadUser(user.id);
+      expect(loaded!.sessions[0]!.lastActiveAt).toEqual(latest);
+      expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
+      await store.touchActivity([], []);
+    });
+  });
+
+  describe('tiers', () => {
+    it('lists the seeded tiers', async () => {
+      const tiers = await store.listTiers();
+      const byName = new Map(tiers.map((tier) => [tier.name, tier]));
+      expect([...byName.keys()]).toEqual(expect.arrayContaining(['anonymous', 'enterprise', 'free', 'pro']));
+      expect(byName.get('free')).toMatchObject({
+        failOpen: true,
+        limits: [
+          { name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 },
+          { name: 'tokens', kind: 'budget', limit: 100000, period: 'month' },
+        ],
+      });
+      expect(byName.get('anonymous')).toMatchObject({ failOpen: false, limits: [{ name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 }] });
+      expect(byName.get('pro')!.limits).toEqual([
+        { name: 'requests', kind: 'rate', limit: 600, period_ms: 60000, burst: 50 },
+        { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month' },
+      ]);
+      expect(byName.get('enterprise')!.limits).toEqual([
+        { name: 'requests', kind: 'rate', limit: 6000, period_ms: 60000, burst: 500 },
+        { name: 'tokens', kind: 'budget', limit: 50000000, period: 'month' },
+      ]);
+      expect(byName.get('pro')!.updatedAt).toBeInstanceOf(Date);
+    });
+
+    it('creates and replaces a tier, advancing its time', async () => {
+      const name = `team-${unique()}`;
+      const created = await store.upsertTier({ name, limits: [{ name: 'requests', kind: 'rate', limit: 1, period_ms: 1000 }], failOpen: false });
+      const replaced = await store.upsertTier({ name, limits: [], failOpen: true });
+      expect(replaced).toMatchObject({ name, limits: [], failOpen: true });
+      expect(replaced.updatedAt.getTime()).toBeGreaterThanOrEqual(created.updatedAt.getTime());
+      expect((await store.listTiers()).find((tier) => tier.name === name)).toEqual(replaced);
+      // A user may now be moved onto it.
+      const user = await store.insertUser(newUser());
+      await store.updateAdmin(user.id, { tier: name });
+    });
+  });
+
+  describe('actor state', () => {
+    it('loads what was written, and null for an unknown key', async () => {
+      const [epoch] = (await store.claimShards([501], 'node-state')).values();
+      await store.writeStates([{ entityKey: 'limiter:login-ip:192.0.2.9', shard: 501, epoch: epoch!, state: { hits: [1, 2, 3] } }]);
+      expect(await store.loadState('limiter:login-ip:192.0.2.9')).toEqual({ hits: [1, 2, 3] });
+      expect(await store.loadState(`limiter:${unique()}`)).toBeNull();
+    });
+  });
+});

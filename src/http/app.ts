@@ -4,13 +4,14 @@
  * the request object when the handler returns), body read and validated, caller resolved,
  * handler run, answer or problem written corked.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { SessionTokens } from '../node/index.js';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
+import { flatFieldsOf, parseFlatObject } from './flatJson.js';
 import type { HttpMetrics } from './metrics.js';
 import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
@@ -41,11 +42,22 @@ interface InstalledRoute {
   definition: RouteDefinition;
   params: string[];
   validate: Validator | null;
+  /** The body's members when its schema is a flat object (see flatJson.ts), else null. */
+  flatFields: readonly string[] | null;
   label: string;
 }
 
+const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_CALLER: Caller = Object.freeze({ userId: '', credential: Object.freeze({ kind: 'trusted' as const }) });
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+/**
+ * Request ids this node makes up: a random prefix chosen at start, then a counter. Unique
+ * across nodes and restarts like a UUID, for the price of formatting a number.
+ */
+const REQUEST_ID_PREFIX = `${randomBytes(6).toString('base64url')}-`;
+let requestCounter = 0;
+const nextRequestId = (): string => REQUEST_ID_PREFIX + (++requestCounter).toString(36);
 
 export class HttpServer {
   private readonly app: TemplatedApp;
@@ -62,6 +74,7 @@ export class HttpServer {
         definition,
         params: pathParams(definition.path),
         validate: definition.body === undefined ? null : compileValidator(definition.body),
+        flatFields: definition.body === undefined ? null : flatFieldsOf(definition.body),
         label: `${definition.method.toUpperCase()} ${definition.path}`,
       };
       const pattern = uwsPattern(definition.path);
@@ -130,11 +143,12 @@ export class HttpServer {
     const authorization = req.getHeader('authorization');
     const contentType = req.getHeader('content-type');
     const idempotencyKey = req.getHeader('idempotency-key');
-    const userAgent = req.getHeader('user-agent');
-    const forwardedFor = this.options.trustProxy ? req.getHeader('x-forwarded-for') : '';
-    const params: Record<string, string> = {};
+    // The client's address and user agent are read only by the routes that record them.
+    const clientAddress = route.definition.clientAddress === true;
+    const userAgent = clientAddress ? req.getHeader('user-agent') : '';
+    const ip = clientAddress ? this.clientAddress(res, this.options.trustProxy ? req.getHeader('x-forwarded-for') : '') : null;
+    const params: Record<string, string> = route.params.length === 0 ? NO_PARAMS : {};
     for (let i = 0; i < route.params.length; i++) params[route.params[i]!] = safeDecode(req.getParameter(i) ?? '');
-    const ip = route.definition.clientAddress === true ? this.clientAddress(res, forwardedFor) : null;
 
     this.inflight++;
     const request: PendingRequest = {
@@ -163,7 +177,7 @@ export class HttpServer {
    * route can (a quota operation on an actor active here, with an API key); otherwise
    * continues asynchronously.
    */
-  private proceed(request: PendingRequest, body: Buffer | null): void {
+  private proceed(request: PendingRequest, body: Uint8Array | null): void {
     const { route, context } = request;
     const { definition } = route;
     let token: string | null;
@@ -175,7 +189,8 @@ export class HttpServer {
         if (body.length > 0 && !isJson(request.contentType)) {
           throw new HttpError('unsupported_media_type', 'send the body as application/json');
         }
-        const parsed = parseJsonBody(body);
+        // The body is a view into uWebSockets.js memory: it is parsed before this returns.
+        const parsed = (route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields)) ?? parseJsonBody(body);
         context.body = route.validate!(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
       }
       token = request.authorization === '' ? null : bearerToken(request.authorization);
@@ -239,7 +254,7 @@ export class HttpServer {
   private finish(request: PendingRequest, error: unknown): void {
     if (error !== null) this.fail(request.exchange, error);
     this.options.metrics.observe(request.route.label, request.exchange.status, performance.now() - request.started);
-    if (--this.inflight === 0) {
+    if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
@@ -264,7 +279,7 @@ export class HttpServer {
 
   private exchange(res: HttpResponse, req: HttpRequest): Exchange & { status: number } {
     const sent = req.getHeader('x-request-id');
-    const exchange = { res, aborted: false, requestId: REQUEST_ID.test(sent) ? sent : randomUUID(), closeConnection: this.draining, status: 0 };
+    const exchange = { res, aborted: false, requestId: sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId(), closeConnection: this.draining, status: 0 };
     res.onAborted(() => {
       exchange.aborted = true;
     });
@@ -288,6 +303,7 @@ function checkToken(token: string | null, configured: string | undefined, matche
 }
 
 function isJson(contentType: string): boolean {
+  if (contentType === 'application/json') return true;
   const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }

@@ -10,17 +10,16 @@ import { looksLikeApiKey, parseApiKey, UnauthenticatedError } from '../shards/in
 import type { Caller } from './route.js';
 
 export function bearerToken(authorization: string): string | null {
-  if (authorization.length < 8 || authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
-  const token = authorization.slice(7).trim();
+  if (authorization.length < 8) return null;
+  if (!authorization.startsWith('Bearer ') && authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
+  const token = isSpace(authorization.charCodeAt(7)) || isSpace(authorization.charCodeAt(authorization.length - 1)) ? authorization.slice(7).trim() : authorization.slice(7);
   return token.length === 0 ? null : token;
 }
 
+const isSpace = (code: number): boolean => code === 0x20 || code === 0x09;
+
 export function resolveCaller(token: string, tokens: SessionTokens): Caller | Promise<Caller> {
-  if (looksLikeApiKey(token)) {
-    const key = parseApiKey(token);
-    if (key === null) throw new UnauthenticatedError('malformed API key');
-    return { userId: key.userId, credential: { kind: 'key', keyId: key.keyId, hash: key.hash } };
-  }
+  if (looksLikeApiKey(token)) return apiKeyCaller(token);
   return tokens.verify(token).then((claims) => ({
     userId: claims.userId,
     credential: { kind: 'session', sessionId: claims.sessionId },
@@ -37,3 +36,27 @@ export function tokenMatches(presented: string, configured: string | undefined):
   const b = createHash('sha256').update(configured).digest();
   return timingSafeEqual(a, b);
 }
+
+/**
+ * The caller an API key names: its user, its key id and the SHA-256 of the whole key.
+ *
+ * Remembered for the keys seen most recently: a client sends the same key with every
+ * request, and parsing and hashing it were the costliest steps of checking it. Only
+ * key → (user, key id, hash) is kept, in memory and bounded (dropped whole when full);
+ * whether the key is live and its hash matches is decided by the owner on every request,
+ * in constant time, so a deleted key is refused at once all the same.
+ */
+export function apiKeyCaller(token: string): Caller {
+  let caller = recentKeyCallers.get(token);
+  if (caller === undefined) {
+    const key = parseApiKey(token);
+    if (key === null) throw new UnauthenticatedError('malformed API key');
+    caller = Object.freeze({ userId: key.userId, credential: Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash }) });
+    if (recentKeyCallers.size >= RECENT_KEYS_MAX) recentKeyCallers.clear();
+    recentKeyCallers.set(token, caller);
+  }
+  return caller;
+}
+
+const RECENT_KEYS_MAX = 16_384;
+const recentKeyCallers = new Map<string, Caller>();

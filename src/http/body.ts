@@ -12,8 +12,10 @@ export const MAX_BODY_BYTES = 64 * 1024;
 /**
  * Calls `done` with the whole body, inside the last `onData` callback, so a request whose
  * body arrives with its headers is handled without a detour through the microtask queue.
+ * A body that arrives in one chunk (nearly all of them) is passed as a view of uWebSockets.js
+ * memory, without a copy: `done` must read it before it returns.
  */
-export function collectBody(res: HttpResponse, limit: number, done: (body: Buffer) => void, failed: (error: HttpError) => void): void {
+export function collectBody(res: HttpResponse, limit: number, done: (body: Uint8Array) => void, failed: (error: HttpError) => void): void {
   let chunks: Buffer[] | null = null;
   let size = 0;
   let refused = false;
@@ -25,20 +27,20 @@ export function collectBody(res: HttpResponse, limit: number, done: (body: Buffe
       failed(new HttpError('payload_too_large', `request bodies are limited to ${limit} bytes`));
       return;
     }
-    // Copy now: uWebSockets.js reuses the chunk's memory after this callback returns.
-    const copy = Buffer.from(chunk.slice(0));
     if (isLast && chunks === null) {
-      done(copy);
+      done(new Uint8Array(chunk));
       return;
     }
-    (chunks ??= []).push(copy);
+    // Copy: uWebSockets.js reuses the chunk's memory after this callback returns.
+    (chunks ??= []).push(Buffer.from(new Uint8Array(chunk)));
     if (isLast) done(Buffer.concat(chunks, size));
   });
 }
 
 /** Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced. */
-export function parseJsonBody(body: Buffer): unknown {
-  if (body.length === 0) return undefined;
+export function parseJsonBody(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) return undefined;
+  const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   if (!isUtf8(body)) throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
   const text = body.toString('utf8');
   // Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail in the database.

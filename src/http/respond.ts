@@ -46,21 +46,29 @@ export function writeProblem(exchange: Exchange, problem: Problem, headers?: Rec
   writeJson(exchange, problem.status, problem, headers, 'application/problem+json');
 }
 
+/**
+ * Writes the answer corked: status, headers and body in one syscall.
+ *
+ * uWebSockets.js takes each header through its own native call, converting both strings;
+ * the headers are joined into one block instead and written by one call (uWebSockets.js
+ * writes `name: value` and CRLF; the block carries the CRLFs between its lines). This is
+ * safe because no header value here can hold CR or LF: they are numbers, constants, limit
+ * names (validated to `[A-Za-z0-9_.:-]`) and request ids (validated or our own). A 200 needs
+ * no status line: it is uWebSockets.js's default.
+ */
 export function write(exchange: Exchange, status: number, text: string | undefined, headers: Record<string, string> | undefined, contentType: string): void {
   if (exchange.aborted) return;
   exchange.aborted = true; // answered: nothing more may be written
+  let head = exchange.requestId;
+  if (headers !== undefined) {
+    for (const name in headers) head += `\r\n${name}: ${headers[name]!}`;
+  }
+  if (text !== undefined) head += `\r\ncontent-type: ${contentType}`;
   const { res } = exchange;
   res.cork(() => {
-    res.writeStatus(statusLine(status));
-    res.writeHeader('x-request-id', exchange.requestId);
-    if (headers !== undefined) {
-      for (const name in headers) res.writeHeader(name, headers[name]!);
-    }
-    if (text === undefined) {
-      res.endWithoutBody(0, exchange.closeConnection);
-      return;
-    }
-    res.writeHeader('content-type', contentType);
-    res.end(text, exchange.closeConnection);
+    if (status !== 200) res.writeStatus(statusLine(status));
+    res.writeHeader('x-request-id', head);
+    if (text === undefined) res.endWithoutBody(0, exchange.closeConnection);
+    else res.end(text, exchange.closeConnection);
   });
 }

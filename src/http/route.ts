@@ -57,7 +57,10 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
   body?: S;
   /** An empty body is accepted and validated as `{}`. */
   bodyOptional?: boolean;
-  /** The handler uses the client's address (`context.ip`); others skip reading it. */
+  /**
+   * The handler records the client (`context.ip`, `context.userAgent`); on other routes
+   * both are null and the headers are not read.
+   */
   clientAddress?: boolean;
   responses: Record<number, ResponseSpec>;
   handle(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | Promise<Reply>;

@@ -36,7 +36,12 @@ export class ActorRuntime {
   readonly shards: readonly Shard[];
   private oldest: Actor | null = null;
   private newest: Actor | null = null;
-  private activeCount = 0;
+  /**
+   * Every active actor by key, whatever its shard: the hot path finds an actor with one map
+   * lookup instead of hashing its key to a shard first. Kept beside the shards' own maps,
+   * which moves and flushes go through.
+   */
+  private readonly active = new Map<string, Actor>();
   private readonly activating = new Map<string, Promise<Actor | null>>();
   private readonly unknown = new Map<string, number>();
   private dirtyQueue: Actor[] = [];
@@ -48,7 +53,7 @@ export class ActorRuntime {
   }
 
   get size(): number {
-    return this.activeCount;
+    return this.active.size;
   }
 
   shardFor(entityKey: string): Shard {
@@ -116,7 +121,7 @@ export class ActorRuntime {
       // Keyed by the actor's own id, not the caller's string: that may be a slice of a
       // token or API key, which the map would otherwise keep alive.
       shard.actors.set(actor.key, actor);
-      this.activeCount++;
+      this.active.set(actor.key, actor);
       this.stats.activations++;
       this.touch(actor, now);
       return actor;
@@ -131,7 +136,7 @@ export class ActorRuntime {
     if (shard.actors.has(actor.key)) return;
     this.unknown.delete(actor.key);
     shard.actors.set(actor.key, actor);
-    this.activeCount++;
+    this.active.set(actor.key, actor);
     this.touch(actor, now);
   }
 
@@ -175,8 +180,8 @@ export class ActorRuntime {
   private drop(actor: Actor): void {
     if (actor.shard.actors.get(actor.key) !== actor) return;
     actor.shard.actors.delete(actor.key);
+    this.active.delete(actor.key);
     this.unlink(actor);
-    this.activeCount--;
   }
 
   enqueueDirty(actor: Actor): void {
@@ -239,7 +244,7 @@ export class ActorRuntime {
     while (actor !== null) {
       const next = actor.newer;
       const idle = actor.lastUsedSecond < idleBefore;
-      const overCap = this.activeCount > this.options.maxActors;
+      const overCap = this.active.size > this.options.maxActors;
       if (!idle && !overCap) break;
       if (!actor.dirty && !actor.busy) {
         this.drop(actor);
@@ -264,7 +269,7 @@ export class ActorRuntime {
 
   /** Drops one actor whose state Postgres refused (a newer owner holds its shard). */
   dropFenced(entityKey: string): void {
-    const actor = this.shardFor(entityKey).actors.get(entityKey);
+    const actor = this.active.get(entityKey);
     if (actor !== undefined) this.drop(actor);
   }
 

@@ -7,20 +7,28 @@ import { apiKeyPrefix } from './ids.js';
 import type { ApiKey, Session, UserActor } from './userActor.js';
 
 /**
- * RFC 3339 rendering, remembering the last few values: a budget's reset time is the same
- * for every answer of a month, and formatting a Date is one of the costlier steps of an
- * answer on the hot path.
+ * RFC 3339 rendering, as `Date#toISOString` does it, on the hot path: every answer about
+ * limits carries reset times. The text up to the minute is remembered per minute (a handful
+ * of minutes are live at any moment: now, this month's end, …); seconds and milliseconds come
+ * from tables.
  */
-const recentIso = new Map<number, string>();
-function iso(ms: number): string {
-  let text = recentIso.get(ms);
-  if (text === undefined) {
-    text = new Date(ms).toISOString();
-    if (recentIso.size >= 64) recentIso.delete(recentIso.keys().next().value!);
-    recentIso.set(ms, text);
+export function iso(ms: number): string {
+  if (!Number.isSafeInteger(ms) || ms < 0 || ms >= LAST_FOUR_DIGIT_YEAR_MS) return new Date(ms).toISOString();
+  const inMinute = ms % 60_000;
+  const minute = ms - inMinute;
+  let prefix = minutePrefixes.get(minute);
+  if (prefix === undefined) {
+    prefix = new Date(minute).toISOString().slice(0, 17); // 2026-11-22T15:04:
+    if (minutePrefixes.size >= 64) minutePrefixes.clear();
+    minutePrefixes.set(minute, prefix);
   }
-  return text;
+  return prefix + SECONDS[(inMinute / 1000) | 0]! + MILLIS[inMinute % 1000]!;
 }
+
+const LAST_FOUR_DIGIT_YEAR_MS = Date.UTC(10_000, 0, 1);
+const minutePrefixes = new Map<number, string>();
+const SECONDS = Array.from({ length: 60 }, (_, s) => String(s).padStart(2, '0'));
+const MILLIS = Array.from({ length: 1000 }, (_, ms) => `.${String(ms).padStart(3, '0')}Z`);
 const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export interface UserView {
@@ -98,3 +106,32 @@ export function keyView(userId: string, key: ApiKey): KeyView {
 export function limitStateView(state: LimitState): LimitStateView {
   return { name: state.name, kind: state.kind, limit: state.limit, remaining: state.remaining, reset_at: iso(state.reset_at) };
 }
+
+/**
+ * `JSON.stringify(limits.map(limitStateView))`, written directly: answers to quota
+ * operations are the hot path, and this skips building the views and the generic serialiser.
+ */
+export function limitsJson(limits: readonly LimitState[]): string {
+  let text = '[';
+  for (let i = 0; i < limits.length; i++) {
+    const state = limits[i]!;
+    if (i > 0) text += ',';
+    text += `{"name":${quoted(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
+  }
+  return text + ']';
+}
+
+/** Limit names are few and reused by every answer: each is escaped once. */
+const quotedNames = new Map<string, string>();
+function quoted(name: string): string {
+  let text = quotedNames.get(name);
+  if (text === undefined) {
+    text = JSON.stringify(name);
+    if (quotedNames.size >= 1024) quotedNames.clear();
+    quotedNames.set(name, text);
+  }
+  return text;
+}
+
+/** As JSON.stringify writes a number: non-finite values become `null`. */
+const jsonNumber = (value: number): string => (Number.isFinite(value) ? String(value) : 'null');

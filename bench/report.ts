@@ -4,6 +4,7 @@ import type { MicroResult } from './micro.js';
 
 export const TARGETS = {
   ceiling: 'ceiling (uWS)',
+  shaped: 'shaped ceiling',
   redis: 'redis-lua peer',
   tally: 'tally consume',
 } as const;
@@ -28,6 +29,9 @@ export interface BenchReport {
   micro?: MicroResult;
   ratios: {
     tallyToCeiling?: number;
+    /** Against the ceiling that answers with Tally's headers and body: Tally's own work. */
+    tallyToShaped?: number;
+    shapedToCeiling?: number;
     tallyToRedis?: number;
     redisToCeiling?: number;
     /** The same comparisons by server CPU per request (other's cost / tally's cost): higher is better for tally. */
@@ -39,10 +43,12 @@ export interface BenchReport {
 }
 
 export function ratios(load: BenchReport['load']): BenchReport['ratios'] {
-  const { ceiling, redis, tally } = load;
+  const { ceiling, shaped, redis, tally } = load;
   const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : a / b);
   return {
     tallyToCeiling: ratio(tally?.rps, ceiling?.rps),
+    tallyToShaped: ratio(tally?.rps, shaped?.rps),
+    shapedToCeiling: ratio(shaped?.rps, ceiling?.rps),
     tallyToRedis: ratio(tally?.rps, redis?.rps),
     redisToCeiling: ratio(redis?.rps, ceiling?.rps),
     cpuCeilingToTally: ratio(ceiling?.serverCpuUsPerRequest, tally?.serverCpuUsPerRequest),
@@ -85,10 +91,11 @@ export function formatReport(report: BenchReport): string {
       ].join(' '),
     );
   }
-  const { tallyToCeiling, tallyToRedis, redisToCeiling, cpuCeilingToTally, cpuRedisToTally } = report.ratios;
+  const { tallyToCeiling, tallyToShaped, shapedToCeiling, tallyToRedis, redisToCeiling, cpuCeilingToTally, cpuRedisToTally } = report.ratios;
   lines.push(
     '',
     `ratios: tally/ceiling = ${fixed(tallyToCeiling, 2)} (target >= 0.8); tally/redis = ${fixed(tallyToRedis, 2)} (target >= 3); redis/ceiling = ${fixed(redisToCeiling, 2)}`,
+    `        shaped/ceiling = ${fixed(shapedToCeiling, 2)} (the answer's headers and size alone); tally/shaped = ${fixed(tallyToShaped, 2)} (Tally's own work)`,
     `by CPU per request: ceiling/tally = ${fixed(cpuCeilingToTally, 2)}; redis/tally = ${fixed(cpuRedisToTally, 2)} (redis: peer + Redis server)`,
   );
   const micro = report.micro;

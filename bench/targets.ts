@@ -1,5 +1,5 @@
 /**
- * The three load targets as the runner sees them: started once (each in its own process),
+ * The load targets as the runner sees them: started once (each in its own process),
  * then measured as often as asked, one at a time, and stopped.
  */
 import { join } from 'node:path';
@@ -46,7 +46,9 @@ function sum(a: number | undefined, b: number | undefined): number | undefined {
 export async function startTarget(target: TargetName, settings: Settings): Promise<Running> {
   switch (target) {
     case 'ceiling':
-      return startServerScript(TARGETS.ceiling, 'ceiling.js', ['0']);
+      return startServerScript(TARGETS.ceiling, 'ceiling.js', ['0', 'plain']);
+    case 'shaped':
+      return startServerScript(TARGETS.shaped, 'ceiling.js', ['0', 'shaped']);
     case 'redis': {
       const prefix = `tallybench:${process.pid}:`;
       const peer = await startServerScript(TARGETS.redis, 'redisPeer.js', ['0', settings.redisUrl, prefix, String(settings.redisAutoPipelining)]);

@@ -65,9 +65,9 @@ export class ActorRuntime {
    * same time, the loaded one. Throws NotFoundError when the loader finds nothing.
    */
   get<A extends Actor>(key: string, now: number, load: ActorLoader<A>, what: string): A | Promise<A> {
-    const shard = this.shardFor(key);
+    const active = this.active.get(key);
+    const shard = active === undefined ? this.shardFor(key) : active.shard;
     if (!shard.serving) throw new OwnerUnavailableError(`shard ${shard.index} is not served by this node`);
-    const active = shard.actors.get(key);
     if (active !== undefined) {
       this.touch(active, now);
       return active as A;
@@ -77,10 +77,9 @@ export class ActorRuntime {
 
   /** The actor for `key` if it is active here, without loading it; touches it. */
   peek(key: string, now: number): Actor | undefined {
-    const shard = this.shardFor(key);
-    if (!shard.serving) return undefined;
-    const active = shard.actors.get(key);
-    if (active !== undefined) this.touch(active, now);
+    const active = this.active.get(key);
+    if (active === undefined || !active.shard.serving) return undefined;
+    this.touch(active, now);
     return active;
   }
 

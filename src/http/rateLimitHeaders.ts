@@ -23,16 +23,39 @@ export function tightest(limits: readonly LimitState[]): LimitState | undefined 
 export function rateLimitHeaders(limits: readonly LimitState[], now: number): Record<string, string> {
   const state = tightest(limits);
   if (state === undefined) return {};
+  const policy = policyOf(state);
   const resetSeconds = Math.max(0, Math.ceil((state.reset_at - now) / 1000));
-  const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
   return {
-    'RateLimit-Policy': `"${state.name}";q=${state.limit};w=${windowSeconds}`,
-    RateLimit: `"${state.name}";r=${state.remaining};t=${resetSeconds}`,
-    'X-RateLimit-Limit': String(state.limit),
+    'RateLimit-Policy': policy.header,
+    RateLimit: `${policy.quotedName};r=${state.remaining};t=${resetSeconds}`,
+    'X-RateLimit-Limit': policy.limit,
     'X-RateLimit-Remaining': String(state.remaining),
     'X-RateLimit-Reset': String(Math.ceil(state.reset_at / 1000)),
   };
 }
+
+interface Policy {
+  /** What the texts were built from. */
+  of: { limit: number; windowMs: number };
+  quotedName: string;
+  header: string;
+  limit: string;
+}
+
+/** The parts of the headers that stay the same while a limit does, remembered per name. */
+function policyOf(state: LimitState): Policy {
+  let policy = policies.get(state.name);
+  if (policy === undefined || policy.of.limit !== state.limit || policy.of.windowMs !== state.window_ms) {
+    const quotedName = `"${state.name}"`;
+    const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
+    policy = { of: { limit: state.limit, windowMs: state.window_ms }, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limit: String(state.limit) };
+    if (policies.size >= 1024) policies.clear();
+    policies.set(state.name, policy);
+  }
+  return policy;
+}
+
+const policies = new Map<string, Policy>();
 
 export function retryAfterSeconds(ms: number): string {
   return String(Math.max(1, Math.ceil(ms / 1000)));

@@ -116,22 +116,26 @@ export function limitsJson(limits: readonly LimitState[]): string {
   for (let i = 0; i < limits.length; i++) {
     const state = limits[i]!;
     if (i > 0) text += ',';
-    text += `{"name":${quoted(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
+    text += `${limitJsonHead(state)}${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
   }
   return text + ']';
 }
 
-/** Limit names are few and reused by every answer: each is escaped once. */
-const quotedNames = new Map<string, string>();
-function quoted(name: string): string {
-  let text = quotedNames.get(name);
-  if (text === undefined) {
-    text = JSON.stringify(name);
-    if (quotedNames.size >= 1024) quotedNames.clear();
-    quotedNames.set(name, text);
+/**
+ * A limit's JSON up to its `remaining`, which is the same in every answer while the limit
+ * is unchanged: remembered per limit name, rebuilt when the kind or the limit differ.
+ */
+function limitJsonHead(state: LimitState): string {
+  let head = limitHeads.get(state.name);
+  if (head === undefined || head.kind !== state.kind || head.limit !== state.limit) {
+    head = { kind: state.kind, limit: state.limit, text: `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":` };
+    if (limitHeads.size >= 1024) limitHeads.clear();
+    limitHeads.set(state.name, head);
   }
-  return text;
+  return head.text;
 }
+
+const limitHeads = new Map<string, { kind: string; limit: number; text: string }>();
 
 /** As JSON.stringify writes a number: non-finite values become `null`. */
 const jsonNumber = (value: number): string => (Number.isFinite(value) ? String(value) : 'null');

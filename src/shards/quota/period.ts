@@ -15,9 +15,17 @@ export function periodStart(now: number, period: BudgetPeriod): number {
 /** The start of the period after the one containing `start`; Date.UTC rolls month 12 into January. */
 export function nextPeriodStart(start: number, period: BudgetPeriod): number {
   if (period === 'day') return Math.floor(start / DAY_MS) * DAY_MS + DAY_MS;
+  // Every answer about a monthly budget asks this, nearly always for the current month.
+  if (start === lastMonthAsked) return lastMonthAnswer;
   const month = monthOf(start);
-  return Date.UTC(Math.floor(month / 12), (month % 12) + 1, 1);
+  const next = Date.UTC(Math.floor(month / 12), (month % 12) + 1, 1);
+  lastMonthAsked = start;
+  lastMonthAnswer = next;
+  return next;
 }
+
+let lastMonthAsked = NaN;
+let lastMonthAnswer = NaN;
 
 /**
  * True once `now` has left the period that began at `start`. Decided by one subtraction

@@ -11,12 +11,11 @@ import type { Caller } from './route.js';
 
 export function bearerToken(authorization: string): string | null {
   if (authorization.length < 8) return null;
+  // The scheme is case-insensitive (RFC 9110 §11.1); the usual spelling skips lowercasing.
   if (!authorization.startsWith('Bearer ') && authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
-  const token = isSpace(authorization.charCodeAt(7)) || isSpace(authorization.charCodeAt(authorization.length - 1)) ? authorization.slice(7).trim() : authorization.slice(7);
+  const token = authorization.slice(7).trim();
   return token.length === 0 ? null : token;
 }
-
-const isSpace = (code: number): boolean => code === 0x20 || code === 0x09;
 
 export function resolveCaller(token: string, tokens: SessionTokens): Caller | Promise<Caller> {
   if (looksLikeApiKey(token)) return apiKeyCaller(token);

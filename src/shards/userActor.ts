@@ -51,6 +51,8 @@ export interface Session {
   createdAt: number;
   expiresAt: number;
   lastActiveAt: number;
+  /** The last-use time Postgres holds (or is being sent), and whether a newer one is due. */
+  writtenAt: number;
   touched: boolean;
 }
 
@@ -62,6 +64,7 @@ export interface ApiKey {
   createdAt: number;
   expiresAt: number | null;
   lastUsedAt: number | null;
+  writtenAt: number;
   touched: boolean;
 }
 
@@ -80,6 +83,12 @@ export interface QuotaDecision {
 }
 
 export const MAX_SESSIONS_PER_USER = 100;
+/**
+ * Last-use times of sessions and keys are exact in memory (listings show them) but written
+ * behind at most once a minute each: a key used on every request would otherwise cost a row
+ * update per flush. After a restart they may read up to this much early.
+ */
+export const ACTIVITY_WRITE_MS = 60_000;
 export const MAX_KEYS_PER_USER = 100;
 // Shared values, so that a hundred thousand actors do not each hold their own copy.
 const NO_SCOPES: readonly string[] = Object.freeze([]);
@@ -152,21 +161,22 @@ export class UserActor extends Actor {
       const session = this.findSession(credential.sessionId);
       if (session === undefined || session.expiresAt <= now) throw new UnauthenticatedError('the session has ended');
       session.lastActiveAt = now;
-      if (!session.touched) {
-        session.touched = true;
-        this.markActivity();
-      }
+      this.noteUse(session, now);
       return { via: 'session', sessionId: session.id };
     }
     const key = this.findKey(credential.keyId);
     if (key === undefined || !sameHash(key.hash, credential.hash)) throw new UnauthenticatedError('invalid API key');
     if (key.expiresAt !== null && key.expiresAt <= now) throw new UnauthenticatedError('the API key has expired');
     key.lastUsedAt = now;
-    if (!key.touched) {
-      key.touched = true;
-      this.markActivity();
-    }
+    this.noteUse(key, now);
     return { via: 'key', scopes: key.scopes };
+  }
+
+  /** Schedules the write of a last-use time once Postgres's copy is ACTIVITY_WRITE_MS old. */
+  private noteUse(used: Session | ApiKey, now: number): void {
+    if (used.touched || now - used.writtenAt < ACTIVITY_WRITE_MS) return;
+    used.touched = true;
+    this.markActivity();
   }
 
   findKey(id: string): ApiKey | undefined {
@@ -280,12 +290,14 @@ export class UserActor extends Actor {
     for (const session of this.sessions) {
       if (!session.touched) continue;
       session.touched = false;
+      session.writtenAt = session.lastActiveAt;
       touches ??= { sessions: [], keys: [] };
       touches.sessions.push({ id: session.id, at: new Date(session.lastActiveAt) });
     }
     for (const key of this.keys) {
       if (!key.touched || key.lastUsedAt === null) continue;
       key.touched = false;
+      key.writtenAt = key.lastUsedAt;
       touches ??= { sessions: [], keys: [] };
       touches.keys.push({ id: key.id, at: new Date(key.lastUsedAt) });
     }
@@ -309,6 +321,7 @@ export function toSession(record: SessionRecord): Session {
     createdAt: record.createdAt.getTime(),
     expiresAt: record.expiresAt.getTime(),
     lastActiveAt: record.lastActiveAt.getTime(),
+    writtenAt: record.lastActiveAt.getTime(),
     touched: false,
   };
 }
@@ -322,6 +335,7 @@ export function toApiKey(record: ApiKeyRecord): ApiKey {
     createdAt: record.createdAt.getTime(),
     expiresAt: record.expiresAt?.getTime() ?? null,
     lastUsedAt: record.lastUsedAt?.getTime() ?? null,
+    writtenAt: record.lastUsedAt?.getTime() ?? 0,
     touched: false,
   };
 }

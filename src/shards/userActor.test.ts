@@ -1,0 +1,63 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initHashing } from './hash.js';
+import { issueApiKey, newSessionId, newUserId } from './ids.js';
+import type { LoadedUser } from './ports.js';
+import { ActorRuntime } from './runtime.js';
+import { TierRegistry } from './tiers.js';
+import { ACTIVITY_WRITE_MS, UserActor } from './userActor.js';
+
+beforeAll(() => initHashing());
+
+const t0 = Date.UTC(2026, 10, 22, 12, 0, 0);
+
+function activeUser() {
+  const id = newUserId();
+  const key = issueApiKey(id);
+  const sessionId = newSessionId();
+  const loaded: LoadedUser = {
+    user: { id, email: `${id}@example.com`, name: null, tier: 'free', passwordHash: 'x', preferences: {}, blocked: false, overrides: [], createdAt: new Date(t0) },
+    sessions: [{ id: sessionId, userId: id, deviceName: null, deviceType: null, ip: null, userAgent: null, createdAt: new Date(t0), expiresAt: new Date(t0 + 86_400_000), lastActiveAt: new Date(t0) }],
+    keys: [{ id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: null, scopes: [], createdAt: new Date(t0), expiresAt: null, lastUsedAt: null }],
+    state: null,
+  };
+  const tiers = new TierRegistry();
+  tiers.put([{ name: 'free', limits: [], failOpen: false, updatedAt: t0 }]);
+  const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
+  for (const shard of runtime.shards) shard.status = 'owned';
+  const actor = new UserActor(loaded, runtime.shardFor(id), tiers);
+  runtime.adopt(actor, t0);
+  const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash }, now);
+  const useSession = (now: number) => actor.authenticate({ kind: 'session', sessionId }, now);
+  const flush = () => {
+    const collected = runtime.collectDirty();
+    collected.commit();
+    return collected.activity;
+  };
+  return { actor, useKey, useSession, flush, keyId: key.keyId, sessionId };
+}
+
+describe('UserActor last-use times', () => {
+  it('writes a key’s first use at once, then at most once a minute, while memory stays exact', () => {
+    const user = activeUser();
+    user.useKey(t0 + 1_000);
+    expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 1_000) }]);
+
+    user.useKey(t0 + 2_000);
+    user.useKey(t0 + 30_000);
+    expect(user.flush().keys).toEqual([]);
+    expect(user.actor.findKey(user.keyId)?.lastUsedAt).toBe(t0 + 30_000);
+
+    user.useKey(t0 + 1_000 + ACTIVITY_WRITE_MS);
+    user.useKey(t0 + 2_000 + ACTIVITY_WRITE_MS);
+    expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 2_000 + ACTIVITY_WRITE_MS) }]);
+  });
+
+  it('writes a session’s use once its stored time is a minute old', () => {
+    const user = activeUser();
+    user.useSession(t0 + 10_000); // the stored time is the login at t0
+    expect(user.flush().sessions).toEqual([]);
+    user.useSession(t0 + ACTIVITY_WRITE_MS);
+    expect(user.flush().sessions).toEqual([{ id: user.sessionId, at: new Date(t0 + ACTIVITY_WRITE_MS) }]);
+    expect(user.actor.findSession(user.sessionId)?.lastActiveAt).toBe(t0 + ACTIVITY_WRITE_MS);
+  });
+});

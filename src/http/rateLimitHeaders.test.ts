@@ -24,6 +24,14 @@ describe('rateLimitHeaders', () => {
     expect(rateLimitHeaders([rate({ window_ms: 1_500 })], now)['RateLimit-Policy']).toBe('"requests";q=60;w=2');
   });
 
+  it('keeps tiers that share a limit name apart when their answers interleave', () => {
+    for (let i = 0; i < 3; i++) {
+      expect(rateLimitHeaders([rate({ limit: 60 })], now)['RateLimit-Policy']).toBe('"requests";q=60;w=60');
+      expect(rateLimitHeaders([rate({ limit: 600, remaining: 500 })], now)['X-RateLimit-Limit']).toBe('600');
+      expect(rateLimitHeaders([rate({ limit: 600, window_ms: 3_600_000 })], now)['RateLimit-Policy']).toBe('"requests";q=600;w=3600');
+    }
+  });
+
   it('sends nothing when no limit applies', () => {
     expect(rateLimitHeaders([], now)).toEqual({});
   });

@@ -28,7 +28,7 @@ export function rateLimitHeaders(limits: readonly LimitState[], now: number): Re
   return {
     'RateLimit-Policy': policy.header,
     RateLimit: `${policy.quotedName};r=${state.remaining};t=${resetSeconds}`,
-    'X-RateLimit-Limit': policy.limit,
+    'X-RateLimit-Limit': policy.limitText,
     'X-RateLimit-Remaining': String(state.remaining),
     'X-RateLimit-Reset': String(Math.ceil(state.reset_at / 1000)),
   };
@@ -36,26 +36,36 @@ export function rateLimitHeaders(limits: readonly LimitState[], now: number): Re
 
 interface Policy {
   /** What the texts were built from. */
-  of: { limit: number; windowMs: number };
+  limit: number;
+  windowMs: number;
   quotedName: string;
   header: string;
-  limit: string;
+  limitText: string;
 }
 
-/** The parts of the headers that stay the same while a limit does, remembered per name. */
+/**
+ * The parts of the headers that stay the same while a limit does. Remembered per limit name,
+ * with a few variants per name: tiers commonly share a name with different sizes.
+ */
 function policyOf(state: LimitState): Policy {
-  let policy = policies.get(state.name);
-  if (policy === undefined || policy.of.limit !== state.limit || policy.of.windowMs !== state.window_ms) {
-    const quotedName = `"${state.name}"`;
-    const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
-    policy = { of: { limit: state.limit, windowMs: state.window_ms }, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limit: String(state.limit) };
+  let variants = policies.get(state.name);
+  if (variants !== undefined) {
+    for (const policy of variants) if (policy.limit === state.limit && policy.windowMs === state.window_ms) return policy;
+  } else {
     if (policies.size >= 1024) policies.clear();
-    policies.set(state.name, policy);
+    variants = [];
+    policies.set(state.name, variants);
   }
+  const quotedName = `"${state.name}"`;
+  const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
+  const policy: Policy = { limit: state.limit, windowMs: state.window_ms, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limitText: String(state.limit) };
+  if (variants.length >= VARIANTS_PER_NAME) variants.shift();
+  variants.push(policy);
   return policy;
 }
 
-const policies = new Map<string, Policy>();
+const VARIANTS_PER_NAME = 16;
+const policies = new Map<string, Policy[]>();
 
 export function retryAfterSeconds(ms: number): string {
   return String(Math.max(1, Math.ceil(ms / 1000)));

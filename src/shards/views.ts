@@ -123,19 +123,26 @@ export function limitsJson(limits: readonly LimitState[]): string {
 
 /**
  * A limit's JSON up to its `remaining`, which is the same in every answer while the limit
- * is unchanged: remembered per limit name, rebuilt when the kind or the limit differ.
+ * is unchanged. Remembered per limit name, with a few variants per name: tiers commonly
+ * share a name (`requests`) with different sizes, and answers for their users interleave.
  */
 function limitJsonHead(state: LimitState): string {
-  let head = limitHeads.get(state.name);
-  if (head === undefined || head.kind !== state.kind || head.limit !== state.limit) {
-    head = { kind: state.kind, limit: state.limit, text: `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":` };
+  let variants = limitHeads.get(state.name);
+  if (variants !== undefined) {
+    for (const variant of variants) if (variant.limit === state.limit && variant.kind === state.kind) return variant.text;
+  } else {
     if (limitHeads.size >= 1024) limitHeads.clear();
-    limitHeads.set(state.name, head);
+    variants = [];
+    limitHeads.set(state.name, variants);
   }
-  return head.text;
+  const text = `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":`;
+  if (variants.length >= VARIANTS_PER_NAME) variants.shift();
+  variants.push({ kind: state.kind, limit: state.limit, text });
+  return text;
 }
 
-const limitHeads = new Map<string, { kind: string; limit: number; text: string }>();
+const VARIANTS_PER_NAME = 16;
+const limitHeads = new Map<string, { kind: string; limit: number; text: string }[]>();
 
 /** As JSON.stringify writes a number: non-finite values become `null`. */
 const jsonNumber = (value: number): string => (Number.isFinite(value) ? String(value) : 'null');

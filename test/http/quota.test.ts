@@ -39,6 +39,9 @@ describe('POST /v1/quota/consume', () => {
     expect(res.headers.get('x-ratelimit-limit')).toBeTruthy();
     expect(res.headers.get('x-ratelimit-remaining')).toBeTruthy();
     expect(Number(res.headers.get('x-ratelimit-reset'))).toBeGreaterThan(Date.now() / 1000 - 1);
+    // The headers go out as one block (src/http/respond.ts): each must arrive once, intact.
+    expect(res.headers.get('content-type')).toBe('application/json');
+    expect(res.headers.get('x-request-id')).toMatch(/^[\w-]+$/);
   });
 
   it('refuses with 429, Retry-After and the limits, and charges nothing (all or nothing)', async () => {

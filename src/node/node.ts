@@ -125,6 +125,7 @@ export class TallyNode {
     this.timers = [];
     if (this.writeBehind !== null) {
       await this.writeBehind.settle();
+      this.runtime.activityDueNow();
       try {
         log.info(await this.writeBehind.flush(), 'final flush');
       } catch (error) {

@@ -69,6 +69,11 @@ export abstract class Actor {
   protected hasPendingActivity(): boolean {
     return false;
   }
+  /**
+   * Makes every use not yet written due at the next flush (uses are otherwise written at
+   * most once a minute): called before the actor leaves memory or the node stops.
+   */
+  activityDueNow(): void {}
 }
 
 export interface ActivityTouches {

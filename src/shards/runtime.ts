@@ -245,6 +245,8 @@ export class ActorRuntime {
       const idle = actor.lastUsedSecond < idleBefore;
       const overCap = this.active.size > this.options.maxActors;
       if (!idle && !overCap) break;
+      // Uses not yet written make the actor dirty: it stays until the next flush has them.
+      actor.activityDueNow();
       if (!actor.dirty && !actor.busy) {
         this.drop(actor);
         dropped++;
@@ -254,6 +256,11 @@ export class ActorRuntime {
       actor = next;
     }
     return dropped;
+  }
+
+  /** Makes every active actor's unwritten uses due at the next flush (before a shutdown). */
+  activityDueNow(): void {
+    for (const actor of this.active.values()) actor.activityDueNow();
   }
 
   /** Drops every actor of a shard (after a handoff flushed it, or when the fence refused it). */

@@ -33,7 +33,7 @@ function activeUser() {
     collected.commit();
     return collected.activity;
   };
-  return { actor, useKey, useSession, flush, keyId: key.keyId, sessionId };
+  return { actor, runtime, useKey, useSession, flush, keyId: key.keyId, sessionId };
 }
 
 describe('UserActor last-use times', () => {
@@ -59,5 +59,29 @@ describe('UserActor last-use times', () => {
     user.useSession(t0 + ACTIVITY_WRITE_MS);
     expect(user.flush().sessions).toEqual([{ id: user.sessionId, at: new Date(t0 + ACTIVITY_WRITE_MS) }]);
     expect(user.actor.findSession(user.sessionId)?.lastActiveAt).toBe(t0 + ACTIVITY_WRITE_MS);
+  });
+
+  it('writes every unwritten use, exactly, before the node stops', () => {
+    const user = activeUser();
+    user.useKey(t0 + 1_000);
+    user.flush();
+    user.useKey(t0 + 5_000);
+    user.useSession(t0 + 6_000);
+    expect(user.flush()).toEqual({ sessions: [], keys: [] });
+    user.runtime.activityDueNow();
+    expect(user.flush()).toEqual({ sessions: [{ id: user.sessionId, at: new Date(t0 + 6_000) }], keys: [{ id: user.keyId, at: new Date(t0 + 5_000) }] });
+    user.runtime.activityDueNow();
+    expect(user.flush()).toEqual({ sessions: [], keys: [] });
+  });
+
+  it('keeps an idle actor with unwritten uses until a flush has written them', () => {
+    const user = activeUser();
+    user.useKey(t0 + 1_000);
+    user.flush();
+    user.useKey(t0 + 5_000);
+    const idle = t0 + 3_600_000 + 10_000;
+    expect(user.runtime.sweep(idle)).toBe(0);
+    expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 5_000) }]);
+    expect(user.runtime.sweep(idle)).toBe(1);
   });
 });

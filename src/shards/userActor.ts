@@ -304,6 +304,17 @@ export class UserActor extends Actor {
     return touches;
   }
 
+  override activityDueNow(): void {
+    let due = false;
+    for (const session of this.sessions) {
+      if (!session.touched && session.lastActiveAt > session.writtenAt) due = session.touched = true;
+    }
+    for (const key of this.keys) {
+      if (!key.touched && key.lastUsedAt !== null && key.lastUsedAt > key.writtenAt) due = key.touched = true;
+    }
+    if (due) this.markActivity();
+  }
+
   protected override hasPendingActivity(): boolean {
     return this.sessions.some((session) => session.touched) || this.keys.some((key) => key.touched);
   }

@@ -4,7 +4,7 @@
  * `RateLimit: "name";r=…;t=…`) and the legacy `X-RateLimit-*` trio that older clients read
  * (`X-RateLimit-Reset` in epoch seconds, as GitHub sends it).
  */
-import type { LimitState } from '../shards/index.js';
+import { LimitTexts, type LimitState } from '../shards/index.js';
 
 /** The limit closest to refusing: the smallest share remaining, then the earliest reset. */
 export function tightest(limits: readonly LimitState[]): LimitState | undefined {
@@ -23,7 +23,7 @@ export function tightest(limits: readonly LimitState[]): LimitState | undefined 
 export function rateLimitHeaders(limits: readonly LimitState[], now: number): Record<string, string> {
   const state = tightest(limits);
   if (state === undefined) return {};
-  const policy = policyOf(state);
+  const policy = policies.for(state);
   const resetSeconds = Math.max(0, Math.ceil((state.reset_at - now) / 1000));
   return {
     'RateLimit-Policy': policy.header,
@@ -43,29 +43,15 @@ interface Policy {
   limitText: string;
 }
 
-/**
- * The parts of the headers that stay the same while a limit does. Remembered per limit name,
- * with a few variants per name: tiers commonly share a name with different sizes.
- */
-function policyOf(state: LimitState): Policy {
-  let variants = policies.get(state.name);
-  if (variants !== undefined) {
-    for (const policy of variants) if (policy.limit === state.limit && policy.windowMs === state.window_ms) return policy;
-  } else {
-    if (policies.size >= 1024) policies.clear();
-    variants = [];
-    policies.set(state.name, variants);
-  }
-  const quotedName = `"${state.name}"`;
-  const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
-  const policy: Policy = { limit: state.limit, windowMs: state.window_ms, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limitText: String(state.limit) };
-  if (variants.length >= VARIANTS_PER_NAME) variants.shift();
-  variants.push(policy);
-  return policy;
-}
-
-const VARIANTS_PER_NAME = 16;
-const policies = new Map<string, Policy[]>();
+/** The parts of the headers that stay the same while a limit does. */
+const policies = new LimitTexts<Policy>(
+  (policy, state) => policy.limit === state.limit && policy.windowMs === state.window_ms,
+  (state) => {
+    const quotedName = `"${state.name}"`;
+    const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
+    return { limit: state.limit, windowMs: state.window_ms, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limitText: String(state.limit) };
+  },
+);
 
 export function retryAfterSeconds(ms: number): string {
   return String(Math.max(1, Math.ceil(ms / 1000)));

@@ -30,3 +30,4 @@ export { effectiveLimits, TierRegistry, type Tier, type TierDefinition } from '.
 export { UserActor, type Credential, type Principal, type QuotaDecision } from './userActor.js';
 export { KEY_SCOPES, UserService, type NewKey, type NewSession, type UserOpName, type UserOps, type UserRequest } from './userService.js';
 export * from './views.js';
+export { LimitTexts } from './limitTexts.js';

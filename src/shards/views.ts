@@ -4,6 +4,7 @@
  */
 import type { LimitState } from './quota/limits.js';
 import { apiKeyPrefix } from './ids.js';
+import { LimitTexts } from './limitTexts.js';
 import type { ApiKey, Session, UserActor } from './userActor.js';
 
 /**
@@ -116,33 +117,16 @@ export function limitsJson(limits: readonly LimitState[]): string {
   for (let i = 0; i < limits.length; i++) {
     const state = limits[i]!;
     if (i > 0) text += ',';
-    text += `${limitJsonHead(state)}${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
+    text += `${limitJsonHeads.for(state).text}${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
   }
   return text + ']';
 }
 
-/**
- * A limit's JSON up to its `remaining`, which is the same in every answer while the limit
- * is unchanged. Remembered per limit name, with a few variants per name: tiers commonly
- * share a name (`requests`) with different sizes, and answers for their users interleave.
- */
-function limitJsonHead(state: LimitState): string {
-  let variants = limitHeads.get(state.name);
-  if (variants !== undefined) {
-    for (const variant of variants) if (variant.limit === state.limit && variant.kind === state.kind) return variant.text;
-  } else {
-    if (limitHeads.size >= 1024) limitHeads.clear();
-    variants = [];
-    limitHeads.set(state.name, variants);
-  }
-  const text = `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":`;
-  if (variants.length >= VARIANTS_PER_NAME) variants.shift();
-  variants.push({ kind: state.kind, limit: state.limit, text });
-  return text;
-}
-
-const VARIANTS_PER_NAME = 16;
-const limitHeads = new Map<string, { kind: string; limit: number; text: string }[]>();
+/** A limit's JSON up to its `remaining`: the same in every answer while the limit is unchanged. */
+const limitJsonHeads = new LimitTexts(
+  (head: { kind: string; limit: number; text: string }, state) => head.limit === state.limit && head.kind === state.kind,
+  (state) => ({ kind: state.kind, limit: state.limit, text: `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":` }),
+);
 
 /** As JSON.stringify writes a number: non-finite values become `null`. */
 const jsonNumber = (value: number): string => (Number.isFinite(value) ? String(value) : 'null');

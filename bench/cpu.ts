@@ -20,32 +20,43 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
-/** User + system CPU seconds of a live process, from /proc (Linux); undefined elsewhere. */
-export function processCpuSeconds(pid: number | undefined): number | undefined {
+/** CPU seconds spent in user space and in the kernel on a process's behalf. */
+export interface CpuTime {
+  user: number;
+  kernel: number;
+}
+
+/** The CPU time of a live process, from /proc (Linux); undefined elsewhere. */
+export function processCpuTime(pid: number | undefined): CpuTime | undefined {
   if (pid === undefined) return undefined;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name, which is in parentheses and may contain spaces;
     // utime and stime are fields 14 and 15 of the whole line.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+    return { user: Number(fields[11]) / clockTicks(), kernel: Number(fields[12]) / clockTicks() };
   } catch {
     return undefined;
   }
 }
 
-/** User + system CPU seconds of the Redis server, from `INFO cpu`. */
-export async function redisCpuSeconds(url: string): Promise<number | undefined> {
+/** The CPU time of the Redis server, from `INFO cpu`. */
+export async function redisCpuTime(url: string): Promise<CpuTime | undefined> {
   const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
   try {
     await redis.connect();
     const info = await redis.info('cpu');
     const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1]);
-    const seconds = field('used_cpu_user') + field('used_cpu_sys');
-    return Number.isFinite(seconds) ? seconds : undefined;
+    const time = { user: field('used_cpu_user'), kernel: field('used_cpu_sys') };
+    return Number.isFinite(time.user) && Number.isFinite(time.kernel) ? time : undefined;
   } catch {
     return undefined;
   } finally {
     redis.disconnect();
   }
+}
+
+/** The sum of two readings; undefined when either is unknown. */
+export function addCpuTime(a: CpuTime | undefined, b: CpuTime | undefined): CpuTime | undefined {
+  return a === undefined || b === undefined ? undefined : { user: a.user + b.user, kernel: a.kernel + b.kernel };
 }

@@ -15,6 +15,8 @@ export type TargetName = keyof typeof TARGETS;
 export interface Measured extends LoadResult {
   /** Server CPU µs per answered request (for the Redis peer: the peer plus Redis). */
   serverCpuUsPerRequest?: number;
+  /** The part of it spent in the kernel (TCP on loopback, epoll, waking the generator). */
+  serverKernelUsPerRequest?: number;
   /** Cores the server kept busy on average. */
   serverCores?: number;
 }
@@ -37,6 +39,13 @@ export interface BenchReport {
     /** The same comparisons by server CPU per request (other's cost / tally's cost): higher is better for tally. */
     cpuCeilingToTally?: number;
     cpuRedisToTally?: number;
+    /**
+     * Where the throughput targets lie against what this run showed reachable: 3 × the peer
+     * as a share of the ceiling, and 0.8 × the ceiling as a share of the shaped ceiling.
+     * Above 1, the target asks for more than the zero-work server gave in the same run.
+     */
+    redisTargetToCeiling?: number;
+    ceilingTargetToShaped?: number;
   };
   /** Targets that could not be measured, with why. */
   failures: Partial<Record<TargetName | 'micro', string>>;
@@ -53,6 +62,8 @@ export function ratios(load: BenchReport['load']): BenchReport['ratios'] {
     redisToCeiling: ratio(redis?.rps, ceiling?.rps),
     cpuCeilingToTally: ratio(ceiling?.serverCpuUsPerRequest, tally?.serverCpuUsPerRequest),
     cpuRedisToTally: ratio(redis?.serverCpuUsPerRequest, tally?.serverCpuUsPerRequest),
+    redisTargetToCeiling: ratio(redis === undefined ? undefined : 3 * redis.rps, ceiling?.rps),
+    ceilingTargetToShaped: ratio(ceiling === undefined ? undefined : 0.8 * ceiling.rps, shaped?.rps),
   };
 }
 
@@ -66,7 +77,7 @@ export function formatReport(report: BenchReport): string {
     `      ${settings.rounds} round(s), targets in turn, never two at once; each row is the target's median round`,
     `      POST /v1/quota/consume {"cost":1}, ${settings.keys} API keys in turn, keep-alive, no pipelining`,
     '',
-    'target             req/s   p50 ms   p99 ms    2xx%    429%   other  sock err  CPU µs/req  cores  req/s by round',
+    'target             req/s   p50 ms   p99 ms    2xx%    429%   other  sock err  CPU µs/req  kernel  cores  req/s by round',
   ];
   for (const name of Object.keys(TARGETS) as TargetName[]) {
     const r = report.load[name];
@@ -86,17 +97,20 @@ export function formatReport(report: BenchReport): string {
         String(r.statusOther).padStart(7),
         String(r.socketErrors).padStart(9),
         fixed(r.serverCpuUsPerRequest, 1).padStart(11),
+        fixed(r.serverKernelUsPerRequest, 1).padStart(7),
         fixed(r.serverCores, 2).padStart(6),
         ` ${(report.rounds[name] ?? []).map((rps) => rps.toFixed(0)).join(' / ')}`,
       ].join(' '),
     );
   }
-  const { tallyToCeiling, tallyToShaped, shapedToCeiling, tallyToRedis, redisToCeiling, cpuCeilingToTally, cpuRedisToTally } = report.ratios;
+  const { tallyToCeiling, tallyToShaped, shapedToCeiling, tallyToRedis, redisToCeiling, cpuCeilingToTally, cpuRedisToTally, redisTargetToCeiling, ceilingTargetToShaped } =
+    report.ratios;
   lines.push(
     '',
     `ratios: tally/ceiling = ${fixed(tallyToCeiling, 2)} (target >= 0.8); tally/redis = ${fixed(tallyToRedis, 2)} (target >= 3); redis/ceiling = ${fixed(redisToCeiling, 2)}`,
     `        shaped/ceiling = ${fixed(shapedToCeiling, 2)} (the answer's headers and size alone); tally/shaped = ${fixed(tallyToShaped, 2)} (Tally's own work)`,
     `by CPU per request: ceiling/tally = ${fixed(cpuCeilingToTally, 2)}; redis/tally = ${fixed(cpuRedisToTally, 2)} (redis: peer + Redis server)`,
+    `reach: 3 x redis = ${fixed(redisTargetToCeiling, 2)} x ceiling; 0.8 x ceiling = ${fixed(ceilingTargetToShaped, 2)} x shaped (above 1: more than a server doing no work gave in this run)`,
   );
   const micro = report.micro;
   if (micro !== undefined) {

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { startNode, waitForLine } from './children.js';
-import { processCpuSeconds, redisCpuSeconds } from './cpu.js';
+import { addCpuTime, processCpuTime, redisCpuTime, type CpuTime } from './cpu.js';
 import { runLoad, type Generator, type LoadOptions } from './load.js';
 import { TARGETS, type Measured, type TargetName } from './report.js';
 import type { Settings } from './settings.js';
@@ -15,8 +15,8 @@ import { CONSUME_PATH, KEY_COUNT, randomApiKeys } from './workload.js';
 export interface Running {
   url: string;
   authorizations: string[];
-  /** CPU seconds the target has used so far (all of its processes), if this platform tells. */
-  cpuSeconds(): Promise<number | undefined>;
+  /** CPU time the target has used so far (all of its processes), if this platform tells. */
+  cpuTime(): Promise<CpuTime | undefined>;
   stop(): Promise<void>;
 }
 
@@ -30,17 +30,13 @@ async function startServerScript(name: string, script: string, args: string[]): 
     return {
       url: `http://127.0.0.1:${port}${CONSUME_PATH}`,
       authorizations: randomApiKeys().map((key) => `Bearer ${key}`),
-      cpuSeconds: async () => processCpuSeconds(child.process.pid),
+      cpuTime: async () => processCpuTime(child.process.pid),
       stop: () => child.stop(),
     };
   } catch (error) {
     await child.stop();
     throw error;
   }
-}
-
-function sum(a: number | undefined, b: number | undefined): number | undefined {
-  return a === undefined || b === undefined ? undefined : a + b;
 }
 
 export async function startTarget(target: TargetName, settings: Settings): Promise<Running> {
@@ -53,7 +49,7 @@ export async function startTarget(target: TargetName, settings: Settings): Promi
       const prefix = `tallybench:${process.pid}:`;
       const peer = await startServerScript(TARGETS.redis, 'redisPeer.js', ['0', settings.redisUrl, prefix, String(settings.redisAutoPipelining)]);
       // Redis does half of this design's work: count its CPU with the peer's.
-      return { ...peer, cpuSeconds: async () => sum(await peer.cpuSeconds(), await redisCpuSeconds(settings.redisUrl)) };
+      return { ...peer, cpuTime: async () => addCpuTime(await peer.cpuTime(), await redisCpuTime(settings.redisUrl)) };
     }
     case 'tally': {
       console.error(`[bench] starting tally and seeding ${KEY_COUNT} users through the API`);
@@ -61,7 +57,7 @@ export async function startTarget(target: TargetName, settings: Settings): Promi
       return {
         url: tally.url + CONSUME_PATH,
         authorizations: tally.keys.map((key) => `Bearer ${key}`),
-        cpuSeconds: async () => processCpuSeconds(tally.pid),
+        cpuTime: async () => processCpuTime(tally.pid),
         stop: tally.stop,
       };
     }
@@ -72,12 +68,15 @@ export async function startTarget(target: TargetName, settings: Settings): Promi
 export async function measureTarget(running: Running, generator: Generator, settings: Pick<Settings, 'connections' | 'durationSeconds' | 'warmUpSeconds'>): Promise<Measured> {
   const options: LoadOptions = { url: running.url, authorizations: running.authorizations, durationSeconds: settings.warmUpSeconds, connections: settings.connections };
   await runLoad(generator, options);
-  const cpuBefore = await running.cpuSeconds();
+  const cpuBefore = await running.cpuTime();
   const result: Measured = await runLoad(generator, { ...options, durationSeconds: settings.durationSeconds });
-  const cpuAfter = await running.cpuSeconds();
+  const cpuAfter = await running.cpuTime();
   if (cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0) {
-    result.serverCpuUsPerRequest = ((cpuAfter - cpuBefore) * 1e6) / result.requests;
-    result.serverCores = (cpuAfter - cpuBefore) / result.seconds;
+    const user = cpuAfter.user - cpuBefore.user;
+    const kernel = cpuAfter.kernel - cpuBefore.kernel;
+    result.serverCpuUsPerRequest = ((user + kernel) * 1e6) / result.requests;
+    result.serverKernelUsPerRequest = (kernel * 1e6) / result.requests;
+    result.serverCores = (user + kernel) / result.seconds;
   }
   return result;
 }

@@ -1,6 +1,7 @@
 /** The results of one bench run, as the table a reader compares and as JSON. */
 import type { LoadResult } from './load.js';
 import type { MicroResult } from './micro.js';
+import type { PipelineResult } from './pipeline.js';
 
 export const TARGETS = {
   ceiling: 'ceiling (uWS)',
@@ -29,6 +30,7 @@ export interface BenchReport {
   /** req/s of every round, in order. */
   rounds: Partial<Record<TargetName, number[]>>;
   micro?: MicroResult;
+  pipeline?: PipelineResult;
   ratios: {
     tallyToCeiling?: number;
     /** Against the ceiling that answers with Tally's headers and body: Tally's own work. */
@@ -48,7 +50,7 @@ export interface BenchReport {
     ceilingTargetToShaped?: number;
   };
   /** Targets that could not be measured, with why. */
-  failures: Partial<Record<TargetName | 'micro', string>>;
+  failures: Partial<Record<TargetName | 'micro' | 'pipeline', string>>;
 }
 
 export function ratios(load: BenchReport['load']): BenchReport['ratios'] {
@@ -122,6 +124,15 @@ export function formatReport(report: BenchReport): string {
     for (const [part, error] of Object.entries(micro.errors)) lines.push(`micro ${part} failed: ${error}`);
   } else if (report.failures.micro !== undefined) {
     lines.push(`micro failed: ${report.failures.micro}`);
+  }
+  const pipeline = report.pipeline;
+  if (pipeline !== undefined) {
+    lines.push(
+      `pipeline: ${fixed(pipeline.nsPerConsume, 0)} ns of JavaScript per consume through the HTTP pipeline, sockets left out ` +
+        `(${pipeline.users} users in turn, ${pipeline.answerBytes}-byte answers; rounds ${pipeline.rounds.map((ns) => ns.toFixed(0)).join(' / ')})`,
+    );
+  } else if (report.failures.pipeline !== undefined) {
+    lines.push(`pipeline failed: ${report.failures.pipeline}`);
   }
   for (const name of Object.keys(TARGETS) as TargetName[]) {
     const r = report.load[name];

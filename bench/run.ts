@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { startNode, stopAll, waitForLine } from './children.js';
 import { chooseGenerator, describeGenerator, type Generator } from './load.js';
 import type { MicroResult } from './micro.js';
+import type { PipelineResult } from './pipeline.js';
 import { formatReport, ratios, TARGETS, type BenchReport, type Measured, type TargetName } from './report.js';
 import { readSettings, type Settings } from './settings.js';
 import { measureTarget, median, startTarget, type Running } from './targets.js';
@@ -62,12 +63,13 @@ async function measureTargets(targets: TargetName[], generator: Generator, setti
   }
 }
 
-async function runMicroChild(): Promise<MicroResult> {
-  console.error('[bench] micro benchmarks (node --expose-gc dist/bench/micro.js)');
-  const child = startNode('micro', ['--expose-gc', join(import.meta.dirname, 'micro.js')]);
+/** Runs `node [flags] dist/bench/<script>` and returns the JSON of its `<TAG> {…}` line. */
+async function runResultChild<T>(name: string, flags: string[], script: string, tag: string): Promise<T> {
+  console.error(`[bench] ${name} (node ${[...flags, `dist/bench/${script}`].join(' ')})`);
+  const child = startNode(name, [...flags, join(import.meta.dirname, script)]);
   try {
-    const [, json] = await waitForLine(child, /^MICRO_RESULT (.*)$/, 300_000);
-    return JSON.parse(json!) as MicroResult;
+    const [, json] = await waitForLine(child, new RegExp(`^${tag} (.*)$`), 300_000);
+    return JSON.parse(json!) as T;
   } finally {
     await child.stop();
   }
@@ -96,9 +98,16 @@ async function main(): Promise<number> {
   report.ratios = ratios(report.load);
   if (settings.only.has('micro')) {
     try {
-      report.micro = await runMicroChild();
+      report.micro = await runResultChild<MicroResult>('micro benchmarks', ['--expose-gc'], 'micro.js', 'MICRO_RESULT');
     } catch (error) {
       report.failures.micro = error instanceof Error ? error.message : String(error);
+    }
+  }
+  if (settings.only.has('pipeline')) {
+    try {
+      report.pipeline = await runResultChild<PipelineResult>('pipeline', [], 'pipeline.js', 'PIPELINE_RESULT');
+    } catch (error) {
+      report.failures.pipeline = error instanceof Error ? error.message : String(error);
     }
   }
   console.log(`\n${formatReport(report)}`);

@@ -126,7 +126,7 @@ async function call<T>(url: string, method: string, path: string, expected: numb
 }
 
 /** The tiers, then `users` users on the bench tier, each logged in once to create one API key. */
-async function seed(url: string, adminToken: string, users: number): Promise<string[]> {
+export async function seed(url: string, adminToken: string, users: number): Promise<string[]> {
   // Registration and login are limited per client address by the `anonymous` tier (60 a
   // minute); seeding sends 400 of them from one address. The data directory is thrown away
   // afterwards, so the tier is not put back.

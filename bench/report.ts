@@ -129,7 +129,7 @@ export function formatReport(report: BenchReport): string {
   if (pipeline !== undefined) {
     lines.push(
       `pipeline: ${fixed(pipeline.nsPerConsume, 0)} ns of JavaScript per consume through the HTTP pipeline, sockets left out ` +
-        `(${pipeline.users} users in turn, ${pipeline.answerBytes}-byte answers; rounds ${pipeline.rounds.map((ns) => ns.toFixed(0)).join(' / ')})`,
+        `(fastest of ${pipeline.rounds.length} rounds, median ${fixed(pipeline.medianNsPerConsume, 0)} ns; ${pipeline.users} users in turn, ${pipeline.answerBytes}-byte answers)`,
     );
   } else if (report.failures.pipeline !== undefined) {
     lines.push(`pipeline failed: ${report.failures.pipeline}`);

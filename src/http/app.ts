@@ -50,6 +50,8 @@ interface InstalledRoute {
 const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_CALLER: Caller = Object.freeze({ userId: '', credential: Object.freeze({ kind: 'trusted' as const }) });
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** The status counted for a request whose client left before its answer (nginx's 499); never sent. */
+const CLIENT_CLOSED_REQUEST = 499;
 
 /**
  * Request ids this node makes up: a random prefix chosen at start, then a counter. Unique
@@ -237,6 +239,10 @@ export class HttpServer {
         case 'none':
           break;
       }
+      if (definition.abandonIfClientGone === true && request.exchange.clientGone) {
+        this.finish(request, null);
+        return;
+      }
       this.reply(request.exchange, await definition.handle(context as never));
     } catch (error) {
       failure = error;
@@ -253,7 +259,8 @@ export class HttpServer {
   /** Answers with a problem if the request failed, then accounts for it. */
   private finish(request: PendingRequest, error: unknown): void {
     if (error !== null) this.fail(request.exchange, error);
-    this.options.metrics.observe(request.route.label, request.exchange.status, performance.now() - request.started);
+    const { exchange } = request;
+    this.options.metrics.observe(request.route.label, exchange.clientGone ? CLIENT_CLOSED_REQUEST : exchange.status, performance.now() - request.started);
     if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
     }
@@ -279,9 +286,10 @@ export class HttpServer {
 
   private exchange(res: HttpResponse, req: HttpRequest): Exchange & { status: number } {
     const sent = req.getHeader('x-request-id');
-    const exchange = { res, aborted: false, requestId: sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId(), closeConnection: this.draining, status: 0 };
+    const exchange = { res, aborted: false, clientGone: false, requestId: sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId(), closeConnection: this.draining, status: 0 };
     res.onAborted(() => {
       exchange.aborted = true;
+      exchange.clientGone = true;
     });
     return exchange;
   }

@@ -32,7 +32,10 @@ export function statusLine(status: number): string {
 
 export interface Exchange {
   res: HttpResponse;
+  /** Nothing more may be written: answered, or the client has gone. */
   aborted: boolean;
+  /** The client closed the connection before it was answered (uWebSockets.js's `onAborted`). */
+  clientGone: boolean;
   requestId: string;
   /** Ask the client to close the connection (the node is draining). */
   closeConnection: boolean;

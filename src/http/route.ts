@@ -62,6 +62,13 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
    * both are null and the headers are not read.
    */
   clientAddress?: boolean;
+  /**
+   * The handler is not started when the client has gone while the request was being
+   * authenticated: what it does is wanted only with its answer (a consume the client never
+   * hears of must not be charged). Unset where the effect stands on its own: a logout, a
+   * settle.
+   */
+  abandonIfClientGone?: boolean;
   responses: Record<number, ResponseSpec>;
   handle(context: RequestContext<S extends TSchema ? Static<S> : undefined>): Reply | Promise<Reply>;
   /**

@@ -17,6 +17,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Spend `cost` against every limit that applies, all or nothing',
       tag: 'quota',
       auth: 'user',
+      abandonIfClientGone: true,
       body: S.ConsumeBody,
       bodyOptional: true,
       responses: { 200: { description: 'allowed', schema: S.ConsumeReply }, 429: { description: 'refused: nothing was charged' } },
@@ -34,6 +35,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Hold `cost` for a call whose real cost is known only afterwards',
       tag: 'quota',
       auth: 'user',
+      abandonIfClientGone: true,
       body: S.ReserveBody,
       responses: { 201: { description: 'held', schema: S.Reservation }, 429: { description: 'does not fit' } },
       async handle({ caller, body }) {

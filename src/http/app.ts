@@ -29,9 +29,16 @@ export interface HttpServerOptions {
   log: Logger;
 }
 
+/** An exchange as the server tracks it: the status it answered, and the request whose body it awaits. */
+type LiveExchange = Exchange & {
+  status: number;
+  /** Set while the body streams in: then only the client leaving can end the request. */
+  reading: PendingRequest | null;
+};
+
 interface PendingRequest {
   route: InstalledRoute;
-  exchange: Exchange & { status: number };
+  exchange: LiveExchange;
   context: RequestContext<unknown>;
   authorization: string;
   contentType: string;
@@ -139,7 +146,7 @@ export class HttpServer {
     }
   }
 
-  private start(route: InstalledRoute, exchange: Exchange & { status: number }, req: HttpRequest, started: number): void {
+  private start(route: InstalledRoute, exchange: LiveExchange, req: HttpRequest, started: number): void {
     const { res } = exchange;
     // Everything the request object holds is read now: it is gone once this handler returns.
     const authorization = req.getHeader('authorization');
@@ -170,8 +177,12 @@ export class HttpServer {
         isAdmin: false,
       },
     };
-    if (route.validate === null) this.proceed(request, null);
-    else collectBody(res, MAX_BODY_BYTES, (body) => this.proceed(request, body), (error) => this.finish(request, error));
+    if (route.validate === null) {
+      this.proceed(request, null);
+      return;
+    }
+    exchange.reading = request;
+    collectBody(res, MAX_BODY_BYTES, (body) => this.proceed(request, body), (error) => this.finish(request, error));
   }
 
   /**
@@ -180,6 +191,7 @@ export class HttpServer {
    * continues asynchronously.
    */
   private proceed(request: PendingRequest, body: Uint8Array | null): void {
+    request.exchange.reading = null;
     const { route, context } = request;
     const { definition } = route;
     let token: string | null;
@@ -250,7 +262,7 @@ export class HttpServer {
     this.finish(request, failure);
   }
 
-  private reply(exchange: Exchange & { status: number }, reply: Reply): void {
+  private reply(exchange: LiveExchange, reply: Reply): void {
     exchange.status = reply.status;
     if (reply.text !== undefined) write(exchange, reply.status, reply.text, reply.headers, reply.contentType ?? 'text/plain');
     else writeJson(exchange, reply.status, reply.body, reply.headers, reply.contentType);
@@ -258,15 +270,16 @@ export class HttpServer {
 
   /** Answers with a problem if the request failed, then accounts for it. */
   private finish(request: PendingRequest, error: unknown): void {
-    if (error !== null) this.fail(request.exchange, error);
     const { exchange } = request;
+    exchange.reading = null;
+    if (error !== null) this.fail(exchange, error);
     this.options.metrics.observe(request.route.label, exchange.clientGone ? CLIENT_CLOSED_REQUEST : exchange.status, performance.now() - request.started);
     if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
 
-  private fail(exchange: Exchange & { status: number }, error: unknown): void {
+  private fail(exchange: LiveExchange, error: unknown): void {
     const { problem: answer, retryAfterMs, unexpected } = problemFromError(error);
     if (unexpected) this.options.log.error({ err: error, requestId: exchange.requestId }, 'request failed');
     const headers: Record<string, string> = {};
@@ -284,12 +297,15 @@ export class HttpServer {
     this.options.metrics.observe('unmatched', answer.status, 0);
   }
 
-  private exchange(res: HttpResponse, req: HttpRequest): Exchange & { status: number } {
+  private exchange(res: HttpResponse, req: HttpRequest): LiveExchange {
     const sent = req.getHeader('x-request-id');
-    const exchange = { res, aborted: false, clientGone: false, requestId: sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId(), closeConnection: this.draining, status: 0 };
+    const requestId = sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId();
+    const exchange: LiveExchange = { res, aborted: false, clientGone: false, requestId, closeConnection: this.draining, status: 0, reading: null };
     res.onAborted(() => {
       exchange.aborted = true;
       exchange.clientGone = true;
+      // A request whose body never completes would otherwise stay in flight for good.
+      if (exchange.reading !== null) this.finish(exchange.reading, null);
     });
     return exchange;
   }

@@ -19,7 +19,7 @@ export class Metrics implements HttpMetrics {
   readonly fencedRows: Counter;
   readonly flushSeconds: Histogram;
 
-  constructor(gauges: { activeActors: () => number; dirtyActors: () => number; ownedShards: () => number }) {
+  constructor(gauges: { activeActors: () => number; dirtyActors: () => number; ownedShards: () => number; requestsInFlight: () => number }) {
     const registry = this.registry;
     collectDefaultMetrics({ register: registry, prefix: 'tally_process_' });
     this.requests.register(registry);
@@ -31,6 +31,7 @@ export class Metrics implements HttpMetrics {
     this.flushSeconds = new Histogram({ name: 'tally_flush_duration_seconds', help: 'Duration of one write-behind flush', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] });
     new Gauge({ name: 'tally_actors_active', help: 'Actors in memory', registers: [registry], collect() { this.set(gauges.activeActors()); } });
     new Gauge({ name: 'tally_actors_dirty', help: 'Actors waiting for the write-behind flush', registers: [registry], collect() { this.set(gauges.dirtyActors()); } });
+    new Gauge({ name: 'tally_http_requests_in_flight', help: 'HTTP requests received and not yet answered', registers: [registry], collect() { this.set(gauges.requestsInFlight()); } });
     new Gauge({ name: 'tally_shards_owned', help: 'Shards this node serves', registers: [registry], collect() { this.set(gauges.ownedShards()); } });
   }
 

@@ -47,6 +47,7 @@ export class TallyNode {
       activeActors: () => this.runtime.size,
       dirtyActors: () => this.runtime.dirtyCount,
       ownedShards: () => this.runtime.shards.filter((shard) => shard.serving).length,
+      requestsInFlight: () => this.http?.inFlight ?? 0,
     });
   }
 

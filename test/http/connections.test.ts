@@ -56,6 +56,13 @@ async function budgetUsed(user: TestUser): Promise<number> {
   return budget.limit - budget.remaining;
 }
 
+/** `tally_http_requests_total` for one route and status, 0 when absent. */
+async function requestsCounted(route: string, status: number): Promise<number> {
+  const metrics = await t.api('GET', '/metrics');
+  const line = metrics.text.split('\n').find((l: string) => l.startsWith(`tally_http_requests_total{route="${route}",status="${status}"} `));
+  return line === undefined ? 0 : Number(line.split(' ').pop());
+}
+
 function waitForClose(socket: Socket): Promise<void> {
   return new Promise((resolve) => (socket.destroyed ? resolve() : socket.once('close', () => resolve())));
 }
@@ -90,6 +97,7 @@ describe('connections', () => {
   it('charges nothing when the client leaves in the middle of the body', async () => {
     const user = await createUser(t.api);
     const before = await budgetUsed(user);
+    const leftBefore = await requestsCounted('POST /v1/quota/consume', 499);
     const socket = connect(port, '127.0.0.1');
     socket.write(consumeRequest(user.token).replace('Content-Length: 10', 'Content-Length: 40'));
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -97,7 +105,10 @@ describe('connections', () => {
     await waitForClose(socket);
 
     expect(await budgetUsed(user)).toBe(before);
-    expect((await t.api('GET', '/health/ready')).status).toBe(200);
+    // The request is over, not left waiting for a body that will never come.
+    const metrics = await t.api('GET', '/metrics');
+    expect(metrics.text).toMatch(/^tally_http_requests_in_flight 1$/m); // the scrape itself
+    expect(await requestsCounted('POST /v1/quota/consume', 499)).toBe(leftBefore + 1);
   });
 
   it('keeps serving when clients leave while their requests are being worked on', async () => {
@@ -117,13 +128,20 @@ describe('connections', () => {
       }),
     );
     await Promise.all(sockets.map(waitForClose));
-    // Let the node finish what the leavers started.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The node finishes what the leavers started (logins take a scrypt hash each), then has
+    // nothing left in flight but the scrape asking.
+    const settled = (text: string) => /^tally_http_requests_in_flight 1$/m.test(text) && /^tally_http_requests_total\{route="POST \/v1\/sessions",status="499"\} /m.test(text);
+    const deadline = Date.now() + 10_000;
+    let metrics = await t.api('GET', '/metrics');
+    while (!settled(metrics.text) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      metrics = await t.api('GET', '/metrics');
+    }
 
     expect((await t.api('GET', '/v1/user/profile', { token: user.token })).status).toBe(200);
-    const metrics = await t.api('GET', '/metrics');
     // A login takes a scrypt hash: its clients were gone before it ended, and are counted as such.
     expect(metrics.text).toMatch(/^tally_http_requests_total\{route="POST \/v1\/sessions",status="499"\} [1-5]$/m);
+    expect(metrics.text).toMatch(/^tally_http_requests_in_flight 1$/m);
   });
 
   it('closes connections that send garbage, and keeps serving', async () => {

@@ -12,8 +12,9 @@
  * Run as its own process: `node dist/bench/ceiling.js <port> [plain|shaped]` (port 0 for
  * any free port); it prints `listening <port>` once it accepts connections.
  */
-import { pathToFileURL } from 'node:url';
+
 import uws from 'uWebSockets.js';
+import { pathToFileURL } from 'node:url';
 import { listen } from './uws.js';
 import { CONSUME_PATH } from './workload.js';
 

@@ -4,7 +4,7 @@
  * Ctrl-C or SIGTERM. A stop is SIGTERM first (the Redis peer deletes its keys, Tally
  * flushes), then SIGKILL after a grace period.
  */
-import { spawn, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, type StdioOptions, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const STOP_GRACE_MS = 15_000;
@@ -14,7 +14,10 @@ export class Child {
   /** Settles when the process has exited, with its exit code (null if killed by a signal). */
   readonly exited: Promise<number | null>;
 
-  constructor(readonly name: string, readonly process: ChildProcess) {
+  constructor(
+    readonly name: string,
+    readonly process: ChildProcess,
+  ) {
     this.exited = new Promise((resolve) => {
       process.once('exit', (code) => {
         running.delete(this);

@@ -14,11 +14,11 @@ import {
   consume,
   initHashing,
   issueApiKey,
+  type LoadedUser,
   newQuotaState,
   newUserId,
   TierRegistry,
   UserActor,
-  type LoadedUser,
 } from '../src/shards/index.js';
 import { BENCH_TIER } from './workload.js';
 

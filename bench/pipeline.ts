@@ -18,11 +18,12 @@
  *
  * Run as its own process: `node dist/bench/pipeline.js` prints `PIPELINE_RESULT <json>`.
  */
+
+import uws, { type HttpRequest, type HttpResponse } from 'uWebSockets.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import uws, { type HttpRequest, type HttpResponse } from 'uWebSockets.js';
 import { createLogger, loadConfig, TallyNode } from '../src/node/index.js';
 import { seed } from './tally.js';
 import { CONSUME_BODY, CONSUME_PATH, KEY_COUNT } from './workload.js';
@@ -120,7 +121,13 @@ export async function runPipeline(): Promise<PipelineResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tally-bench-pipeline-'));
   const adminToken = `bench-admin-${process.pid}-${Date.now()}`;
   const handlerOf = captureHandler(CONSUME_PATH);
-  const config = loadConfig({ TALLY_HTTP_PORT: '0', TALLY_HTTP_HOST: '127.0.0.1', TALLY_DATA_DIR: dataDir, TALLY_ADMIN_TOKEN: adminToken, TALLY_LOG_LEVEL: 'warn' });
+  const config = loadConfig({
+    TALLY_HTTP_PORT: '0',
+    TALLY_HTTP_HOST: '127.0.0.1',
+    TALLY_DATA_DIR: dataDir,
+    TALLY_ADMIN_TOKEN: adminToken,
+    TALLY_LOG_LEVEL: 'warn',
+  });
   const node = new TallyNode(config, createLogger(config.logLevel, config.nodeId));
   try {
     await node.start();
@@ -139,7 +146,13 @@ export async function runPipeline(): Promise<PipelineResult> {
     }
     if (exchange.failures > 0) throw new Error(`${exchange.failures} consumes were not answered 200`);
     const sorted = [...rounds].sort((a, b) => a - b);
-    return { nsPerConsume: sorted[0]!, medianNsPerConsume: sorted[Math.floor(ROUNDS / 2)]!, rounds, answerBytes: exchange.answerBytes, users: authorizations.length };
+    return {
+      nsPerConsume: sorted[0]!,
+      medianNsPerConsume: sorted[Math.floor(ROUNDS / 2)]!,
+      rounds,
+      answerBytes: exchange.answerBytes,
+      users: authorizations.length,
+    };
   } finally {
     await node.stop();
     rmSync(dataDir, { recursive: true, force: true });

@@ -8,9 +8,10 @@
  * [autopipeline]`; it prints `listening <port>` once Redis answers and the port is open.
  * On SIGTERM or SIGINT it deletes every key under its prefix, then exits.
  */
+
+import uws from 'uWebSockets.js';
 import { pathToFileURL } from 'node:url';
 import { Redis, type RedisOptions } from 'ioredis';
-import uws from 'uWebSockets.js';
 import { listen } from './uws.js';
 import { BENCH_RATE_LIMIT, CONSUME_PATH } from './workload.js';
 

@@ -105,8 +105,17 @@ export function formatReport(report: BenchReport): string {
       ].join(' '),
     );
   }
-  const { tallyToCeiling, tallyToShaped, shapedToCeiling, tallyToRedis, redisToCeiling, cpuCeilingToTally, cpuRedisToTally, redisTargetToCeiling, ceilingTargetToShaped } =
-    report.ratios;
+  const {
+    tallyToCeiling,
+    tallyToShaped,
+    shapedToCeiling,
+    tallyToRedis,
+    redisToCeiling,
+    cpuCeilingToTally,
+    cpuRedisToTally,
+    redisTargetToCeiling,
+    ceilingTargetToShaped,
+  } = report.ratios;
   lines.push(
     '',
     `ratios: tally/ceiling = ${fixed(tallyToCeiling, 2)} (target >= 0.8); tally/redis = ${fixed(tallyToRedis, 2)} (target >= 3); redis/ceiling = ${fixed(redisToCeiling, 2)}`,
@@ -137,7 +146,9 @@ export function formatReport(report: BenchReport): string {
   for (const name of Object.keys(TARGETS) as TargetName[]) {
     const r = report.load[name];
     if (r !== undefined && (r.statusOther > 0 || r.socketErrors > 0)) {
-      lines.push(`warning: ${TARGETS[name]} had ${r.statusOther} answers that were neither 2xx nor 429 and ${r.socketErrors} socket errors: its req/s is not all decisions`);
+      lines.push(
+        `warning: ${TARGETS[name]} had ${r.statusOther} answers that were neither 2xx nor 429 and ${r.socketErrors} socket errors: its req/s is not all decisions`,
+      );
     }
   }
   return lines.join('\n');

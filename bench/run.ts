@@ -13,9 +13,9 @@ import { startNode, stopAll, waitForLine } from './children.js';
 import { chooseGenerator, describeGenerator, type Generator } from './load.js';
 import type { MicroResult } from './micro.js';
 import type { PipelineResult } from './pipeline.js';
-import { formatReport, ratios, TARGETS, type BenchReport, type Measured, type TargetName } from './report.js';
+import { type BenchReport, formatReport, type Measured, ratios, TARGETS, type TargetName } from './report.js';
 import { readSettings, type Settings } from './settings.js';
-import { measureTarget, median, startTarget, type Running } from './targets.js';
+import { measureTarget, median, type Running, startTarget } from './targets.js';
 import { KEY_COUNT } from './workload.js';
 
 /**
@@ -41,7 +41,9 @@ async function measureTargets(targets: TargetName[], generator: Generator, setti
     }
     for (let round = 1; round <= settings.rounds; round++) {
       for (const [target, server] of running) {
-        console.error(`[bench] round ${round}/${settings.rounds}, ${TARGETS[target]}: ${settings.warmUpSeconds} s warm-up, ${settings.durationSeconds} s measured`);
+        console.error(
+          `[bench] round ${round}/${settings.rounds}, ${TARGETS[target]}: ${settings.warmUpSeconds} s warm-up, ${settings.durationSeconds} s measured`,
+        );
         try {
           const result = await measureTarget(server, generator, settings);
           console.error(`[bench] ${TARGETS[target]}: ${result.rps.toFixed(0)} req/s`);

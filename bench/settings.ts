@@ -34,7 +34,10 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
     return value;
   };
-  const only = (env.BENCH_ONLY ?? PARTS.join(',')).split(',').map((part) => part.trim()).filter((part) => part !== '');
+  const only = (env.BENCH_ONLY ?? PARTS.join(','))
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
   for (const part of only) {
     if (!(PARTS as readonly string[]).includes(part)) throw new Error(`BENCH_ONLY: unknown part "${part}" (use ${PARTS.join(',')})`);
   }

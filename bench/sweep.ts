@@ -7,9 +7,9 @@
  */
 import { stopAll } from './children.js';
 import { chooseGenerator, describeGenerator } from './load.js';
-import { TARGETS, type Measured, type TargetName } from './report.js';
+import { type Measured, TARGETS, type TargetName } from './report.js';
 import { readSettings } from './settings.js';
-import { measureTarget, median, startTarget, type Running } from './targets.js';
+import { measureTarget, median, type Running, startTarget } from './targets.js';
 
 async function main(): Promise<void> {
   const settings = readSettings({ BENCH_ONLY: 'ceiling,redis', ...process.env });
@@ -34,7 +34,9 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all([...running.values()].map((server) => server.stop()));
   }
-  console.log(`\n${describeGenerator(generator)}, ${settings.warmUpSeconds} s warm-up + ${settings.durationSeconds} s per point, ${settings.rounds} round(s), medians`);
+  console.log(
+    `\n${describeGenerator(generator)}, ${settings.warmUpSeconds} s warm-up + ${settings.durationSeconds} s per point, ${settings.rounds} round(s), medians`,
+  );
   console.log('target           conns     req/s   p50 ms   p99 ms  CPU µs/req  cores  req/s by round');
   for (const target of targets) {
     for (const connections of counts) {

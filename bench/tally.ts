@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startNode, type Child } from './children.js';
+import { type Child, startNode } from './children.js';
 import { BENCH_RATE_LIMIT, BENCH_TIER, CONSUME_BODY, CONSUME_PATH, KEY_COUNT } from './workload.js';
 
 /** The node's entry point, as `npm run build` lays it out next to `dist/bench/`. */
@@ -46,7 +46,14 @@ export async function startTally(options: TallyOptions = {}): Promise<TallyUnder
   const removeDataDir = () => rmSync(dataDir, { recursive: true, force: true });
   // Also on Ctrl-C, which ends the run from children.ts once every child has exited.
   process.once('exit', removeDataDir);
-  const env: NodeJS.ProcessEnv = { ...inheritedEnv(), TALLY_HTTP_PORT: String(port), TALLY_HTTP_HOST: '127.0.0.1', TALLY_DATA_DIR: dataDir, TALLY_ADMIN_TOKEN: adminToken, TALLY_LOG_LEVEL: 'warn' };
+  const env: NodeJS.ProcessEnv = {
+    ...inheritedEnv(),
+    TALLY_HTTP_PORT: String(port),
+    TALLY_HTTP_HOST: '127.0.0.1',
+    TALLY_DATA_DIR: dataDir,
+    TALLY_ADMIN_TOKEN: adminToken,
+    TALLY_LOG_LEVEL: 'warn',
+  };
   if (options.databaseUrl !== undefined) env.DATABASE_URL = options.databaseUrl;
   const profile = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
   // The node's stdout (its log) goes to our stderr: our stdout is the results table.
@@ -162,7 +169,13 @@ async function checkKeyWorks(url: string, key: string): Promise<void> {
   const text = await response.text();
   if (response.status !== 200) throw new UnexpectedAnswerError(`seeded key refused: POST ${CONSUME_PATH} answered ${response.status} ${text.slice(0, 300)}`);
   const names = ((JSON.parse(text) as { limits?: { name: string }[] }).limits ?? []).map((limit) => limit.name).sort();
-  if (names.join(',') !== BENCH_TIER.limits.map((limit) => limit.name).sort().join(',')) {
+  if (
+    names.join(',') !==
+    BENCH_TIER.limits
+      .map((limit) => limit.name)
+      .sort()
+      .join(',')
+  ) {
     throw new UnexpectedAnswerError(`seeded user is not on the bench tier: consume answered limits [${names.join(', ')}]`);
   }
 }

@@ -4,9 +4,9 @@
  */
 import { join } from 'node:path';
 import { startNode, waitForLine } from './children.js';
-import { addCpuTime, processCpuTime, redisCpuTime, type CpuTime } from './cpu.js';
-import { runLoad, type Generator, type LoadOptions } from './load.js';
-import { TARGETS, type Measured, type TargetName } from './report.js';
+import { addCpuTime, type CpuTime, processCpuTime, redisCpuTime } from './cpu.js';
+import { type Generator, type LoadOptions, runLoad } from './load.js';
+import { type Measured, TARGETS, type TargetName } from './report.js';
 import type { Settings } from './settings.js';
 import { startTally } from './tally.js';
 import { CONSUME_PATH, KEY_COUNT, randomApiKeys } from './workload.js';
@@ -65,8 +65,17 @@ export async function startTarget(target: TargetName, settings: Settings): Promi
 }
 
 /** One measurement: a warm-up (not counted), then the measured run and the server's CPU time during it. */
-export async function measureTarget(running: Running, generator: Generator, settings: Pick<Settings, 'connections' | 'durationSeconds' | 'warmUpSeconds'>): Promise<Measured> {
-  const options: LoadOptions = { url: running.url, authorizations: running.authorizations, durationSeconds: settings.warmUpSeconds, connections: settings.connections };
+export async function measureTarget(
+  running: Running,
+  generator: Generator,
+  settings: Pick<Settings, 'connections' | 'durationSeconds' | 'warmUpSeconds'>,
+): Promise<Measured> {
+  const options: LoadOptions = {
+    url: running.url,
+    authorizations: running.authorizations,
+    durationSeconds: settings.warmUpSeconds,
+    connections: settings.connections,
+  };
   await runLoad(generator, options);
   const cpuBefore = await running.cpuTime();
   const result: Measured = await runLoad(generator, { ...options, durationSeconds: settings.durationSeconds });

@@ -25,7 +25,8 @@ export function findOrInstallWrk(): string | null {
   const found = which('wrk');
   if (found !== null) return found;
   if (process.getuid?.() !== 0 || which('apt-get') === null) return null;
-  const apt = (args: string[]) => execFileSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  const apt = (args: string[]) =>
+    execFileSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   console.error('[bench] wrk is missing: apt-get install -y wrk');
   try {
     apt(['install', '-y', '-qq', 'wrk']);

@@ -4,8 +4,9 @@
  * the request object when the handler returns), body read and validated, caller resolved,
  * handler run, answer or problem written corked.
  */
-import { randomBytes } from 'node:crypto';
+
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { SessionTokens } from '../node/index.js';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
@@ -15,8 +16,8 @@ import { flatFieldsOf, parseFlatObject } from './flatJson.js';
 import type { HttpMetrics } from './metrics.js';
 import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
-import { write, writeJson, writeProblem, type Exchange } from './respond.js';
-import { pathParams, uwsPattern, type Caller, type Reply, type RequestContext, type RouteDefinition } from './route.js';
+import { type Exchange, write, writeJson, writeProblem } from './respond.js';
+import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
 import { compileValidator, type Validator } from './validate.js';
 
 export interface HttpServerOptions {
@@ -92,7 +93,9 @@ export class HttpServer {
       methodsByPath.set(pattern, [...(methodsByPath.get(pattern) ?? []), definition.method.toUpperCase()]);
     }
     for (const [pattern, methods] of methodsByPath) {
-      this.app.any(pattern, (res, req) => this.refuse(res, req, new HttpError('method_not_allowed', `use ${methods.join(', ')}`), { Allow: methods.join(', ') }));
+      this.app.any(pattern, (res, req) =>
+        this.refuse(res, req, new HttpError('method_not_allowed', `use ${methods.join(', ')}`), { Allow: methods.join(', ') }),
+      );
     }
     this.app.any('/*', (res, req) => this.refuse(res, req, new HttpError('route_not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`)));
   }
@@ -182,7 +185,12 @@ export class HttpServer {
       return;
     }
     exchange.reading = request;
-    collectBody(res, MAX_BODY_BYTES, (body) => this.proceed(request, body), (error) => this.finish(request, error));
+    collectBody(
+      res,
+      MAX_BODY_BYTES,
+      (body) => this.proceed(request, body),
+      (error) => this.finish(request, error),
+    );
   }
 
   /**

@@ -3,8 +3,9 @@
  * is valid only during its callback, so every chunk is copied. Bodies are capped while they
  * stream in, so an oversized body costs at most the cap in memory.
  */
-import { isUtf8 } from 'node:buffer';
+
 import type { HttpResponse } from 'uWebSockets.js';
+import { isUtf8 } from 'node:buffer';
 import { HttpError } from './problem.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;

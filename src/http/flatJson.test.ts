@@ -4,8 +4,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ConsumeBody, LimiterBody, ReserveBody, SettleBody, LoginBody, RegisterBody } from './schemas.js';
 import { flatFieldsOf, parseFlatObject } from './flatJson.js';
+import { ConsumeBody, LimiterBody, LoginBody, RegisterBody, ReserveBody, SettleBody } from './schemas.js';
 
 const FIELDS = ['cost', 'resource'] as const;
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
@@ -18,7 +18,26 @@ const member = fc.oneof(
 );
 const value = fc.oneof(
   fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }).map(String),
-  fc.constantFrom('0', '00', '01', '-1', '1.0', '1e3', '1E3', '9999999999999999', '123456789012345', '1234567890123456', 'true', 'null', '[]', '{}', '"a\\"b"', '"é"', '""', '"\\u0000"'),
+  fc.constantFrom(
+    '0',
+    '00',
+    '01',
+    '-1',
+    '1.0',
+    '1e3',
+    '1E3',
+    '9999999999999999',
+    '123456789012345',
+    '1234567890123456',
+    'true',
+    'null',
+    '[]',
+    '{}',
+    '"a\\"b"',
+    '"é"',
+    '""',
+    '"\\u0000"',
+  ),
   fc.string({ maxLength: 8 }).map((text) => JSON.stringify(text)),
   fc.string({ maxLength: 8 }),
 );
@@ -51,7 +70,10 @@ describe('parseFlatObject', () => {
   });
 
   it('reads every flat body of the consume route, with any JSON whitespace', () => {
-    const body = fc.record({ cost: fc.integer({ min: 0, max: 999_999_999_999_999 }), resource: fc.stringMatching(/^[ -!#-[\]-~]{0,64}$/) }, { requiredKeys: [] });
+    const body = fc.record(
+      { cost: fc.integer({ min: 0, max: 999_999_999_999_999 }), resource: fc.stringMatching(/^[ -!#-[\]-~]{0,64}$/) },
+      { requiredKeys: [] },
+    );
     fc.assert(
       fc.property(body, fc.integer({ min: 0, max: 4 }), (value, indent) => {
         const text = JSON.stringify(value, null, indent);

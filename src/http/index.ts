@@ -12,19 +12,13 @@ import { userRoutes } from './routes/users.js';
 
 export { HttpServer } from './app.js';
 export type { HttpMetrics } from './metrics.js';
-export { problem, statusOf, HttpError, type Problem } from './problem.js';
-export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
+export { HttpError, type Problem, problem, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';
+export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
 
 export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
   let document: string | undefined;
-  const routes: RouteDefinition[] = [
-    ...userRoutes(deps),
-    ...sessionRoutes(deps),
-    ...keyRoutes(deps),
-    ...quotaRoutes(deps),
-    ...adminRoutes(deps),
-  ];
+  const routes: RouteDefinition[] = [...userRoutes(deps), ...sessionRoutes(deps), ...keyRoutes(deps), ...quotaRoutes(deps), ...adminRoutes(deps)];
   routes.push(...opsRoutes(deps, () => (document ??= JSON.stringify(openApiDocument(routes, version)))));
   return routes;
 }

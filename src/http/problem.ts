@@ -2,17 +2,11 @@
  * RFC 9457 problem details: the one place that turns an error into an HTTP status. The
  * switch over codes is exhaustive, so a new domain code without a status fails to compile.
  */
-import { TallyError, type ErrorCode } from '../shards/index.js';
+import { type ErrorCode, TallyError } from '../shards/index.js';
 import { STATUS_TEXT } from './respond.js';
 
 /** Errors of the transport itself, before the domain is reached. */
-export type HttpErrorCode =
-  | 'malformed_json'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'route_not_found'
-  | 'method_not_allowed'
-  | 'rate_limited';
+export type HttpErrorCode = 'malformed_json' | 'payload_too_large' | 'unsupported_media_type' | 'route_not_found' | 'method_not_allowed' | 'rate_limited';
 
 export class HttpError extends Error {
   override readonly name = 'HttpError';
@@ -73,7 +67,6 @@ export function statusOf(code: ErrorCode | HttpErrorCode): number {
       return assertNever(code);
   }
 }
-
 
 export function problem(code: ErrorCode | HttpErrorCode, detail: string, extensions?: Record<string, unknown>): Problem {
   const status = statusOf(code);

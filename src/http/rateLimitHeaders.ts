@@ -4,7 +4,7 @@
  * `RateLimit: "name";r=…;t=…`) and the legacy `X-RateLimit-*` trio that older clients read
  * (`X-RateLimit-Reset` in epoch seconds, as GitHub sends it).
  */
-import { LimitTexts, type LimitState } from '../shards/index.js';
+import { type LimitState, LimitTexts } from '../shards/index.js';
 
 /** The limit closest to refusing: the smallest share remaining, then the earliest reset. */
 export function tightest(limits: readonly LimitState[]): LimitState | undefined {
@@ -49,7 +49,13 @@ const policies = new LimitTexts<Policy>(
   (state) => {
     const quotedName = `"${state.name}"`;
     const windowSeconds = Math.max(1, Math.ceil(state.window_ms / 1000));
-    return { limit: state.limit, windowMs: state.window_ms, quotedName, header: `${quotedName};q=${state.limit};w=${windowSeconds}`, limitText: String(state.limit) };
+    return {
+      limit: state.limit,
+      windowMs: state.window_ms,
+      quotedName,
+      header: `${quotedName};q=${state.limit};w=${windowSeconds}`,
+      limitText: String(state.limit),
+    };
   },
 );
 

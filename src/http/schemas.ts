@@ -3,7 +3,7 @@
  * the static type, the compiled validator and the OpenAPI document, so the three cannot
  * disagree.
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { KEY_SCOPES } from '../shards/index.js';
 
 const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
@@ -62,10 +62,7 @@ export const LimitState = Type.Object({
   reset_at: Timestamp,
 });
 
-export const RegisterBody = Type.Object(
-  { email: Email, password: Password, name: Type.Optional(DisplayName), tier: Type.Optional(Name) },
-  Strict,
-);
+export const RegisterBody = Type.Object({ email: Email, password: Password, name: Type.Optional(DisplayName), tier: Type.Optional(Name) }, Strict);
 export const User = Type.Object({
   id: Type.String(),
   email: Type.String(),
@@ -144,10 +141,7 @@ export const LimiterReply = Type.Object({ allowed: Type.Boolean(), remaining: Ty
 export const Tier = Type.Object({ name: Type.String(), limits: Limits, fail_open: Type.Boolean(), updated_at: Timestamp });
 export const TierList = Type.Object({ tiers: Type.Array(Tier) });
 export const TierBody = Type.Object({ limits: Limits, fail_open: Type.Optional(Type.Boolean()) }, Strict);
-export const AdminUser = Type.Composite([
-  Profile,
-  Type.Object({ blocked: Type.Boolean(), overrides: Limits, limits: Type.Array(LimitState) }),
-]);
+export const AdminUser = Type.Composite([Profile, Type.Object({ blocked: Type.Boolean(), overrides: Limits, limits: Type.Array(LimitState) })]);
 export const AdminUserPatch = Type.Object(
   { tier: Type.Optional(Name), blocked: Type.Optional(Type.Boolean()), overrides: Type.Optional(Limits) },
   { ...Strict, minProperties: 1 },
@@ -156,7 +150,10 @@ export const Cluster = Type.Object({
   nodes: Type.Array(Type.Object({ id: Type.String(), self: Type.Boolean(), shards: Type.Integer(), status: Type.String() })),
   shards: Type.Object({ count: Type.Integer(), by_node: Type.Record(Type.String(), Type.Integer()), moving: Type.Array(Type.Integer()) }),
 });
-export const Health = Type.Object({ status: Type.String(), checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })) });
+export const Health = Type.Object({
+  status: Type.String(),
+  checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })),
+});
 export const ProblemSchema = Type.Object(
   { type: Type.String(), title: Type.String(), status: Type.Integer(), detail: Type.String(), instance: Type.Optional(Type.String()) },
   { additionalProperties: true },

@@ -4,14 +4,14 @@
  * address, so guessing passwords is slow from one place and for one account.
  */
 import {
+  type LimiterRequest,
   newSessionId,
   newUserId,
+  type SessionView,
+  type TierRegistry,
   TooManyAttemptsError,
   UnauthenticatedError,
   UnknownTierError,
-  type LimiterRequest,
-  type SessionView,
-  type TierRegistry,
   type UserRecord,
   type UserView,
 } from '../shards/index.js';
@@ -136,4 +136,3 @@ export class Accounts {
 function windowOf(limit: { limit: number; windowMs: number }): LimiterRequest['spec'] {
   return { kind: 'window', limit: limit.limit, windowMs: limit.windowMs };
 }
-

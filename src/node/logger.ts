@@ -2,7 +2,7 @@
  * JSON logs (pino). Credentials never reach a log line: authorization headers, tokens, keys
  * and passwords are redacted wherever they appear in a logged object.
  */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 import type { LogLevel } from './config.js';
 
 export const REDACTED_PATHS = [

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { createHttpServer, type HealthReport, type HttpServer } from '../http/index.js';
-import { migrate, openDatabase, Store, type Database } from '../persistence/index.js';
+import { type Database, migrate, openDatabase, Store } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
 import type { Config } from './config.js';
@@ -35,7 +35,10 @@ export class TallyNode {
   /** The port HTTP listens on (useful when configured as 0). */
   port = 0;
 
-  constructor(readonly config: Config, log?: Logger) {
+  constructor(
+    readonly config: Config,
+    log?: Logger,
+  ) {
     this.log = log ?? createLogger(config.logLevel, config.nodeId);
     this.runtime = new ActorRuntime({
       maxActors: config.maxActors,

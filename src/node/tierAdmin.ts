@@ -50,6 +50,8 @@ export class TierAdmin {
   }
 
   private install(rows: TierRow[]): boolean {
-    return this.registry.put(rows.map((row) => ({ name: row.name, limits: row.limits as Limit[], failOpen: row.failOpen, updatedAt: row.updatedAt.getTime() })));
+    return this.registry.put(
+      rows.map((row) => ({ name: row.name, limits: row.limits as Limit[], failOpen: row.failOpen, updatedAt: row.updatedAt.getTime() })),
+    );
   }
 }

@@ -4,8 +4,9 @@
  * reached by the same driver over a private socket, so that one set of SQL and migrations
  * serves both and the embedded database never blocks request handling.
  */
-import postgres from 'postgres';
+
 import type { Logger } from 'pino';
+import postgres from 'postgres';
 import { startEmbedded } from './embedded.js';
 
 export type Sql = postgres.Sql;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { lockDataDir } from './dataDirLock.js';
-import { startPgliteWorker, type PgliteWorkerMessage } from './pgliteWorker.js';
+import { type PgliteWorkerMessage, startPgliteWorker } from './pgliteWorker.js';
 
 /** How long close() waits for PGlite to shut down before stopping its thread. */
 const CLOSE_TIMEOUT_MS = 30_000;

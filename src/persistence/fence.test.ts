@@ -2,8 +2,9 @@
  * The epoch fence, on both databases: a write-behind row is accepted only under its shard's
  * current epoch, and Postgres itself refuses a stale one, whatever the application does.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { SQLSTATE, Store } from './index.js';
 

@@ -2,10 +2,11 @@
  * Storage: postgres.js to Postgres or to embedded PGlite, migrations, every query, the
  * epoch fence.
  */
-export { openDatabase, type Database, type DatabaseOptions, type Sql } from './database.js';
+
+/** The domain's errors that `Store` throws for a taken email and a missing tier. */
+export { EmailTakenError, UnknownTierError } from '../shards/index.js';
+export { type Database, type DatabaseOptions, openDatabase, type Sql } from './database.js';
 export { DataDirInUseError, MigrationError, SQLSTATE } from './errors.js';
 export { defaultMigrationsDir, migrate } from './migrations.js';
 export type { ActivityTouch, ActorStateRow, ApiKeyRow, SessionRow, TierRow, UserRow } from './rows.js';
 export { Store } from './store.js';
-/** The domain's errors that `Store` throws for a taken email and a missing tier. */
-export { EmailTakenError, UnknownTierError } from '../shards/index.js';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../../test/support/database.js';
 import { createTestDatabase } from '../../test/support/postgres.js';
 import { makeTempDir } from '../../test/support/tmp.js';
-import { defaultMigrationsDir, migrate, MigrationError, openDatabase } from './index.js';
+import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from './index.js';
 
 const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql'];
 
@@ -57,7 +57,10 @@ describe('on a fresh Postgres database', () => {
     const open = async () => {
       const dataDir = await makeTempDir(); // unused by Postgres, required by openDatabase
       const database = await openDatabase({ url: created.url, dataDir, log: silentLog });
-      cleanups.push(() => database.close(), () => rm(dataDir, { recursive: true, force: true }));
+      cleanups.push(
+        () => database.close(),
+        () => rm(dataDir, { recursive: true, force: true }),
+      );
       return database;
     };
     return { url: created.url, open };

@@ -42,7 +42,8 @@ async function listMigrations(dir: string): Promise<MigrationFile[]> {
   }
   files.sort((a, b) => a.version - b.version);
   for (let i = 1; i < files.length; i++) {
-    if (files[i]!.version === files[i - 1]!.version) throw new Error(`two migrations share version ${files[i]!.version}: ${files[i - 1]!.name}, ${files[i]!.name}`);
+    if (files[i]!.version === files[i - 1]!.version)
+      throw new Error(`two migrations share version ${files[i]!.version}: ${files[i - 1]!.name}, ${files[i]!.name}`);
   }
   return files;
 }

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
-import { EmailTakenError, Store, UnknownTierError, type ApiKeyRow, type SessionRow, type UserRow } from './index.js';
+import { type ApiKeyRow, EmailTakenError, type SessionRow, Store, UnknownTierError, type UserRow } from './index.js';
 
 const HOUR = 3_600_000;
 const unique = () => randomBytes(6).toString('hex');

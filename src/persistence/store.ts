@@ -3,11 +3,11 @@
  * returns once the row is committed. Actor state and activity times arrive in batches from
  * the write-behind flusher and are fenced by shard epoch (see actorState.ts).
  */
-import { EmailTakenError, UnknownTierError, type LoadedUser, type UserStore } from '../shards/index.js';
+import { EmailTakenError, type LoadedUser, UnknownTierError, type UserStore } from '../shards/index.js';
 import * as actorState from './actorState.js';
 import type { Sql } from './database.js';
 import { SQLSTATE, sqlState } from './errors.js';
-import { toDate, toDateOrNull, type ActivityTouch, type ActorStateRow, type ApiKeyRow, type SessionRow, type TierRow, type UserRow } from './rows.js';
+import { type ActivityTouch, type ActorStateRow, type ApiKeyRow, type SessionRow, type TierRow, toDate, toDateOrNull, type UserRow } from './rows.js';
 
 /** The unique index on lower(email), from migrations/001_init.sql. */
 const EMAIL_INDEX = 'users_email_key';

@@ -28,7 +28,10 @@ export abstract class Actor {
   queued = false;
   private tail: Promise<unknown> | null = null;
 
-  constructor(readonly key: string, readonly shard: Shard) {}
+  constructor(
+    readonly key: string,
+    readonly shard: Shard,
+  ) {}
 
   get dirty(): boolean {
     return this.version !== this.flushedVersion || this.hasPendingActivity();

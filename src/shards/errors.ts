@@ -34,7 +34,10 @@ export class TallyError extends Error {
 }
 
 export class InvalidRequestError extends TallyError {
-  constructor(detail: string, readonly errors?: readonly string[]) {
+  constructor(
+    detail: string,
+    readonly errors?: readonly string[],
+  ) {
     super('invalid_request', detail);
   }
 }

@@ -10,7 +10,15 @@ describe('parseApiKey', () => {
 
   it('refuses anything not shaped like a key', () => {
     const key = issueApiKey('uabcdefghijklmnopqrst').key;
-    for (const bad of [key.slice(0, -1), `${key}A`, key.replace('tk_', 'tK_'), key.replace('_k', '-k'), key.slice(0, 40) + '+' + key.slice(41), ` ${key}`, '']) {
+    for (const bad of [
+      key.slice(0, -1),
+      `${key}A`,
+      key.replace('tk_', 'tK_'),
+      key.replace('_k', '-k'),
+      key.slice(0, 40) + '+' + key.slice(41),
+      ` ${key}`,
+      '',
+    ]) {
       expect(parseApiKey(bad)).toBeNull();
     }
   });

@@ -7,13 +7,13 @@ import { Actor } from './actor.js';
 import {
   compileLimits,
   consume,
+  type LimitSet,
   migrateQuotaState,
   newQuotaState,
+  type QuotaState,
   quotaStateFromJSON,
   quotaStateToJSON,
   snapshot,
-  type LimitSet,
-  type QuotaState,
 } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
 import type { Shard } from './shard.js';

@@ -3,7 +3,7 @@
  * the owner of `limiter:<key>` decides.
  */
 import { InvalidRequestError } from './errors.js';
-import { LIMITER_PREFIX, LimitSetCache, LimiterActor, type LimiterDecision } from './limiterActor.js';
+import { LIMITER_PREFIX, LimiterActor, type LimiterDecision, LimitSetCache } from './limiterActor.js';
 import type { UserStore } from './ports.js';
 import type { LimitSet } from './quota/index.js';
 import type { ActorRuntime } from './runtime.js';
@@ -39,8 +39,7 @@ export class LimiterService {
   async check(request: LimiterRequest, now: number): Promise<LimiterDecision> {
     const set = this.resolve(request.spec);
     const entityKey = LimiterService.entityKey(request.key);
-    const load = async (key: string, shard: Shard): Promise<LimiterActor> =>
-      new LimiterActor(key, shard, set, await this.store.loadState(key));
+    const load = async (key: string, shard: Shard): Promise<LimiterActor> => new LimiterActor(key, shard, set, await this.store.loadState(key));
     const found = this.runtime.get(entityKey, now, load, 'limiter');
     const actor = found instanceof Promise ? await found : found;
     if (request.cost === 0) {

@@ -9,7 +9,7 @@
  * - A short negative cache remembers keys that loaded nothing, so a bot with made-up ids
  *   or keys costs one query per key per TTL, not one per request.
  */
-import type { Actor, ActivityTouches, PersistedState } from './actor.js';
+import type { ActivityTouches, Actor, PersistedState } from './actor.js';
 import { NotFoundError, OwnerUnavailableError } from './errors.js';
 import { SHARD_COUNT, shardOf } from './hash.js';
 import { Shard } from './shard.js';
@@ -83,13 +83,7 @@ export class ActorRuntime {
     return active;
   }
 
-  private async activate<A extends Actor>(
-    key: string,
-    shard: Shard,
-    now: number,
-    load: ActorLoader<A>,
-    what: string,
-  ): Promise<A> {
+  private async activate<A extends Actor>(key: string, shard: Shard, now: number, load: ActorLoader<A>, what: string): Promise<A> {
     const until = this.unknown.get(key);
     if (until !== undefined) {
       if (until > now) {

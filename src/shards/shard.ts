@@ -13,7 +13,10 @@ export class Shard {
   status: ShardStatus = 'not_owned';
   epoch = 0;
 
-  constructor(readonly index: number, readonly runtime: ActorRuntime) {}
+  constructor(
+    readonly index: number,
+    readonly runtime: ActorRuntime,
+  ) {}
 
   get serving(): boolean {
     return this.status === 'owned';

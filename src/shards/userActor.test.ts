@@ -15,9 +15,33 @@ function activeUser() {
   const key = issueApiKey(id);
   const sessionId = newSessionId();
   const loaded: LoadedUser = {
-    user: { id, email: `${id}@example.com`, name: null, tier: 'free', passwordHash: 'x', preferences: {}, blocked: false, overrides: [], createdAt: new Date(t0) },
-    sessions: [{ id: sessionId, userId: id, deviceName: null, deviceType: null, ip: null, userAgent: null, createdAt: new Date(t0), expiresAt: new Date(t0 + 86_400_000), lastActiveAt: new Date(t0) }],
-    keys: [{ id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: null, scopes: [], createdAt: new Date(t0), expiresAt: null, lastUsedAt: null }],
+    user: {
+      id,
+      email: `${id}@example.com`,
+      name: null,
+      tier: 'free',
+      passwordHash: 'x',
+      preferences: {},
+      blocked: false,
+      overrides: [],
+      createdAt: new Date(t0),
+    },
+    sessions: [
+      {
+        id: sessionId,
+        userId: id,
+        deviceName: null,
+        deviceType: null,
+        ip: null,
+        userAgent: null,
+        createdAt: new Date(t0),
+        expiresAt: new Date(t0 + 86_400_000),
+        lastActiveAt: new Date(t0),
+      },
+    ],
+    keys: [
+      { id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: null, scopes: [], createdAt: new Date(t0), expiresAt: null, lastUsedAt: null },
+    ],
     state: null,
   };
   const tiers = new TierRegistry();

@@ -6,15 +6,18 @@
  * profile, sessions and keys are written through by `UserService` before the actor's memory
  * changes, so memory never shows what Postgres has not committed.
  */
-import { Actor, type ActivityTouches } from './actor.js';
+import { type ActivityTouches, Actor } from './actor.js';
 import { ForbiddenError, IdempotencyMismatchError, NotFoundError, UnauthenticatedError } from './errors.js';
 import { sameHash } from './ids.js';
+import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
 import {
   compileLimits,
   consume,
   findIdempotent,
+  type LimitSet,
   migrateQuotaState,
   newQuotaState,
+  type QuotaState,
   quotaStateFromJSON,
   quotaStateToJSON,
   release,
@@ -22,11 +25,8 @@ import {
   reserve,
   settle,
   snapshot,
-  type LimitSet,
-  type QuotaState,
 } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
-import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
 import type { Shard } from './shard.js';
 import { effectiveLimits, type TierRegistry } from './tiers.js';
 

@@ -8,23 +8,14 @@
  * the owner over NATS unchanged.
  */
 import { ForbiddenError, InvalidRequestError, NotFoundError, TallyError, UnknownTierError } from './errors.js';
-import { mergePatch, serializePreferences, type JsonObject } from './preferences.js';
-import type { Limit, LimitState } from './quota/limits.js';
-import { validateLimits } from './quota/index.js';
-import type { ActorRuntime } from './runtime.js';
 import type { SessionRecord, UserStore } from './ports.js';
+import { type JsonObject, mergePatch, serializePreferences } from './preferences.js';
+import { validateLimits } from './quota/index.js';
+import type { Limit, LimitState } from './quota/limits.js';
+import type { ActorRuntime } from './runtime.js';
 import type { TierRegistry } from './tiers.js';
-import {
-  MAX_KEYS_PER_USER,
-  MAX_SESSIONS_PER_USER,
-  toApiKey,
-  toSession,
-  UserActor,
-  type Credential,
-  type Principal,
-  type QuotaDecision,
-} from './userActor.js';
-import { keyView, profileView, sessionView, type KeyView, type ProfileView, type SessionView } from './views.js';
+import { type Credential, MAX_KEYS_PER_USER, MAX_SESSIONS_PER_USER, type Principal, type QuotaDecision, toApiKey, toSession, UserActor } from './userActor.js';
+import { type KeyView, keyView, type ProfileView, profileView, type SessionView, sessionView } from './views.js';
 
 export interface NewSession {
   id: string;
@@ -65,7 +56,10 @@ export interface UserOps {
   'keys.create': { args: NewKey; result: KeyView };
   'keys.delete': { args: { id: string }; result: null };
   'admin.get': { args: Record<string, never>; result: ProfileView & { blocked: boolean; overrides: readonly Limit[]; limits: LimitState[] } };
-  'admin.update': { args: { tier?: string; blocked?: boolean; overrides?: Limit[] }; result: ProfileView & { blocked: boolean; overrides: readonly Limit[]; limits: LimitState[] } };
+  'admin.update': {
+    args: { tier?: string; blocked?: boolean; overrides?: Limit[] };
+    result: ProfileView & { blocked: boolean; overrides: readonly Limit[]; limits: LimitState[] };
+  };
 }
 
 export type UserOpName = keyof UserOps;
@@ -90,7 +84,14 @@ const SCOPE_OF: Partial<Record<UserOpName, string>> = {
 };
 
 /** Operations decided in the actor's memory alone, with nothing to await. */
-const IN_MEMORY_OPS: ReadonlySet<UserOpName> = new Set<UserOpName>(['auth.verify', 'quota.consume', 'quota.get', 'quota.reserve', 'quota.settle', 'quota.release']);
+const IN_MEMORY_OPS: ReadonlySet<UserOpName> = new Set<UserOpName>([
+  'auth.verify',
+  'quota.consume',
+  'quota.get',
+  'quota.reserve',
+  'quota.settle',
+  'quota.release',
+]);
 
 export class UserService {
   constructor(
@@ -169,7 +170,9 @@ export class UserService {
       case 'preferences.get':
         return JSON.parse(user.preferencesJson) as JsonObject;
       case 'preferences.merge':
-        return user.exclusive(() => this.writePreferences(user, mergePatch(JSON.parse(user.preferencesJson), (args as UserOps['preferences.merge']['args']).patch)));
+        return user.exclusive(() =>
+          this.writePreferences(user, mergePatch(JSON.parse(user.preferencesJson), (args as UserOps['preferences.merge']['args']).patch)),
+        );
       case 'preferences.put':
         return user.exclusive(() => this.writePreferences(user, (args as UserOps['preferences.put']['args']).document));
       case 'sessions.list':
@@ -219,7 +222,13 @@ export class UserService {
       // Past the cap, the sessions idle the longest are logged out to make room.
       const live = user.sessions.filter((s) => s.expiresAt > now);
       const excess = live.length + 1 - MAX_SESSIONS_PER_USER;
-      const evicted = excess > 0 ? [...live].sort((a, b) => a.lastActiveAt - b.lastActiveAt).slice(0, excess).map((s) => s.id) : [];
+      const evicted =
+        excess > 0
+          ? [...live]
+              .sort((a, b) => a.lastActiveAt - b.lastActiveAt)
+              .slice(0, excess)
+              .map((s) => s.id)
+          : [];
       const expired = user.sessions.filter((s) => s.expiresAt <= now).map((s) => s.id);
       if (evicted.length > 0) await this.store.revokeSessions(user.key, evicted);
       const record: SessionRecord = {
@@ -260,7 +269,13 @@ export class UserService {
       if (user.keys.length >= MAX_KEYS_PER_USER) {
         throw new InvalidRequestError(`a user may hold at most ${MAX_KEYS_PER_USER} API keys; delete one first`);
       }
-      const record = { ...key, userId: user.key, createdAt: new Date(now), expiresAt: key.expiresAt === null ? null : new Date(key.expiresAt), lastUsedAt: null };
+      const record = {
+        ...key,
+        userId: user.key,
+        createdAt: new Date(now),
+        expiresAt: key.expiresAt === null ? null : new Date(key.expiresAt),
+        lastUsedAt: null,
+      };
       await this.store.insertApiKey(record);
       const created = toApiKey(record);
       user.keys = [...user.keys, created];

@@ -2,9 +2,10 @@
  * The wire shapes of the contract, built from actor state. Both transports (HTTP and the
  * NATS service) answer with these, so a field cannot differ between them.
  */
-import type { LimitState } from './quota/limits.js';
+
 import { apiKeyPrefix } from './ids.js';
 import { LimitTexts } from './limitTexts.js';
+import type { LimitState } from './quota/limits.js';
 import type { ApiKey, Session, UserActor } from './userActor.js';
 
 /**
@@ -125,7 +126,11 @@ export function limitsJson(limits: readonly LimitState[]): string {
 /** A limit's JSON up to its `remaining`: the same in every answer while the limit is unchanged. */
 const limitJsonHeads = new LimitTexts(
   (head: { kind: string; limit: number; text: string }, state) => head.limit === state.limit && head.kind === state.kind,
-  (state) => ({ kind: state.kind, limit: state.limit, text: `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":` }),
+  (state) => ({
+    kind: state.kind,
+    limit: state.limit,
+    text: `{"name":${JSON.stringify(state.name)},"kind":"${state.kind}","limit":${jsonNumber(state.limit)},"remaining":`,
+  }),
 );
 
 /** As JSON.stringify writes a number: non-finite values become `null`. */

@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { createKey, createUser, startTestNode, useTestNode, type StartedNode } from '../support/tally.js';
+import { createKey, createUser, type StartedNode, startTestNode, useTestNode } from '../support/tally.js';
 
 const node = useTestNode();
 let t: StartedNode;
@@ -30,7 +30,10 @@ describe('admin routes', () => {
     const key = await createKey(t.api, user);
     expect((await t.api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 8 } })).status).toBe(200);
     expect((await t.api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 8 } })).status).toBe(429);
-    const edit = await t.api('PUT', '/v1/admin/tiers/editable', { token: t.adminToken, body: { limits: [{ name: 'tokens', kind: 'budget', limit: 100, period: 'day' }] } });
+    const edit = await t.api('PUT', '/v1/admin/tiers/editable', {
+      token: t.adminToken,
+      body: { limits: [{ name: 'tokens', kind: 'budget', limit: 100, period: 'day' }] },
+    });
     expect(edit.status).toBe(200);
     const after = await t.api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 8 } });
     expect(after.status).toBe(200);
@@ -41,7 +44,12 @@ describe('admin routes', () => {
   it('refuses invalid tiers with 400', async () => {
     const duplicate = await t.api('PUT', '/v1/admin/tiers/bad', {
       token: t.adminToken,
-      body: { limits: [{ name: 'a', kind: 'budget', limit: 1, period: 'day' }, { name: 'a', kind: 'budget', limit: 2, period: 'day' }] },
+      body: {
+        limits: [
+          { name: 'a', kind: 'budget', limit: 1, period: 'day' },
+          { name: 'a', kind: 'budget', limit: 2, period: 'day' },
+        ],
+      },
     });
     expect(duplicate.status).toBe(400);
     const kind = await t.api('PUT', '/v1/admin/tiers/bad', { token: t.adminToken, body: { limits: [{ name: 'a', kind: 'leaky', limit: 1 }] } });

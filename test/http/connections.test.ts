@@ -10,7 +10,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { createKey, createUser, useTestNode, type StartedNode, type TestUser } from '../support/tally.js';
+import { createKey, createUser, type StartedNode, type TestUser, useTestNode } from '../support/tally.js';
 
 const node = useTestNode();
 let t: StartedNode;
@@ -130,7 +130,8 @@ describe('connections', () => {
     await Promise.all(sockets.map(waitForClose));
     // The node finishes what the leavers started (logins take a scrypt hash each), then has
     // nothing left in flight but the scrape asking.
-    const settled = (text: string) => /^tally_http_requests_in_flight 1$/m.test(text) && /^tally_http_requests_total\{route="POST \/v1\/sessions",status="499"\} /m.test(text);
+    const settled = (text: string) =>
+      /^tally_http_requests_in_flight 1$/m.test(text) && /^tally_http_requests_total\{route="POST \/v1\/sessions",status="499"\} /m.test(text);
     const deadline = Date.now() + 10_000;
     let metrics = await t.api('GET', '/metrics');
     while (!settled(metrics.text) && Date.now() < deadline) {

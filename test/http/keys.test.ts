@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { createKey, createUser, useTestNode, type StartedNode } from '../support/tally.js';
+import { createKey, createUser, type StartedNode, useTestNode } from '../support/tally.js';
 
 const node = useTestNode();
 let t: StartedNode;

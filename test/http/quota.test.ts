@@ -86,20 +86,16 @@ describe('POST /v1/quota/consume', () => {
     expect((await t.api('POST', '/v1/quota/consume', { token: user.token, body: { resource: 'text' } })).status).toBe(200);
   });
 
-  it.each([
-    [{ cost: 0 }],
-    [{ cost: -1 }],
-    [{ cost: 1.5 }],
-    [{ cost: 2 ** 53 }],
-    [{ cost: '1' }],
-    [{ resource: '' }],
-  ])('answers 400 for %j and changes nothing', async (body) => {
-    const user = await tinyUser();
-    const res = await t.api('POST', '/v1/quota/consume', { token: user.token, body });
-    expect(res.status).toBe(400);
-    const quota = await t.api('GET', '/v1/quota', { token: user.token });
-    expect(quota.body.limits.find((l: { name: string }) => l.name === 'tokens').remaining).toBe(100);
-  });
+  it.each([[{ cost: 0 }], [{ cost: -1 }], [{ cost: 1.5 }], [{ cost: 2 ** 53 }], [{ cost: '1' }], [{ resource: '' }]])(
+    'answers 400 for %j and changes nothing',
+    async (body) => {
+      const user = await tinyUser();
+      const res = await t.api('POST', '/v1/quota/consume', { token: user.token, body });
+      expect(res.status).toBe(400);
+      const quota = await t.api('GET', '/v1/quota', { token: user.token });
+      expect(quota.body.limits.find((l: { name: string }) => l.name === 'tokens').remaining).toBe(100);
+    },
+  );
 
   it('accepts a cost of 2^53-1 and refuses it as over capacity', async () => {
     const user = await tinyUser();

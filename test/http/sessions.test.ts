@@ -1,6 +1,6 @@
-import { SignJWT, base64url } from 'jose';
+import { base64url, SignJWT } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { createKey, createUser, startTestNode, useTestNode, type StartedNode } from '../support/tally.js';
+import { createKey, createUser, type StartedNode, startTestNode, useTestNode } from '../support/tally.js';
 
 const node = useTestNode();
 let t: StartedNode;

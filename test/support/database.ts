@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import pino from 'pino';
-import { migrate, openDatabase, type Database } from '../../src/persistence/index.js';
+import { type Database, migrate, openDatabase } from '../../src/persistence/index.js';
 import { createTestDatabase } from './postgres.js';
 import { makeTempDir } from './tmp.js';
 

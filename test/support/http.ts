@@ -21,7 +21,8 @@ export function apiClient(baseUrl: string): Api {
     const headers: Record<string, string> = { ...options.headers };
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     let body: string | Uint8Array | undefined;
-    if (method === 'GET' || method === 'HEAD') body = undefined; // fetch cannot send one
+    if (method === 'GET' || method === 'HEAD')
+      body = undefined; // fetch cannot send one
     else if (options.raw !== undefined) body = options.raw;
     else if (options.body !== undefined) body = JSON.stringify(options.body);
     if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';

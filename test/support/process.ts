@@ -3,7 +3,7 @@
  * first), for tests that must stop it the way an operator or a crash would: SIGTERM, or
  * SIGKILL with no chance to flush.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';

@@ -4,8 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll } from 'vitest';
-import { loadConfig, TallyNode, createLogger } from '../../src/node/index.js';
-import { apiClient, type Api } from './http.js';
+import { createLogger, loadConfig, TallyNode } from '../../src/node/index.js';
+import { type Api, apiClient } from './http.js';
 import { createTestDatabase } from './postgres.js';
 import { makeTempDir } from './tmp.js';
 
@@ -31,7 +31,9 @@ export interface TestNodeOptions {
   dataDir?: string;
 }
 
-export async function startTestNode(options: TestNodeOptions = {}): Promise<TestNode & { databaseUrl?: string; dataDir: string; dropDatabase(): Promise<void> }> {
+export async function startTestNode(
+  options: TestNodeOptions = {},
+): Promise<TestNode & { databaseUrl?: string; dataDir: string; dropDatabase(): Promise<void> }> {
   const backend = options.backend ?? 'postgres';
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const serviceToken = `service-${randomBytes(12).toString('hex')}`;
@@ -98,7 +100,10 @@ export async function createUser(api: Api, options: { tier?: string; adminToken?
     ...(options.adminToken === undefined ? {} : { token: options.adminToken }),
   });
   if (registration.status !== 201) throw new Error(`register failed: ${registration.status} ${registration.text}`);
-  const login = await api('POST', '/v1/sessions', { body: { email, password, ...(options.device === undefined ? {} : { device: options.device }) }, ...(options.adminToken === undefined ? {} : { token: options.adminToken }) });
+  const login = await api('POST', '/v1/sessions', {
+    body: { email, password, ...(options.device === undefined ? {} : { device: options.device }) },
+    ...(options.adminToken === undefined ? {} : { token: options.adminToken }),
+  });
   if (login.status !== 201) throw new Error(`login failed: ${login.status} ${login.text}`);
   return { id: registration.body.id, email, password, token: login.body.token, sessionId: login.body.session.id };
 }

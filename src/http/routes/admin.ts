@@ -1,5 +1,5 @@
-import { InvalidRequestError, limitStateView, validateLimits, type Limit, type LimitState } from '../../shards/index.js';
-import { route, type RouteDefinition } from '../route.js';
+import { InvalidRequestError, type Limit, type LimitState, limitStateView, validateLimits } from '../../shards/index.js';
+import { type RouteDefinition, route } from '../route.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
@@ -56,7 +56,12 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
       body: S.AdminUserPatch,
       responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' } },
       async handle({ params, body }) {
-        const user = await router.user({ userId: params.id!, credential: { kind: 'trusted' }, op: 'admin.update', args: body as { tier?: string; blocked?: boolean; overrides?: Limit[] } });
+        const user = await router.user({
+          userId: params.id!,
+          credential: { kind: 'trusted' },
+          op: 'admin.update',
+          args: body as { tier?: string; blocked?: boolean; overrides?: Limit[] },
+        });
         return { status: 200, body: adminView(user) };
       },
     }),

@@ -1,5 +1,5 @@
 import { InvalidRequestError, issueApiKey } from '../../shards/index.js';
-import { route, type RouteDefinition } from '../route.js';
+import { type RouteDefinition, route } from '../route.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 

@@ -1,4 +1,4 @@
-import { route, type RouteDefinition } from '../route.js';
+import { type RouteDefinition, route } from '../route.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 

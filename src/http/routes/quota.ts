@@ -1,9 +1,9 @@
-import { limitsJson, limitStateView, newReservationId, type LimitState, type QuotaDecision, type UserRequest } from '../../shards/index.js';
+import { type LimitState, limitStateView, limitsJson, newReservationId, type QuotaDecision, type UserRequest } from '../../shards/index.js';
 import { problem } from '../problem.js';
 import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
-import { route, type Caller, type Reply, type RouteDefinition } from '../route.js';
-import * as S from '../schemas.js';
+import { type Caller, type Reply, type RouteDefinition, route } from '../route.js';
 import type { Body } from '../schemas.js';
+import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 const DEFAULT_RESERVATION_TTL_MS = 60_000;
@@ -111,7 +111,12 @@ function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempo
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */
 function consumeReply(decision: QuotaDecision, now: number): Reply {
   if (!decision.allowed) return decide(decision, now, {}, 200);
-  return { status: 200, text: `{"allowed":true,"limits":${limitsJson(decision.limits)}}`, contentType: 'application/json', headers: rateLimitHeaders(decision.limits, now) };
+  return {
+    status: 200,
+    text: `{"allowed":true,"limits":${limitsJson(decision.limits)}}`,
+    contentType: 'application/json',
+    headers: rateLimitHeaders(decision.limits, now),
+  };
 }
 
 /** 2xx with `fields` and the limits when allowed; otherwise 429 with the same limits. */

@@ -1,5 +1,5 @@
 import { ForbiddenError, type JsonObject } from '../../shards/index.js';
-import { route, type RouteDefinition } from '../route.js';
+import { type RouteDefinition, route } from '../route.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 

@@ -61,7 +61,11 @@ describe('budget periods', () => {
   it('give February 29 days in a leap year and 28 otherwise', () => {
     const set = compileLimits([{ name: 'tokens', kind: 'budget', limit: 100, period: 'month' }]);
     let state = consume(set, newQuotaState(set), utc('2024-02-10T00:00:00Z'), { cost: 100 }).state;
-    expect(snapshot(set, state, utc('2024-02-29T23:59:59.999Z'))[0]).toMatchObject({ remaining: 0, reset_at: utc('2024-03-01T00:00:00Z'), window_ms: 29 * DAY });
+    expect(snapshot(set, state, utc('2024-02-29T23:59:59.999Z'))[0]).toMatchObject({
+      remaining: 0,
+      reset_at: utc('2024-03-01T00:00:00Z'),
+      window_ms: 29 * DAY,
+    });
     expect(snapshot(set, state, utc('2024-03-01T00:00:00Z'))[0]).toMatchObject({ remaining: 100, window_ms: 31 * DAY });
     state = consume(set, newQuotaState(set), utc('2023-02-28T10:00:00Z'), { cost: 60 }).state;
     expect(snapshot(set, state, utc('2023-02-28T10:00:00Z'))[0]).toMatchObject({ remaining: 40, window_ms: 28 * DAY });

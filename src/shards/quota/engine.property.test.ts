@@ -18,20 +18,20 @@ import {
   applies,
   compileLimits,
   consume,
+  type Decision,
+  type Limit,
+  type LimitSet,
+  type LimitState,
   newQuotaState,
   nextPeriodStart,
   periodStart,
+  type QuotaState,
   quotaStateFromJSON,
   quotaStateToJSON,
   release,
   reserve,
   settle,
   snapshot,
-  type Decision,
-  type Limit,
-  type LimitSet,
-  type LimitState,
-  type QuotaState,
 } from './index.js';
 
 // ---- the reference model ---------------------------------------------------------------
@@ -59,7 +59,11 @@ class Reference {
   ) {}
 
   clone(): Reference {
-    return new Reference(this.limits, this.records.map((list) => list.map((r) => ({ ...r }))), new Map(this.holds));
+    return new Reference(
+      this.limits,
+      this.records.map((list) => list.map((r) => ({ ...r }))),
+      new Map(this.holds),
+    );
   }
 
   expire(now: number): void {
@@ -123,7 +127,10 @@ class Reference {
     }
     const remaining = Math.max(0, limit.limit - this.used(i, now));
     if (limit.kind === 'budget') return { remaining, reset_at: nextPeriodStart(periodStart(now, limit.period), limit.period) };
-    const newest = Math.max(-Infinity, ...this.records[i]!.filter((r) => r.amount > 0 && slot(r.t, limit.window_ms) >= slot(now, limit.window_ms) - 10).map((r) => slot(r.t, limit.window_ms)));
+    const newest = Math.max(
+      -Infinity,
+      ...this.records[i]!.filter((r) => r.amount > 0 && slot(r.t, limit.window_ms) >= slot(now, limit.window_ms) - 10).map((r) => slot(r.t, limit.window_ms)),
+    );
     return { remaining, reset_at: newest === -Infinity ? now : Math.max(now, Math.ceil(((newest + 11) * limit.window_ms) / 10)) };
   }
 
@@ -140,10 +147,19 @@ const resourceArb = fc.constantFrom<string | undefined>(undefined, 'default', 'a
 const limitArb: fc.Arbitrary<Omit<Limit, 'name'>> = fc
   .oneof(
     fc.record(
-      { kind: fc.constant('rate' as const), limit: fc.integer({ min: 1, max: 20 }), period_ms: fc.integer({ min: 1, max: 5000 }), burst: fc.integer({ min: 1, max: 25 }) },
+      {
+        kind: fc.constant('rate' as const),
+        limit: fc.integer({ min: 1, max: 20 }),
+        period_ms: fc.integer({ min: 1, max: 5000 }),
+        burst: fc.integer({ min: 1, max: 25 }),
+      },
       { requiredKeys: ['kind', 'limit', 'period_ms'] },
     ),
-    fc.record({ kind: fc.constant('window' as const), limit: fc.integer({ min: 1, max: 30 }), window_ms: fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 5000 })) }),
+    fc.record({
+      kind: fc.constant('window' as const),
+      limit: fc.integer({ min: 1, max: 30 }),
+      window_ms: fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 5000 })),
+    }),
     fc.record({ kind: fc.constant('budget' as const), limit: fc.integer({ min: 1, max: 60 }), period: fc.constantFrom('day' as const, 'month' as const) }),
   )
   .chain((limit) => fc.option(fc.constant('a'), { nil: undefined }).map((resource) => (resource === undefined ? limit : { ...limit, resource })));
@@ -169,16 +185,37 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       ttl: fc.oneof(fc.integer({ min: 1, max: 6000 }), fc.integer({ min: 1, max: 3 * 86_400_000 })),
     }),
   },
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('settle' as const), pick: fc.nat(), fraction: fc.double({ min: 0, max: 1, noNaN: true }), extra: fc.integer({ min: 0, max: 15 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant('settle' as const),
+      pick: fc.nat(),
+      fraction: fc.double({ min: 0, max: 1, noNaN: true }),
+      extra: fc.integer({ min: 0, max: 15 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('release' as const), pick: fc.nat() }) },
   {
     weight: 5,
     arbitrary: fc.record({
       op: fc.constant('step' as const),
-      ms: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 6000 }), fc.integer({ min: 0, max: 40 * 86_400_000 })),
+      ms: fc.oneof(
+        fc.constant(0),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 0, max: 300 }),
+        fc.integer({ min: 0, max: 6000 }),
+        fc.integer({ min: 0, max: 40 * 86_400_000 }),
+      ),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('boundary' as const), period: fc.constantFrom('day' as const, 'month' as const), offset: fc.integer({ min: -3, max: 1 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('boundary' as const),
+      period: fc.constantFrom('day' as const, 'month' as const),
+      offset: fc.integer({ min: -3, max: 1 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('expiry' as const), pick: fc.nat(), offset: fc.integer({ min: -1, max: 0 }) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('scaled' as const), pick: fc.nat(), factor: fc.double({ min: 0, max: 2.5, noNaN: true }) }) },
 );
@@ -257,7 +294,11 @@ function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
     checkStates(set, state, now, reference);
   }
   expect(quotaStateFromJSON(set, JSON.parse(JSON.stringify(quotaStateToJSON(set, state))))).toEqual(state);
-  for (const limit of limits) checkSafety(limit, log.filter((entry) => entry.amount > 0 && applies(limit, entry.resource)));
+  for (const limit of limits)
+    checkSafety(
+      limit,
+      log.filter((entry) => entry.amount > 0 && applies(limit, entry.resource)),
+    );
 }
 
 /** The engine admits exactly when the reference does, and refuses naming the first limit that does not fit. */
@@ -275,7 +316,8 @@ function checkStates(set: LimitSet, state: QuotaState, now: number, reference: R
   const expected = reference.snapshot(now);
   states.forEach(({ name, remaining, limit, reset_at }, i) => {
     // Plain comparisons first: expect() on every step of every run would dominate the time.
-    if (!Number.isSafeInteger(remaining) || remaining < 0 || remaining > limit || reset_at < now) expect.fail(`${name} at ${now}: remaining ${remaining} of ${limit}, reset ${reset_at}`);
+    if (!Number.isSafeInteger(remaining) || remaining < 0 || remaining > limit || reset_at < now)
+      expect.fail(`${name} at ${now}: remaining ${remaining} of ${limit}, reset ${reset_at}`);
     if (remaining !== expected[i]!.remaining || reset_at !== expected[i]!.reset_at) expect({ remaining, reset_at }, `${name} at ${now}`).toEqual(expected[i]);
   });
 }

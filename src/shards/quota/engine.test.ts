@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileLimits, consume, MAX_HOLDS, newQuotaState, release, reserve, settle, snapshot, TOO_MANY_HOLDS, type Limit, type QuotaState } from './index.js';
+import { compileLimits, consume, type Limit, MAX_HOLDS, newQuotaState, type QuotaState, release, reserve, settle, snapshot, TOO_MANY_HOLDS } from './index.js';
 
 const limits: Limit[] = [
   { name: 'requests', kind: 'rate', limit: 10, period_ms: 1000 },
@@ -89,7 +89,10 @@ describe('reservations', () => {
     expect(extra.limits[2]!.reset_at).toBe(T0 + 1200);
     expect(consume(big, extra.state, T0 + 1000, { cost: 1 })).toMatchObject({ allowed: false, denied: 'tokens' });
     const rateOnly = compileLimits([big.limits[2]!]);
-    const over = settle(rateOnly, reserve(rateOnly, newQuotaState(rateOnly), T0, { id: 'r', cost: 100, resource: 'default', ttlMs: 1000 }).state, T0, { id: 'r', actual: 1200 });
+    const over = settle(rateOnly, reserve(rateOnly, newQuotaState(rateOnly), T0, { id: 'r', cost: 100, resource: 'default', ttlMs: 1000 }).state, T0, {
+      id: 'r',
+      actual: 1200,
+    });
     expect(consume(rateOnly, over.state, T0 + 200, { cost: 1 })).toMatchObject({ allowed: false, retryAfterMs: 1 });
     expect(consume(rateOnly, over.state, T0 + 201, { cost: 1 }).allowed).toBe(true);
   });

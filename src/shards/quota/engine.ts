@@ -10,7 +10,7 @@
  * settle or release later adjusts (see holds.ts for what is refunded and why).
  */
 import { assertAmount } from './amounts.js';
-import { expireHolds, findHold, MAX_HOLDS, settleHold, withoutHold, type Hold } from './holds.js';
+import { expireHolds, findHold, type Hold, MAX_HOLDS, settleHold, withoutHold } from './holds.js';
 import type { IdempotencyEntry } from './idempotency.js';
 import { advanceLimit, chargeLimit, exceedsCapacity, limitState, waitFor } from './kinds.js';
 import { applies, type LimitSet } from './limitSet.js';
@@ -131,7 +131,16 @@ function firstRefusal(set: LimitSet, cells: readonly number[], now: number, cost
 }
 
 /** A refusal: the wait is the longest of the limits that apply, after which each admits the cost. */
-function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[] | null, now: number, cost: number, resource: string, refused: number): Decision {
+function refusal(
+  set: LimitSet,
+  state: QuotaState,
+  cells: number[],
+  holds: readonly Hold[] | null,
+  now: number,
+  cost: number,
+  resource: string,
+  refused: number,
+): Decision {
   let retryAfterMs = 0;
   let exceeds = false;
   for (const entry of set.compiled) {
@@ -141,7 +150,14 @@ function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: reado
     if (exceedsCapacity(entry, cost)) exceeds = true;
   }
   const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
-  return { allowed: false, state: next, limits: states(set, cells, now, resource), retryAfterMs, exceedsCapacity: exceeds, denied: set.compiled[refused]!.limit.name };
+  return {
+    allowed: false,
+    state: next,
+    limits: states(set, cells, now, resource),
+    retryAfterMs,
+    exceedsCapacity: exceeds,
+    denied: set.compiled[refused]!.limit.name,
+  };
 }
 
 /** Refuses a reservation past MAX_HOLDS until the soonest open hold expires. */

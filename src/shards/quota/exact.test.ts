@@ -26,13 +26,18 @@ describe('exact products', () => {
 
   it('finds the smallest n with a·b ≤ n·c', () => {
     fc.assert(
-      fc.property(fc.maxSafeInteger(), fc.integer({ min: 1, max: 31_622_400_000 }), fc.maxSafeNat().filter((c) => c > 0), (a, b, c) => {
-        const n = ceilQuotient(a, b, c);
-        fc.pre(Number.isSafeInteger(n));
-        const product = BigInt(a) * BigInt(b);
-        expect(product <= BigInt(n) * BigInt(c)).toBe(true);
-        expect(product <= BigInt(n - 1) * BigInt(c)).toBe(false);
-      }),
+      fc.property(
+        fc.maxSafeInteger(),
+        fc.integer({ min: 1, max: 31_622_400_000 }),
+        fc.maxSafeNat().filter((c) => c > 0),
+        (a, b, c) => {
+          const n = ceilQuotient(a, b, c);
+          fc.pre(Number.isSafeInteger(n));
+          const product = BigInt(a) * BigInt(b);
+          expect(product <= BigInt(n) * BigInt(c)).toBe(true);
+          expect(product <= BigInt(n - 1) * BigInt(c)).toBe(false);
+        },
+      ),
       { numRuns: 2000 },
     );
   });

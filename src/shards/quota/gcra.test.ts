@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { gcraCharge, gcraParams, gcraRemaining, gcraResetAt, gcraWait, type GcraParams } from './gcra.js';
+import { type GcraParams, gcraCharge, gcraParams, gcraRemaining, gcraResetAt, gcraWait } from './gcra.js';
 import type { RateLimit } from './limits.js';
 
 const NOW = Date.parse('2025-03-01T12:00:00Z');
-const rate = (limit: number, period_ms: number, burst?: number): GcraParams => gcraParams({ name: 'r', kind: 'rate', limit, period_ms, ...(burst === undefined ? {} : { burst }) } as RateLimit);
+const rate = (limit: number, period_ms: number, burst?: number): GcraParams =>
+  gcraParams({ name: 'r', kind: 'rate', limit, period_ms, ...(burst === undefined ? {} : { burst }) } as RateLimit);
 
 /** Charges when the cost conforms; returns the wait (0 = admitted). */
 function take(p: GcraParams, cells: number[], now: number, cost: number): number {

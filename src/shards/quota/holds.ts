@@ -11,8 +11,9 @@
  *   time), and an inexact one could over-admit later.
  * An expired hold is released (settled at 0) by the next operation on the user.
  */
-import { applies, type LimitSet } from './limitSet.js';
+
 import { chargeLimit, refundLimit } from './kinds.js';
+import { applies, type LimitSet } from './limitSet.js';
 
 export interface Hold {
   readonly id: string;

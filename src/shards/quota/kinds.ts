@@ -61,7 +61,14 @@ export function limitState(entry: CompiledLimit, cells: readonly number[], now: 
       // With a burst above the limit the bucket can hold more than `limit`; clients are
       // told at most `limit` so that remaining ≤ limit holds for every LimitState.
       const remaining = gcraRemaining(entry.gcra!, cells, offset, now, limit.limit);
-      return { name: limit.name, kind: 'rate', limit: limit.limit, remaining, reset_at: gcraResetAt(entry.gcra!, cells, offset, now), window_ms: limit.period_ms };
+      return {
+        name: limit.name,
+        kind: 'rate',
+        limit: limit.limit,
+        remaining,
+        reset_at: gcraResetAt(entry.gcra!, cells, offset, now),
+        window_ms: limit.period_ms,
+      };
     }
     case 'window': {
       const remaining = limit.limit - windowCount(cells, offset);

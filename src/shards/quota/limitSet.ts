@@ -4,7 +4,7 @@
  * array. A user's own memory is then just that array of numbers.
  */
 import { BUDGET_CELLS } from './budget.js';
-import { GCRA_CELLS, gcraParams, type GcraParams } from './gcra.js';
+import { GCRA_CELLS, type GcraParams, gcraParams } from './gcra.js';
 import type { Limit } from './limits.js';
 import { WINDOW_CELLS } from './window.js';
 
@@ -31,7 +31,11 @@ export function cellsOf(limit: Limit): number {
 export function compileLimits(limits: readonly Limit[]): LimitSet {
   let offset = 0;
   const compiled = limits.map((limit) => {
-    const entry: CompiledLimit = Object.freeze({ limit: Object.freeze({ ...limit }), offset, gcra: limit.kind === 'rate' ? Object.freeze(gcraParams(limit)) : null });
+    const entry: CompiledLimit = Object.freeze({
+      limit: Object.freeze({ ...limit }),
+      offset,
+      gcra: limit.kind === 'rate' ? Object.freeze(gcraParams(limit)) : null,
+    });
     offset += cellsOf(limit);
     return entry;
   });

@@ -8,7 +8,7 @@ import { addSaturating } from './amounts.js';
 import { freshCells, type QuotaState } from './engine.js';
 import { gcraCellsAt, gcraParams, gcraTat } from './gcra.js';
 import type { Hold } from './holds.js';
-import { cellsOf, type CompiledLimit, type LimitSet } from './limitSet.js';
+import { type CompiledLimit, cellsOf, type LimitSet } from './limitSet.js';
 import type { Limit } from './limits.js';
 import { RING, slotCell } from './window.js';
 

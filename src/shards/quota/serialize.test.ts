@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { compileLimits, consume, newQuotaState, quotaStateFromJSON, quotaStateToJSON, rememberIdempotent, reserve, settle, snapshot, type Limit } from './index.js';
+import {
+  compileLimits,
+  consume,
+  type Limit,
+  newQuotaState,
+  quotaStateFromJSON,
+  quotaStateToJSON,
+  rememberIdempotent,
+  reserve,
+  settle,
+  snapshot,
+} from './index.js';
 
 const limits: Limit[] = [
   { name: 'requests', kind: 'rate', limit: 7, period_ms: 1000 },
@@ -23,7 +34,16 @@ describe('quota state as JSON', () => {
         tokens: { kind: 'budget', used: 7, period_start: Date.parse('2025-06-01T00:00:00Z') },
         images: { kind: 'window', window_ms: 60_000, newest: (T0 * 10) / 60_000 },
       },
-      holds: [{ id: 'h', cost: 2, resource: 'images', created_at: T0, expires_at: T0 + 60_000, marks: { tokens: Date.parse('2025-06-01T00:00:00Z'), images: (T0 * 10) / 60_000 } }],
+      holds: [
+        {
+          id: 'h',
+          cost: 2,
+          resource: 'images',
+          created_at: T0,
+          expires_at: T0 + 60_000,
+          marks: { tokens: Date.parse('2025-06-01T00:00:00Z'), images: (T0 * 10) / 60_000 },
+        },
+      ],
       idem: [{ key: 'key', fingerprint: 'fp', created_at: T0, answer: { allowed: true } }],
     });
     const restored = quotaStateFromJSON(set, json);
@@ -56,7 +76,10 @@ describe('quota state as JSON', () => {
   });
 
   it('keeps a limit named like an Object.prototype member', () => {
-    const odd = compileLimits([{ name: '__proto__', kind: 'budget', limit: 10, period: 'day' }, { name: 'constructor', kind: 'budget', limit: 10, period: 'day' }]);
+    const odd = compileLimits([
+      { name: '__proto__', kind: 'budget', limit: 10, period: 'day' },
+      { name: 'constructor', kind: 'budget', limit: 10, period: 'day' },
+    ]);
     const state = consume(odd, newQuotaState(odd), T0, { cost: 4 }).state;
     const restored = quotaStateFromJSON(odd, roundTrip(quotaStateToJSON(odd, state)));
     expect(snapshot(odd, restored, T0).map((l) => l.remaining)).toEqual([6, 6]);

@@ -6,8 +6,8 @@
  */
 import { freshCells, type QuotaState } from './engine.js';
 import { gcraCellsAt, gcraTat } from './gcra.js';
-import { MAX_HOLDS, type Hold } from './holds.js';
-import { MAX_IDEMPOTENCY_ENTRIES, type IdempotencyEntry } from './idempotency.js';
+import { type Hold, MAX_HOLDS } from './holds.js';
+import { type IdempotencyEntry, MAX_IDEMPOTENCY_ENTRIES } from './idempotency.js';
 import type { CompiledLimit, LimitSet } from './limitSet.js';
 import { carryCells } from './migrate.js';
 import { MAX_DURATION_MS } from './validate.js';
@@ -49,14 +49,22 @@ export function quotaStateToJSON(set: LimitSet, state: QuotaState): QuotaStateJS
       marks: Object.fromEntries(set.compiled.flatMap((entry, i) => (Number.isNaN(hold.marks[i] ?? NaN) ? [] : [[entry.limit.name, hold.marks[i]!]]))),
     }));
   }
-  if (state.idem !== null) json.idem = state.idem.map((entry) => ({ key: entry.key, fingerprint: entry.fingerprint, created_at: entry.createdAt, answer: entry.answer }));
+  if (state.idem !== null)
+    json.idem = state.idem.map((entry) => ({ key: entry.key, fingerprint: entry.fingerprint, created_at: entry.createdAt, answer: entry.answer }));
   return json;
 }
 
 function limitToJSON({ limit, offset, gcra }: CompiledLimit, cells: readonly number[]): LimitCellsJSON {
   switch (limit.kind) {
     case 'rate': {
-      return { kind: 'rate', tat: gcraTat(gcra!, cells, offset), anchor: cells[offset]!, units: cells[offset + 1]!, limit: limit.limit, period_ms: limit.period_ms };
+      return {
+        kind: 'rate',
+        tat: gcraTat(gcra!, cells, offset),
+        anchor: cells[offset]!,
+        units: cells[offset + 1]!,
+        limit: limit.limit,
+        period_ms: limit.period_ms,
+      };
     }
     case 'window':
       return { kind: 'window', window_ms: limit.window_ms, newest: cells[offset]!, slots: cells.slice(offset + 1, offset + 1 + RING) };

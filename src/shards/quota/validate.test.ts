@@ -21,7 +21,8 @@ describe('validateLimits', () => {
     expect(check({ name: 'x'.repeat(65), kind: 'budget', limit: 1, period: 'day' })).toMatch(/name/);
     expect(check({ name: '', kind: 'budget', limit: 1, period: 'day' })).toMatch(/name/);
     expect(check({ kind: 'budget', limit: 1, period: 'day' })).toMatch(/name/);
-    for (const limit of [0, -1, 1.5, 2 ** 53, '5', null]) expect(check({ name: 'x', kind: 'budget', limit, period: 'day' })).toMatch(/"x": limit must be an integer/);
+    for (const limit of [0, -1, 1.5, 2 ** 53, '5', null])
+      expect(check({ name: 'x', kind: 'budget', limit, period: 'day' })).toMatch(/"x": limit must be an integer/);
     for (const period_ms of [0, 1.5, 31_622_400_001, undefined]) expect(check({ name: 'x', kind: 'rate', limit: 1, period_ms })).toMatch(/period_ms/);
     for (const burst of [0, 0.5, 2 ** 53]) expect(check({ name: 'x', kind: 'rate', limit: 1, period_ms: 1, burst })).toMatch(/burst/);
     for (const window_ms of [0, 2.5, 31_622_400_001]) expect(check({ name: 'x', kind: 'window', limit: 1, window_ms })).toMatch(/window_ms/);

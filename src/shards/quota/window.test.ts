@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileLimits, consume, newQuotaState, snapshot, type QuotaState } from './index.js';
+import { compileLimits, consume, newQuotaState, type QuotaState, snapshot } from './index.js';
 import { slotLeavesAt, slotOf } from './window.js';
 
 const set = compileLimits([{ name: 'w', kind: 'window', limit: 10, window_ms: 1000 }]); // slots of 100 ms

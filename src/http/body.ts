@@ -33,7 +33,8 @@ export function collectBody(res: HttpResponse, limit: number, done: (body: Uint8
       return;
     }
     // Copy: uWebSockets.js reuses the chunk's memory after this callback returns.
-    (chunks ??= []).push(Buffer.from(new Uint8Array(chunk)));
+    chunks ??= [];
+    chunks.push(Buffer.from(new Uint8Array(chunk)));
     if (isLast) done(Buffer.concat(chunks, size));
   });
 }

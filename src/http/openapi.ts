@@ -33,7 +33,8 @@ export function openApiDocument(routes: readonly RouteDefinition[], version: str
     if (route.body !== undefined) {
       operation.requestBody = { required: route.bodyOptional !== true, content: { 'application/json': { schema: plain(route.body) } } };
     }
-    (paths[route.path] ??= {})[route.method] = operation;
+    paths[route.path] ??= {};
+    paths[route.path]![route.method] = operation;
   }
   return {
     openapi: '3.1.0',

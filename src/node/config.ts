@@ -76,7 +76,7 @@ export function loadConfig(env: Env = process.env): Config {
       let parsed: URL;
       try {
         parsed = new URL(part.trim());
-      } catch (cause) {
+      } catch (_cause) {
         throw new ConfigError(name, `"${redactUrl(part)}" is not a URL`);
       }
       if (!protocols.includes(parsed.protocol)) {

@@ -19,7 +19,7 @@ export async function loadOrCreateJwtSecret(dataDir: string): Promise<string> {
   const secret = randomBytes(48).toString('base64url');
   // 'wx': if two processes race, one fails here instead of both writing different secrets.
   try {
-    await writeFile(path, secret + '\n', { mode: 0o600, flag: 'wx' });
+    await writeFile(path, `${secret}\n`, { mode: 0o600, flag: 'wx' });
     return secret;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return (await readFile(path, 'utf8')).trim();

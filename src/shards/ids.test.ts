@@ -15,7 +15,7 @@ describe('parseApiKey', () => {
       `${key}A`,
       key.replace('tk_', 'tK_'),
       key.replace('_k', '-k'),
-      key.slice(0, 40) + '+' + key.slice(41),
+      `${key.slice(0, 40)}+${key.slice(41)}`,
       ` ${key}`,
       '',
     ]) {

@@ -120,7 +120,7 @@ export function limitsJson(limits: readonly LimitState[]): string {
     if (i > 0) text += ',';
     text += `${limitJsonHeads.for(state).text}${jsonNumber(state.remaining)},"reset_at":"${iso(state.reset_at)}"}`;
   }
-  return text + ']';
+  return `${text}]`;
 }
 
 /** A limit's JSON up to its `remaining`: the same in every answer while the limit is unchanged. */

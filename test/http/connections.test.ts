@@ -36,7 +36,10 @@ function exchange(data: string, waitMs = 500): Promise<{ text: string; closedByN
       clearTimeout(timer);
       resolve({ text, closedByNode });
     });
-    socket.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? (closedByNode = true) : reject(error)));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNRESET') closedByNode = true;
+      else reject(error);
+    });
     socket.write(data);
   });
 }

@@ -28,7 +28,7 @@ export function apiClient(baseUrl: string): Api {
     if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
     const response = await fetch(baseUrl + path, { method, headers, body });
     const text = await response.text();
-    let parsed: unknown = undefined;
+    let parsed: unknown;
     if (text.length > 0) {
       try {
         parsed = JSON.parse(text);

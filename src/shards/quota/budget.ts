@@ -33,5 +33,5 @@ export function budgetCharge(cells: number[], o: number, amount: number): number
 export function budgetRefund(cells: number[], o: number, start: number, amount: number): void {
   if (start !== cells[o + 1]) return;
   const used = cells[o]! - amount;
-  cells[o] = used > 0 ? used : 0;
+  cells[o] = Math.max(used, 0);
 }

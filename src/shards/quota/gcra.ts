@@ -79,13 +79,13 @@ export function gcraTat(p: GcraParams, cells: readonly number[], o: number): num
 export function gcraRemaining(p: GcraParams, cells: readonly number[], o: number, now: number, cap: number): number {
   const drained = -ceilQuotient(cells[o]! - now, p.limit, p.period); // floor(D·L / P)
   const free = p.burst - cells[o + 1]! + drained;
-  const most = cap < p.burst ? cap : p.burst;
-  return free < 0 ? 0 : free > most ? most : free;
+  const most = Math.min(cap, p.burst);
+  return free < 0 ? 0 : Math.min(free, most);
 }
 
 export function gcraResetAt(p: GcraParams, cells: readonly number[], o: number, now: number): number {
   const tat = gcraTat(p, cells, o);
-  return tat > now ? tat : now;
+  return Math.max(tat, now);
 }
 
 /** Cells whose tat is `tat`: used when counters move to other parameters. */

@@ -73,13 +73,13 @@ export function limitState(entry: CompiledLimit, cells: readonly number[], now: 
     case 'window': {
       const remaining = limit.limit - windowCount(cells, offset);
       const reset_at = windowResetAt(limit.window_ms, cells, offset, now);
-      return { name: limit.name, kind: 'window', limit: limit.limit, remaining: remaining > 0 ? remaining : 0, reset_at, window_ms: limit.window_ms };
+      return { name: limit.name, kind: 'window', limit: limit.limit, remaining: Math.max(remaining, 0), reset_at, window_ms: limit.window_ms };
     }
     case 'budget': {
       const start = cells[offset + 1]!;
       const end = nextPeriodStart(start, limit.period);
       const remaining = limit.limit - cells[offset]!;
-      return { name: limit.name, kind: 'budget', limit: limit.limit, remaining: remaining > 0 ? remaining : 0, reset_at: end, window_ms: end - start };
+      return { name: limit.name, kind: 'budget', limit: limit.limit, remaining: Math.max(remaining, 0), reset_at: end, window_ms: end - start };
     }
   }
 }

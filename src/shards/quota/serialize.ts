@@ -73,7 +73,7 @@ function limitToJSON({ limit, offset, gcra }: CompiledLimit, cells: readonly num
   }
 }
 
-const isFinite = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
+const isFiniteNumber = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 const isAmount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 1;
 const isDuration = (value: unknown): value is number => isAmount(value) && value <= MAX_DURATION_MS;
@@ -100,10 +100,10 @@ function limitFromJSON(json: Record<string, unknown>, to: CompiledLimit, cells: 
   if (json.kind !== limit.kind) return false;
   if (limit.kind === 'rate') {
     const { anchor, units, limit: per, period_ms } = json;
-    if (isFinite(anchor) && isAmount(per) && isCount(units) && units < per && isDuration(period_ms)) {
+    if (isFiniteNumber(anchor) && isAmount(per) && isCount(units) && units < per && isDuration(period_ms)) {
       return carryCells({ name: limit.name, kind: 'rate', limit: per, period_ms }, [anchor, units], 0, to, cells);
     }
-    if (!isFinite(json.tat)) return false;
+    if (!isFiniteNumber(json.tat)) return false;
     [cells[to.offset], cells[to.offset + 1]] = gcraCellsAt(json.tat);
     return true;
   }
@@ -113,7 +113,7 @@ function limitFromJSON(json: Record<string, unknown>, to: CompiledLimit, cells: 
     if (!isDuration(windowMs) || !Number.isSafeInteger(newest) || !Array.isArray(slots) || slots.length !== RING || !slots.every(isCount)) return false;
     return carryCells({ ...limit, window_ms: windowMs }, [newest as number, ...(slots as number[])], 0, to, cells);
   }
-  if (!isCount(json.used) || !isFinite(json.period_start)) return false;
+  if (!isCount(json.used) || !isFiniteNumber(json.period_start)) return false;
   cells[to.offset] = json.used;
   cells[to.offset + 1] = json.period_start;
   return true;
@@ -126,7 +126,8 @@ function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean
   for (const raw of json.slice(-MAX_HOLDS)) {
     const hold = record(raw);
     const { id, cost, resource, created_at, expires_at } = hold;
-    if (typeof id !== 'string' || ids.has(id) || !isAmount(cost) || typeof resource !== 'string' || !isFinite(created_at) || !isFinite(expires_at)) continue;
+    if (typeof id !== 'string' || ids.has(id) || !isAmount(cost) || typeof resource !== 'string' || !isFiniteNumber(created_at) || !isFiniteNumber(expires_at))
+      continue;
     ids.add(id);
     const marks = record(member(hold, 'marks'));
     holds.push({
@@ -137,7 +138,7 @@ function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean
       expiresAt: expires_at,
       marks: set.compiled.map((entry, i) => {
         const mark = member(marks, entry.limit.name);
-        return marksHold[i] === true && isFinite(mark) ? mark : NaN;
+        return marksHold[i] === true && isFiniteNumber(mark) ? mark : NaN;
       }),
     });
   }
@@ -151,7 +152,7 @@ function idemFromJSON(json: unknown): IdempotencyEntry[] | null {
     const entry = record(raw);
     // `createdAt` is how the first stored version spelled it.
     const createdAt = entry.created_at ?? entry.createdAt;
-    if (typeof entry.key === 'string' && typeof entry.fingerprint === 'string' && isFinite(createdAt)) {
+    if (typeof entry.key === 'string' && typeof entry.fingerprint === 'string' && isFiniteNumber(createdAt)) {
       entries.push({ key: entry.key, fingerprint: entry.fingerprint, createdAt, answer: entry.answer });
     }
   }

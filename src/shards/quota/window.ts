@@ -36,7 +36,7 @@ export function windowAdvance(cells: number[], o: number, windowMs: number, now:
   const slot = slotOf(now, windowMs);
   const newest = cells[o]!;
   if (slot <= newest) return;
-  const steps = slot - newest >= RING ? RING : slot - newest;
+  const steps = Math.min(slot - newest, RING);
   for (let i = 1; i <= steps; i++) cells[slotCell(o, newest + i)] = 0;
   cells[o] = slot;
 }
@@ -75,7 +75,7 @@ export function windowRefund(cells: number[], o: number, slot: number, amount: n
   if (slot > newest || slot <= newest - RING) return;
   const index = slotCell(o, slot);
   const value = cells[index]! - amount;
-  cells[index] = value > 0 ? value : 0;
+  cells[index] = Math.max(value, 0);
 }
 
 /** When the newest non-empty slot stops being counted, so the window is empty; `now` if it is. */

@@ -59,7 +59,7 @@ export function decisionNs(iterations = 1_000_000): number {
 
 export interface HeapSubject {
   description: string;
-  /** Creates one object; the measurement keeps what it returns alive. */
+  /** Creates one object; the measurement keeps what it returns (or resolves to) alive. */
   create(i: number): unknown;
   /** Called once all are created, before the final collection (e.g. to flush dirty state). */
   settle?(): void;
@@ -70,7 +70,7 @@ export interface HeapSubject {
  * `count` objects. The array holding them is allocated before the first reading, so it is
  * not counted; anything set up before the call (a runtime, a tier registry) is not either.
  */
-export function heapPerObject(subject: HeapSubject | ((i: number) => unknown), count = HEAP_OBJECTS): number {
+export async function heapPerObject(subject: HeapSubject | ((i: number) => unknown), count = HEAP_OBJECTS): Promise<number> {
   if (typeof subject === 'function') subject = { description: subject.name, create: subject };
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error('heap measurement needs `node --expose-gc`');
@@ -78,7 +78,7 @@ export function heapPerObject(subject: HeapSubject | ((i: number) => unknown), c
   gc();
   gc();
   const before = process.memoryUsage().heapUsed;
-  for (let i = 0; i < count; i++) kept[i] = subject.create(i);
+  for (let i = 0; i < count; i++) kept[i] = await subject.create(i);
   subject.settle?.();
   gc();
   gc();
@@ -89,7 +89,7 @@ export function heapPerObject(subject: HeapSubject | ((i: number) => unknown), c
 
 // ---------------------------------------------------------------------------------------
 // BENCH HOOK (lead): the active user actor whose heap is measured, and the decision timed
-// through it. Written against today's `src/shards/index.ts` (ActorRuntime.adopt,
+// through it. Written against today's `src/shards/index.ts` (ActorRuntime.get with a loader,
 // UserActor(loaded, shard, tiers), actor.consume(tiers, now, request)); when that API
 // changes, change only this section. Run `BENCH_ONLY=micro node dist/bench/run.js` to check.
 // ---------------------------------------------------------------------------------------
@@ -104,6 +104,11 @@ function loadedUser(id: string): LoadedUser {
     keys: [{ id: key.keyId, userId: id, prefix: key.prefix, hash: key.hash, name: 'bench', scopes: ['quota'], createdAt, expiresAt: null, lastUsedAt: null }],
     state: null,
   };
+}
+
+/** Activates the user through the runtime, as a request would, with `loaded` as what the store returned. */
+function activate(runtime: ActorRuntime, tiers: TierRegistry, loaded: LoadedUser, now: number): Promise<UserActor> {
+  return Promise.resolve(runtime.get(loaded.user.id, now, async (_key, shard) => new UserActor(loaded, shard, tiers), 'user'));
 }
 
 async function benchRuntime(): Promise<{ runtime: ActorRuntime; tiers: TierRegistry }> {
@@ -124,11 +129,9 @@ export async function activeUserActors(): Promise<HeapSubject> {
   const now = Date.now();
   const request = { cost: 1, resource: 'default' };
   return {
-    description: 'UserActor, 2 limits + 1 API key, adopted by an ActorRuntime, after one consume',
-    create() {
-      const loaded = loadedUser(newUserId());
-      const actor = new UserActor(loaded, runtime.shardFor(loaded.user.id), tiers);
-      runtime.adopt(actor, now);
+    description: 'UserActor, 2 limits + 1 API key, activated by an ActorRuntime, after one consume',
+    async create() {
+      const actor = await activate(runtime, tiers, loadedUser(newUserId()), now);
       actor.consume(tiers, now, request);
       return actor;
     },
@@ -142,9 +145,7 @@ export async function activeUserActors(): Promise<HeapSubject> {
 /** One decision through a user actor: the engine plus the actor's bookkeeping. */
 export async function actorDecisionNs(iterations = 1_000_000): Promise<number> {
   const { runtime, tiers } = await benchRuntime();
-  const loaded = loadedUser(newUserId());
-  const actor = new UserActor(loaded, runtime.shardFor(loaded.user.id), tiers);
-  runtime.adopt(actor, Date.now());
+  const actor = await activate(runtime, tiers, loadedUser(newUserId()), Date.now());
   const start = Date.now();
   const request = { cost: 1, resource: 'default' };
   return timeNs(iterations, (i) => {
@@ -177,7 +178,7 @@ export async function runMicro(): Promise<MicroResult> {
   await attempt('heap', async () => {
     const subject = await activeUserActors();
     result.heapSubject = subject.description;
-    result.heapBytesPerActiveUser = heapPerObject(subject);
+    result.heapBytesPerActiveUser = await heapPerObject(subject);
   });
   await attempt('decision', () => {
     result.decisionNs = decisionNs();

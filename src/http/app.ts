@@ -8,7 +8,6 @@
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { SessionTokens } from '../node/index.js';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
@@ -18,6 +17,7 @@ import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { type Exchange, write, writeJson, writeProblem } from './respond.js';
 import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
+import type { SessionTokens } from './sessionTokens.js';
 import { compileValidator, type Validator } from './validate.js';
 
 export interface HttpServerOptions {

@@ -5,9 +5,9 @@
  * tokens are compared in constant time.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { SessionTokens } from '../node/index.js';
 import { looksLikeApiKey, parseApiKey, UnauthenticatedError } from '../shards/index.js';
 import type { Caller } from './route.js';
+import type { SessionTokens } from './sessionTokens.js';
 
 export function bearerToken(authorization: string): string | null {
   if (authorization.length < 8) return null;

@@ -1,7 +1,9 @@
 /**
  * Request bodies under uWebSockets.js: chunks arrive through `onData` and each ArrayBuffer
- * is valid only during its callback, so every chunk is copied. Bodies are capped while they
- * stream in, so an oversized body costs at most the cap in memory.
+ * is valid only during its callback. A body that arrives in one chunk (nearly all of them)
+ * is read in place, inside that callback; the chunks of a longer body are copied as they
+ * arrive. Bodies are capped while they stream in, so an oversized body costs at most the cap
+ * in memory.
  */
 
 import type { HttpResponse } from 'uWebSockets.js';

@@ -15,6 +15,7 @@ export type { HttpMetrics } from './metrics.js';
 export { HttpError, type Problem, problem, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';
 export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
+export { type SessionClaims, SessionTokens } from './sessionTokens.js';
 
 export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
   let document: string | undefined;

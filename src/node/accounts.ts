@@ -3,6 +3,8 @@
  * client address by the `anonymous` tier, and failed logins are counted per email and per
  * address, so guessing passwords is slow from one place and for one account.
  */
+
+import type { SessionTokens } from '../http/index.js';
 import {
   type LimiterRequest,
   newSessionId,
@@ -17,7 +19,6 @@ import {
 } from '../shards/index.js';
 import { hashPassword, verifyNothing, verifyPassword } from './passwords.js';
 import type { Router } from './router.js';
-import type { SessionTokens } from './sessionTokens.js';
 
 export interface AccountStore {
   insertUser(user: Omit<UserRecord, 'createdAt'>): Promise<UserRecord>;

@@ -5,5 +5,4 @@ export { createLogger } from './logger.js';
 export { Metrics } from './metrics.js';
 export { TallyNode } from './node.js';
 export { type Clock, LocalRouter, type Router } from './router.js';
-export { type SessionClaims, SessionTokens } from './sessionTokens.js';
 export { TierAdmin, type TierView } from './tierAdmin.js';

@@ -12,7 +12,6 @@ import { RequestStats } from './requestStats.js';
 export class Metrics implements HttpMetrics {
   readonly registry = new Registry();
   private readonly requests = new RequestStats();
-  readonly quotaDecisions: Counter<'outcome'>;
   readonly degraded: Counter<'operation'>;
   readonly flushes: Counter<'result'>;
   readonly flushedRows: Counter;
@@ -23,12 +22,6 @@ export class Metrics implements HttpMetrics {
     const registry = this.registry;
     collectDefaultMetrics({ register: registry, prefix: 'tally_process_' });
     this.requests.register(registry);
-    this.quotaDecisions = new Counter({
-      name: 'tally_quota_decisions_total',
-      help: 'Quota decisions by outcome',
-      labelNames: ['outcome'],
-      registers: [registry],
-    });
     this.degraded = new Counter({
       name: 'tally_quota_degraded_total',
       help: 'Requests allowed without their owner (fail_open tiers)',

@@ -4,8 +4,8 @@
  * close connections — so that no admitted request and no counted unit is lost.
  */
 import type { Logger } from 'pino';
-import { createHttpServer, type HealthReport, type HttpServer } from '../http/index.js';
-import { type Database, migrate, openDatabase, Store } from '../persistence/index.js';
+import { createHttpServer, type HealthReport, type HttpServer, SessionTokens } from '../http/index.js';
+import { type Database, migrate, openDatabase, Store, WriteBehind } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
 import type { Config } from './config.js';
@@ -13,10 +13,8 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { LocalRouter } from './router.js';
 import { loadOrCreateJwtSecret } from './secrets.js';
-import { SessionTokens } from './sessionTokens.js';
 import { TierAdmin } from './tierAdmin.js';
 import { VERSION } from './version.js';
-import { WriteBehind } from './writeBehind.js';
 
 const TIER_REFRESH_MS = 500;
 const NEGATIVE_CACHE_TTL_MS = 5_000;

@@ -10,3 +10,4 @@ export { DataDirInUseError, MigrationError, SQLSTATE } from './errors.js';
 export { defaultMigrationsDir, migrate } from './migrations.js';
 export type { ActivityTouch, ActorStateRow, ApiKeyRow, SessionRow, TierRow, UserRow } from './rows.js';
 export { Store } from './store.js';
+export { type FlushMetrics, type FlushResult, type StateStore, WriteBehind } from './writeBehind.js';

@@ -123,20 +123,6 @@ export class ActorRuntime {
     }
   }
 
-  /** Registers an actor built from data the caller already has (a user just created). */
-  adopt(actor: Actor, now: number): void {
-    const shard = actor.shard;
-    if (shard.actors.has(actor.key)) return;
-    this.unknown.delete(actor.key);
-    shard.actors.set(actor.key, actor);
-    this.active.set(actor.key, actor);
-    this.touch(actor, now);
-  }
-
-  forgetUnknown(key: string): void {
-    this.unknown.delete(key);
-  }
-
   private rememberUnknown(key: string, now: number): void {
     if (this.unknown.size >= this.options.negativeMax) {
       // Insertion order is expiry order (one TTL for all), so the first entries go first.
@@ -271,10 +257,5 @@ export class ActorRuntime {
   dropFenced(entityKey: string): void {
     const actor = this.active.get(entityKey);
     if (actor !== undefined) this.drop(actor);
-  }
-
-  /** Forces the next request for `key` to reload it from Postgres. */
-  invalidate(entityKey: string): void {
-    this.dropFenced(entityKey);
   }
 }

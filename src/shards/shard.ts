@@ -6,7 +6,7 @@
 import type { Actor } from './actor.js';
 import type { ActorRuntime } from './runtime.js';
 
-export type ShardStatus = 'owned' | 'draining' | 'not_owned';
+export type ShardStatus = 'owned' | 'not_owned';
 
 export class Shard {
   readonly actors = new Map<string, Actor>();

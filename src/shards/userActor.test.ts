@@ -10,7 +10,7 @@ beforeAll(() => initHashing());
 
 const t0 = Date.UTC(2026, 10, 22, 12, 0, 0);
 
-function activeUser() {
+async function activeUser() {
   const id = newUserId();
   const key = issueApiKey(id);
   const sessionId = newSessionId();
@@ -48,8 +48,7 @@ function activeUser() {
   tiers.put([{ name: 'free', limits: [], failOpen: false, updatedAt: t0 }]);
   const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
   for (const shard of runtime.shards) shard.status = 'owned';
-  const actor = new UserActor(loaded, runtime.shardFor(id), tiers);
-  runtime.adopt(actor, t0);
+  const actor = await runtime.get(id, t0, async (_key, shard) => new UserActor(loaded, shard, tiers), 'user');
   const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash }, now);
   const useSession = (now: number) => actor.authenticate({ kind: 'session', sessionId }, now);
   const flush = () => {
@@ -61,8 +60,8 @@ function activeUser() {
 }
 
 describe('UserActor last-use times', () => {
-  it('writes a key’s first use at once, then at most once a minute, while memory stays exact', () => {
-    const user = activeUser();
+  it('writes a key’s first use at once, then at most once a minute, while memory stays exact', async () => {
+    const user = await activeUser();
     user.useKey(t0 + 1_000);
     expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 1_000) }]);
 
@@ -76,8 +75,8 @@ describe('UserActor last-use times', () => {
     expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 2_000 + ACTIVITY_WRITE_MS) }]);
   });
 
-  it('writes a session’s use once its stored time is a minute old', () => {
-    const user = activeUser();
+  it('writes a session’s use once its stored time is a minute old', async () => {
+    const user = await activeUser();
     user.useSession(t0 + 10_000); // the stored time is the login at t0
     expect(user.flush().sessions).toEqual([]);
     user.useSession(t0 + ACTIVITY_WRITE_MS);
@@ -85,8 +84,8 @@ describe('UserActor last-use times', () => {
     expect(user.actor.findSession(user.sessionId)?.lastActiveAt).toBe(t0 + ACTIVITY_WRITE_MS);
   });
 
-  it('writes every unwritten use, exactly, before the node stops', () => {
-    const user = activeUser();
+  it('writes every unwritten use, exactly, before the node stops', async () => {
+    const user = await activeUser();
     user.useKey(t0 + 1_000);
     user.flush();
     user.useKey(t0 + 5_000);
@@ -98,8 +97,8 @@ describe('UserActor last-use times', () => {
     expect(user.flush()).toEqual({ sessions: [], keys: [] });
   });
 
-  it('keeps an idle actor with unwritten uses until a flush has written them', () => {
-    const user = activeUser();
+  it('keeps an idle actor with unwritten uses until a flush has written them', async () => {
+    const user = await activeUser();
     user.useKey(t0 + 1_000);
     user.flush();
     user.useKey(t0 + 5_000);

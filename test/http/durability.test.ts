@@ -71,7 +71,7 @@ describe.each(['postgres', 'pglite'] as const)('restart on %s', (backend) => {
     const user = await createUser(api, { adminToken, tier: 'pro' });
     const key = await createKey(api, user);
     for (let i = 0; i < 4; i++) await api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 10 } });
-    // Two flush intervals: the usage above is now older than one interval.
+    // Three flush intervals: the usage above is older than one interval, so a flush has written it.
     await new Promise((resolve) => setTimeout(resolve, FLUSH_MS * 3));
     first.child.kill('SIGKILL');
     await first.exited;

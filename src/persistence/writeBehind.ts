@@ -6,7 +6,14 @@
  */
 import type { Logger } from 'pino';
 import type { ActorRuntime, PersistedState } from '../shards/index.js';
-import type { Metrics } from './metrics.js';
+
+/** What the flusher reports; the node's Prometheus registry implements it. */
+export interface FlushMetrics {
+  flushes: { inc(labels: { result: 'ok' | 'error' }): void };
+  flushedRows: { inc(value: number): void };
+  fencedRows: { inc(value: number): void };
+  flushSeconds: { startTimer(): () => void };
+}
 
 export interface StateStore {
   writeStates(rows: PersistedState[]): Promise<{ written: number; fenced: string[] }>;
@@ -26,7 +33,7 @@ export class WriteBehind {
   constructor(
     private readonly runtime: ActorRuntime,
     private readonly store: StateStore,
-    private readonly metrics: Metrics,
+    private readonly metrics: FlushMetrics,
     private readonly log: Logger,
   ) {}
 

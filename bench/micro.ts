@@ -7,9 +7,11 @@
  *
  * As a script (`node --expose-gc dist/bench/micro.js`) it prints one JSON line, `MicroResult`.
  */
+import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import {
   ActorRuntime,
+  ALL_WRITTEN,
   compileLimits,
   consume,
   initHashing,
@@ -94,9 +96,11 @@ export async function heapPerObject(subject: HeapSubject | ((i: number) => unkno
 // changes, change only this section. Run `BENCH_ONLY=micro node dist/bench/run.js` to check.
 // ---------------------------------------------------------------------------------------
 
+const BENCH_MAC_KEY = randomBytes(32);
+
 /** A user as Postgres would hand it over: the bench tier, one API key, no sessions yet. */
 function loadedUser(id: string): LoadedUser {
-  const key = issueApiKey(id);
+  const key = issueApiKey(id, BENCH_MAC_KEY);
   const createdAt = new Date();
   return {
     user: { id, email: `${id}@example.com`, name: 'Bench User', tier: 'bench', passwordHash: 'x', preferences: {}, blocked: false, overrides: [], createdAt },
@@ -108,7 +112,9 @@ function loadedUser(id: string): LoadedUser {
 
 /** Activates the user through the runtime, as a request would, with `loaded` as what the store returned. */
 function activate(runtime: ActorRuntime, tiers: TierRegistry, loaded: LoadedUser, now: number): Promise<UserActor> {
-  return Promise.resolve(runtime.get(loaded.user.id, now, async (_key, shard) => new UserActor(loaded, shard, tiers), 'user'));
+  return Promise.resolve(
+    runtime.get(loaded.user.id, now, async (_key, shard) => ({ actor: new UserActor(loaded, shard, tiers), fenceEpoch: shard.epoch }), 'user'),
+  );
 }
 
 async function benchRuntime(): Promise<{ runtime: ActorRuntime; tiers: TierRegistry }> {
@@ -137,7 +143,7 @@ export async function activeUserActors(): Promise<HeapSubject> {
     },
     settle() {
       // As the write-behind flusher does once the rows are durable.
-      runtime.collectDirty().commit();
+      runtime.collectDirty(now).finish(ALL_WRITTEN);
     },
   };
 }
@@ -150,7 +156,7 @@ export async function actorDecisionNs(iterations = 1_000_000): Promise<number> {
   const request = { cost: 1, resource: 'default' };
   return timeNs(iterations, (i) => {
     actor.consume(tiers, start + (i >>> 10), request);
-    if ((i & 1023) === 0) runtime.collectDirty().commit(); // as the flusher would, every so often
+    if ((i & 1023) === 0) runtime.collectDirty(start).finish(ALL_WRITTEN); // as the flusher would, every so often
   });
 }
 

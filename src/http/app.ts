@@ -9,7 +9,7 @@ import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_li
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
-import { bearerToken, resolveCaller, tokenMatches } from './auth.js';
+import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import { flatFieldsOf, parseFlatObject } from './flatJson.js';
 import type { HttpMetrics } from './metrics.js';
@@ -17,12 +17,12 @@ import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { type Exchange, write, writeJson, writeProblem } from './respond.js';
 import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
-import type { SessionTokens } from './sessionTokens.js';
+import { checkJsonText, checkText, truncate } from './text.js';
 import { compileValidator, type Validator } from './validate.js';
 
 export interface HttpServerOptions {
   routes: readonly RouteDefinition[];
-  tokens: SessionTokens;
+  credentials: Credentials;
   adminToken: string | undefined;
   serviceToken: string | undefined;
   trustProxy: boolean;
@@ -174,7 +174,7 @@ export class HttpServer {
         params,
         body: undefined,
         ip,
-        userAgent: userAgent === '' ? null : userAgent.slice(0, 512),
+        userAgent: userAgent === '' ? null : truncate(userAgent, 512),
         idempotencyKey: idempotencyKey === '' ? null : idempotencyKey,
         caller: NO_CALLER,
         isAdmin: false,
@@ -204,20 +204,24 @@ export class HttpServer {
     const { definition } = route;
     let token: string | null;
     try {
-      if (context.idempotencyKey !== null && context.idempotencyKey.length > 255) {
-        throw new InvalidRequestError('Idempotency-Key is limited to 255 characters');
-      }
+      if (context.idempotencyKey !== null || context.userAgent !== null || context.ip !== null || route.params.length > 0) checkReceivedText(context);
       if (body !== null) {
         if (body.length > 0 && !isJson(request.contentType)) {
           throw new HttpError('unsupported_media_type', 'send the body as application/json');
         }
         // The body is a view into uWebSockets.js memory: it is parsed before this returns.
-        const parsed = (route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields)) ?? parseJsonBody(body);
+        // What the flat parser reads is printable ASCII; anything else is checked for text
+        // the database could not store.
+        let parsed: unknown = route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields);
+        if (parsed === undefined) {
+          parsed = parseJsonBody(body);
+          checkJsonText(parsed);
+        }
         context.body = route.validate!(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
       }
       token = request.authorization === '' ? null : bearerToken(request.authorization);
       if (definition.fast !== undefined && token !== null && looksLikeApiKey(token)) {
-        const caller = resolveCaller(token, this.options.tokens) as Caller;
+        const caller = resolveCaller(token, this.options.credentials) as Caller;
         context.caller = caller;
         const reply = definition.fast(context as never);
         if (reply !== undefined) {
@@ -245,7 +249,7 @@ export class HttpServer {
         case 'user': {
           if (token === null) throw new UnauthenticatedError('send Authorization: Bearer <session token or API key>');
           if (context.caller === NO_CALLER) {
-            const caller = resolveCaller(token, this.options.tokens);
+            const caller = resolveCaller(token, this.options.credentials);
             context.caller = caller instanceof Promise ? await caller : caller;
           }
           break;
@@ -323,10 +327,22 @@ export class HttpServer {
       // The last hop is the one our own load balancer appended; earlier ones are the client's word.
       const hops = forwardedFor.split(',');
       const last = hops[hops.length - 1]!.trim();
-      if (last !== '') return last.slice(0, 64);
+      if (last !== '') return truncate(last, 64);
     }
     return Buffer.from(res.getRemoteAddressAsText()).toString();
   }
+}
+
+/** The path parameters and kept headers are well-formed text, and the Idempotency-Key is short. */
+function checkReceivedText(context: RequestContext<unknown>): void {
+  const { idempotencyKey, userAgent, ip, params } = context;
+  if (idempotencyKey !== null) {
+    if (idempotencyKey.length > 255) throw new InvalidRequestError('Idempotency-Key is limited to 255 characters');
+    checkText(idempotencyKey, 'the Idempotency-Key header');
+  }
+  if (userAgent !== null) checkText(userAgent, 'the User-Agent header');
+  if (ip !== null) checkText(ip, 'the client address (X-Forwarded-For)');
+  for (const name in params) checkText(params[name]!, `the path parameter "${name}"`);
 }
 
 function checkToken(token: string | null, configured: string | undefined, matches: boolean, variable: string): void {

@@ -1,11 +1,12 @@
 /**
- * Bearer credentials (RFC 6750). A token is either an API key (`tk_…`, routed by the user
- * id it carries and checked by the owner against the stored hash) or a session JWT (checked
- * here for signature and expiry, then by the owner for being alive). Admin and service
- * tokens are compared in constant time.
+ * Bearer credentials (RFC 6750). A token is either an API key (`tk_…`, checked at the edge
+ * by its MAC, routed by the user id it carries and checked by the owner against the stored
+ * hash) or a session JWT (checked here for signature and expiry, then by the owner for being
+ * alive). Admin and service tokens are compared in constant time.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { looksLikeApiKey, parseApiKey, UnauthenticatedError } from '../shards/index.js';
+import { looksLikeApiKey } from '../shards/index.js';
+import type { ApiKeys } from './apiKeys.js';
 import type { Caller } from './route.js';
 import type { SessionTokens } from './sessionTokens.js';
 
@@ -17,9 +18,15 @@ export function bearerToken(authorization: string): string | null {
   return token.length === 0 ? null : token;
 }
 
-export function resolveCaller(token: string, tokens: SessionTokens): Caller | Promise<Caller> {
-  if (looksLikeApiKey(token)) return apiKeyCaller(token);
-  return tokens.verify(token).then((claims) => ({
+/** The two ways of checking a bearer token, for `resolveCaller`. */
+export interface Credentials {
+  tokens: SessionTokens;
+  keys: ApiKeys;
+}
+
+export function resolveCaller(token: string, credentials: Credentials): Caller | Promise<Caller> {
+  if (looksLikeApiKey(token)) return credentials.keys.caller(token);
+  return credentials.tokens.verify(token).then((claims) => ({
     userId: claims.userId,
     credential: { kind: 'session', sessionId: claims.sessionId },
   }));
@@ -35,27 +42,3 @@ export function tokenMatches(presented: string, configured: string | undefined):
   const b = createHash('sha256').update(configured).digest();
   return timingSafeEqual(a, b);
 }
-
-/**
- * The caller an API key names: its user, its key id and the SHA-256 of the whole key.
- *
- * Remembered for the keys seen most recently: a client sends the same key with every
- * request, and parsing and hashing it were the costliest steps of checking it. Only
- * key → (user, key id, hash) is kept, in memory and bounded (dropped whole when full);
- * whether the key is live and its hash matches is decided by the owner on every request,
- * in constant time, so a deleted key is refused at once all the same.
- */
-export function apiKeyCaller(token: string): Caller {
-  let caller = recentKeyCallers.get(token);
-  if (caller === undefined) {
-    const key = parseApiKey(token);
-    if (key === null) throw new UnauthenticatedError('malformed API key');
-    caller = Object.freeze({ userId: key.userId, credential: Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash }) });
-    if (recentKeyCallers.size >= RECENT_KEYS_MAX) recentKeyCallers.clear();
-    recentKeyCallers.set(token, caller);
-  }
-  return caller;
-}
-
-const RECENT_KEYS_MAX = 16_384;
-const recentKeyCallers = new Map<string, Caller>();

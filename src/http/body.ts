@@ -46,11 +46,8 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return undefined;
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   if (!isUtf8(body)) throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
-  const text = body.toString('utf8');
-  // Postgres text and jsonb cannot hold U+0000; refuse it here rather than fail in the database.
-  if (text.includes('\\u0000')) throw new HttpError('malformed_json', 'strings may not contain U+0000');
   try {
-    return JSON.parse(text);
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new HttpError('malformed_json', 'the request body is not valid JSON');
   }

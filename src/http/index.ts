@@ -10,6 +10,7 @@ import { quotaRoutes } from './routes/quota.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { userRoutes } from './routes/users.js';
 
+export { ApiKeys } from './apiKeys.js';
 export { HttpServer } from './app.js';
 export type { HttpMetrics } from './metrics.js';
 export { HttpError, type Problem, problem, statusOf } from './problem.js';

@@ -61,6 +61,8 @@ export function statusOf(code: ErrorCode | HttpErrorCode): number {
     case 'internal':
       return 500;
     case 'owner_unavailable':
+    case 'at_capacity':
+    case 'storage_unavailable':
     case 'shutting_down':
       return 503;
     default:

@@ -148,7 +148,12 @@ export const AdminUserPatch = Type.Object(
 );
 export const Cluster = Type.Object({
   nodes: Type.Array(Type.Object({ id: Type.String(), self: Type.Boolean(), shards: Type.Integer(), status: Type.String() })),
-  shards: Type.Object({ count: Type.Integer(), by_node: Type.Record(Type.String(), Type.Integer()), moving: Type.Array(Type.Integer()) }),
+  shards: Type.Object({
+    count: Type.Integer(),
+    by_node: Type.Record(Type.String(), Type.Integer()),
+    moving: Type.Array(Type.Integer()),
+    lost: Type.Optional(Type.Array(Type.Integer(), { description: 'shards this node gave up: the epoch fence showed another owner' })),
+  }),
 });
 export const Health = Type.Object({
   status: Type.String(),

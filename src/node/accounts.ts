@@ -1,12 +1,21 @@
 /**
  * Registration and login: the flows that start without a user actor. Both are limited per
- * client address by the `anonymous` tier, and failed logins are counted per email and per
- * address, so guessing passwords is slow from one place and for one account.
+ * client address by the `anonymous` tier, and login attempts are counted per account and
+ * per address, so guessing passwords is slow from one place and for one account.
+ *
+ * An attempt is counted before its password is checked: it takes a hold on both counters
+ * first (refused at the limit), then the check settles the hold — kept as a failure, or
+ * released when the password was right. N attempts at the same moment therefore count N,
+ * and at most `limit` of them ever reach scrypt. The account's counter is keyed by an HMAC
+ * of the email, not the email: the database never holds an attacker's strings as keys.
  */
-
+import { createHmac } from 'node:crypto';
+import type { Logger } from 'pino';
 import type { SessionTokens } from '../http/index.js';
 import {
-  type LimiterRequest,
+  type LimiterNamespace,
+  type LimiterSpec,
+  newReservationId,
   newSessionId,
   newUserId,
   type SessionView,
@@ -17,12 +26,14 @@ import {
   type UserRecord,
   type UserView,
 } from '../shards/index.js';
-import { hashPassword, verifyNothing, verifyPassword } from './passwords.js';
+import { hashPassword, needsRehash, verifyNothing, verifyPassword } from './passwords.js';
 import type { Router } from './router.js';
 
 export interface AccountStore {
   insertUser(user: Omit<UserRecord, 'createdAt'>): Promise<UserRecord>;
   findLogin(email: string): Promise<{ id: string; passwordHash: string } | null>;
+  /** Replaces the hash only if it is still `previous` (a concurrent change wins). */
+  updatePasswordHash(id: string, previous: string, next: string): Promise<void>;
 }
 
 export interface Registration {
@@ -46,11 +57,20 @@ export interface LoginResult {
   session: SessionView;
 }
 
-/** Failed logins allowed per window before the email or the address is refused for a while. */
+/** Failed logins allowed per window before the account or the address is refused for a while. */
 export const LOGIN_FAILURES = {
   perEmail: { limit: 10, windowMs: 15 * 60_000 },
   perAddress: { limit: 100, windowMs: 15 * 60_000 },
 } as const;
+
+/** How long an attempt's hold lasts if it is never settled (the node stopped mid-check). */
+const ATTEMPT_TTL_MS = 120_000;
+
+interface AttemptCounter {
+  namespace: LimiterNamespace;
+  key: string;
+  spec: LimiterSpec;
+}
 
 export class Accounts {
   constructor(
@@ -58,13 +78,13 @@ export class Accounts {
     private readonly router: Router,
     private readonly tokens: SessionTokens,
     private readonly tiers: TierRegistry,
-    private readonly sessionTtlMs: number,
+    private readonly options: { sessionTtlMs: number; emailKey: Uint8Array; log: Logger },
   ) {}
 
   /** Charges one request of the `anonymous` tier to the client's address. */
   async admitAnonymous(ip: string | null): Promise<void> {
     if (ip === null || !this.tiers.has('anonymous')) return;
-    const decision = await this.router.limiter({ key: `anon:${ip}`, spec: { kind: 'tier', tier: 'anonymous' }, cost: 1 });
+    const decision = await this.router.limiter({ op: 'check', namespace: 'anon', key: ip, spec: { kind: 'tier', tier: 'anonymous' }, cost: 1 });
     if (!decision.allowed) {
       throw new TooManyAttemptsError('too many requests from this address; slow down', decision.retryAfterMs);
     }
@@ -87,21 +107,28 @@ export class Accounts {
   }
 
   async login(login: Login, now: number): Promise<LoginResult> {
-    const emailKey = `login-email:${login.email.toLowerCase()}`;
-    const addressKey = login.ip === null ? null : `login-ip:${login.ip}`;
-    await this.refuseIfLockedOut(emailKey, addressKey);
-
-    const found = await this.store.findLogin(login.email);
-    const valid = found === null ? await verifyNothing(login.password) : await verifyPassword(login.password, found.passwordHash);
-    if (!valid || found === null) {
-      await this.countFailure(emailKey, addressKey);
-      // The same answer for an unknown email and a wrong password.
-      throw new UnauthenticatedError('invalid email or password');
+    const attempt = newReservationId();
+    const counters = await this.holdAttempt(attempt, login);
+    let failed = false;
+    try {
+      const found = await this.store.findLogin(login.email);
+      const valid = found === null ? await verifyNothing(login.password) : await verifyPassword(login.password, found.passwordHash);
+      if (!valid || found === null) {
+        failed = true;
+        // The same answer for an unknown email and a wrong password.
+        throw new UnauthenticatedError('invalid email or password');
+      }
+      if (needsRehash(found.passwordHash)) await this.rehash(found.id, found.passwordHash, login.password);
+      return await this.startSession(found.id, login, now);
+    } finally {
+      await this.settleAttempt(attempt, counters, failed ? 1 : 0);
     }
+  }
 
-    const expiresAt = now + this.sessionTtlMs;
+  private async startSession(userId: string, login: Login, now: number): Promise<LoginResult> {
+    const expiresAt = now + this.options.sessionTtlMs;
     const session = await this.router.user({
-      userId: found.id,
+      userId,
       credential: { kind: 'trusted' },
       op: 'sessions.create',
       args: {
@@ -113,27 +140,57 @@ export class Accounts {
         expiresAt,
       },
     });
-    const token = await this.tokens.sign({ userId: found.id, sessionId: session.id, expiresAt });
+    const token = await this.tokens.sign({ userId, sessionId: session.id, expiresAt });
     return { token, expires_at: new Date(expiresAt).toISOString(), session };
   }
 
-  private async refuseIfLockedOut(emailKey: string, addressKey: string | null): Promise<void> {
-    const checks: LimiterRequest[] = [{ key: emailKey, spec: windowOf(LOGIN_FAILURES.perEmail), cost: 0 }];
-    if (addressKey !== null) checks.push({ key: addressKey, spec: windowOf(LOGIN_FAILURES.perAddress), cost: 0 });
-    for (const check of checks) {
-      const decision = await this.router.limiter(check);
-      if (!decision.allowed) {
-        throw new TooManyAttemptsError('too many failed logins; try again later', decision.retryAfterMs);
+  /** Holds one attempt on every counter, or refuses with 429 (and holds nothing). */
+  private async holdAttempt(attempt: string, login: Login): Promise<AttemptCounter[]> {
+    const counters: AttemptCounter[] = [{ namespace: 'login-email', key: this.emailDigest(login.email), spec: windowOf(LOGIN_FAILURES.perEmail) }];
+    if (login.ip !== null) counters.push({ namespace: 'login-ip', key: login.ip, spec: windowOf(LOGIN_FAILURES.perAddress) });
+    const held: AttemptCounter[] = [];
+    try {
+      for (const counter of counters) {
+        const decision = await this.router.limiter({ ...counter, op: 'reserve', id: attempt, cost: 1, ttlMs: ATTEMPT_TTL_MS });
+        if (!decision.allowed) throw new TooManyAttemptsError('too many failed logins; try again later', decision.retryAfterMs);
+        held.push(counter);
+      }
+      return held;
+    } catch (error) {
+      await this.settleAttempt(attempt, held, 0);
+      throw error;
+    }
+  }
+
+  /**
+   * Keeps the attempt as a failure (1) or releases it (0). A hold that cannot be settled now
+   * releases itself when it expires, so an error here only loses one count.
+   */
+  private async settleAttempt(attempt: string, counters: AttemptCounter[], actual: 0 | 1): Promise<void> {
+    for (const counter of counters) {
+      try {
+        await this.router.limiter({ ...counter, op: 'settle', id: attempt, actual });
+      } catch (error) {
+        this.options.log.warn({ err: error, namespace: counter.namespace }, 'could not settle a login attempt; its hold will expire');
       }
     }
   }
 
-  private async countFailure(emailKey: string, addressKey: string | null): Promise<void> {
-    await this.router.limiter({ key: emailKey, spec: windowOf(LOGIN_FAILURES.perEmail), cost: 1 });
-    if (addressKey !== null) await this.router.limiter({ key: addressKey, spec: windowOf(LOGIN_FAILURES.perAddress), cost: 1 });
+  /** A hash made under older scrypt parameters is replaced once the password has been seen. */
+  private async rehash(userId: string, previous: string, password: string): Promise<void> {
+    try {
+      await this.store.updatePasswordHash(userId, previous, await hashPassword(password));
+    } catch (error) {
+      this.options.log.warn({ err: error, userId }, 'could not rehash a password; the next login tries again');
+    }
+  }
+
+  /** The login counter's key for an email: an HMAC, so that no email is stored as a key. */
+  private emailDigest(email: string): string {
+    return createHmac('sha256', this.options.emailKey).update(email.toLowerCase()).digest('base64url');
   }
 }
 
-function windowOf(limit: { limit: number; windowMs: number }): LimiterRequest['spec'] {
+function windowOf(limit: { limit: number; windowMs: number }): LimiterSpec {
   return { kind: 'window', limit: limit.limit, windowMs: limit.windowMs };
 }

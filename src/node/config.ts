@@ -20,6 +20,8 @@ export interface Config {
   readonly serviceToken: string | undefined;
   /** Undefined means: generated once and kept in `dataDir`. */
   readonly jwtSecret: string | undefined;
+  /** The root of the API-key MAC and login-email keys; undefined: generated once into `dataDir`. */
+  readonly keySecret: string | undefined;
   readonly flushIntervalMs: number;
   readonly logLevel: LogLevel;
   readonly sessionTtlMs: number;
@@ -117,6 +119,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminToken: token('TALLY_ADMIN_TOKEN', 16),
     serviceToken: token('TALLY_SERVICE_TOKEN', 16),
     jwtSecret: token('TALLY_JWT_SECRET', 32),
+    keySecret: token('TALLY_KEY_SECRET', 32),
     flushIntervalMs: int('TALLY_FLUSH_INTERVAL_MS', 10, 60_000),
     logLevel: logLevel as LogLevel,
     sessionTtlMs: int('TALLY_SESSION_TTL_MS', 60_000, 366 * 24 * 3600 * 1000),

@@ -3,70 +3,97 @@
  * user ids or keys: a label per user would grow without bound.
  *
  * Requests are the hot path: their counts and durations are aggregated by `RequestStats`
- * and read by the registry at scrape time.
+ * and read by the registry at scrape time. So are the gauges and the counters other parts
+ * keep as plain numbers (the runtime's, the store's): they are read when scraped.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpMetrics } from '../http/index.js';
+import type { FlushMetrics } from '../persistence/index.js';
+import type { FailOpenMetrics } from './failOpen.js';
 import { RequestStats } from './requestStats.js';
 
-export class Metrics implements HttpMetrics {
+/** Values read at scrape time. */
+export interface MetricSources {
+  activeActors(): number;
+  dirtyActors(): number;
+  ownedShards(): number;
+  lostShards(): number;
+  requestsInFlight(): number;
+  quarantinedRows(): number;
+  /** Loads from the database so far, by kind of actor. */
+  storeLoads(): { user: number; state: number };
+  /** Activations refused because the node was full of actors it could not drop. */
+  refusedAtCapacity(): number;
+}
+
+export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
   readonly registry = new Registry();
   private readonly requests = new RequestStats();
   readonly degraded: Counter<'operation'>;
   readonly flushes: Counter<'result'>;
   readonly flushedRows: Counter;
   readonly fencedRows: Counter;
+  readonly quarantinedRows: Counter;
   readonly flushSeconds: Histogram;
 
-  constructor(gauges: { activeActors: () => number; dirtyActors: () => number; ownedShards: () => number; requestsInFlight: () => number }) {
-    const registry = this.registry;
-    collectDefaultMetrics({ register: registry, prefix: 'tally_process_' });
-    this.requests.register(registry);
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'tally_process_' });
+    this.requests.register(this.registry);
     this.degraded = new Counter({
       name: 'tally_quota_degraded_total',
       help: 'Requests allowed without their owner (fail_open tiers)',
       labelNames: ['operation'],
-      registers: [registry],
+      registers,
     });
-    this.flushes = new Counter({ name: 'tally_flush_total', help: 'Write-behind flushes', labelNames: ['result'], registers: [registry] });
-    this.flushedRows = new Counter({ name: 'tally_flush_rows_total', help: 'Actor states written behind', registers: [registry] });
-    this.fencedRows = new Counter({ name: 'tally_flush_fenced_rows_total', help: 'Actor states refused by the epoch fence', registers: [registry] });
+    this.flushes = new Counter({ name: 'tally_flush_total', help: 'Write-behind flushes', labelNames: ['result'], registers });
+    this.flushedRows = new Counter({ name: 'tally_flush_rows_total', help: 'Actor states written behind', registers });
+    this.fencedRows = new Counter({ name: 'tally_flush_fenced_rows_total', help: 'Actor states refused by the epoch fence', registers });
+    this.quarantinedRows = new Counter({
+      name: 'tally_flush_rows_quarantined_total',
+      help: 'Actor states the database refused (kept in memory and retried with back-off), per attempt',
+      registers,
+    });
     this.flushSeconds = new Histogram({
       name: 'tally_flush_duration_seconds',
       help: 'Duration of one write-behind flush',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-      registers: [registry],
+      registers,
     });
-    new Gauge({
-      name: 'tally_actors_active',
-      help: 'Actors in memory',
-      registers: [registry],
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('tally_actors_active', 'Actors in memory', sources.activeActors);
+    gauge('tally_actors_dirty', 'Actors waiting for the write-behind flush', sources.dirtyActors);
+    gauge('tally_flush_quarantined_rows', 'Actor states held in quarantine now', sources.quarantinedRows);
+    gauge('tally_http_requests_in_flight', 'HTTP requests received and not yet answered', sources.requestsInFlight);
+    gauge('tally_shards_owned', 'Shards this node serves', sources.ownedShards);
+    gauge('tally_shards_lost', 'Shards this node gave up because the fence showed another owner', sources.lostShards);
+    new Counter({
+      name: 'tally_store_loads_total',
+      help: 'Actors loaded from the database, by kind',
+      labelNames: ['kind'],
+      registers,
       collect() {
-        this.set(gauges.activeActors());
+        const loads = sources.storeLoads();
+        this.reset();
+        this.inc({ kind: 'user' }, loads.user);
+        this.inc({ kind: 'limiter' }, loads.state);
       },
     });
-    new Gauge({
-      name: 'tally_actors_dirty',
-      help: 'Actors waiting for the write-behind flush',
-      registers: [registry],
+    new Counter({
+      name: 'tally_actors_refused_total',
+      help: 'Activations refused because the node was full of actors whose state is not yet written',
+      registers,
       collect() {
-        this.set(gauges.dirtyActors());
-      },
-    });
-    new Gauge({
-      name: 'tally_http_requests_in_flight',
-      help: 'HTTP requests received and not yet answered',
-      registers: [registry],
-      collect() {
-        this.set(gauges.requestsInFlight());
-      },
-    });
-    new Gauge({
-      name: 'tally_shards_owned',
-      help: 'Shards this node serves',
-      registers: [registry],
-      collect() {
-        this.set(gauges.ownedShards());
+        this.reset();
+        this.inc(sources.refusedAtCapacity());
       },
     });
   }

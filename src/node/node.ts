@@ -4,20 +4,28 @@
  * close connections — so that no admitted request and no counted unit is lost.
  */
 import type { Logger } from 'pino';
-import { createHttpServer, type HealthReport, type HttpServer, SessionTokens } from '../http/index.js';
+import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, SessionTokens } from '../http/index.js';
 import { type Database, migrate, openDatabase, Store, WriteBehind } from '../persistence/index.js';
-import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, TierRegistry, UserService } from '../shards/index.js';
+import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
 import type { Config } from './config.js';
+import { FailOpen } from './failOpen.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { LocalRouter } from './router.js';
-import { loadOrCreateJwtSecret } from './secrets.js';
+import { deriveKeys, loadOrCreateSecret } from './secrets.js';
 import { TierAdmin } from './tierAdmin.js';
 import { VERSION } from './version.js';
 
 const TIER_REFRESH_MS = 500;
 const NEGATIVE_CACHE_TTL_MS = 5_000;
+/** Expired limiter rows are deleted this often, this many at a time. */
+const EXPIRY_SWEEP_MS = 60_000;
+const EXPIRY_BATCH = 10_000;
+/** A readiness probe waits this long for the database's answer. */
+const DATABASE_CHECK_MS = 2_000;
+/** A periodic task that keeps failing is logged once, then at most this often. */
+const FAILURE_LOG_MS = 30_000;
 
 export class TallyNode {
   readonly log: Logger;
@@ -25,11 +33,14 @@ export class TallyNode {
   readonly tiers = new TierRegistry();
   readonly metrics: Metrics;
   private database: Database | null = null;
+  private store: Store | null = null;
   private http: HttpServer | null = null;
   private writeBehind: WriteBehind | null = null;
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private stopping: Promise<void> | null = null;
+  /** Shards given up because the fence showed a newer epoch: shard → the epoch seen (null: unknown). */
+  private readonly lost = new Map<number, number | null>();
   /** The port HTTP listens on (useful when configured as 0). */
   port = 0;
 
@@ -44,11 +55,16 @@ export class TallyNode {
       negativeTtlMs: NEGATIVE_CACHE_TTL_MS,
       negativeMax: 100_000,
     });
+    this.runtime.onShardLost = (shard, newerEpoch) => this.shardLost(shard, newerEpoch);
     this.metrics = new Metrics({
       activeActors: () => this.runtime.size,
       dirtyActors: () => this.runtime.dirtyCount,
-      ownedShards: () => this.runtime.shards.filter((shard) => shard.serving).length,
+      ownedShards: () => this.servedShards(),
+      lostShards: () => this.lost.size,
       requestsInFlight: () => this.http?.inFlight ?? 0,
+      quarantinedRows: () => this.writeBehind?.quarantined ?? 0,
+      storeLoads: () => this.store?.loads ?? { user: 0, state: 0 },
+      refusedAtCapacity: () => this.runtime.stats.refusedAtCapacity,
     });
   }
 
@@ -60,6 +76,7 @@ export class TallyNode {
     const { applied } = await migrate(sql);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
     const store = new Store(sql);
+    this.store = store;
 
     const tierAdmin = new TierAdmin(store, this.tiers);
     await tierAdmin.refresh();
@@ -72,23 +89,29 @@ export class TallyNode {
       shard.status = 'owned';
     }
 
+    const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
+    const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
+    const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeyIds());
     const users = new UserService(this.runtime, store, this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
-    const router = new LocalRouter(users, limiters);
-    const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateJwtSecret(config.dataDir)));
-    const accounts = new Accounts(store, router, tokens, this.tiers, config.sessionTtlMs);
+    const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
+    const router = new LocalRouter(users, limiters, failOpen);
+    const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
 
-    this.writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
-    this.every(config.flushIntervalMs, async () => {
-      await this.writeBehind!.flush();
-      this.runtime.sweep(Date.now());
-    });
-    this.every(TIER_REFRESH_MS, () => tierAdmin.refresh());
+    const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
+    this.writeBehind = writeBehind;
+    // Separate tasks: a flush that fails (the database is away) must not stop the sweep,
+    // which keeps memory bounded by dropping what is clean.
+    this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
+    this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
+    this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
+    this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
 
     this.http = createHttpServer(
       {
         router,
         accounts,
+        apiKeys,
         tiers: tierAdmin,
         clock: Date.now,
         health: () => this.health(),
@@ -96,7 +119,7 @@ export class TallyNode {
         metrics: async () => ({ contentType: this.metrics.contentType, text: await this.metrics.text() }),
       },
       {
-        tokens,
+        credentials: { tokens, keys: apiKeys },
         adminToken: config.adminToken,
         serviceToken: config.serviceToken,
         trustProxy: config.trustProxy,
@@ -129,27 +152,47 @@ export class TallyNode {
       await this.writeBehind.settle();
       this.runtime.activityDueNow();
       try {
-        log.info(await this.writeBehind.flush(), 'final flush');
+        const result = await this.writeBehind.flush({ ignoreBackoff: true });
+        log.info(result, 'final flush');
+        if (this.writeBehind.quarantined > 0) {
+          log.error({ rows: this.writeBehind.quarantined }, 'final flush: the database refused some actors’ state; it is lost');
+        }
       } catch (error) {
         log.error({ err: error, unwritten: this.runtime.dirtyCount }, 'final flush failed: usage since the last flush is lost');
       }
     }
-    for (const shard of this.runtime.shards) {
-      shard.status = 'not_owned';
-      this.runtime.releaseShard(shard);
-    }
+    for (const shard of this.runtime.shards) this.runtime.releaseShard(shard);
     await this.database?.close();
     this.database = null;
     log.info('stopped');
   }
 
-  private every(intervalMs: number, task: () => Promise<unknown>): void {
+  /**
+   * Runs `task` every `intervalMs`, never two at a time. A task that keeps failing is logged
+   * when it starts failing, then at most every FAILURE_LOG_MS, and once more when it recovers.
+   */
+  private every(name: string, intervalMs: number, task: () => Promise<unknown>): void {
     let running = false;
+    let failures = 0;
+    let loggedAt = 0;
     const timer = setInterval(() => {
       if (running) return;
       running = true;
       task()
-        .catch((error: unknown) => this.log.error({ err: error }, 'periodic task failed'))
+        .then(
+          () => {
+            if (failures > 0) this.log.info({ task: name, failures }, 'periodic task recovered');
+            failures = 0;
+          },
+          (error: unknown) => {
+            failures++;
+            const now = Date.now();
+            if (failures === 1 || now - loggedAt >= FAILURE_LOG_MS) {
+              loggedAt = now;
+              this.log.error({ err: error, task: name, failures }, 'periodic task failed; it keeps being retried');
+            }
+          },
+        )
         .finally(() => {
           running = false;
         });
@@ -158,28 +201,62 @@ export class TallyNode {
     this.timers.push(timer);
   }
 
+  private shardLost(shard: Shard, newerEpoch: number | null): void {
+    this.lost.set(shard.index, newerEpoch);
+    this.log.warn(
+      { shard: shard.index, epoch: shard.epoch, newerEpoch },
+      'the epoch fence shows another node owns this shard: no longer serving it (is a second node running on this database?)',
+    );
+  }
+
+  private servedShards(): number {
+    let served = 0;
+    for (const shard of this.runtime.shards) if (shard.serving) served++;
+    return served;
+  }
+
+  /**
+   * Ready while accepting, while the database answers, and while every shard is served.
+   * Details never carry database error text: the probe needs no credentials. The log has it.
+   */
   private async health(): Promise<HealthReport> {
     const checks: HealthReport['checks'] = {};
     checks.accepting = { ok: this.ready, ...(this.ready ? {} : { detail: 'starting or shutting down' }) };
-    try {
-      if (this.database === null) throw new Error('closed');
-      await this.database.sql`select 1`;
-      checks.database = { ok: true };
-    } catch (error) {
-      checks.database = { ok: false, detail: (error as Error).message };
-    }
-    const owned = this.runtime.shards.filter((shard) => shard.serving).length;
-    checks.shards = { ok: owned === SHARD_COUNT, detail: `${owned}/${SHARD_COUNT} served` };
-    const lastFlush = this.writeBehind?.lastError;
-    checks.write_behind = lastFlush === null || lastFlush === undefined ? { ok: true } : { ok: false, detail: lastFlush };
+    checks.database = await this.databaseCheck();
+    const served = this.servedShards();
+    const lost = this.lost.size > 0 ? `; ${this.lost.size} lost to another node (see /v1/admin/cluster)` : '';
+    checks.shards = { ok: served === SHARD_COUNT, detail: `${served}/${SHARD_COUNT} served${lost}` };
     return { ready: Object.values(checks).every((check) => check.ok), checks };
   }
 
+  private async databaseCheck(): Promise<{ ok: boolean; detail?: string }> {
+    const database = this.database;
+    if (database === null) return { ok: false, detail: 'closed' };
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), DATABASE_CHECK_MS);
+    });
+    try {
+      const answer = await Promise.race([database.sql`select 1`.then(() => 'ok' as const), timeout]);
+      return answer === 'ok' ? { ok: true } : { ok: false, detail: `no answer within ${DATABASE_CHECK_MS} ms` };
+    } catch (error) {
+      this.log.debug({ err: error }, 'readiness: the database check failed');
+      return { ok: false, detail: 'unreachable' };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private clusterView() {
-    const owned = this.runtime.shards.filter((shard) => shard.serving).length;
+    const served = this.servedShards();
     return {
-      nodes: [{ id: this.config.nodeId, self: true, shards: owned, status: this.ready ? 'serving' : 'stopping' }],
-      shards: { count: SHARD_COUNT, by_node: { [this.config.nodeId]: owned }, moving: [] },
+      nodes: [{ id: this.config.nodeId, self: true, shards: served, status: this.ready ? 'serving' : 'stopping' }],
+      shards: {
+        count: SHARD_COUNT,
+        by_node: { [this.config.nodeId]: served },
+        moving: [],
+        lost: [...this.lost.keys()].sort((a, b) => a - b),
+      },
     };
   }
 }

@@ -4,6 +4,7 @@
  * services directly; the cluster router adds forwarding over NATS behind the same interface.
  */
 import type { LimiterDecision, LimiterRequest, LimiterService, UserOpName, UserOps, UserRequest, UserService } from '../shards/index.js';
+import type { FailOpen } from './failOpen.js';
 
 export interface Router {
   user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']>;
@@ -21,11 +22,14 @@ export class LocalRouter implements Router {
   constructor(
     private readonly users: UserService,
     private readonly limiters: LimiterService,
+    private readonly failOpen: FailOpen,
     private readonly clock: Clock = Date.now,
   ) {}
 
   user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
-    return this.users.execute(request, this.clock());
+    const answer = this.users.execute(request, this.clock());
+    if (request.op !== 'quota.consume') return answer;
+    return answer.catch((error: unknown) => this.failOpen.consume(error, request as UserRequest<'quota.consume'>)) as Promise<UserOps[K]['result']>;
   }
 
   tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined {
@@ -33,6 +37,6 @@ export class LocalRouter implements Router {
   }
 
   limiter(request: LimiterRequest): Promise<LimiterDecision> {
-    return this.limiters.check(request, this.clock());
+    return this.limiters.perform(request, this.clock());
   }
 }

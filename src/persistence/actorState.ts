@@ -1,6 +1,7 @@
 /**
  * The written-behind side of storage: shard epochs (the fence), actor state and activity
- * times, each a single statement however many rows it carries.
+ * times, each a single statement for all the rows it is given (the write-behind flusher
+ * cuts its batches to a bounded size; see writeBehind.ts).
  *
  * Why the fence holds: `writeStates` locks the fence rows of its shards FOR SHARE, in shard
  * order, before it compares epochs, and `claimShards` bumps them in the same order. A bump
@@ -26,40 +27,72 @@ export async function claimShards(sql: Sql, shards: number[], owner: string): Pr
   return new Map(rows.map((row) => [row.shard, row.epoch]));
 }
 
+/** One row as the statement's JSON input takes it, serialised once so the flusher can size its batches. */
+export interface EncodedStateRow {
+  entityKey: string;
+  shard: number;
+  /** A JSON object: entity_key, shard, epoch, state, expires_at. */
+  json: string;
+}
+
+export function encodeStateRow(row: ActorStateRow): EncodedStateRow {
+  const expiresAt = row.expiresAt === undefined || row.expiresAt === null ? 'null' : `"${new Date(row.expiresAt).toISOString()}"`;
+  const json = `{"entity_key":${JSON.stringify(row.entityKey)},"shard":${row.shard},"epoch":${row.epoch},"state":${JSON.stringify(row.state)},"expires_at":${expiresAt}}`;
+  return { entityKey: row.entityKey, shard: row.shard, json };
+}
+
 /**
  * Upserts actor states in one statement. Rows whose epoch is not their shard's current one
  * are skipped and returned as `fenced`: a newer owner has the shard, and these copies must
  * not serve again. For a key given twice, the last row wins.
  */
-export async function writeStates(sql: Sql, rows: ActorStateRow[]): Promise<{ written: number; fenced: string[] }> {
+export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): Promise<{ written: number; fenced: string[] }> {
   if (rows.length === 0) return { written: 0, fenced: [] };
-  const latest = new Map<string, ActorStateRow>();
+  const latest = new Map<string, EncodedStateRow>();
   for (const row of rows) latest.set(row.entityKey, row);
-  const input = [...latest.values()].map((row) => ({ entity_key: row.entityKey, shard: row.shard, epoch: row.epoch, state: row.state }));
+  const input = `[${[...latest.values()].map((row) => row.json).join(',')}]`;
   const fenced = await sql<{ entity_key: string }[]>`
     with input as (
-      select * from jsonb_to_recordset(${sql.json(input as never)}::jsonb)
-        as r(entity_key text, shard integer, epoch bigint, state jsonb)
+      select * from jsonb_to_recordset(${input}::text::jsonb)
+        as r(entity_key text, shard integer, epoch bigint, state jsonb, expires_at timestamptz)
     ), fence as materialized (
       select shard, epoch from shard_fence
       where shard in (select shard from input)
       order by shard
       for share
     ), written as (
-      insert into actor_state (entity_key, shard, epoch, state, updated_at)
-      select i.entity_key, i.shard, i.epoch, i.state, now()
+      insert into actor_state (entity_key, shard, epoch, state, expires_at, updated_at)
+      select i.entity_key, i.shard, i.epoch, i.state, i.expires_at, now()
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
       on conflict (entity_key) do update
-        set shard = excluded.shard, epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at
+        set shard = excluded.shard, epoch = excluded.epoch, state = excluded.state,
+            expires_at = excluded.expires_at, updated_at = excluded.updated_at
       returning entity_key
     )
     select entity_key from input where entity_key not in (select entity_key from written)`;
-  return { written: input.length - fenced.length, fenced: fenced.map((row) => row.entity_key) };
+  return { written: latest.size - fenced.length, fenced: fenced.map((row) => row.entity_key) };
 }
 
-export async function loadState(sql: Sql, entityKey: string): Promise<unknown | null> {
-  const [row] = await sql<{ state: unknown }[]>`select state from actor_state where entity_key = ${entityKey}`;
-  return row === undefined ? null : row.state;
+/** An entity's state and its shard's fence epoch, read in one statement (one snapshot). */
+export async function loadState(sql: Sql, entityKey: string, shard: number): Promise<{ state: unknown | null; fenceEpoch: number | null }> {
+  const [row] = await sql<{ state: unknown | null; fence_epoch: number | null }[]>`
+    select (select state from actor_state where entity_key = ${entityKey}) as state,
+           (select epoch from shard_fence where shard = ${shard}) as fence_epoch`;
+  return { state: row?.state ?? null, fenceEpoch: row?.fence_epoch ?? null };
+}
+
+/**
+ * Deletes up to `limit` rows whose state no longer matters (see Actor.expiresAt). Rows a
+ * flush is writing at that moment are skipped (it gives them a later expiry anyway).
+ */
+export async function deleteExpiredStates(sql: Sql, limit: number): Promise<number> {
+  const deleted = await sql`
+    with doomed as (
+      select entity_key from actor_state where expires_at < now() limit ${limit} for update skip locked
+    )
+    delete from actor_state a using doomed d where a.entity_key = d.entity_key and a.expires_at < now()
+    returning 1`;
+  return deleted.length;
 }
 
 /**

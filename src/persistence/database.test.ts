@@ -9,7 +9,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../../test/support/database.js';
 import { makeTempDir } from '../../test/support/tmp.js';
+import { encodeStateRow } from './actorState.js';
 import { DataDirInUseError, migrate, openDatabase, Store } from './index.js';
+import type { ActorStateRow } from './rows.js';
+
+const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
+const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;
 
 describe.each(DATABASE_KINDS)('%s', (kind) => {
   let db: TestDatabase;
@@ -62,7 +67,7 @@ describe('embedded PGlite', () => {
     await migrate(first.sql);
     const store = new Store(first.sql);
     const epoch = (await store.claimShards([7], 'node-a')).get(7)!;
-    await store.writeStates([{ entityKey: 'kept', shard: 7, epoch, state: { used: 3 } }]);
+    await store.writeStates(encode([{ entityKey: 'kept', shard: 7, epoch, state: { used: 3 } }]));
     await first.close();
     expect(existsSync(join(dataDir, 'pglite', 'PG_VERSION'))).toBe(true);
     expect(existsSync(join(dataDir, 'pglite.lock'))).toBe(false);
@@ -70,7 +75,7 @@ describe('embedded PGlite', () => {
     const second = await openDatabase({ dataDir, log: silentLog });
     try {
       expect(await migrate(second.sql)).toEqual({ applied: [] });
-      expect(await new Store(second.sql).loadState('kept')).toEqual({ used: 3 });
+      expect(await foundState(new Store(second.sql), 'kept')).toEqual({ used: 3 });
       expect((await new Store(second.sql).claimShards([7], 'node-b')).get(7)).toBe(epoch + 1);
     } finally {
       await second.close();

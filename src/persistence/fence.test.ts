@@ -1,3 +1,5 @@
+import { encodeStateRow } from './actorState.js';
+import type { ActorStateRow } from './rows.js';
 /**
  * The epoch fence, on both databases: a write-behind row is accepted only under its shard's
  * current epoch, and Postgres itself refuses a stale one, whatever the application does.
@@ -7,6 +9,9 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { SQLSTATE, Store } from './index.js';
+
+const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
+const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;
 
 describe.each(DATABASE_KINDS)('the fence on %s', (kind) => {
   let db: TestDatabase;
@@ -48,44 +53,48 @@ describe.each(DATABASE_KINDS)('the fence on %s', (kind) => {
   it('writes rows under the current epoch, and the last row of a key wins', async () => {
     const epoch = (await store.claimShards([10], 'node-a')).get(10)!;
     expect(
-      await store.writeStates([
-        { entityKey: 'k1', shard: 10, epoch, state: { v: 1 } },
-        { entityKey: 'k1', shard: 10, epoch, state: { v: 2 } },
-        { entityKey: 'k2', shard: 10, epoch, state: [] },
-      ]),
+      await store.writeStates(
+        encode([
+          { entityKey: 'k1', shard: 10, epoch, state: { v: 1 } },
+          { entityKey: 'k1', shard: 10, epoch, state: { v: 2 } },
+          { entityKey: 'k2', shard: 10, epoch, state: [] },
+        ]),
+      ),
     ).toEqual({ written: 2, fenced: [] });
-    expect(await store.loadState('k1')).toEqual({ v: 2 });
-    expect(await store.writeStates([{ entityKey: 'k1', shard: 10, epoch, state: { v: 3 } }])).toEqual({ written: 1, fenced: [] });
-    expect(await store.loadState('k1')).toEqual({ v: 3 });
-    expect(await store.writeStates([])).toEqual({ written: 0, fenced: [] });
+    expect(await foundState(store, 'k1')).toEqual({ v: 2 });
+    expect(await store.writeStates(encode([{ entityKey: 'k1', shard: 10, epoch, state: { v: 3 } }]))).toEqual({ written: 1, fenced: [] });
+    expect(await foundState(store, 'k1')).toEqual({ v: 3 });
+    expect(await store.writeStates(encode([]))).toEqual({ written: 0, fenced: [] });
   });
 
   it('skips and reports rows under a stale epoch, writing the rest of the batch', async () => {
     const stale = (await store.claimShards([11, 12], 'node-a')).get(11)!;
-    await store.writeStates([{ entityKey: 's1', shard: 11, epoch: stale, state: { v: 1 } }]);
+    await store.writeStates(encode([{ entityKey: 's1', shard: 11, epoch: stale, state: { v: 1 } }]));
     const current = (await store.claimShards([11], 'node-b')).get(11)!;
     const epoch12 = (await db.database.sql<{ epoch: number }[]>`select epoch from shard_fence where shard = 12`)[0]!.epoch;
-    const result = await store.writeStates([
-      { entityKey: 's1', shard: 11, epoch: stale, state: { v: 2 } },
-      { entityKey: 's2', shard: 11, epoch: stale, state: { v: 2 } },
-      { entityKey: 's3', shard: 12, epoch: epoch12, state: { v: 2 } },
-      { entityKey: 's4', shard: 11, epoch: current + 1, state: { v: 2 } },
-      { entityKey: 's5', shard: 999, epoch: 1, state: { v: 2 } },
-    ]);
+    const result = await store.writeStates(
+      encode([
+        { entityKey: 's1', shard: 11, epoch: stale, state: { v: 2 } },
+        { entityKey: 's2', shard: 11, epoch: stale, state: { v: 2 } },
+        { entityKey: 's3', shard: 12, epoch: epoch12, state: { v: 2 } },
+        { entityKey: 's4', shard: 11, epoch: current + 1, state: { v: 2 } },
+        { entityKey: 's5', shard: 999, epoch: 1, state: { v: 2 } },
+      ]),
+    );
     expect(result.written).toBe(1);
     expect(result.fenced.sort()).toEqual(['s1', 's2', 's4', 's5']);
-    expect(await store.loadState('s1')).toEqual({ v: 1 });
-    expect(await store.loadState('s2')).toBeNull();
-    expect(await store.loadState('s3')).toEqual({ v: 2 });
+    expect(await foundState(store, 's1')).toEqual({ v: 1 });
+    expect(await foundState(store, 's2')).toBeNull();
+    expect(await foundState(store, 's3')).toEqual({ v: 2 });
     // The new owner writes over the old owner's row.
-    expect(await store.writeStates([{ entityKey: 's1', shard: 11, epoch: current, state: { v: 9 } }])).toEqual({ written: 1, fenced: [] });
-    expect(await store.loadState('s1')).toEqual({ v: 9 });
+    expect(await store.writeStates(encode([{ entityKey: 's1', shard: 11, epoch: current, state: { v: 9 } }]))).toEqual({ written: 1, fenced: [] });
+    expect(await foundState(store, 's1')).toEqual({ v: 9 });
   });
 
   it('refuses a stale epoch in the database itself, on insert and on update', async () => {
     const { sql } = db.database;
     const stale = (await store.claimShards([20], 'node-a')).get(20)!;
-    await store.writeStates([{ entityKey: 'direct', shard: 20, epoch: stale, state: {} }]);
+    await store.writeStates(encode([{ entityKey: 'direct', shard: 20, epoch: stale, state: {} }]));
     const current = (await store.claimShards([20], 'node-b')).get(20)!;
     await expect(sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct2', 20, ${stale}, '{}')`).rejects.toMatchObject({
       code: SQLSTATE.staleEpoch,
@@ -137,8 +146,8 @@ describe('the fence under concurrency (postgres)', () => {
       expect(claimDone).toBe(false);
     });
     expect((await claimed!).get(40)).toBe(epoch + 1);
-    expect(await store.loadState('race')).toEqual({ v: 1 });
-    expect(await store.writeStates([{ entityKey: 'race', shard: 40, epoch, state: { v: 2 } }])).toEqual({ written: 0, fenced: ['race'] });
+    expect(await foundState(store, 'race')).toEqual({ v: 1 });
+    expect(await store.writeStates(encode([{ entityKey: 'race', shard: 40, epoch, state: { v: 2 } }]))).toEqual({ written: 0, fenced: ['race'] });
   });
 
   it('makes a write wait for a claim in progress and then report the row fenced', async () => {
@@ -146,11 +155,11 @@ describe('the fence under concurrency (postgres)', () => {
     let written: Promise<{ written: number; fenced: string[] }> | undefined;
     await other.begin(async (tx) => {
       await tx`update shard_fence set epoch = epoch + 1, owner = 'node-b' where shard = 41`;
-      written = store.writeStates([{ entityKey: 'race2', shard: 41, epoch, state: { v: 1 } }]);
+      written = store.writeStates(encode([{ entityKey: 'race2', shard: 41, epoch, state: { v: 1 } }]));
       await new Promise((resolve) => setTimeout(resolve, 300));
     });
     // Not an error from the trigger: the batch saw the new epoch once the claim committed.
     expect(await written!).toEqual({ written: 0, fenced: ['race2'] });
-    expect(await store.loadState('race2')).toBeNull();
+    expect(await foundState(store, 'race2')).toBeNull();
   });
 });

@@ -11,7 +11,7 @@ import { createTestDatabase } from '../../test/support/postgres.js';
 import { makeTempDir } from '../../test/support/tmp.js';
 import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from './index.js';
 
-const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql'];
+const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql', '004_hostile_input.sql'];
 
 it('finds the repository’s migrations folder', () => {
   const dir = defaultMigrationsDir();
@@ -35,6 +35,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [1, '001_init.sql'],
       [2, '002_default_tiers.sql'],
       [3, '003_fence_refuses_delete.sql'],
+      [4, '004_hostile_input.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

@@ -5,7 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { encodeStateRow } from './actorState.js';
 import { type ApiKeyRow, EmailTakenError, type SessionRow, Store, UnknownTierError, type UserRow } from './index.js';
+import type { ActorStateRow } from './rows.js';
+
+const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
+const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;
+const foundUser = async (store: Store, id: string) => (await store.loadUser(id, 0)).found;
 
 const HOUR = 3_600_000;
 const unique = () => randomBytes(6).toString('hex');
@@ -103,12 +109,12 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
     it('updates the profile field by field', async () => {
       const user = await store.insertUser(newUser());
       await store.updateProfile(user.id, { name: 'Grace' });
-      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: 'Grace', email: user.email });
+      expect((await foundUser(store, user.id))!.user).toMatchObject({ name: 'Grace', email: user.email });
       const email = `moved-${unique()}@example.com`;
       await store.updateProfile(user.id, { email });
-      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: 'Grace', email });
+      expect((await foundUser(store, user.id))!.user).toMatchObject({ name: 'Grace', email });
       await store.updateProfile(user.id, { name: null });
-      expect((await store.loadUser(user.id))!.user).toMatchObject({ name: null, email });
+      expect((await foundUser(store, user.id))!.user).toMatchObject({ name: null, email });
       await store.updateProfile(user.id, {});
       expect(await store.findLogin(email)).toMatchObject({ id: user.id });
     });
@@ -124,7 +130,7 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
     it('replaces preferences', async () => {
       const user = await store.insertUser(newUser());
       await store.updatePreferences(user.id, { language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
-      expect((await store.loadUser(user.id))!.user.preferences).toEqual({ language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
+      expect((await foundUser(store, user.id))!.user.preferences).toEqual({ language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
     });
 
     it('applies admin changes field by field and refuses an unknown tier', async () => {
@@ -133,14 +139,14 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       await store.updateAdmin(user.id, { blocked: true });
       const overrides = [{ name: 'tokens', kind: 'budget', limit: 5, period: 'day' }];
       await store.updateAdmin(user.id, { overrides });
-      expect((await store.loadUser(user.id))!.user).toMatchObject({ tier: 'pro', blocked: true, overrides });
+      expect((await foundUser(store, user.id))!.user).toMatchObject({ tier: 'pro', blocked: true, overrides });
       await store.updateAdmin(user.id, { blocked: false, overrides: [] });
-      expect((await store.loadUser(user.id))!.user).toMatchObject({ tier: 'pro', blocked: false, overrides: [] });
+      expect((await foundUser(store, user.id))!.user).toMatchObject({ tier: 'pro', blocked: false, overrides: [] });
       await expect(store.updateAdmin(user.id, { tier: 'platinum' })).rejects.toBeInstanceOf(UnknownTierError);
     });
 
     it('returns null for an unknown user', async () => {
-      expect(await store.loadUser(`usr_${unique()}`)).toBeNull();
+      expect(await foundUser(store, `usr_${unique()}`)).toBeNull();
     });
   });
 
@@ -161,9 +167,9 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(await store.deleteApiKey(user.id, deleted.id)).toBe(true);
 
       const [epoch] = (await store.claimShards([500], 'node-load')).values();
-      await store.writeStates([{ entityKey: user.id, shard: 500, epoch: epoch!, state: { limits: { requests: { tat: 12.5 } } } }]);
+      await store.writeStates(encode([{ entityKey: user.id, shard: 500, epoch: epoch!, state: { limits: { requests: { tat: 12.5 } } } }]));
 
-      const loaded = await store.loadUser(user.id);
+      const loaded = await foundUser(store, user.id);
       expect(loaded).not.toBeNull();
       expect(loaded!.sessions).toEqual([live, anonymous]);
       expect(loaded!.keys).toEqual([key, bare]);
@@ -173,7 +179,7 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
 
     it('has empty lists and null state for a new user', async () => {
       const user = await store.insertUser(newUser());
-      expect(await store.loadUser(user.id)).toEqual({ user, sessions: [], keys: [], state: null });
+      expect(await foundUser(store, user.id)).toEqual({ user, sessions: [], keys: [], state: null });
     });
   });
 
@@ -188,7 +194,7 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(await store.revokeSessions(a.id, [mine.id, theirs.id])).toBe(1);
       expect(await store.revokeSessions(a.id, [mine.id])).toBe(0);
       expect(await store.revokeSessions(a.id, [])).toBe(0);
-      expect((await store.loadUser(b.id))!.sessions.map((s) => s.id)).toEqual([theirs.id]);
+      expect((await foundUser(store, b.id))!.sessions.map((s) => s.id)).toEqual([theirs.id]);
     });
 
     it('soft-deletes only the user’s own key, once', async () => {
@@ -220,11 +226,11 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
         ],
         [{ id: key.id, at: later }],
       );
-      let loaded = await store.loadUser(user.id);
+      let loaded = await foundUser(store, user.id);
       expect(loaded!.sessions[0]!.lastActiveAt).toEqual(latest);
       expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
       await store.touchActivity([{ id: session.id, at: t0 }], [{ id: key.id, at: t0 }]);
-      loaded = await store.loadUser(user.id);
+      loaded = await foundUser(store, user.id);
       expect(loaded!.sessions[0]!.lastActiveAt).toEqual(latest);
       expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
       await store.touchActivity([], []);
@@ -271,9 +277,9 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
   describe('actor state', () => {
     it('loads what was written, and null for an unknown key', async () => {
       const [epoch] = (await store.claimShards([501], 'node-state')).values();
-      await store.writeStates([{ entityKey: 'limiter:login-ip:192.0.2.9', shard: 501, epoch: epoch!, state: { hits: [1, 2, 3] } }]);
-      expect(await store.loadState('limiter:login-ip:192.0.2.9')).toEqual({ hits: [1, 2, 3] });
-      expect(await store.loadState(`limiter:${unique()}`)).toBeNull();
+      await store.writeStates(encode([{ entityKey: 'limiter:login-ip:192.0.2.9', shard: 501, epoch: epoch!, state: { hits: [1, 2, 3] } }]));
+      expect(await foundState(store, 'limiter:login-ip:192.0.2.9')).toEqual({ hits: [1, 2, 3] });
+      expect(await foundState(store, `limiter:${unique()}`)).toBeNull();
     });
   });
 });

@@ -2,12 +2,17 @@
  * Every query Tally makes. Users, sessions, keys and tiers are written through: the call
  * returns once the row is committed. Actor state and activity times arrive in batches from
  * the write-behind flusher and are fenced by shard epoch (see actorState.ts).
+ *
+ * A query the database never answered (it is down, or restarting) fails with
+ * `StorageUnavailableError`, which the edge answers with 503 and Retry-After; the flusher
+ * tells those apart from errors a row's content caused (errors.ts).
  */
-import { EmailTakenError, type LoadedUser, UnknownTierError, type UserStore } from '../shards/index.js';
+import { EmailTakenError, type FencedLoad, type LoadedUser, StorageUnavailableError, UnknownTierError, type UserStore } from '../shards/index.js';
+import type { EncodedStateRow } from './actorState.js';
 import * as actorState from './actorState.js';
 import type { Sql } from './database.js';
-import { SQLSTATE, sqlState } from './errors.js';
-import { type ActivityTouch, type ActorStateRow, type ApiKeyRow, type SessionRow, type TierRow, toDate, toDateOrNull, type UserRow } from './rows.js';
+import { isUnreachable, SQLSTATE, sqlState } from './errors.js';
+import { type ActivityTouch, type ApiKeyRow, type SessionRow, type TierRow, toDate, toDateOrNull, type UserRow } from './rows.js';
 
 /** The unique index on lower(email), from migrations/001_init.sql. */
 const EMAIL_INDEX = 'users_email_key';
@@ -29,6 +34,9 @@ interface UserColumns {
 type Jsonified<Row> = { [K in keyof Row]: Row[K] extends Date ? string : Row[K] extends Date | null ? string | null : Row[K] };
 
 export class Store implements UserStore {
+  /** Loads of actors from the database, by kind: how much the negative cache and key MACs spare it. */
+  readonly loads = { user: 0, state: 0 };
+
   constructor(private readonly sql: Sql) {}
 
   /** Throws `EmailTakenError` when the email is taken (in any letter case), `UnknownTierError` for a missing tier. */
@@ -48,11 +56,15 @@ export class Store implements UserStore {
 
   /**
    * A user with their live sessions (not revoked, not expired), undeleted keys and
-   * written-behind state, in one round trip.
+   * written-behind state, and the fence epoch of `shard`, in one round trip (one snapshot).
    */
-  async loadUser(id: string): Promise<LoadedUser | null> {
-    const [row] = await this.sql<(UserColumns & { sessions: Jsonified<SessionRow>[]; keys: Jsonified<ApiKeyRow>[]; state: unknown | null })[]>`
-      select u.id, u.email, u.name, u.tier, u.password_hash, u.preferences, u.blocked, u.overrides, u.created_at,
+  async loadUser(id: string, shard: number): Promise<FencedLoad<LoadedUser>> {
+    this.loads.user++;
+    const [row] = await this.sql<
+      (Partial<UserColumns> & { fence_epoch: number | null; sessions: Jsonified<SessionRow>[]; keys: Jsonified<ApiKeyRow>[]; state: unknown | null })[]
+    >`
+      select (select epoch from shard_fence where shard = ${shard}) as fence_epoch,
+        u.id, u.email, u.name, u.tier, u.password_hash, u.preferences, u.blocked, u.overrides, u.created_at,
         coalesce((
           select json_agg(json_build_object(
             'id', s.id, 'userId', s.user_id, 'deviceName', s.device_name, 'deviceType', s.device_type,
@@ -68,30 +80,46 @@ export class Store implements UserStore {
           from api_keys k where k.user_id = u.id and k.deleted_at is null
         ), '[]') as keys,
         (select a.state from actor_state a where a.entity_key = u.id) as state
-      from users u where u.id = ${id}`;
-    if (row === undefined) return null;
+      from (values (1)) as one left join users u on u.id = ${id}`.catch(rethrow);
+    const fenceEpoch = row?.fence_epoch ?? null;
+    if (row === undefined || row.id === null || row.id === undefined) return { found: null, fenceEpoch };
     return {
-      user: toUser(row),
-      sessions: row.sessions.map((s) => ({
-        ...s,
-        createdAt: toDate(s.createdAt),
-        expiresAt: toDate(s.expiresAt),
-        lastActiveAt: toDate(s.lastActiveAt),
-      })),
-      keys: row.keys.map((k) => ({
-        ...k,
-        createdAt: toDate(k.createdAt),
-        expiresAt: toDateOrNull(k.expiresAt),
-        lastUsedAt: toDateOrNull(k.lastUsedAt),
-      })),
-      state: row.state,
+      fenceEpoch,
+      found: {
+        user: toUser(row as UserColumns),
+        sessions: row.sessions.map((s) => ({
+          ...s,
+          createdAt: toDate(s.createdAt),
+          expiresAt: toDate(s.expiresAt),
+          lastActiveAt: toDate(s.lastActiveAt),
+        })),
+        keys: row.keys.map((k) => ({
+          ...k,
+          createdAt: toDate(k.createdAt),
+          expiresAt: toDateOrNull(k.expiresAt),
+          lastUsedAt: toDateOrNull(k.lastUsedAt),
+        })),
+        state: row.state,
+      },
     };
+  }
+
+  /** The tier a user is on, or null when there is no such user. */
+  async findTier(id: string): Promise<string | null> {
+    const [row] = await this.sql<{ tier: string }[]>`select tier from users where id = ${id}`.catch(rethrow);
+    return row?.tier ?? null;
+  }
+
+  /** Ids of live API keys issued before keys carried a MAC (migrations/004). */
+  async unsignedKeyIds(): Promise<Set<string>> {
+    const rows = await this.sql<{ id: string }[]>`select id from api_keys where not signed and deleted_at is null`.catch(rethrow);
+    return new Set(rows.map((row) => row.id));
   }
 
   /** Case-insensitive, through the unique index on lower(email). */
   async findLogin(email: string): Promise<{ id: string; passwordHash: string } | null> {
     const [row] = await this.sql<{ id: string; password_hash: string }[]>`
-      select id, password_hash from users where lower(email) = lower(${email})`;
+      select id, password_hash from users where lower(email) = lower(${email})`.catch(rethrow);
     return row === undefined ? null : { id: row.id, passwordHash: row.password_hash };
   }
 
@@ -111,7 +139,11 @@ export class Store implements UserStore {
   }
 
   async updatePreferences(id: string, preferences: Record<string, unknown>): Promise<void> {
-    await this.sql`update users set preferences = ${this.sql.json(preferences as never)}, updated_at = now() where id = ${id}`;
+    await this.sql`update users set preferences = ${this.sql.json(preferences as never)}, updated_at = now() where id = ${id}`.catch(rethrow);
+  }
+
+  async updatePasswordHash(id: string, previous: string, next: string): Promise<void> {
+    await this.sql`update users set password_hash = ${next}, updated_at = now() where id = ${id} and password_hash = ${previous}`.catch(rethrow);
   }
 
   /** Absent fields stay as they are. Throws `UnknownTierError` for a tier not in `tiers`. */
@@ -134,7 +166,9 @@ export class Store implements UserStore {
   async insertSession(s: SessionRow): Promise<void> {
     await this.sql`
       insert into sessions (id, user_id, device_name, device_type, ip, user_agent, created_at, expires_at, last_active_at)
-      values (${s.id}, ${s.userId}, ${s.deviceName}, ${s.deviceType}, ${s.ip}, ${s.userAgent}, ${s.createdAt}, ${s.expiresAt}, ${s.lastActiveAt})`;
+      values (${s.id}, ${s.userId}, ${s.deviceName}, ${s.deviceType}, ${s.ip}, ${s.userAgent}, ${s.createdAt}, ${s.expiresAt}, ${s.lastActiveAt})`.catch(
+      rethrow,
+    );
   }
 
   /** Revokes those of `ids` that are the user's and still live; returns how many. */
@@ -143,27 +177,28 @@ export class Store implements UserStore {
     const rows = await this.sql`
       update sessions set revoked_at = now()
       where user_id = ${userId} and id = any(${this.sql.array(ids)}::text[]) and revoked_at is null
-      returning id`;
+      returning id`.catch(rethrow);
     return rows.length;
   }
 
+  /** A new key: it carries a MAC (`signed`), as every key issued since migrations/004 does. */
   async insertApiKey(k: ApiKeyRow): Promise<void> {
     await this.sql`
-      insert into api_keys (id, user_id, prefix, hash, name, scopes, created_at, expires_at, last_used_at)
+      insert into api_keys (id, user_id, prefix, hash, name, scopes, created_at, expires_at, last_used_at, signed)
       values (${k.id}, ${k.userId}, ${k.prefix}, ${k.hash}, ${k.name}, ${this.sql.array(k.scopes)}::text[],
-              ${k.createdAt}, ${k.expiresAt}, ${k.lastUsedAt})`;
+              ${k.createdAt}, ${k.expiresAt}, ${k.lastUsedAt}, true)`.catch(rethrow);
   }
 
   /** Soft delete; false if the key is not the user's or is already deleted. */
   async deleteApiKey(userId: string, id: string): Promise<boolean> {
     const rows = await this.sql`
-      update api_keys set deleted_at = now() where user_id = ${userId} and id = ${id} and deleted_at is null returning id`;
+      update api_keys set deleted_at = now() where user_id = ${userId} and id = ${id} and deleted_at is null returning id`.catch(rethrow);
     return rows.length > 0;
   }
 
   async listTiers(): Promise<TierRow[]> {
     const rows = await this.sql<{ name: string; limits: unknown[]; fail_open: boolean; updated_at: Date }[]>`
-      select name, limits, fail_open, updated_at from tiers order by name`;
+      select name, limits, fail_open, updated_at from tiers order by name`.catch(rethrow);
     return rows.map((row) => ({ name: row.name, limits: row.limits, failOpen: row.fail_open, updatedAt: row.updated_at }));
   }
 
@@ -173,24 +208,33 @@ export class Store implements UserStore {
       insert into tiers (name, limits, fail_open, updated_at)
       values (${tier.name}, ${this.sql.json(tier.limits as never)}, ${tier.failOpen}, clock_timestamp())
       on conflict (name) do update set limits = excluded.limits, fail_open = excluded.fail_open, updated_at = excluded.updated_at
-      returning updated_at`;
+      returning updated_at`.catch(rethrow);
     return { ...tier, updatedAt: row!.updated_at };
   }
 
-  loadState(entityKey: string): Promise<unknown | null> {
-    return actorState.loadState(this.sql, entityKey);
+  async loadState(entityKey: string, shard: number): Promise<FencedLoad<unknown>> {
+    this.loads.state++;
+    const { state, fenceEpoch } = await actorState.loadState(this.sql, entityKey, shard).catch(rethrow);
+    return { found: state, fenceEpoch };
   }
 
   claimShards(shards: number[], owner: string): Promise<Map<number, number>> {
-    return actorState.claimShards(this.sql, shards, owner);
+    return actorState.claimShards(this.sql, shards, owner).catch(rethrow);
   }
 
-  writeStates(rows: ActorStateRow[]): Promise<{ written: number; fenced: string[] }> {
+  // The write-behind statements throw the driver's own errors: the flusher tells an
+  // unreachable database from a row that cannot be written (errors.ts).
+
+  writeStates(rows: readonly EncodedStateRow[]): Promise<{ written: number; fenced: string[] }> {
     return actorState.writeStates(this.sql, rows);
   }
 
   touchActivity(sessions: ActivityTouch[], keys: ActivityTouch[]): Promise<void> {
     return actorState.touchActivity(this.sql, sessions, keys);
+  }
+
+  deleteExpiredStates(limit: number): Promise<number> {
+    return actorState.deleteExpiredStates(this.sql, limit);
   }
 }
 
@@ -208,12 +252,17 @@ function toUser(row: UserColumns): UserRow {
   };
 }
 
-/** The domain error for a constraint a user's input can violate; anything else as it was. */
+/** The domain error for a constraint a user's input can violate or an unreachable database; anything else as it was. */
 function translate(error: unknown, tier: string | undefined): unknown {
+  if (isUnreachable(error)) return new StorageUnavailableError({ cause: error });
   const code = sqlState(error);
   if (code === SQLSTATE.uniqueViolation && (error as { constraint_name?: string }).constraint_name === EMAIL_INDEX) {
     return new EmailTakenError({ cause: error });
   }
   if (code === SQLSTATE.foreignKeyViolation && tier !== undefined) return new UnknownTierError(tier, { cause: error });
   return error;
+}
+
+function rethrow(error: unknown): never {
+  throw translate(error, undefined);
 }

@@ -1,46 +1,117 @@
 /**
  * The write-behind loop: collects the actors changed since the last flush and writes their
- * state in one batched, epoch-fenced statement. An actor is marked clean only after its
- * row is durable; if the write fails, everything collected is retried by the next flush.
- * Flushes never overlap: a call during a flush waits for it and then runs its own.
+ * state in batched, epoch-fenced statements. An actor is marked clean only after its row is
+ * durable. Flushes never overlap: a call during a flush waits for it and then runs its own.
+ *
+ * What can go wrong, and what happens then:
+ * - The database cannot be reached (or fails the same way for any row: a missing table, a
+ *   permission): the flush fails, every row not yet written is retried by the next one, and
+ *   the actors stay in memory. Nothing is lost while the node runs.
+ * - One row cannot be written (its content is refused: class 22, 23 or 54): the batch is
+ *   split until the row is alone, the rest is written, and the row is quarantined — kept in
+ *   memory, logged by entity key, counted, and retried with exponential back-off. One bad
+ *   row never blocks anyone else's flush.
+ * - A row is refused by the fence (its shard's epoch moved on): another node owns the shard,
+ *   and the runtime gives the whole shard up (runtime.ts).
+ *
+ * Batches are cut to at most `maxRows` rows and about `maxChars` characters of JSON, so that
+ * no user's state can push a statement past what Postgres accepts in one parameter.
  */
 import type { Logger } from 'pino';
-import type { ActorRuntime, PersistedState } from '../shards/index.js';
+import type { ActivityTouches, ActorRuntime } from '../shards/index.js';
+import { type EncodedStateRow, encodeStateRow } from './actorState.js';
+import { isRowError, SQLSTATE, sqlState } from './errors.js';
+import type { ActivityTouch } from './rows.js';
+
+export interface StateStore {
+  writeStates(rows: readonly EncodedStateRow[]): Promise<{ written: number; fenced: string[] }>;
+  touchActivity(sessions: ActivityTouch[], keys: ActivityTouch[]): Promise<void>;
+}
 
 /** What the flusher reports; the node's Prometheus registry implements it. */
 export interface FlushMetrics {
   flushes: { inc(labels: { result: 'ok' | 'error' }): void };
   flushedRows: { inc(value: number): void };
   fencedRows: { inc(value: number): void };
+  quarantinedRows: { inc(value: number): void };
   flushSeconds: { startTimer(): () => void };
 }
 
-export interface StateStore {
-  writeStates(rows: PersistedState[]): Promise<{ written: number; fenced: string[] }>;
-  touchActivity(sessions: { id: string; at: Date }[], keys: { id: string; at: Date }[]): Promise<void>;
+export interface WriteBehindOptions {
+  /** Rows per statement. */
+  maxRows: number;
+  /** Characters of JSON per statement (a row longer than this goes alone). */
+  maxChars: number;
+  /** First retry of a quarantined row after this long, then twice as long each time… */
+  retryBaseMs: number;
+  /** …up to this. */
+  retryMaxMs: number;
+  clock: () => number;
 }
+
+export const WRITE_BEHIND_DEFAULTS: WriteBehindOptions = {
+  maxRows: 1000,
+  maxChars: 1 << 20,
+  retryBaseMs: 1000,
+  retryMaxMs: 60_000,
+  clock: Date.now,
+};
 
 export interface FlushResult {
   written: number;
   fenced: number;
+  /** Rows refused this time and kept in quarantine. */
+  quarantined: number;
+  /** Quarantined rows not tried this time (their back-off has not run out). */
+  deferred: number;
   touched: number;
+}
+
+interface Pending {
+  /** Index into the collection's rows. */
+  index: number;
+  row: EncodedStateRow;
+}
+
+interface Quarantined {
+  attempts: number;
+  retryAt: number;
+}
+
+/** What one flush found, filled in as its statements return. */
+interface Tally {
+  result: FlushResult;
+  retry: Set<number>;
+  lostShards: Set<number>;
 }
 
 export class WriteBehind {
   private running: Promise<FlushResult> | null = null;
-  lastError: string | null = null;
+  private readonly quarantine = new Map<string, Quarantined>();
+  private readonly options: WriteBehindOptions;
 
   constructor(
     private readonly runtime: ActorRuntime,
     private readonly store: StateStore,
     private readonly metrics: FlushMetrics,
     private readonly log: Logger,
-  ) {}
+    options: Partial<WriteBehindOptions> = {},
+  ) {
+    this.options = { ...WRITE_BEHIND_DEFAULTS, ...options };
+  }
 
-  /** Writes everything dirty now, after any flush already running. */
-  async flush(): Promise<FlushResult> {
+  /** Rows held in quarantine now (refused by the database, retried with back-off). */
+  get quarantined(): number {
+    return this.quarantine.size;
+  }
+
+  /**
+   * Writes everything dirty now, after any flush already running. `ignoreBackoff` tries the
+   * quarantined rows too (the last flush before the node stops).
+   */
+  async flush(options: { ignoreBackoff?: boolean } = {}): Promise<FlushResult> {
     while (this.running !== null) await this.running.catch(() => undefined);
-    this.running = this.flushDirtyActors();
+    this.running = this.flushDirtyActors(options.ignoreBackoff === true);
     try {
       return await this.running;
     } finally {
@@ -53,32 +124,147 @@ export class WriteBehind {
     await this.running?.catch(() => undefined);
   }
 
-  private async flushDirtyActors(): Promise<FlushResult> {
-    const collection = this.runtime.collectDirty();
+  private async flushDirtyActors(ignoreBackoff: boolean): Promise<FlushResult> {
+    const now = this.options.clock();
+    this.forgetGone();
+    const collection = this.runtime.collectDirty(now);
     const { rows, activity } = collection;
     const touched = activity.sessions.length + activity.keys.length;
-    if (rows.length === 0 && touched === 0) return { written: 0, fenced: 0, touched: 0 };
+    const tally: Tally = { result: { written: 0, fenced: 0, quarantined: 0, deferred: 0, touched: 0 }, retry: new Set(), lostShards: new Set() };
+    if (rows.length === 0 && touched === 0) return tally.result;
+
+    const pending: Pending[] = [];
+    for (let index = 0; index < rows.length; index++) {
+      const row = rows[index]!;
+      const held = this.quarantine.get(row.entityKey);
+      if (held !== undefined && held.retryAt > now && !ignoreBackoff) {
+        tally.retry.add(index);
+        tally.result.deferred++;
+      } else {
+        pending.push({ index, row: encodeStateRow(row) });
+      }
+    }
+
     const stopTimer = this.metrics.flushSeconds.startTimer();
+    let failure: unknown = null;
+    for (const batch of this.batches(pending)) {
+      if (failure === null) {
+        try {
+          await this.writeBatch(batch, tally, now);
+          continue;
+        } catch (error) {
+          failure = error;
+        }
+      }
+      for (const { index } of batch) tally.retry.add(index);
+    }
+    let activityFailed = false;
+    if (touched > 0) {
+      try {
+        if (failure !== null) throw failure;
+        await this.touch(activity);
+        tally.result.touched = touched;
+      } catch (error) {
+        activityFailed = true;
+        failure ??= error;
+      }
+    }
+    collection.finish({ retry: tally.retry, activityFailed });
+    stopTimer();
+
+    for (const shard of tally.lostShards) this.runtime.loseShard(this.runtime.shards[shard]!, null);
+    if (tally.lostShards.size > 0) {
+      this.log.warn(
+        { shards: [...tally.lostShards], rows: tally.result.fenced },
+        'write-behind rows refused by the epoch fence: another node owns these shards',
+      );
+    }
+    this.metrics.flushedRows.inc(tally.result.written);
+    this.metrics.fencedRows.inc(tally.result.fenced);
+    this.metrics.quarantinedRows.inc(tally.result.quarantined);
+    this.metrics.flushes.inc({ result: failure === null ? 'ok' : 'error' });
+    if (failure !== null) throw failure;
+    return tally.result;
+  }
+
+  /**
+   * Writes one batch. A row error (something in some row's content) splits the batch in two
+   * until the row is alone; any other error is the database's, and goes up to fail the flush.
+   */
+  private async writeBatch(batch: Pending[], tally: Tally, now: number): Promise<void> {
     try {
-      const { written, fenced } = rows.length > 0 ? await this.store.writeStates(rows) : { written: 0, fenced: [] };
-      if (touched > 0) await this.store.touchActivity(activity.sessions, activity.keys);
-      collection.commit();
-      // A newer owner holds these shards: our copies are stale and must not serve again.
-      for (const entityKey of fenced) this.runtime.dropFenced(entityKey);
-      if (fenced.length > 0) this.log.warn({ fenced: fenced.length }, 'write-behind rows refused by the epoch fence');
-      this.metrics.flushes.inc({ result: 'ok' });
-      this.metrics.flushedRows.inc(written);
-      this.metrics.fencedRows.inc(fenced.length);
-      this.lastError = null;
-      return { written, fenced: fenced.length, touched };
+      const { written, fenced } = await this.store.writeStates(batch.map((pending) => pending.row));
+      tally.result.written += written;
+      tally.result.fenced += fenced.length;
+      const refused = new Set(fenced);
+      for (const { row } of batch) {
+        if (refused.has(row.entityKey)) tally.lostShards.add(row.shard);
+        else this.release(row.entityKey);
+      }
     } catch (error) {
-      collection.fail();
-      this.metrics.flushes.inc({ result: 'error' });
-      this.lastError = (error as Error).message;
-      this.log.error({ err: error, rows: rows.length }, 'write-behind flush failed; will retry');
-      throw error;
-    } finally {
-      stopTimer();
+      const staleEpoch = sqlState(error) === SQLSTATE.staleEpoch;
+      if (!staleEpoch && !isRowError(error)) throw error;
+      if (batch.length > 1) {
+        const middle = batch.length >>> 1;
+        await this.writeBatch(batch.slice(0, middle), tally, now);
+        await this.writeBatch(batch.slice(middle), tally, now);
+        return;
+      }
+      const { index, row } = batch[0]!;
+      if (staleEpoch) {
+        // The fence trigger caught what the statement's own check let through (a race).
+        tally.result.fenced++;
+        tally.lostShards.add(row.shard);
+        return;
+      }
+      this.hold(row, error, now);
+      tally.retry.add(index);
+      tally.result.quarantined++;
+    }
+  }
+
+  private hold(row: EncodedStateRow, error: unknown, now: number): void {
+    const attempts = (this.quarantine.get(row.entityKey)?.attempts ?? 0) + 1;
+    const delay = Math.min(this.options.retryBaseMs * 2 ** (attempts - 1), this.options.retryMaxMs);
+    this.quarantine.set(row.entityKey, { attempts, retryAt: now + delay });
+    this.log.error(
+      { err: error, entity: row.entityKey, shard: row.shard, attempts, retryInMs: delay },
+      'the database refused an actor’s state; it stays in memory and is retried with back-off',
+    );
+  }
+
+  private release(entityKey: string): void {
+    const held = this.quarantine.get(entityKey);
+    if (held === undefined) return;
+    this.quarantine.delete(entityKey);
+    this.log.info({ entity: entityKey, attempts: held.attempts }, 'a quarantined actor state was written');
+  }
+
+  /** Quarantine entries of actors no longer in memory (their shard was lost, say). */
+  private forgetGone(): void {
+    for (const entityKey of this.quarantine.keys()) if (!this.runtime.isActive(entityKey)) this.quarantine.delete(entityKey);
+  }
+
+  private *batches(pending: Pending[]): Generator<Pending[]> {
+    let batch: Pending[] = [];
+    let chars = 0;
+    for (const item of pending) {
+      if (batch.length > 0 && (batch.length >= this.options.maxRows || chars + item.row.json.length > this.options.maxChars)) {
+        yield batch;
+        batch = [];
+        chars = 0;
+      }
+      batch.push(item);
+      chars += item.row.json.length;
+    }
+    if (batch.length > 0) yield batch;
+  }
+
+  private async touch(activity: ActivityTouches): Promise<void> {
+    const { maxRows } = this.options;
+    const longest = Math.max(activity.sessions.length, activity.keys.length);
+    for (let from = 0; from < longest; from += maxRows) {
+      await this.store.touchActivity(activity.sessions.slice(from, from + maxRows), activity.keys.slice(from, from + maxRows));
     }
   }
 }

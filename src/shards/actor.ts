@@ -13,6 +13,8 @@ export interface PersistedState {
   shard: number;
   epoch: number;
   state: unknown;
+  /** From then on the state decides like a fresh one, and its row may be deleted; null or absent: kept. */
+  expiresAt?: number | null;
 }
 
 export abstract class Actor {
@@ -65,6 +67,13 @@ export abstract class Actor {
 
   /** The written-behind state as JSON, or null when this kind keeps none. */
   abstract persistedState(): unknown;
+  /**
+   * When the written-behind state stops mattering (a limiter's windows have all passed), so
+   * that its row can be deleted; null for state that is kept for good.
+   */
+  expiresAt(_now: number): number | null {
+    return null;
+  }
   /** Session/key activity to write behind; cleared by the call. */
   takeActivity(): ActivityTouches | null {
     return null;

@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'too_many_attempts'
   | 'unknown_tier'
   | 'owner_unavailable'
+  | 'at_capacity'
+  | 'storage_unavailable'
   | 'shutting_down'
   | 'internal';
 
@@ -42,7 +44,13 @@ export class InvalidRequestError extends TallyError {
   }
 }
 
-/** Missing, malformed, expired or revoked credentials, a deleted key, a blocked user. */
+/**
+ * The one answer for an API key that is malformed, forged (its MAC does not verify), names a
+ * user that does not exist, was deleted, or has the wrong secret: a prober learns nothing.
+ */
+export const INVALID_API_KEY = 'invalid API key';
+
+/** Missing, malformed, expired or revoked credentials, a deleted key. */
 export class UnauthenticatedError extends TallyError {
   constructor(detail = 'missing or invalid credentials') {
     super('unauthenticated', detail);
@@ -95,6 +103,23 @@ export class UnknownTierError extends TallyError {
 export class OwnerUnavailableError extends TallyError {
   constructor(detail: string, retryAfterMs = 1000, options?: { cause?: unknown }) {
     super('owner_unavailable', detail, { ...options, retryAfterMs });
+  }
+}
+
+/**
+ * The node holds as many actors as it may and none of them can be dropped (their state is
+ * not yet written): a new one is refused until the database takes the writes again.
+ */
+export class CapacityError extends TallyError {
+  constructor() {
+    super('at_capacity', 'this node is full of actors whose state is not yet written; try again shortly', { retryAfterMs: 1000 });
+  }
+}
+
+/** The database cannot be reached: what needs it is refused, what memory can decide goes on. */
+export class StorageUnavailableError extends TallyError {
+  constructor(options?: { cause?: unknown }) {
+    super('storage_unavailable', 'the database cannot be reached; try again shortly', { ...options, retryAfterMs: 1000 });
   }
 }
 

@@ -2,12 +2,18 @@
  * Identifiers and API key format.
  *
  * Ids are a type letter and 20 base32 characters (100 random bits). An API key is
- * `tk_<userId>_<keyId>_<secret>`: the user id routes it to its owner without a database
+ * `tk_<userId>_<keyId>_<mac>_<secret>`: the user id routes it to its owner without a database
  * lookup, the key id finds its record in the owner's memory, and only then is the secret's
  * hash compared, in constant time. Keys are stored as SHA-256 hashes: the secret carries 256
  * random bits, so a fast hash is enough (a password needs scrypt because it has few bits).
+ *
+ * The MAC is an HMAC-SHA256 of `<userId>_<keyId>` under the cluster's key secret, cut to 96
+ * bits. Any node checks it without a lookup, so a key with a made-up user id is refused at
+ * the edge instead of costing a database load (or, in a cluster, a forward). Keys issued
+ * before the MAC existed (`tk_<userId>_<keyId>_<secret>`) still parse; the edge accepts them
+ * only for the key ids the database lists as such.
  */
-import { hash, randomBytes } from 'node:crypto';
+import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
@@ -24,7 +30,9 @@ export const newKeyId = (): string => `k${randomBase32(12)}`;
 export const newReservationId = (): string => `r${randomBase32(20)}`;
 
 const USER_ID = /^u[a-z2-7]{20}$/;
-const KEY = /^tk_(u[a-z2-7]{20})_(k[a-z2-7]{12})_([A-Za-z0-9_-]{43})$/;
+/** Lengths tell the two formats apart: 43 characters after the key id, or 16 + 1 + 43. */
+const KEY = /^tk_(u[a-z2-7]{20})_(k[a-z2-7]{12})_(?:([A-Za-z0-9_-]{16})_)?[A-Za-z0-9_-]{43}$/;
+const MAC_BYTES = 12;
 
 export function isUserId(value: string): boolean {
   return USER_ID.test(value);
@@ -34,6 +42,8 @@ export interface ParsedApiKey {
   userId: string;
   keyId: string;
   hash: string;
+  /** The MAC the key carries; null for a key issued before keys carried one. */
+  mac: string | null;
 }
 
 export interface IssuedApiKey extends ParsedApiKey {
@@ -46,18 +56,32 @@ export function apiKeyPrefix(userId: string, keyId: string): string {
   return `tk_${userId}_${keyId}`;
 }
 
-export function issueApiKey(userId: string): IssuedApiKey {
+export function issueApiKey(userId: string, macKey: Uint8Array): IssuedApiKey {
   const keyId = newKeyId();
   const prefix = apiKeyPrefix(userId, keyId);
-  const key = `${prefix}_${randomBytes(32).toString('base64url')}`;
-  return { key, prefix, userId, keyId, hash: hashApiKey(key) };
+  const mac = apiKeyMac(macKey, userId, keyId);
+  const key = `${prefix}_${mac}_${randomBytes(32).toString('base64url')}`;
+  return { key, prefix, userId, keyId, hash: hashApiKey(key), mac };
+}
+
+/** The MAC of a key's routing part, as the key spells it. */
+export function apiKeyMac(macKey: Uint8Array, userId: string, keyId: string): string {
+  return createHmac('sha256', macKey).update(`${userId}_${keyId}`).digest().subarray(0, MAC_BYTES).toString('base64url');
+}
+
+/** Whether `mac` is the MAC of the key's routing part, compared in constant time. */
+export function apiKeyMacMatches(macKey: Uint8Array, key: ParsedApiKey): boolean {
+  if (key.mac === null) return false;
+  const expected = Buffer.from(apiKeyMac(macKey, key.userId, key.keyId));
+  const presented = Buffer.from(key.mac);
+  return presented.length === expected.length && timingSafeEqual(presented, expected);
 }
 
 /** Null when the string is not shaped like one of our keys (no lookup is made for it). */
 export function parseApiKey(key: string): ParsedApiKey | null {
   const match = KEY.exec(key);
   if (match === null) return null;
-  return { userId: match[1]!, keyId: match[2]!, hash: hashApiKey(key) };
+  return { userId: match[1]!, keyId: match[2]!, hash: hashApiKey(key), mac: match[3] ?? null };
 }
 
 export function looksLikeApiKey(token: string): boolean {

@@ -7,6 +7,7 @@ export { type ActivityTouches, Actor, type PersistedState } from './actor.js';
 export * from './errors.js';
 export { initHashing, SHARD_COUNT, shardOf } from './hash.js';
 export {
+  apiKeyMacMatches,
   hashApiKey,
   type IssuedApiKey,
   issueApiKey,
@@ -19,13 +20,13 @@ export {
   parseApiKey,
 } from './ids.js';
 export type { LimiterDecision } from './limiterActor.js';
-export { type LimiterRequest, LimiterService, type LimiterSpec } from './limiterService.js';
+export { type LimiterNamespace, type LimiterRequest, LimiterService, type LimiterSpec } from './limiterService.js';
 export { LimitTexts } from './limitTexts.js';
-export type { ApiKeyRecord, LoadedUser, SessionRecord, UserRecord, UserStore } from './ports.js';
+export type { ApiKeyRecord, FencedLoad, LoadedUser, SessionRecord, UserRecord, UserStore } from './ports.js';
 export { isJsonObject, type JsonObject, MAX_PREFERENCES_BYTES, mergePatch } from './preferences.js';
 export * from './quota/index.js';
 export type { BudgetLimit, BudgetPeriod, Limit, LimitState, RateLimit, WindowLimit } from './quota/limits.js';
-export { ActorRuntime, type DirtyCollection, type RuntimeOptions } from './runtime.js';
+export { type ActorLoader, ActorRuntime, ALL_WRITTEN, type DirtyCollection, type FlushOutcome, type Loaded, type RuntimeOptions } from './runtime.js';
 export { Shard, type ShardStatus } from './shard.js';
 export { effectiveLimits, type Tier, type TierDefinition, TierRegistry } from './tiers.js';
 export { type Credential, type Principal, type QuotaDecision, UserActor } from './userActor.js';

@@ -1,7 +1,11 @@
 /**
- * A generic keyed limiter: an actor per key (`limiter:<key>`) holding counters for whatever
- * limits the caller applies. It serves `/v1/limiter/check`, the per-IP limits of the
- * `anonymous` tier on the unauthenticated routes, and the login-failure counters.
+ * A generic keyed limiter: an actor per key holding counters for whatever limits the caller
+ * applies. It serves `/v1/limiter/check`, the per-address limits of the `anonymous` tier on
+ * the unauthenticated routes, and the login-attempt counters (see limiterService.ts for the
+ * namespaces that keep those apart).
+ *
+ * Its state matters only until its windows have passed: `expiresAt` says when, and the
+ * database deletes the row from then on, so keys chosen by callers are not kept for good.
  */
 import { Actor } from './actor.js';
 import {
@@ -11,8 +15,12 @@ import {
   migrateQuotaState,
   newQuotaState,
   type QuotaState,
+  quietAt,
   quotaStateFromJSON,
   quotaStateToJSON,
+  release,
+  reserve,
+  settle,
   snapshot,
 } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
@@ -40,17 +48,36 @@ export class LimiterActor extends Actor {
   check(set: LimitSet, now: number, cost: number): LimiterDecision {
     this.adopt(set);
     const result = consume(set, this.quota, now, { cost, resource: 'default' });
-    if (result.state !== this.quota) {
-      this.quota = result.state;
-      this.markDirty();
-    }
+    this.update(result.state);
     return { allowed: result.allowed, limits: result.limits, retryAfterMs: result.retryAfterMs };
+  }
+
+  /** Charges `cost` as a hold that `settle` turns into what it really cost (a refund included). */
+  reserve(set: LimitSet, now: number, hold: { id: string; cost: number; ttlMs: number }): LimiterDecision {
+    this.adopt(set);
+    const result = reserve(set, this.quota, now, { ...hold, resource: 'default' });
+    this.update(result.state);
+    return { allowed: result.allowed, limits: result.limits, retryAfterMs: result.retryAfterMs };
+  }
+
+  /** Settles a hold at `actual` (0 releases it); false when it is gone (expired, or settled). */
+  settle(set: LimitSet, now: number, id: string, actual: number): boolean {
+    this.adopt(set);
+    const result = actual === 0 ? release(set, this.quota, now, id) : settle(set, this.quota, now, { id, actual });
+    this.update(result.state);
+    return result.found;
   }
 
   /** The counters without charging: used to refuse before doing expensive work. */
   peek(set: LimitSet, now: number): LimitState[] {
     this.adopt(set);
     return snapshot(set, this.quota, now);
+  }
+
+  private update(state: QuotaState): void {
+    if (state === this.quota) return;
+    this.quota = state;
+    this.markDirty();
   }
 
   private adopt(set: LimitSet): void {
@@ -61,6 +88,10 @@ export class LimiterActor extends Actor {
 
   override persistedState(): unknown {
     return quotaStateToJSON(this.set, this.quota);
+  }
+
+  override expiresAt(now: number): number {
+    return quietAt(this.set, this.quota, now);
   }
 }
 

@@ -46,9 +46,18 @@ export interface LoadedUser {
   state: unknown | null;
 }
 
+/**
+ * Loads read the fence epoch of the entity's shard in the same statement, so the runtime can
+ * tell whether another node has taken the shard over (see runtime.ts).
+ */
+export interface FencedLoad<T> {
+  found: T | null;
+  fenceEpoch: number | null;
+}
+
 export interface UserStore {
-  loadUser(id: string): Promise<LoadedUser | null>;
-  loadState(entityKey: string): Promise<unknown | null>;
+  loadUser(id: string, shard: number): Promise<FencedLoad<LoadedUser>>;
+  loadState(entityKey: string, shard: number): Promise<FencedLoad<unknown>>;
   updateProfile(id: string, patch: { name?: string | null; email?: string }): Promise<void>;
   updatePreferences(id: string, preferences: Record<string, unknown>): Promise<void>;
   updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }): Promise<void>;

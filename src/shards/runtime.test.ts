@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Actor } from './actor.js';
-import { NotFoundError } from './errors.js';
+import { CapacityError, NotFoundError, OwnerUnavailableError } from './errors.js';
 import { initHashing } from './hash.js';
-import { ActorRuntime } from './runtime.js';
+import { ActorRuntime, ALL_WRITTEN } from './runtime.js';
 import type { Shard } from './shard.js';
 
 class Counter extends Actor {
@@ -15,6 +15,8 @@ class Counter extends Actor {
     return { count: this.count };
   }
 }
+
+const counters = async (key: string, shard: Shard) => ({ actor: new Counter(key, shard), fenceEpoch: shard.epoch });
 
 function runtime(options: Partial<ConstructorParameters<typeof ActorRuntime>[0]> = {}): ActorRuntime {
   const rt = new ActorRuntime({ maxActors: 1000, idleMs: 60_000, negativeTtlMs: 1000, negativeMax: 10, ...options });
@@ -31,7 +33,7 @@ describe('ActorRuntime', () => {
     const load = async (key: string, shard: Shard) => {
       loads++;
       await new Promise((resolve) => setTimeout(resolve, 10));
-      return new Counter(key, shard);
+      return { actor: new Counter(key, shard), fenceEpoch: shard.epoch };
     };
     const actors = await Promise.all(Array.from({ length: 20 }, () => rt.get('user-1', 0, load, 'user')));
     expect(loads).toBe(1);
@@ -42,9 +44,9 @@ describe('ActorRuntime', () => {
   it('remembers unknown keys for the negative-cache TTL', async () => {
     const rt = runtime();
     let loads = 0;
-    const load = async () => {
+    const load = async (_key: string, shard: Shard) => {
       loads++;
-      return null;
+      return { actor: null, fenceEpoch: shard.epoch };
     };
     await expect(rt.get('ghost', 0, load, 'user')).rejects.toBeInstanceOf(NotFoundError);
     await expect(rt.get('ghost', 500, load, 'user')).rejects.toBeInstanceOf(NotFoundError);
@@ -55,42 +57,88 @@ describe('ActorRuntime', () => {
 
   it('evicts the least recently used clean actors past the cap, never dirty ones', async () => {
     const rt = runtime({ maxActors: 3 });
-    const load = async (key: string, shard: Shard) => new Counter(key, shard);
-    const a = await rt.get('a', 1, load, 'user');
-    await rt.get('b', 2, load, 'user');
-    await rt.get('c', 3, load, 'user');
-    await rt.get('d', 4, load, 'user');
+    const a = await rt.get('a', 1, counters, 'user');
+    await rt.get('b', 2, counters, 'user');
+    await rt.get('c', 3, counters, 'user');
     a.bump(); // dirty: must survive
-    rt.get('a', 5, load, 'user');
-    expect(rt.sweep(6)).toBe(1);
+    rt.get('a', 4, counters, 'user');
+    // At the cap, an activation makes room by evicting the least recently used clean actor.
+    await rt.get('d', 5, counters, 'user');
     expect(rt.size).toBe(3);
-    expect(rt.shardFor('b').actors.has('b')).toBe(false);
-    expect(rt.shardFor('a').actors.has('a')).toBe(true);
+    expect(rt.isActive('b')).toBe(false);
+    expect(rt.isActive('a')).toBe(true);
+    expect(rt.stats.evictions).toBe(1);
+  });
+
+  it('refuses a new activation when every actor at the cap is dirty, and evicts nothing', async () => {
+    const rt = runtime({ maxActors: 3 });
+    for (const key of ['a', 'b', 'c']) (await rt.get(key, 1, counters, 'user')).bump();
+    let loads = 0;
+    const counting = async (key: string, shard: Shard) => {
+      loads++;
+      return counters(key, shard);
+    };
+    await expect(rt.get('d', 2, counting, 'user')).rejects.toBeInstanceOf(CapacityError);
+    expect(loads).toBe(0); // refused before any query
+    expect(rt.size).toBe(3);
+    // Once the flush has written them, the same activation succeeds.
+    rt.collectDirty(3).finish(ALL_WRITTEN);
+    await expect(rt.get('d', 4, counting, 'user')).resolves.toBeInstanceOf(Counter);
+    expect(rt.size).toBe(3);
+  });
+
+  it('passivates idle clean actors while dirty ones wait, however the flush fares', async () => {
+    const rt = runtime({ idleMs: 100 });
+    const clean = await rt.get('clean', 0, counters, 'user');
+    const dirty = await rt.get('dirty', 0, counters, 'user');
+    dirty.bump();
+    const failed = rt.collectDirty(10);
+    failed.finish({ retry: new Set([0]), activityFailed: false }); // the database was away
+    expect(rt.sweep(5000)).toBe(1);
+    expect(rt.isActive(clean.key)).toBe(false);
+    expect(rt.isActive(dirty.key)).toBe(true);
+    expect(dirty.dirty).toBe(true);
+  });
+
+  it('gives up the whole shard when a load reads a newer fence epoch', async () => {
+    const rt = runtime();
+    const shard = rt.shardFor('victim');
+    shard.epoch = 3;
+    const neighbour = await rt.get('victim', 0, async (key, s) => ({ actor: new Counter(key, s), fenceEpoch: 3 }), 'user');
+    const lost: [number, number | null][] = [];
+    rt.onShardLost = (s, epoch) => lost.push([s.index, epoch]);
+    // Another entity of the same shard, loaded after a second node claimed the shard at epoch 4.
+    const other = [...Array(10_000).keys()].map((i) => `other-${i}`).find((key) => rt.shardFor(key) === shard)!;
+    await expect(rt.get(other, 1, async (key, s) => ({ actor: new Counter(key, s), fenceEpoch: 4 }), 'user')).rejects.toBeInstanceOf(OwnerUnavailableError);
+    expect(shard.status).toBe('lost');
+    expect(lost).toEqual([[shard.index, 4]]);
+    expect(rt.isActive(neighbour.key)).toBe(false);
+    expect(() => rt.get('victim', 2, counters, 'user')).toThrow(OwnerUnavailableError);
   });
 
   it('passivates idle actors once they are flushed', async () => {
     const rt = runtime({ idleMs: 100 });
-    const actor = await rt.get('x', 0, async (key, shard) => new Counter(key, shard), 'user');
+    const actor = await rt.get('x', 0, counters, 'user');
     actor.bump();
     expect(rt.sweep(1000)).toBe(0); // dirty
-    const collected = rt.collectDirty();
-    expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, state: { count: 1 } }]);
-    collected.commit();
+    const collected = rt.collectDirty(1000);
+    expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, state: { count: 1 }, expiresAt: null }]);
+    collected.finish(ALL_WRITTEN);
     expect(rt.sweep(2000)).toBe(1);
     expect(rt.size).toBe(0);
   });
 
   it('retries a failed flush, and re-queues changes made while a flush was in flight', async () => {
     const rt = runtime();
-    const actor = await rt.get('y', 0, async (key, shard) => new Counter(key, shard), 'user');
+    const actor = await rt.get('y', 0, counters, 'user');
     actor.bump();
-    const failed = rt.collectDirty();
-    failed.fail();
-    const retry = rt.collectDirty();
+    const failed = rt.collectDirty(0);
+    failed.finish({ retry: new Set([0]), activityFailed: false });
+    const retry = rt.collectDirty(0);
     expect(retry.rows).toHaveLength(1);
     actor.bump(); // during the write
-    retry.commit();
+    retry.finish(ALL_WRITTEN);
     expect(actor.dirty).toBe(true);
-    expect(rt.collectDirty().rows[0]!.state).toEqual({ count: 2 });
+    expect(rt.collectDirty(0).rows[0]!.state).toEqual({ count: 2 });
   });
 });

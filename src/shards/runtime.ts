@@ -5,12 +5,18 @@
  * - Single activation: concurrent requests for an actor that is loading await one promise.
  * - A node-wide LRU list orders actors by last use; idle ones are passivated and, past
  *   `maxActors`, the least recently used clean ones are evicted. Dirty actors are never
- *   dropped: they wait for the write-behind flush.
+ *   dropped: they wait for the write-behind flush. When the node is full of actors it may
+ *   not drop (the database refuses their writes), a new activation is refused with
+ *   `CapacityError` rather than letting the heap grow without bound.
  * - A short negative cache remembers keys that loaded nothing, so a bot with made-up ids
  *   or keys costs one query per key per TTL, not one per request.
+ * - The fence: every load reads its shard's epoch in the same statement. A newer epoch
+ *   than the one this node serves under means another node has taken the shard over, so
+ *   the whole shard is given up (`loseShard`), not just the one actor: serving any of its
+ *   actors again would decide on stale state.
  */
 import type { ActivityTouches, Actor, PersistedState } from './actor.js';
-import { NotFoundError, OwnerUnavailableError } from './errors.js';
+import { CapacityError, NotFoundError, OwnerUnavailableError } from './errors.js';
 import { SHARD_COUNT, shardOf } from './hash.js';
 import { Shard } from './shard.js';
 
@@ -21,16 +27,38 @@ export interface RuntimeOptions {
   negativeMax: number;
 }
 
-export type ActorLoader<A extends Actor> = (key: string, shard: Shard) => Promise<A | null>;
+/** What a load found, and the epoch its shard's fence held when it was read. */
+export interface Loaded<A extends Actor> {
+  actor: A | null;
+  /** Null when the shard has no fence row (no node ever claimed it). */
+  fenceEpoch: number | null;
+}
+
+export type ActorLoader<A extends Actor> = (key: string, shard: Shard) => Promise<Loaded<A>>;
+
+/** What became of the rows of a collection once the flusher tried them. */
+export interface FlushOutcome {
+  /** Indexes into `rows` that were not written and must be tried again. */
+  retry: ReadonlySet<number>;
+  /** The activity touches were not written: they are tried again with the next collection. */
+  activityFailed: boolean;
+}
 
 export interface DirtyCollection {
   rows: PersistedState[];
   activity: ActivityTouches;
-  /** Call once the rows are durable: marks each actor clean up to the collected version. */
-  commit(): void;
-  /** Call when the write failed: everything collected is retried by the next flush. */
-  fail(): void;
+  /**
+   * Call once the write is over: actors whose rows were written are marked clean up to the
+   * collected version; the rest are queued again. (Rows refused by the fence need nothing:
+   * their shards are lost, with their actors.)
+   */
+  finish(outcome: FlushOutcome): void;
 }
+
+/** How many of the least recently used actors an activation looks through for one to evict. */
+const EVICTION_SCAN = 32;
+/** The outcome of a flush that wrote everything it collected. */
+export const ALL_WRITTEN: FlushOutcome = Object.freeze({ retry: new Set<number>(), activityFailed: false });
 
 export class ActorRuntime {
   readonly shards: readonly Shard[];
@@ -46,7 +74,9 @@ export class ActorRuntime {
   private readonly unknown = new Map<string, number>();
   private dirtyQueue: Actor[] = [];
   private unwrittenActivity: ActivityTouches = { sessions: [], keys: [] };
-  readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0 };
+  readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0 };
+  /** Called when the fence shows that another node has taken a shard over. */
+  onShardLost: (shard: Shard, newerEpoch: number | null) => void = () => {};
 
   constructor(readonly options: RuntimeOptions) {
     this.shards = Array.from({ length: SHARD_COUNT }, (_, index) => new Shard(index, this));
@@ -75,6 +105,11 @@ export class ActorRuntime {
     return this.activate(key, shard, now, load, what);
   }
 
+  /** Whether an actor for `key` is in memory here (serving or not). */
+  isActive(key: string): boolean {
+    return this.active.has(key);
+  }
+
   /** The actor for `key` if it is active here, without loading it; touches it. */
   peek(key: string, now: number): Actor | undefined {
     const active = this.active.get(key);
@@ -94,6 +129,7 @@ export class ActorRuntime {
     }
     let pending = this.activating.get(key);
     if (pending === undefined) {
+      this.makeRoom();
       pending = this.load(key, shard, now, load);
       this.activating.set(key, pending);
     }
@@ -102,15 +138,42 @@ export class ActorRuntime {
     return actor as A;
   }
 
+  /**
+   * Makes room for one more actor, evicting the least recently used clean one if the node is
+   * at `maxActors` (loads in flight count: each will add one). Throws CapacityError when
+   * every actor it looked at must stay (dirty: its state is not yet in the database).
+   */
+  private makeRoom(): void {
+    if (this.active.size + this.activating.size < this.options.maxActors) return;
+    let actor = this.oldest;
+    for (let scanned = 0; actor !== null && scanned < EVICTION_SCAN; scanned++) {
+      const next = actor.newer;
+      actor.activityDueNow();
+      if (!actor.dirty && !actor.busy) {
+        this.drop(actor);
+        this.stats.evictions++;
+        return;
+      }
+      actor = next;
+    }
+    this.stats.refusedAtCapacity++;
+    throw new CapacityError();
+  }
+
   private async load<A extends Actor>(key: string, shard: Shard, now: number, load: ActorLoader<A>): Promise<A | null> {
+    const epoch = shard.epoch;
     try {
-      const actor = await load(key, shard);
+      const { actor, fenceEpoch } = await load(key, shard);
+      // The shard may have been released or lost while the load was in flight.
+      if (!shard.serving || shard.epoch !== epoch) throw new OwnerUnavailableError(`shard ${shard.index} moved while activating`);
+      if (fenceEpoch !== epoch) {
+        this.loseShard(shard, fenceEpoch);
+        throw new OwnerUnavailableError(`shard ${shard.index} is owned by another node`);
+      }
       if (actor === null) {
         this.rememberUnknown(key, now);
         return null;
       }
-      // The shard may have been released while the load was in flight.
-      if (!shard.serving) throw new OwnerUnavailableError(`shard ${shard.index} moved while activating`);
       // Keyed by the actor's own id, not the caller's string: that may be a slice of a
       // token or API key, which the map would otherwise keep alive.
       shard.actors.set(actor.key, actor);
@@ -173,19 +236,20 @@ export class ActorRuntime {
   }
 
   /** Everything written behind since the last collection, with the epochs of its shards. */
-  collectDirty(): DirtyCollection {
+  collectDirty(now: number): DirtyCollection {
     const queue = this.dirtyQueue;
     this.dirtyQueue = [];
     const rows: PersistedState[] = [];
+    const rowActors: Actor[] = [];
+    const versions: number[] = [];
     const activity = this.unwrittenActivity;
     this.unwrittenActivity = { sessions: [], keys: [] };
-    const versions = new Array<number>(queue.length);
-    for (let i = 0; i < queue.length; i++) {
-      const actor = queue[i]!;
+    for (const actor of queue) {
       actor.queued = false;
-      versions[i] = actor.version;
       if (actor.version !== actor.flushedVersion) {
-        rows.push({ entityKey: actor.key, shard: actor.shard.index, epoch: actor.shard.epoch, state: actor.persistedState() });
+        rows.push({ entityKey: actor.key, shard: actor.shard.index, epoch: actor.shard.epoch, state: actor.persistedState(), expiresAt: actor.expiresAt(now) });
+        rowActors.push(actor);
+        versions.push(actor.version);
       }
       const touches = actor.takeActivity();
       if (touches !== null) {
@@ -196,18 +260,19 @@ export class ActorRuntime {
     return {
       rows,
       activity,
-      commit: () => {
-        for (let i = 0; i < queue.length; i++) {
-          const actor = queue[i]!;
-          if (versions[i]! > actor.flushedVersion) actor.flushedVersion = versions[i]!;
+      finish: ({ retry, activityFailed }) => {
+        for (let i = 0; i < rowActors.length; i++) {
+          const actor = rowActors[i]!;
+          if (retry.has(i)) {
+            if (!actor.queued && actor.shard.actors.get(actor.key) === actor) this.enqueueDirty(actor);
+          } else if (versions[i]! > actor.flushedVersion) {
+            actor.flushedVersion = versions[i]!;
+          }
         }
-      },
-      fail: () => {
-        for (const actor of queue) {
-          if (!actor.queued && actor.shard.actors.get(actor.key) === actor) this.enqueueDirty(actor);
+        if (activityFailed) {
+          this.unwrittenActivity.sessions.push(...activity.sessions);
+          this.unwrittenActivity.keys.push(...activity.keys);
         }
-        this.unwrittenActivity.sessions.push(...activity.sessions);
-        this.unwrittenActivity.keys.push(...activity.keys);
       },
     };
   }
@@ -243,19 +308,30 @@ export class ActorRuntime {
     for (const actor of this.active.values()) actor.activityDueNow();
   }
 
-  /** Drops every actor of a shard (after a handoff flushed it, or when the fence refused it). */
+  /** Stops serving a shard and drops its actors (after a handoff flushed it, or at shutdown). */
   releaseShard(shard: Shard): number {
+    shard.status = 'not_owned';
+    return this.dropActorsOf(shard);
+  }
+
+  /**
+   * The fence shows a newer epoch for `shard` (a load read it, or a write was refused):
+   * another node owns it now. This node stops serving it and drops its actors, whose state
+   * is stale; it serves the shard again only after claiming it anew.
+   */
+  loseShard(shard: Shard, newerEpoch: number | null): void {
+    if (shard.status === 'lost') return;
+    shard.status = 'lost';
+    this.dropActorsOf(shard);
+    this.onShardLost(shard, newerEpoch);
+  }
+
+  private dropActorsOf(shard: Shard): number {
     let dropped = 0;
     for (const actor of [...shard.actors.values()]) {
       this.drop(actor);
       dropped++;
     }
     return dropped;
-  }
-
-  /** Drops one actor whose state Postgres refused (a newer owner holds its shard). */
-  dropFenced(entityKey: string): void {
-    const actor = this.active.get(entityKey);
-    if (actor !== undefined) this.drop(actor);
   }
 }

@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initHashing } from './hash.js';
 import { issueApiKey, newSessionId, newUserId } from './ids.js';
 import type { LoadedUser } from './ports.js';
-import { ActorRuntime } from './runtime.js';
+import { ActorRuntime, ALL_WRITTEN } from './runtime.js';
 import { TierRegistry } from './tiers.js';
 import { ACTIVITY_WRITE_MS, UserActor } from './userActor.js';
 
@@ -12,7 +12,7 @@ const t0 = Date.UTC(2026, 10, 22, 12, 0, 0);
 
 async function activeUser() {
   const id = newUserId();
-  const key = issueApiKey(id);
+  const key = issueApiKey(id, new Uint8Array(32));
   const sessionId = newSessionId();
   const loaded: LoadedUser = {
     user: {
@@ -48,12 +48,12 @@ async function activeUser() {
   tiers.put([{ name: 'free', limits: [], failOpen: false, updatedAt: t0 }]);
   const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
   for (const shard of runtime.shards) shard.status = 'owned';
-  const actor = await runtime.get(id, t0, async (_key, shard) => new UserActor(loaded, shard, tiers), 'user');
-  const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash }, now);
+  const actor = await runtime.get(id, t0, async (_key, shard) => ({ actor: new UserActor(loaded, shard, tiers), fenceEpoch: shard.epoch }), 'user');
+  const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash, signed: true }, now);
   const useSession = (now: number) => actor.authenticate({ kind: 'session', sessionId }, now);
   const flush = () => {
-    const collected = runtime.collectDirty();
-    collected.commit();
+    const collected = runtime.collectDirty(t0);
+    collected.finish(ALL_WRITTEN);
     return collected.activity;
   };
   return { actor, runtime, useKey, useSession, flush, keyId: key.keyId, sessionId };

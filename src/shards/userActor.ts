@@ -7,7 +7,7 @@
  * changes, so memory never shows what Postgres has not committed.
  */
 import { type ActivityTouches, Actor } from './actor.js';
-import { ForbiddenError, IdempotencyMismatchError, NotFoundError, UnauthenticatedError } from './errors.js';
+import { ForbiddenError, IdempotencyMismatchError, INVALID_API_KEY, NotFoundError, UnauthenticatedError } from './errors.js';
 import { sameHash } from './ids.js';
 import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
 import {
@@ -31,8 +31,13 @@ import type { Shard } from './shard.js';
 import { effectiveLimits, type TierRegistry } from './tiers.js';
 
 export type Credential =
+  /** A session token whose signature and expiry the edge has checked. */
   | { kind: 'session'; sessionId: string }
-  | { kind: 'key'; keyId: string; hash: string }
+  /**
+   * An API key, still to be checked against the owner's record. `signed`: the key carries a
+   * MAC the edge verified, so the node issued it (keys older than the MAC carry none).
+   */
+  | { kind: 'key'; keyId: string; hash: string; signed: boolean }
   /** The caller proved itself another way: the admin or service token, or a NATS service. */
   | { kind: 'trusted' };
 
@@ -80,6 +85,8 @@ export interface QuotaDecision {
   exceedsCapacity: boolean;
   /** This answer repeats the first one given for the same Idempotency-Key. */
   replayed?: boolean;
+  /** Allowed without its owner (a `fail_open` tier whose owner could not be reached); `limits` is empty. */
+  degraded?: boolean;
 }
 
 export const MAX_SESSIONS_PER_USER = 100;
@@ -165,7 +172,7 @@ export class UserActor extends Actor {
       return { via: 'session', sessionId: session.id };
     }
     const key = this.findKey(credential.keyId);
-    if (key === undefined || !sameHash(key.hash, credential.hash)) throw new UnauthenticatedError('invalid API key');
+    if (key === undefined || !sameHash(key.hash, credential.hash)) throw new UnauthenticatedError(INVALID_API_KEY);
     if (key.expiresAt !== null && key.expiresAt <= now) throw new UnauthenticatedError('the API key has expired');
     key.lastUsedAt = now;
     this.noteUse(key, now);

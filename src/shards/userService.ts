@@ -7,12 +7,12 @@
  * Requests are plain data (`UserRequest`), so the router can run them here or send them to
  * the owner over NATS unchanged.
  */
-import { ForbiddenError, InvalidRequestError, NotFoundError, TallyError, UnknownTierError } from './errors.js';
+import { ForbiddenError, INVALID_API_KEY, InvalidRequestError, NotFoundError, TallyError, UnauthenticatedError, UnknownTierError } from './errors.js';
 import type { SessionRecord, UserStore } from './ports.js';
 import { type JsonObject, mergePatch, serializePreferences } from './preferences.js';
 import { validateLimits } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
-import type { ActorRuntime } from './runtime.js';
+import type { ActorRuntime, Loaded } from './runtime.js';
 import type { TierRegistry } from './tiers.js';
 import { type Credential, MAX_KEYS_PER_USER, MAX_SESSIONS_PER_USER, type Principal, type QuotaDecision, toApiKey, toSession, UserActor } from './userActor.js';
 import { type KeyView, keyView, type ProfileView, profileView, type SessionView, sessionView } from './views.js';
@@ -105,9 +105,9 @@ export class UserService {
     return this.runtime.get(userId, now, this.loadUser, 'user');
   }
 
-  private readonly loadUser = async (userId: string, shard: UserActor['shard']): Promise<UserActor | null> => {
-    const loaded = await this.store.loadUser(userId);
-    return loaded === null ? null : new UserActor(loaded, shard, this.tiers);
+  private readonly loadUser = async (userId: string, shard: UserActor['shard']): Promise<Loaded<UserActor>> => {
+    const { found, fenceEpoch } = await this.store.loadUser(userId, shard.index);
+    return { actor: found === null ? null : new UserActor(found, shard, this.tiers), fenceEpoch };
   };
 
   /**
@@ -118,7 +118,12 @@ export class UserService {
   execute<K extends UserOpName>(request: UserRequest<K>, now: number): Promise<UserOps[K]['result']> {
     try {
       const found = this.actor(request.userId, now);
-      if (found instanceof Promise) return found.then((user) => this.perform(user, request, now)) as Promise<UserOps[K]['result']>;
+      if (found instanceof Promise) {
+        return found.then(
+          (user) => this.perform(user, request, now),
+          (error: unknown) => Promise.reject(missingUserAsBadCredential(error, request.credential)),
+        ) as Promise<UserOps[K]['result']>;
+      }
       return Promise.resolve(this.perform(found, request, now)) as Promise<UserOps[K]['result']>;
     } catch (error) {
       return Promise.reject(error);
@@ -219,6 +224,8 @@ export class UserService {
 
   private createSession(user: UserActor, session: NewSession, now: number): Promise<SessionView> {
     return user.exclusive(async () => {
+      // Checked here, by the owner, so that a block set on any node is seen at once.
+      if (user.blocked) throw new ForbiddenError('this user is blocked');
       // Past the cap, the sessions idle the longest are logged out to make room.
       const live = user.sessions.filter((s) => s.expiresAt > now);
       const excess = live.length + 1 - MAX_SESSIONS_PER_USER;
@@ -311,6 +318,16 @@ export class UserService {
       return this.adminView(user, now);
     });
   }
+}
+
+/**
+ * A credential naming a user that does not exist gets the answer a wrong secret gets: a
+ * prober cannot tell made-up user ids from real ones. Trusted callers (admin routes) are
+ * told "not found".
+ */
+function missingUserAsBadCredential(error: unknown, credential: Credential): unknown {
+  if (!(error instanceof NotFoundError) || credential.kind === 'trusted') return error;
+  return new UnauthenticatedError(credential.kind === 'key' ? INVALID_API_KEY : 'the session has ended');
 }
 
 function checkAccess(principal: Principal, op: UserOpName): void {

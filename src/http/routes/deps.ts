@@ -1,5 +1,6 @@
 /** What route handlers need from the node, passed in so the HTTP folder imports no wiring. */
 import type { Accounts, Router, TierAdmin } from '../../node/index.js';
+import type { IssuedApiKey } from '../../shards/index.js';
 
 export interface HealthReport {
   ready: boolean;
@@ -8,12 +9,14 @@ export interface HealthReport {
 
 export interface ClusterView {
   nodes: { id: string; self: boolean; shards: number; status: string }[];
-  shards: { count: number; by_node: Record<string, number>; moving: number[] };
+  /** `lost`: shards this node gave up because the fence showed another owner. */
+  shards: { count: number; by_node: Record<string, number>; moving: number[]; lost?: number[] };
 }
 
 export interface RouteDeps {
   router: Router;
   accounts: Accounts;
+  apiKeys: { issue(userId: string): IssuedApiKey };
   tiers: TierAdmin;
   clock: () => number;
   health(): Promise<HealthReport>;

@@ -1,10 +1,10 @@
-import { InvalidRequestError, issueApiKey } from '../../shards/index.js';
+import { InvalidRequestError } from '../../shards/index.js';
 import { type RouteDefinition, route } from '../route.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 export function keyRoutes(deps: RouteDeps): RouteDefinition[] {
-  const { router, clock } = deps;
+  const { router, clock, apiKeys } = deps;
   return [
     route({
       method: 'post',
@@ -18,7 +18,7 @@ export function keyRoutes(deps: RouteDeps): RouteDefinition[] {
       async handle({ caller, body }) {
         const expiresAt = body.expires_at === undefined ? null : Date.parse(body.expires_at);
         if (expiresAt !== null && expiresAt <= clock()) throw new InvalidRequestError('expires_at must be in the future');
-        const issued = issueApiKey(caller.userId);
+        const issued = apiKeys.issue(caller.userId);
         const created = await router.user({
           ...caller,
           op: 'keys.create',

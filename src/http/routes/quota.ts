@@ -94,7 +94,13 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       body: S.LimiterBody,
       responses: { 200: { description: 'the decision, allowed or not', schema: S.LimiterReply } },
       async handle({ body }) {
-        const decision = await router.limiter({ key: body.key, spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms }, cost: body.cost ?? 1 });
+        const decision = await router.limiter({
+          op: 'check',
+          namespace: 'service',
+          key: body.key,
+          spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms },
+          cost: body.cost ?? 1,
+        });
         const state = decision.limits[0]!;
         return { status: 200, body: { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() } };
       },
@@ -111,6 +117,7 @@ function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempo
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */
 function consumeReply(decision: QuotaDecision, now: number): Reply {
   if (!decision.allowed) return decide(decision, now, {}, 200);
+  if (decision.degraded === true) return DEGRADED_REPLY;
   return {
     status: 200,
     text: `{"allowed":true,"limits":${limitsJson(decision.limits)}}`,
@@ -118,6 +125,14 @@ function consumeReply(decision: QuotaDecision, now: number): Reply {
     headers: rateLimitHeaders(decision.limits, now),
   };
 }
+
+/** Allowed by a `fail_open` tier without its owner: no limits are known, so no rate-limit headers. */
+const DEGRADED_REPLY: Reply = Object.freeze({
+  status: 200,
+  text: '{"allowed":true,"limits":[]}',
+  contentType: 'application/json',
+  headers: Object.freeze({ 'tally-degraded': '1' }),
+});
 
 /** 2xx with `fields` and the limits when allowed; otherwise 429 with the same limits. */
 function decide(decision: QuotaDecision, now: number, fields: Record<string, unknown>, status: number): Reply {

@@ -115,6 +115,24 @@ export function snapshot(set: LimitSet, state: QuotaState, now: number): LimitSt
   return states(set, cells, now, null);
 }
 
+/**
+ * The earliest time from which `state` decides exactly like a fresh state: every limit is
+ * full again and every hold has expired. State kept only for its limits (a limiter's) may be
+ * deleted from then on.
+ */
+export function quietAt(set: LimitSet, state: QuotaState, now: number): number {
+  const cells = advanced(set, state, now);
+  let at = now;
+  for (const entry of set.compiled) {
+    const limit = limitState(entry, cells, now);
+    // A budget's reset_at is the end of its period even when nothing of it is used.
+    if (entry.limit.kind === 'budget' && limit.remaining === limit.limit) continue;
+    if (limit.reset_at > at) at = limit.reset_at;
+  }
+  for (const hold of state.holds ?? []) if (hold.expiresAt > at) at = hold.expiresAt;
+  return at;
+}
+
 /** A copy of the cells with windows and budget periods brought forward to `now`. */
 function advanced(set: LimitSet, state: QuotaState, now: number): number[] {
   const cells = state.cells.slice();

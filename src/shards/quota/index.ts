@@ -6,6 +6,7 @@ export {
   newQuotaState,
   type QuotaRequest,
   type QuotaState,
+  quietAt,
   release,
   reserve,
   type Settled,

@@ -1,0 +1,54 @@
+/**
+ * API keys at the edge: issuing them with a MAC, and turning a presented key into the caller
+ * it names without touching the database.
+ *
+ * A key whose MAC does not verify, or an old key without a MAC whose id the database does not
+ * list as such, is refused here with the same 401 as any bad key. A well-shaped key made up
+ * by a prober, whatever user id it names, costs an HMAC and nothing else: no load, and in a
+ * cluster no forward.
+ */
+import { apiKeyMacMatches, type Credential, INVALID_API_KEY, type IssuedApiKey, issueApiKey, parseApiKey, UnauthenticatedError } from '../shards/index.js';
+import type { Caller } from './route.js';
+
+const RECENT_KEYS_MAX = 16_384;
+
+export class ApiKeys {
+  /**
+   * Parse, MAC check and SHA-256 of the keys seen most recently: a client sends the same key
+   * with every request, and those were the costliest steps of checking it. Only key →
+   * (user, key id, hash) is kept, in memory and bounded (dropped whole when full); whether
+   * the key is live and its hash matches is decided by the owner on every request, in
+   * constant time, so a deleted key is refused at once all the same.
+   */
+  private readonly recent = new Map<string, Caller>();
+
+  /**
+   * @param macKey the key secret's MAC key, the same on every node
+   * @param legacyKeyIds ids of live keys issued before keys carried a MAC (a fixed set: no new
+   *   key is issued without one)
+   */
+  constructor(
+    private readonly macKey: Uint8Array,
+    private readonly legacyKeyIds: ReadonlySet<string>,
+  ) {}
+
+  issue(userId: string): IssuedApiKey {
+    return issueApiKey(userId, this.macKey);
+  }
+
+  /** The caller a presented key names; throws the one 401 for every kind of bad key. */
+  caller(token: string): Caller {
+    let caller = this.recent.get(token);
+    if (caller === undefined) {
+      const key = parseApiKey(token);
+      if (key === null) throw new UnauthenticatedError(INVALID_API_KEY);
+      const signed = apiKeyMacMatches(this.macKey, key);
+      if (!signed && (key.mac !== null || !this.legacyKeyIds.has(key.keyId))) throw new UnauthenticatedError(INVALID_API_KEY);
+      const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash, signed });
+      caller = Object.freeze({ userId: key.userId, credential });
+      if (this.recent.size >= RECENT_KEYS_MAX) this.recent.clear();
+      this.recent.set(token, caller);
+    }
+    return caller;
+  }
+}

@@ -50,7 +50,8 @@ function driverOptions(log: Logger) {
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const { log } = options;
   if (options.url !== undefined) {
-    const sql = postgres(options.url, { ...driverOptions(log), max: options.max ?? 10, idle_timeout: 60 });
+    // A database that does not answer a connection within 5 s counts as unreachable (the default is 30 s).
+    const sql = postgres(options.url, { ...driverOptions(log), max: options.max ?? 10, idle_timeout: 60, connect_timeout: 5 });
     return { sql, kind: 'postgres', close: () => sql.end({ timeout: 5 }) };
   }
   const embedded = await startEmbedded(options.dataDir, log);

@@ -281,5 +281,31 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(await foundState(store, 'limiter:login-ip:192.0.2.9')).toEqual({ hits: [1, 2, 3] });
       expect(await foundState(store, `limiter:${unique()}`)).toBeNull();
     });
+
+    it('reads the fence epoch of the shard with the state, for known and unknown keys', async () => {
+      const [epoch] = (await store.claimShards([502], 'node-state')).values();
+      await store.writeStates(encode([{ entityKey: 'fenced-read', shard: 502, epoch: epoch!, state: { v: 1 } }]));
+      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: epoch });
+      expect(await store.loadState(`nothing-${unique()}`, 502)).toEqual({ found: null, fenceEpoch: epoch });
+      const [next] = (await store.claimShards([502], 'another-node')).values();
+      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: next });
+      expect((await store.loadUser(`u${unique()}`, 502)).fenceEpoch).toBe(next);
+    });
+
+    it('deletes rows past their expiry, and only those', async () => {
+      const [epoch] = (await store.claimShards([503], 'node-state')).values();
+      const now = Date.now();
+      const row = (entityKey: string, expiresAt: number | null) => ({ entityKey, shard: 503, epoch: epoch!, state: { v: entityKey }, expiresAt });
+      await store.writeStates(
+        encode([row('limiter:gone-1', now - 60_000), row('limiter:gone-2', now - 1), row('limiter:kept', now + 60_000), row('user-kept', null)]),
+      );
+      expect(await store.deleteExpiredStates(1)).toBe(1);
+      expect(await store.deleteExpiredStates(100)).toBe(1);
+      expect(await store.deleteExpiredStates(100)).toBe(0);
+      expect(await foundState(store, 'limiter:gone-1')).toBeNull();
+      expect(await foundState(store, 'limiter:gone-2')).toBeNull();
+      expect(await foundState(store, 'limiter:kept')).toEqual({ v: 'limiter:kept' });
+      expect(await foundState(store, 'user-kept')).toEqual({ v: 'user-kept' });
+    });
   });
 });

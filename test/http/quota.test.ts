@@ -179,4 +179,16 @@ describe('POST /v1/limiter/check', () => {
     expect(Date.parse(third.body.reset_at)).toBeGreaterThan(Date.now());
     expect((await check('ip:5.6.7.8')).body.allowed).toBe(true);
   });
+
+  it('keeps service keys out of the node’s own counters: they cannot lock a user out', async () => {
+    const victim = await tinyUser();
+    const charge = (key: string, limit: number) =>
+      t.api('POST', '/v1/limiter/check', { token: t.serviceToken, body: { key, limit, window_ms: 900_000, cost: limit } });
+    // The keys the login counters had before they moved into namespaces, charged to their limits.
+    expect((await charge(`login-email:${victim.email.toLowerCase()}`, 10)).body.allowed).toBe(true);
+    expect((await charge('login-ip:127.0.0.1', 100)).body.allowed).toBe(true);
+    expect((await charge('anon:127.0.0.1', 1_000_000)).body.allowed).toBe(true);
+    const login = await t.api('POST', '/v1/sessions', { body: { email: victim.email, password: victim.password } });
+    expect(login.status).toBe(201);
+  });
 });

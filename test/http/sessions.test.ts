@@ -1,4 +1,6 @@
+import { randomBytes, scryptSync } from 'node:crypto';
 import { base64url, SignJWT } from 'jose';
+import postgres from 'postgres';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createKey, createUser, type StartedNode, startTestNode, useTestNode } from '../support/tally.js';
 
@@ -120,5 +122,58 @@ describe('session token security', () => {
     expect((await t.api('POST', '/v1/quota/consume', { token: key.key, body: {} })).status).toBe(403);
     await t.api('PATCH', `/v1/admin/users/${user.id}`, { token: t.adminToken, body: { blocked: false } });
     expect((await t.api('GET', '/v1/user/profile', { token: user.token })).status).toBe(200);
+  });
+
+  it('refuses a blocked user a new session: 403, and no session is made', async () => {
+    const user = await createUser(t.api);
+    await t.api('PATCH', `/v1/admin/users/${user.id}`, { token: t.adminToken, body: { blocked: true } });
+    const refused = await login(user.email, user.password);
+    expect(refused.status).toBe(403);
+    expect(refused.body.detail).toBe('this user is blocked');
+    await t.api('PATCH', `/v1/admin/users/${user.id}`, { token: t.adminToken, body: { blocked: false } });
+    const again = await login(user.email, user.password);
+    expect(again.status).toBe(201);
+    const listed = await t.api('GET', '/v1/sessions', { token: again.body.token });
+    expect(listed.body.sessions.map((s: { id: string }) => s.id)).toEqual([user.sessionId, again.body.session.id]);
+  });
+});
+
+describe('stored login state', () => {
+  const withDatabase = async <T>(work: (sql: postgres.Sql) => Promise<T>): Promise<T> => {
+    const sql = postgres(t.databaseUrl!, { max: 1, onnotice: () => {} });
+    try {
+      return await work(sql);
+    } finally {
+      await sql.end();
+    }
+  };
+
+  it('rehashes a password stored under older scrypt parameters at the next login', async () => {
+    const user = await createUser(t.api);
+    const salt = randomBytes(16);
+    const old = `scrypt$16384$8$1$${salt.toString('base64url')}$${scryptSync(user.password, salt, 32, { N: 16384, r: 8, p: 1 }).toString('base64url')}`;
+    await withDatabase((sql) => sql`update users set password_hash = ${old} where id = ${user.id}`);
+    expect((await login(user.email, user.password)).status).toBe(201);
+    const [row] = await withDatabase((sql) => sql<{ password_hash: string }[]>`select password_hash from users where id = ${user.id}`);
+    expect(row!.password_hash).toMatch(/^scrypt\$16384\$8\$5\$[\w-]{22}\$[\w-]{43}$/);
+    expect((await login(user.email, user.password)).status).toBe(201);
+    expect((await login(user.email, 'not the password')).status).toBe(401);
+  });
+
+  it('keys login counters by a hash of the email, and gives each an expiry', async () => {
+    const user = await createUser(t.api);
+    expect((await login(user.email, 'not the password')).status).toBe(401);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // flushed
+    const rows = await withDatabase(
+      (sql) => sql<{ entity_key: string; expires_at: Date | null }[]>`select entity_key, expires_at from actor_state where entity_key like 'limiter:%'`,
+    );
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) {
+      expect(row.entity_key).not.toContain('@');
+      expect(row.expires_at).toBeInstanceOf(Date);
+      // A window counts whole slots: its last charge stops counting at most W + W/10 later.
+      expect(row.expires_at!.getTime()).toBeLessThanOrEqual(Date.now() + 16.5 * 60_000);
+    }
+    expect(rows.some((row) => row.entity_key.startsWith('limiter:login-email:'))).toBe(true);
   });
 });

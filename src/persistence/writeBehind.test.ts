@@ -1,0 +1,209 @@
+/**
+ * The write-behind flusher against a real database of each kind: one bad row is isolated
+ * and quarantined while the rest is written, statements stay bounded, an unreachable
+ * database keeps everything for the next flush, and a fence refusal gives the shard up.
+ */
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import postgres from 'postgres';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { Actor, ActorRuntime, initHashing, SHARD_COUNT, type Shard } from '../shards/index.js';
+import type { EncodedStateRow } from './actorState.js';
+import { Store } from './store.js';
+import { type FlushMetrics, type StateStore, WriteBehind, type WriteBehindOptions } from './writeBehind.js';
+
+/** An actor whose written-behind state is whatever the test sets. */
+class Box extends Actor {
+  value: unknown = { n: 0 };
+  put(value: unknown): void {
+    this.value = value;
+    this.markDirty();
+  }
+  override persistedState(): unknown {
+    return this.value;
+  }
+}
+
+const boxes = async (key: string, shard: Shard) => ({ actor: new Box(key, shard), fenceEpoch: shard.epoch });
+
+function recordingMetrics() {
+  const counts = { ok: 0, error: 0, written: 0, fenced: 0, quarantined: 0 };
+  const metrics: FlushMetrics = {
+    flushes: {
+      inc: ({ result }) => {
+        counts[result]++;
+      },
+    },
+    flushedRows: {
+      inc: (n) => {
+        counts.written += n;
+      },
+    },
+    fencedRows: {
+      inc: (n) => {
+        counts.fenced += n;
+      },
+    },
+    quarantinedRows: {
+      inc: (n) => {
+        counts.quarantined += n;
+      },
+    },
+    flushSeconds: { startTimer: () => () => {} },
+  };
+  return { counts, metrics };
+}
+
+/** The real store, counting statements, and switchable to a database that refuses connections. */
+class CountingStore implements StateStore {
+  statements = 0;
+  down = false;
+  constructor(
+    private readonly store: Store,
+    private readonly unreachable: Store,
+  ) {}
+  writeStates(rows: readonly EncodedStateRow[]) {
+    this.statements++;
+    return (this.down ? this.unreachable : this.store).writeStates(rows);
+  }
+  touchActivity(...args: Parameters<Store['touchActivity']>) {
+    return (this.down ? this.unreachable : this.store).touchActivity(...args);
+  }
+}
+
+beforeAll(() => initHashing());
+
+describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
+  let db: TestDatabase;
+  let store: Store;
+  const nowhere = postgres('postgres://tally@127.0.0.1:1/none', { max: 1, connect_timeout: 2, onnotice: () => {} });
+  let runtime: ActorRuntime;
+  let counting: CountingStore;
+  let logLines: string[];
+  let clock: number;
+
+  const flusher = (options: Partial<WriteBehindOptions> = {}) => {
+    const { counts, metrics } = recordingMetrics();
+    const log = pino(
+      { level: 'info' },
+      new Writable({
+        write(chunk, _encoding, done) {
+          logLines.push(String(chunk));
+          done();
+        },
+      }),
+    );
+    return { counts, flusher: new WriteBehind(runtime, counting, metrics, log, { retryBaseMs: 1000, clock: () => clock, ...options }) };
+  };
+  const stored = async (key: string) => (await store.loadState(key, 0)).found;
+
+  beforeAll(async () => {
+    db = await openTestDatabase(kind);
+    store = new Store(db.database.sql);
+  });
+  afterAll(async () => {
+    await nowhere.end();
+    await db.cleanup();
+  });
+  beforeEach(async () => {
+    runtime = new ActorRuntime({ maxActors: 10_000, idleMs: 60_000, negativeTtlMs: 1000, negativeMax: 10 });
+    const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], `test-${kind}`);
+    for (const shard of runtime.shards) {
+      shard.epoch = epochs.get(shard.index)!;
+      shard.status = 'owned';
+    }
+    counting = new CountingStore(store, new Store(nowhere));
+    logLines = [];
+    clock = 1_000_000;
+  });
+
+  it('writes every other row when one is refused, and keeps that one in quarantine until it can be written', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const actors: Box[] = [];
+    for (let i = 0; i < 50; i++) actors.push((await runtime.get(`box-a-${i}`, 0, boxes, 'box')) as Box);
+    for (const [i, actor] of actors.entries()) actor.put({ n: i });
+    const bad = actors[17]!;
+    bad.put({ text: 'lone \uD800 surrogate' }); // JSON.stringify writes \ud800, which jsonb refuses
+
+    expect(await writeBehind.flush()).toMatchObject({ written: 49, quarantined: 1, fenced: 0 });
+    expect(counts).toMatchObject({ ok: 1, error: 0, written: 49, quarantined: 1 });
+    // Found by halving: at most two statements per level of a 50-row batch, plus the first.
+    expect(counting.statements).toBeLessThanOrEqual(1 + 2 * Math.ceil(Math.log2(50)));
+    expect(await stored('box-a-3')).toEqual({ n: 3 });
+    expect(await stored(bad.key)).toBeNull();
+    expect(bad.dirty).toBe(true);
+    expect(runtime.isActive(bad.key)).toBe(true);
+    expect(writeBehind.quarantined).toBe(1);
+    const logged = logLines.map((line) => JSON.parse(line)).find((entry) => entry.entity === bad.key);
+    expect(logged).toMatchObject({ level: 50, attempts: 1, retryInMs: 1000 });
+
+    // Within its back-off the row is not tried; after it, it is, and fails again (twice as long).
+    counting.statements = 0;
+    expect(await writeBehind.flush()).toMatchObject({ written: 0, deferred: 1 });
+    expect(counting.statements).toBe(0);
+    clock += 1000;
+    expect(await writeBehind.flush()).toMatchObject({ quarantined: 1 });
+    expect(
+      logLines
+        .map((line) => JSON.parse(line))
+        .filter((entry) => entry.entity === bad.key)
+        .at(-1),
+    ).toMatchObject({ attempts: 2, retryInMs: 2000 });
+
+    // Once its state can be stored, it is written at its next try and leaves quarantine.
+    bad.put({ text: 'mended' });
+    clock += 2000;
+    expect(await writeBehind.flush()).toMatchObject({ written: 1, quarantined: 0 });
+    expect(await stored(bad.key)).toEqual({ text: 'mended' });
+    expect(bad.dirty).toBe(false);
+    expect(writeBehind.quarantined).toBe(0);
+  });
+
+  it('cuts a flush into statements of bounded rows and characters', async () => {
+    const { flusher: writeBehind } = flusher({ maxRows: 10, maxChars: 4096 });
+    for (let i = 0; i < 45; i++) ((await runtime.get(`box-b-${i}`, 0, boxes, 'box')) as Box).put({ n: i });
+    const big = (await runtime.get('box-b-big', 0, boxes, 'box')) as Box;
+    big.put({ pad: 'x'.repeat(10_000) }); // longer than a statement may be: it goes alone
+    expect(await writeBehind.flush()).toMatchObject({ written: 46, quarantined: 0 });
+    expect(counting.statements).toBe(6); // 10 + 10 + 10 + 10 + 5, and the big one
+    expect(((await stored('box-b-big')) as { pad: string }).pad).toHaveLength(10_000);
+  });
+
+  it('keeps everything for the next flush while the database cannot be reached', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const actors: Box[] = [];
+    for (let i = 0; i < 5; i++) actors.push((await runtime.get(`box-c-${i}`, 0, boxes, 'box')) as Box);
+    for (const [i, actor] of actors.entries()) actor.put({ n: i });
+    counting.down = true;
+    const error = await writeBehind.flush().catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('ECONNREFUSED');
+    expect(counts).toMatchObject({ ok: 0, error: 1, quarantined: 0 });
+    expect(writeBehind.quarantined).toBe(0); // not the rows' fault: nothing is held back
+    expect(actors.every((actor) => actor.dirty)).toBe(true);
+    expect(runtime.sweep(10_000_000)).toBe(0); // dirty actors are never dropped
+
+    counting.down = false;
+    expect(await writeBehind.flush()).toMatchObject({ written: 5 });
+    expect(await stored('box-c-4')).toEqual({ n: 4 });
+    expect(actors.some((actor) => actor.dirty)).toBe(false);
+  });
+
+  it('gives the whole shard up when the fence refuses a row', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const actor = (await runtime.get('box-d', 0, boxes, 'box')) as Box;
+    const shard = actor.shard;
+    const neighbour = [...Array(20_000).keys()].map((i) => `box-d-${i}`).find((key) => runtime.shardFor(key) === shard)!;
+    await runtime.get(neighbour, 0, boxes, 'box');
+    actor.put({ n: 1 });
+    await store.claimShards([shard.index], 'another-node'); // a second node takes the shard over
+
+    expect(await writeBehind.flush()).toMatchObject({ written: 0, fenced: 1 });
+    expect(counts.fenced).toBe(1);
+    expect(shard.status).toBe('lost');
+    expect(runtime.isActive(actor.key)).toBe(false);
+    expect(runtime.isActive(neighbour)).toBe(false);
+    expect(() => runtime.get(neighbour, 1, boxes, 'box')).toThrow(/not served/);
+    expect(await stored('box-d')).toBeNull();
+  });
+});

@@ -2,8 +2,8 @@
  * API keys at the edge: issuing them with a MAC, and turning a presented key into the caller
  * it names without touching the database.
  *
- * A key whose MAC does not verify, or an old key without a MAC whose id the database does not
- * list as such, is refused here with the same 401 as any bad key. A well-shaped key made up
+ * A key whose MAC does not verify, or an old key without a MAC that the database does not
+ * list as such (its key id, for its user), is refused here with the same 401 as any bad key. A well-shaped key made up
  * by a prober, whatever user id it names, costs an HMAC and nothing else: no load, and in a
  * cluster no forward.
  */
@@ -24,12 +24,12 @@ export class ApiKeys {
 
   /**
    * @param macKey the key secret's MAC key, the same on every node
-   * @param legacyKeyIds ids of live keys issued before keys carried a MAC (a fixed set: no new
-   *   key is issued without one)
+   * @param unsignedKeys live keys issued before keys carried a MAC, key id → user id (a fixed
+   *   set: no new key is issued without one)
    */
   constructor(
     private readonly macKey: Uint8Array,
-    private readonly legacyKeyIds: ReadonlySet<string>,
+    private readonly unsignedKeys: ReadonlyMap<string, string>,
   ) {}
 
   issue(userId: string): IssuedApiKey {
@@ -43,7 +43,7 @@ export class ApiKeys {
       const key = parseApiKey(token);
       if (key === null) throw new UnauthenticatedError(INVALID_API_KEY);
       const signed = apiKeyMacMatches(this.macKey, key);
-      if (!signed && (key.mac !== null || !this.legacyKeyIds.has(key.keyId))) throw new UnauthenticatedError(INVALID_API_KEY);
+      if (!signed && (key.mac !== null || this.unsignedKeys.get(key.keyId) !== key.userId)) throw new UnauthenticatedError(INVALID_API_KEY);
       const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash, signed });
       caller = Object.freeze({ userId: key.userId, credential });
       if (this.recent.size >= RECENT_KEYS_MAX) this.recent.clear();

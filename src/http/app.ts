@@ -17,7 +17,7 @@ import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { type Exchange, write, writeJson, writeProblem } from './respond.js';
 import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
-import { checkJsonText, checkText, truncate } from './text.js';
+import { checkText, truncate } from './text.js';
 import { compileValidator, type Validator } from './validate.js';
 
 export interface HttpServerOptions {
@@ -52,6 +52,8 @@ interface InstalledRoute {
   validate: Validator | null;
   /** The body's members when its schema is a flat object (see flatJson.ts), else null. */
   flatFields: readonly string[] | null;
+  /** It has path parameters or keeps the client's address and user agent: text to check. */
+  keepsText: boolean;
   label: string;
 }
 
@@ -85,6 +87,7 @@ export class HttpServer {
         params: pathParams(definition.path),
         validate: definition.body === undefined ? null : compileValidator(definition.body),
         flatFields: definition.body === undefined ? null : flatFieldsOf(definition.body),
+        keepsText: pathParams(definition.path).length > 0 || definition.clientAddress === true,
         label: `${definition.method.toUpperCase()} ${definition.path}`,
       };
       const pattern = uwsPattern(definition.path);
@@ -204,19 +207,14 @@ export class HttpServer {
     const { definition } = route;
     let token: string | null;
     try {
-      if (context.idempotencyKey !== null || context.userAgent !== null || context.ip !== null || route.params.length > 0) checkReceivedText(context);
+      if (route.keepsText || context.idempotencyKey !== null) checkReceivedText(context);
       if (body !== null) {
         if (body.length > 0 && !isJson(request.contentType)) {
           throw new HttpError('unsupported_media_type', 'send the body as application/json');
         }
         // The body is a view into uWebSockets.js memory: it is parsed before this returns.
-        // What the flat parser reads is printable ASCII; anything else is checked for text
-        // the database could not store.
-        let parsed: unknown = route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields);
-        if (parsed === undefined) {
-          parsed = parseJsonBody(body);
-          checkJsonText(parsed);
-        }
+        // The flat parser reads printable ASCII only; the generic path checks every string.
+        const parsed = (route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields)) ?? parseJsonBody(body);
         context.body = route.validate!(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
       }
       token = request.authorization === '' ? null : bearerToken(request.authorization);

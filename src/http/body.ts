@@ -9,6 +9,7 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import { isUtf8 } from 'node:buffer';
 import { HttpError } from './problem.js';
+import { checkJsonText } from './text.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -41,14 +42,20 @@ export function collectBody(res: HttpResponse, limit: number, done: (body: Uint8
   });
 }
 
-/** Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced. */
+/**
+ * Parses a JSON body; an empty body is `undefined`. Invalid UTF-8 is refused, not replaced,
+ * and so is text the database could not store (see text.ts).
+ */
 export function parseJsonBody(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return undefined;
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   if (!isUtf8(body)) throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
+  let parsed: unknown;
   try {
-    return JSON.parse(body.toString('utf8'));
+    parsed = JSON.parse(body.toString('utf8'));
   } catch {
     throw new HttpError('malformed_json', 'the request body is not valid JSON');
   }
+  checkJsonText(parsed);
+  return parsed;
 }

@@ -31,7 +31,8 @@ import type { Router } from './router.js';
 
 export interface AccountStore {
   insertUser(user: Omit<UserRecord, 'createdAt'>): Promise<UserRecord>;
-  findLogin(email: string): Promise<{ id: string; passwordHash: string } | null>;
+  /** By email in any letter case; `email` is the account's own spelling. */
+  findLogin(email: string): Promise<{ id: string; email: string; passwordHash: string } | null>;
   /** Replaces the hash only if it is still `previous` (a concurrent change wins). */
   updatePasswordHash(id: string, previous: string, next: string): Promise<void>;
 }
@@ -108,10 +109,17 @@ export class Accounts {
 
   async login(login: Login, now: number): Promise<LoginResult> {
     const attempt = newReservationId();
-    const counters = await this.holdAttempt(attempt, login);
+    const counters: AttemptCounter[] = [this.emailCounter(login.email)];
+    if (login.ip !== null) counters.push({ namespace: 'login-ip', key: login.ip, spec: windowOf(LOGIN_FAILURES.perAddress) });
+    const held = await this.holdAttempt(attempt, counters);
     let failed = false;
     try {
       const found = await this.store.findLogin(login.email);
+      // The database matches emails in its own letter case rules, which differ from
+      // JavaScript's for a few letters: the account's own spelling keys its counter, so no
+      // other spelling of the same email gets a counter of its own.
+      const account = found === null ? null : this.emailCounter(found.email);
+      if (account !== null && account.key !== counters[0]!.key) held.push(...(await this.holdAttempt(attempt, [account])));
       const valid = found === null ? await verifyNothing(login.password) : await verifyPassword(login.password, found.passwordHash);
       if (!valid || found === null) {
         failed = true;
@@ -121,7 +129,7 @@ export class Accounts {
       if (needsRehash(found.passwordHash)) await this.rehash(found.id, found.passwordHash, login.password);
       return await this.startSession(found.id, login, now);
     } finally {
-      await this.settleAttempt(attempt, counters, failed ? 1 : 0);
+      await this.settleAttempt(attempt, held, failed ? 1 : 0);
     }
   }
 
@@ -144,10 +152,12 @@ export class Accounts {
     return { token, expires_at: new Date(expiresAt).toISOString(), session };
   }
 
-  /** Holds one attempt on every counter, or refuses with 429 (and holds nothing). */
-  private async holdAttempt(attempt: string, login: Login): Promise<AttemptCounter[]> {
-    const counters: AttemptCounter[] = [{ namespace: 'login-email', key: this.emailDigest(login.email), spec: windowOf(LOGIN_FAILURES.perEmail) }];
-    if (login.ip !== null) counters.push({ namespace: 'login-ip', key: login.ip, spec: windowOf(LOGIN_FAILURES.perAddress) });
+  private emailCounter(email: string): AttemptCounter {
+    return { namespace: 'login-email', key: this.emailDigest(email), spec: windowOf(LOGIN_FAILURES.perEmail) };
+  }
+
+  /** Holds one attempt on every counter, or refuses with 429 (holding none of them). */
+  private async holdAttempt(attempt: string, counters: AttemptCounter[]): Promise<AttemptCounter[]> {
     const held: AttemptCounter[] = [];
     try {
       for (const counter of counters) {
@@ -163,13 +173,15 @@ export class Accounts {
   }
 
   /**
-   * Keeps the attempt as a failure (1) or releases it (0). A hold that cannot be settled now
-   * releases itself when it expires, so an error here only loses one count.
+   * Keeps the attempt as a failure (1) or releases it (0). A failure whose hold expired
+   * meanwhile (the check waited that long) is charged anew. A hold that cannot be settled
+   * at all releases itself when it expires, so an error here loses one count at most.
    */
   private async settleAttempt(attempt: string, counters: AttemptCounter[], actual: 0 | 1): Promise<void> {
     for (const counter of counters) {
       try {
-        await this.router.limiter({ ...counter, op: 'settle', id: attempt, actual });
+        const settled = await this.router.limiter({ ...counter, op: 'settle', id: attempt, actual });
+        if (!settled.allowed && actual === 1) await this.router.limiter({ ...counter, op: 'check', cost: 1 });
       } catch (error) {
         this.options.log.warn({ err: error, namespace: counter.namespace }, 'could not settle a login attempt; its hold will expire');
       }

@@ -26,6 +26,12 @@ const EXPIRY_BATCH = 10_000;
 const DATABASE_CHECK_MS = 2_000;
 /** A periodic task that keeps failing is logged once, then at most this often. */
 const FAILURE_LOG_MS = 30_000;
+/**
+ * How often every served shard's epoch is compared with the fence. A load or a refused write
+ * finds a newer owner of its own shard at once; this finds the rest (one lost shard also
+ * starts a check right away).
+ */
+const FENCE_CHECK_MS = 5_000;
 
 export class TallyNode {
   readonly log: Logger;
@@ -41,6 +47,8 @@ export class TallyNode {
   private stopping: Promise<void> | null = null;
   /** Shards given up because the fence showed a newer epoch: shard → the epoch seen (null: unknown). */
   private readonly lost = new Map<number, number | null>();
+  /** The fence check in progress, if any: checks never overlap. */
+  private checking: Promise<void> | null = null;
   /** The port HTTP listens on (useful when configured as 0). */
   port = 0;
 
@@ -91,7 +99,7 @@ export class TallyNode {
 
     const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
     const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
-    const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeyIds());
+    const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeys());
     const users = new UserService(this.runtime, store, this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
@@ -106,6 +114,7 @@ export class TallyNode {
     this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
     this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
     this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
+    this.every('fence check', FENCE_CHECK_MS, () => this.checkFences());
 
     this.http = createHttpServer(
       {
@@ -202,11 +211,27 @@ export class TallyNode {
   }
 
   private shardLost(shard: Shard, newerEpoch: number | null): void {
+    const first = this.lost.size === 0;
     this.lost.set(shard.index, newerEpoch);
     this.log.warn(
       { shard: shard.index, epoch: shard.epoch, newerEpoch },
       'the epoch fence shows another node owns this shard: no longer serving it (is a second node running on this database?)',
     );
+    // Whoever claimed this shard may well have claimed others: look at all of them now.
+    if (first && this.ready) void this.checkFences().catch((error: unknown) => this.log.error({ err: error }, 'fence check failed'));
+  }
+
+  /** Gives up every served shard whose fence epoch has moved past this node's. */
+  private checkFences(): Promise<void> {
+    this.checking ??= (async () => {
+      try {
+        const lost = this.runtime.checkFences(await this.store!.fenceEpochs());
+        if (lost > 0) this.log.warn({ lost, served: this.servedShards() }, 'fence check: shards owned by another node given up');
+      } finally {
+        this.checking = null;
+      }
+    })();
+    return this.checking;
   }
 
   private servedShards(): number {

@@ -73,6 +73,12 @@ export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): P
   return { written: latest.size - fenced.length, fenced: fenced.map((row) => row.entity_key) };
 }
 
+/** Every shard's current epoch. */
+export async function fenceEpochs(sql: Sql): Promise<Map<number, number>> {
+  const rows = await sql<{ shard: number; epoch: number }[]>`select shard, epoch from shard_fence`;
+  return new Map(rows.map((row) => [row.shard, row.epoch]));
+}
+
 /** An entity's state and its shard's fence epoch, read in one statement (one snapshot). */
 export async function loadState(sql: Sql, entityKey: string, shard: number): Promise<{ state: unknown | null; fenceEpoch: number | null }> {
   const [row] = await sql<{ state: unknown | null; fence_epoch: number | null }[]>`

@@ -101,8 +101,8 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
 
     it('finds a login by email in any letter case', async () => {
       const user = await store.insertUser(newUser());
-      expect(await store.findLogin(user.email.toLowerCase())).toEqual({ id: user.id, passwordHash: 'hash' });
-      expect(await store.findLogin(user.email.toUpperCase())).toEqual({ id: user.id, passwordHash: 'hash' });
+      expect(await store.findLogin(user.email.toLowerCase())).toEqual({ id: user.id, email: user.email, passwordHash: 'hash' });
+      expect(await store.findLogin(user.email.toUpperCase())).toEqual({ id: user.id, email: user.email, passwordHash: 'hash' });
       expect(await store.findLogin(`nobody-${unique()}@example.com`)).toBeNull();
     });
 

@@ -110,17 +110,17 @@ export class Store implements UserStore {
     return row?.tier ?? null;
   }
 
-  /** Ids of live API keys issued before keys carried a MAC (migrations/004). */
-  async unsignedKeyIds(): Promise<Set<string>> {
-    const rows = await this.sql<{ id: string }[]>`select id from api_keys where not signed and deleted_at is null`.catch(rethrow);
-    return new Set(rows.map((row) => row.id));
+  /** Live API keys issued before keys carried a MAC (migrations/004): key id → user id. */
+  async unsignedKeys(): Promise<Map<string, string>> {
+    const rows = await this.sql<{ id: string; user_id: string }[]>`select id, user_id from api_keys where not signed and deleted_at is null`.catch(rethrow);
+    return new Map(rows.map((row) => [row.id, row.user_id]));
   }
 
   /** Case-insensitive, through the unique index on lower(email). */
-  async findLogin(email: string): Promise<{ id: string; passwordHash: string } | null> {
-    const [row] = await this.sql<{ id: string; password_hash: string }[]>`
-      select id, password_hash from users where lower(email) = lower(${email})`.catch(rethrow);
-    return row === undefined ? null : { id: row.id, passwordHash: row.password_hash };
+  async findLogin(email: string): Promise<{ id: string; email: string; passwordHash: string } | null> {
+    const [row] = await this.sql<{ id: string; email: string; password_hash: string }[]>`
+      select id, email, password_hash from users where lower(email) = lower(${email})`.catch(rethrow);
+    return row === undefined ? null : { id: row.id, email: row.email, passwordHash: row.password_hash };
   }
 
   /** Absent fields stay as they are; `name: null` clears the name. Throws `EmailTakenError`. */
@@ -216,6 +216,10 @@ export class Store implements UserStore {
     this.loads.state++;
     const { state, fenceEpoch } = await actorState.loadState(this.sql, entityKey, shard).catch(rethrow);
     return { found: state, fenceEpoch };
+  }
+
+  fenceEpochs(): Promise<Map<number, number>> {
+    return actorState.fenceEpochs(this.sql).catch(rethrow);
   }
 
   claimShards(shards: number[], owner: string): Promise<Map<number, number>> {

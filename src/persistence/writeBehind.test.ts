@@ -160,8 +160,8 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     expect(writeBehind.quarantined).toBe(0);
   });
 
-  it('cuts a flush into statements of bounded rows and characters', async () => {
-    const { flusher: writeBehind } = flusher({ maxRows: 10, maxChars: 4096 });
+  it('cuts a flush into statements of bounded rows and bytes', async () => {
+    const { flusher: writeBehind } = flusher({ maxRows: 10, maxBytes: 4096 });
     for (let i = 0; i < 45; i++) ((await runtime.get(`box-b-${i}`, 0, boxes, 'box')) as Box).put({ n: i });
     const big = (await runtime.get('box-b-big', 0, boxes, 'box')) as Box;
     big.put({ pad: 'x'.repeat(10_000) }); // longer than a statement may be: it goes alone

@@ -14,8 +14,8 @@
  * - A row is refused by the fence (its shard's epoch moved on): another node owns the shard,
  *   and the runtime gives the whole shard up (runtime.ts).
  *
- * Batches are cut to at most `maxRows` rows and about `maxChars` characters of JSON, so that
- * no user's state can push a statement past what Postgres accepts in one parameter.
+ * Batches are cut to at most `maxRows` rows and `maxBytes` bytes of JSON, so that no user's
+ * state can push a statement past what Postgres accepts in one parameter.
  */
 import type { Logger } from 'pino';
 import type { ActivityTouches, ActorRuntime } from '../shards/index.js';
@@ -40,8 +40,8 @@ export interface FlushMetrics {
 export interface WriteBehindOptions {
   /** Rows per statement. */
   maxRows: number;
-  /** Characters of JSON per statement (a row longer than this goes alone). */
-  maxChars: number;
+  /** Bytes of JSON per statement (a row longer than this goes alone). */
+  maxBytes: number;
   /** First retry of a quarantined row after this long, then twice as long each time… */
   retryBaseMs: number;
   /** …up to this. */
@@ -51,7 +51,7 @@ export interface WriteBehindOptions {
 
 export const WRITE_BEHIND_DEFAULTS: WriteBehindOptions = {
   maxRows: 1000,
-  maxChars: 1 << 20,
+  maxBytes: 1 << 20,
   retryBaseMs: 1000,
   retryMaxMs: 60_000,
   clock: Date.now,
@@ -71,6 +71,8 @@ interface Pending {
   /** Index into the collection's rows. */
   index: number;
   row: EncodedStateRow;
+  /** The row's JSON in UTF-8 bytes, for cutting batches. */
+  bytes: number;
 }
 
 interface Quarantined {
@@ -140,8 +142,16 @@ export class WriteBehind {
       if (held !== undefined && held.retryAt > now && !ignoreBackoff) {
         tally.retry.add(index);
         tally.result.deferred++;
-      } else {
-        pending.push({ index, row: encodeStateRow(row) });
+        continue;
+      }
+      try {
+        const encoded = encodeStateRow(row);
+        pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.json) });
+      } catch (error) {
+        // State that does not even serialise (a bug elsewhere): held like a refused row.
+        this.hold({ entityKey: row.entityKey, shard: row.shard, json: '' }, error, now);
+        tally.retry.add(index);
+        tally.result.quarantined++;
       }
     }
 
@@ -160,19 +170,30 @@ export class WriteBehind {
     }
     let activityFailed = false;
     if (touched > 0) {
-      try {
-        if (failure !== null) throw failure;
-        await this.touch(activity);
-        tally.result.touched = touched;
-      } catch (error) {
+      if (failure !== null) {
         activityFailed = true;
-        failure ??= error;
+      } else {
+        try {
+          await this.touch(activity);
+          tally.result.touched = touched;
+        } catch (error) {
+          if (isRowError(error)) {
+            // Last-use times are our own ids and times: a refusal is a bug, not a reason to
+            // fail every later flush. They are dropped (the next use writes a newer one).
+            this.log.error(
+              { err: error, sessions: activity.sessions.length, keys: activity.keys.length },
+              'the database refused last-use times; they are dropped',
+            );
+          } else {
+            activityFailed = true;
+            failure = error;
+          }
+        }
       }
     }
     collection.finish({ retry: tally.retry, activityFailed });
     stopTimer();
 
-    for (const shard of tally.lostShards) this.runtime.loseShard(this.runtime.shards[shard]!, null);
     if (tally.lostShards.size > 0) {
       this.log.warn(
         { shards: [...tally.lostShards], rows: tally.result.fenced },
@@ -198,7 +219,7 @@ export class WriteBehind {
       tally.result.fenced += fenced.length;
       const refused = new Set(fenced);
       for (const { row } of batch) {
-        if (refused.has(row.entityKey)) tally.lostShards.add(row.shard);
+        if (refused.has(row.entityKey)) this.lose(row.shard, tally);
         else this.release(row.entityKey);
       }
     } catch (error) {
@@ -214,13 +235,19 @@ export class WriteBehind {
       if (staleEpoch) {
         // The fence trigger caught what the statement's own check let through (a race).
         tally.result.fenced++;
-        tally.lostShards.add(row.shard);
+        this.lose(row.shard, tally);
         return;
       }
       this.hold(row, error, now);
       tally.retry.add(index);
       tally.result.quarantined++;
     }
+  }
+
+  /** Stops serving the shard at once: the rest of the flush is still being awaited. */
+  private lose(shard: number, tally: Tally): void {
+    tally.lostShards.add(shard);
+    this.runtime.loseShard(this.runtime.shards[shard]!, null);
   }
 
   private hold(row: EncodedStateRow, error: unknown, now: number): void {
@@ -247,15 +274,15 @@ export class WriteBehind {
 
   private *batches(pending: Pending[]): Generator<Pending[]> {
     let batch: Pending[] = [];
-    let chars = 0;
+    let bytes = 0;
     for (const item of pending) {
-      if (batch.length > 0 && (batch.length >= this.options.maxRows || chars + item.row.json.length > this.options.maxChars)) {
+      if (batch.length > 0 && (batch.length >= this.options.maxRows || bytes + item.bytes > this.options.maxBytes)) {
         yield batch;
         batch = [];
-        chars = 0;
+        bytes = 0;
       }
       batch.push(item);
-      chars += item.row.json.length;
+      bytes += item.bytes;
     }
     if (batch.length > 0) yield batch;
   }

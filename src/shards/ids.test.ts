@@ -10,7 +10,9 @@ describe('parseApiKey', () => {
     const issued = issueApiKey(userId, macKey);
     expect(parseApiKey(issued.key)).toEqual({ userId: issued.userId, keyId: issued.keyId, hash: issued.hash, mac: issued.mac });
     expect(issued.hash).toBe(hashApiKey(issued.key));
-    expect(issued.key.startsWith(`${issued.prefix}_${issued.mac}_`)).toBe(true);
+    expect(issued.key.startsWith(`${issued.prefix}_${issued.mac}.`)).toBe(true);
+    expect(issued.mac).toHaveLength(11);
+    expect(issued.key).toHaveLength(83); // one more than a key issued before MACs
   });
 
   it('reads a key issued before keys carried a MAC', () => {
@@ -26,6 +28,7 @@ describe('parseApiKey', () => {
       key.replace('tk_', 'tK_'),
       key.replace('_k', '-k'),
       `${key.slice(0, 40)}+${key.slice(41)}`,
+      key.replace('.', '_'),
       ` ${key}`,
       '',
     ]) {

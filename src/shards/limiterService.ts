@@ -40,7 +40,7 @@ export type LimiterRequest = LimiterTarget &
     { op: 'check'; cost: number }
     /** Charges `cost` as a hold named `id`, released by itself after `ttlMs`. */
     | { op: 'reserve'; id: string; cost: number; ttlMs: number }
-    /** Turns hold `id` into `actual` (0 refunds it). */
+    /** Turns hold `id` into `actual` (0 refunds it); `allowed: false` when the hold was gone (expired). */
     | { op: 'settle'; id: string; actual: number }
   );
 
@@ -74,9 +74,10 @@ export class LimiterService {
       }
       case 'reserve':
         return actor.reserve(set, now, request);
-      case 'settle':
-        actor.settle(set, now, request.id, request.actual);
-        return { allowed: true, limits: actor.peek(set, now), retryAfterMs: 0 };
+      case 'settle': {
+        const found = actor.settle(set, now, request.id, request.actual);
+        return { allowed: found, limits: actor.peek(set, now), retryAfterMs: 0 };
+      }
     }
   }
 

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Actor } from './actor.js';
+import { type ActivityTouches, Actor } from './actor.js';
 import { CapacityError, NotFoundError, OwnerUnavailableError } from './errors.js';
 import { initHashing } from './hash.js';
 import { ActorRuntime, ALL_WRITTEN } from './runtime.js';
@@ -17,6 +17,33 @@ class Counter extends Actor {
 }
 
 const counters = async (key: string, shard: Shard) => ({ actor: new Counter(key, shard), fenceEpoch: shard.epoch });
+
+/** An actor with last-use times to write, as a user with a session has. */
+class Toucher extends Actor {
+  private used = false;
+  private due = false;
+  use(): void {
+    this.used = true;
+  }
+  override persistedState(): unknown {
+    return null;
+  }
+  override activityDueNow(): void {
+    if (!this.used || this.due) return;
+    this.due = true;
+    this.markActivity();
+  }
+  protected override hasPendingActivity(): boolean {
+    return this.due;
+  }
+  override takeActivity(): ActivityTouches | null {
+    if (!this.due) return null;
+    this.due = false;
+    this.used = false;
+    return { sessions: [{ id: this.key, at: new Date(0) }], keys: [] };
+  }
+}
+const touchers = async (key: string, shard: Shard) => ({ actor: new Toucher(key, shard), fenceEpoch: shard.epoch });
 
 function runtime(options: Partial<ConstructorParameters<typeof ActorRuntime>[0]> = {}): ActorRuntime {
   const rt = new ActorRuntime({ maxActors: 1000, idleMs: 60_000, negativeTtlMs: 1000, negativeMax: 10, ...options });
@@ -70,21 +97,46 @@ describe('ActorRuntime', () => {
     expect(rt.stats.evictions).toBe(1);
   });
 
-  it('refuses a new activation when every actor at the cap is dirty, and evicts nothing', async () => {
-    const rt = runtime({ maxActors: 3 });
-    for (const key of ['a', 'b', 'c']) (await rt.get(key, 1, counters, 'user')).bump();
+  it('goes at most 10 % past the cap while every actor is dirty, then refuses, and makes room once they are written', async () => {
+    const rt = runtime({ maxActors: 10 });
+    for (let i = 0; i < 10; i++) (await rt.get(`dirty-${i}`, 1, counters, 'user')).bump();
     let loads = 0;
     const counting = async (key: string, shard: Shard) => {
       loads++;
       return counters(key, shard);
     };
-    await expect(rt.get('d', 2, counting, 'user')).rejects.toBeInstanceOf(CapacityError);
-    expect(loads).toBe(0); // refused before any query
-    expect(rt.size).toBe(3);
-    // Once the flush has written them, the same activation succeeds.
+    (await rt.get('over', 2, counting, 'user')).bump(); // 11: within the overshoot
+    await expect(rt.get('refused', 2, counting, 'user')).rejects.toBeInstanceOf(CapacityError);
+    expect(loads).toBe(1); // refused before any query
+    expect(rt.size).toBe(11);
+    expect(rt.stats.refusedAtCapacity).toBe(1);
+    // Once the flush has written them, the same activation evicts one and fits.
     rt.collectDirty(3).finish(ALL_WRITTEN);
-    await expect(rt.get('d', 4, counting, 'user')).resolves.toBeInstanceOf(Counter);
-    expect(rt.size).toBe(3);
+    await expect(rt.get('refused', 4, counting, 'user')).resolves.toBeInstanceOf(Counter);
+    expect(rt.size).toBe(11);
+  });
+
+  it('does not refuse at the cap for last-use times not yet written: it makes them due and writes them first', async () => {
+    const rt = runtime({ maxActors: 10 });
+    const users: Toucher[] = [];
+    for (let i = 0; i < 10; i++) users.push((await rt.get(`used-${i}`, 1, touchers, 'user')) as Toucher);
+    for (const user of users) user.use();
+    await rt.get('newcomer', 2, counters, 'user'); // nothing clean to evict: the overshoot lets it in
+    expect(users.filter((user) => user.dirty).length).toBeGreaterThan(0); // their uses are due at the next flush
+    const flushed = rt.collectDirty(3);
+    expect(flushed.activity.sessions.length).toBeGreaterThan(0);
+    flushed.finish(ALL_WRITTEN);
+    await rt.get('another', 4, counters, 'user'); // evicts a written one
+    expect(rt.size).toBe(11);
+    expect(rt.stats.refusedAtCapacity).toBe(0);
+  });
+
+  it('writes no row for an actor dropped while queued (its shard was lost)', async () => {
+    const rt = runtime();
+    const actor = await rt.get('doomed', 0, counters, 'user');
+    actor.bump();
+    rt.loseShard(actor.shard, 99);
+    expect(rt.collectDirty(1).rows).toEqual([]);
   });
 
   it('passivates idle clean actors while dirty ones wait, however the flush fares', async () => {

@@ -5,9 +5,10 @@
  * - Single activation: concurrent requests for an actor that is loading await one promise.
  * - A node-wide LRU list orders actors by last use; idle ones are passivated and, past
  *   `maxActors`, the least recently used clean ones are evicted. Dirty actors are never
- *   dropped: they wait for the write-behind flush. When the node is full of actors it may
- *   not drop (the database refuses their writes), a new activation is refused with
- *   `CapacityError` rather than letting the heap grow without bound.
+ *   dropped: they wait for the write-behind flush. An activation at the cap evicts a clean
+ *   actor to make room; when it finds none it may still go up to 10 % over the cap (the
+ *   next flush makes room), and past that it is refused with `CapacityError`: when the
+ *   database refuses writes, the heap does not grow without bound.
  * - A short negative cache remembers keys that loaded nothing, so a bot with made-up ids
  *   or keys costs one query per key per TTL, not one per request.
  * - The fence: every load reads its shard's epoch in the same statement. A newer epoch
@@ -57,6 +58,8 @@ export interface DirtyCollection {
 
 /** How many of the least recently used actors an activation looks through for one to evict. */
 const EVICTION_SCAN = 32;
+/** How far past `maxActors` activations may go while dirty actors wait for their flush. */
+const OVERSHOOT = 0.1;
 /** The outcome of a flush that wrote everything it collected. */
 export const ALL_WRITTEN: FlushOutcome = Object.freeze({ retry: new Set<number>(), activityFailed: false });
 
@@ -139,12 +142,16 @@ export class ActorRuntime {
   }
 
   /**
-   * Makes room for one more actor, evicting the least recently used clean one if the node is
-   * at `maxActors` (loads in flight count: each will add one). Throws CapacityError when
-   * every actor it looked at must stay (dirty: its state is not yet in the database).
+   * Makes room for one more actor at `maxActors` (loads in flight count: each will add one):
+   * evicts the least recently used actor that has nothing unwritten. An actor whose last-use
+   * times are not yet written is made due for the next flush, not dropped. With nothing to
+   * evict, the node may go OVERSHOOT past the cap until flushes make room again; beyond that,
+   * CapacityError.
    */
   private makeRoom(): void {
-    if (this.active.size + this.activating.size < this.options.maxActors) return;
+    const size = this.active.size + this.activating.size;
+    const { maxActors } = this.options;
+    if (size < maxActors) return;
     let actor = this.oldest;
     for (let scanned = 0; actor !== null && scanned < EVICTION_SCAN; scanned++) {
       const next = actor.newer;
@@ -156,6 +163,7 @@ export class ActorRuntime {
       }
       actor = next;
     }
+    if (size < maxActors + Math.ceil(maxActors * OVERSHOOT)) return;
     this.stats.refusedAtCapacity++;
     throw new CapacityError();
   }
@@ -246,6 +254,9 @@ export class ActorRuntime {
     this.unwrittenActivity = { sessions: [], keys: [] };
     for (const actor of queue) {
       actor.queued = false;
+      // Dropped since it was queued: its shard was lost (stale state, refused by the fence)
+      // or released after a handoff flushed it.
+      if (actor.shard.actors.get(actor.key) !== actor) continue;
       if (actor.version !== actor.flushedVersion) {
         rows.push({ entityKey: actor.key, shard: actor.shard.index, epoch: actor.shard.epoch, state: actor.persistedState(), expiresAt: actor.expiresAt(now) });
         rowActors.push(actor);
@@ -324,6 +335,23 @@ export class ActorRuntime {
     shard.status = 'lost';
     this.dropActorsOf(shard);
     this.onShardLost(shard, newerEpoch);
+  }
+
+  /**
+   * Compares the epochs of the shards this node serves with the fence's (shard → epoch, as
+   * read from the database) and gives up every shard whose fence has moved past it. Only a
+   * newer epoch counts: an older one was read before a claim of this node's committed.
+   * Returns how many were lost.
+   */
+  checkFences(fence: ReadonlyMap<number, number>): number {
+    let lost = 0;
+    for (const shard of this.shards) {
+      const epoch = fence.get(shard.index);
+      if (!shard.serving || epoch === undefined || epoch <= shard.epoch) continue;
+      this.loseShard(shard, epoch);
+      lost++;
+    }
+    return lost;
   }
 
   private dropActorsOf(shard: Shard): number {

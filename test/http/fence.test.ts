@@ -62,14 +62,15 @@ describe('a node whose shards were claimed by another', () => {
     const fromFirst = answers.filter((answer) => answer.node === 0);
     expect(fromFirst.every((answer) => answer.status === 503 && answer.retryAfter !== null)).toBe(true);
 
-    // The first node says so: not ready, the shard listed as lost, the gauge up.
+    // Having lost one shard, the first node looks at every fence: the second claimed them all.
+    await waitFor(async () => (await metric(first.api, 'tally_shards_lost')) === 1024);
     const ready = await first.api('GET', '/health/ready');
     expect(ready.status).toBe(503);
     expect(ready.body.checks.shards.ok).toBe(false);
-    expect(ready.body.checks.shards.detail).toMatch(/^1023\/1024 served; 1 lost to another node/);
+    expect(ready.body.checks.shards.detail).toMatch(/^0\/1024 served; 1024 lost to another node/);
     const cluster = await first.api('GET', '/v1/admin/cluster', { token: first.adminToken });
-    expect(cluster.body.shards.lost).toHaveLength(1);
-    expect(await metric(first.api, 'tally_shards_lost')).toBe(1);
+    expect(cluster.body.shards.lost).toHaveLength(1024);
+    expect(cluster.body.nodes[0].shards).toBe(0);
     expect((await second.api('GET', '/health/ready')).status).toBe(200);
   });
 });
@@ -102,7 +103,8 @@ describe('a node whose write is refused by the fence', () => {
     const owner = second;
     // The first node does not know yet and decides from memory; the flush that follows is refused.
     for (const key of [strictKey, openKey]) expect((await first.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1 } })).status).toBe(200);
-    await waitFor(async () => (await metric(first.api, 'tally_flush_fenced_rows_total')) >= 2);
+    await waitFor(async () => (await metric(first.api, 'tally_flush_fenced_rows_total')) >= 1);
+    await waitFor(async () => (await metric(first.api, 'tally_shards_lost')) === 1024);
 
     const refused = await first.api('POST', '/v1/quota/consume', { token: strictKey, body: { cost: 1 } });
     expect(refused.status).toBe(503);

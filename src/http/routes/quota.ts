@@ -26,7 +26,9 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         return decision === undefined ? undefined : consumeReply(decision, clock());
       },
       async handle({ caller, body, idempotencyKey }) {
-        return consumeReply(await router.user(consumeRequest(caller, body, idempotencyKey)), clock());
+        const decision = await router.user(consumeRequest(caller, body, idempotencyKey));
+        // Only the router's asynchronous path can degrade (the owner was not reached).
+        return decision.degraded === true ? DEGRADED_REPLY : consumeReply(decision, clock());
       },
     }),
     route({
@@ -117,7 +119,6 @@ function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempo
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */
 function consumeReply(decision: QuotaDecision, now: number): Reply {
   if (!decision.allowed) return decide(decision, now, {}, 200);
-  if (decision.degraded === true) return DEGRADED_REPLY;
   return {
     status: 200,
     text: `{"allowed":true,"limits":${limitsJson(decision.limits)}}`,

@@ -45,8 +45,6 @@ export class TallyNode {
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private stopping: Promise<void> | null = null;
-  /** Shards given up because the fence showed a newer epoch: shard → the epoch seen (null: unknown). */
-  private readonly lost = new Map<number, number | null>();
   /** The fence check in progress, if any: checks never overlap. */
   private checking: Promise<void> | null = null;
   /** The port HTTP listens on (useful when configured as 0). */
@@ -68,7 +66,7 @@ export class TallyNode {
       activeActors: () => this.runtime.size,
       dirtyActors: () => this.runtime.dirtyCount,
       ownedShards: () => this.servedShards(),
-      lostShards: () => this.lost.size,
+      lostShards: () => this.lostShards().length,
       requestsInFlight: () => this.http?.inFlight ?? 0,
       quarantinedRows: () => this.writeBehind?.quarantined ?? 0,
       storeLoads: () => this.store?.loads ?? { user: 0, state: 0 },
@@ -211,14 +209,18 @@ export class TallyNode {
   }
 
   private shardLost(shard: Shard, newerEpoch: number | null): void {
-    const first = this.lost.size === 0;
-    this.lost.set(shard.index, newerEpoch);
+    // The fence check logs what it found in one line; a load or a write, shard by shard.
+    if (this.checking !== null) return;
     this.log.warn(
       { shard: shard.index, epoch: shard.epoch, newerEpoch },
       'the epoch fence shows another node owns this shard: no longer serving it (is a second node running on this database?)',
     );
     // Whoever claimed this shard may well have claimed others: look at all of them now.
-    if (first && this.ready) void this.checkFences().catch((error: unknown) => this.log.error({ err: error }, 'fence check failed'));
+    if (this.ready) void this.checkFences().catch((error: unknown) => this.log.error({ err: error }, 'fence check failed'));
+  }
+
+  private lostShards(): number[] {
+    return this.runtime.shards.filter((shard) => shard.status === 'lost').map((shard) => shard.index);
   }
 
   /** Gives up every served shard whose fence epoch has moved past this node's. */
@@ -226,7 +228,12 @@ export class TallyNode {
     this.checking ??= (async () => {
       try {
         const lost = this.runtime.checkFences(await this.store!.fenceEpochs());
-        if (lost > 0) this.log.warn({ lost, served: this.servedShards() }, 'fence check: shards owned by another node given up');
+        if (lost > 0) {
+          this.log.warn(
+            { lost, served: this.servedShards() },
+            'fence check: the epoch fence shows another node owns these shards: no longer serving them (is a second node running on this database?)',
+          );
+        }
       } finally {
         this.checking = null;
       }
@@ -249,7 +256,8 @@ export class TallyNode {
     checks.accepting = { ok: this.ready, ...(this.ready ? {} : { detail: 'starting or shutting down' }) };
     checks.database = await this.databaseCheck();
     const served = this.servedShards();
-    const lost = this.lost.size > 0 ? `; ${this.lost.size} lost to another node (see /v1/admin/cluster)` : '';
+    const lostCount = this.lostShards().length;
+    const lost = lostCount > 0 ? `; ${lostCount} lost to another node (see /v1/admin/cluster)` : '';
     checks.shards = { ok: served === SHARD_COUNT, detail: `${served}/${SHARD_COUNT} served${lost}` };
     return { ready: Object.values(checks).every((check) => check.ok), checks };
   }
@@ -280,7 +288,7 @@ export class TallyNode {
         count: SHARD_COUNT,
         by_node: { [this.config.nodeId]: served },
         moving: [],
-        lost: [...this.lost.keys()].sort((a, b) => a - b),
+        lost: this.lostShards(),
       },
     };
   }

@@ -8,6 +8,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../support/metrics.js';
 import { createKey, createUser, type StartedNode, startTestNode } from '../support/tally.js';
+import { sleep } from '../support/wait.js';
 
 const MAX_ACTORS = 100;
 let t: StartedNode;
@@ -23,7 +24,6 @@ afterAll(async () => {
   await t.dropDatabase();
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const check = (key: string) => t.api('POST', '/v1/limiter/check', { token: t.serviceToken, body: { key, limit: 10, window_ms: 60_000 } });
 
 describe('a node whose writes are refused', () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiClient } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { spawnNode } from '../support/process.js';
-import { createKey, createUser } from '../support/tally.js';
+import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { makeTempDir } from '../support/tmp.js';
 
 const FLUSH_MS = 200;
@@ -28,12 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await database.drop();
 });
-
-async function tokensUsed(api: ReturnType<typeof apiClient>, token: string): Promise<number> {
-  const quota = await api('GET', '/v1/quota', { token });
-  const tokens = quota.body.limits.find((l: { name: string }) => l.name === 'tokens');
-  return tokens.limit - tokens.remaining;
-}
 
 describe.each(['postgres', 'pglite'] as const)('restart on %s', (backend) => {
   const envFor = async () => (backend === 'postgres' ? env : { ...env, DATABASE_URL: '', TALLY_DATA_DIR: await makeTempDir() });

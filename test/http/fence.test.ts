@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../support/metrics.js';
 import { createTestDatabase } from '../support/postgres.js';
-import { createKey, createUser, type StartedNode, startTestNode } from '../support/tally.js';
+import { createKey, createUser, type StartedNode, startTestNode, tokensUsed } from '../support/tally.js';
+import { waitFor } from '../support/wait.js';
 
 const secrets = () => ({ TALLY_JWT_SECRET: randomBytes(32).toString('hex'), TALLY_KEY_SECRET: randomBytes(32).toString('hex') });
 
@@ -118,20 +119,7 @@ describe('a node whose write is refused by the fence', () => {
     expect((await first.api('GET', '/health/ready')).status).toBe(503);
 
     // The second node serves both from the database: what the first wrote before the claim.
-    const used = async (key: string) => {
-      const quota = await owner.api('GET', '/v1/quota', { token: key });
-      const tokens = quota.body.limits.find((limit: { name: string }) => limit.name === 'tokens');
-      return tokens.limit - tokens.remaining;
-    };
-    expect(await used(strictKey)).toBe(1);
-    expect(await used(openKey)).toBe(1);
+    expect(await tokensUsed(owner.api, strictKey)).toBe(1);
+    expect(await tokensUsed(owner.api, openKey)).toBe(1);
   });
 });
-
-async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}

@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metric } from '../support/metrics.js';
-import { createKey, createUser, startTestNode, type TestNode, type TestUser } from '../support/tally.js';
+import { createKey, createUser, startTestNode, type TestNode, type TestUser, tokensUsed } from '../support/tally.js';
 
 let t: TestNode & { dropDatabase(): Promise<void> };
 let user: TestUser;
@@ -285,12 +285,6 @@ describe.each(['postgres', 'pglite'] as const)('ill-formed text in every string 
     expect(before).toBeGreaterThanOrEqual(30);
   });
 });
-
-async function tokensUsed(api: TestNode['api'], key: string): Promise<number> {
-  const quota = await api('GET', '/v1/quota', { token: key });
-  const tokens = quota.body.limits.find((limit: { name: string }) => limit.name === 'tokens');
-  return tokens.limit - tokens.remaining;
-}
 
 /** One request over a raw socket, for header bytes fetch refuses to send. */
 function rawRequest(

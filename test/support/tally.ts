@@ -134,3 +134,11 @@ export function useTestNode(options: TestNodeOptions = {}): () => StartedNode {
     return started;
   };
 }
+
+/** Units of the `tokens` budget a user has used, read with `token` (a session token or key). */
+export async function tokensUsed(api: Api, token: string): Promise<number> {
+  const quota = await api('GET', '/v1/quota', { token });
+  if (quota.status !== 200) throw new Error(`GET /v1/quota answered ${quota.status}: ${quota.text}`);
+  const tokens = (quota.body.limits as { name: string; limit: number; remaining: number }[]).find((limit) => limit.name === 'tokens')!;
+  return tokens.limit - tokens.remaining;
+}

@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createLogger, loadConfig, TallyNode } from '../src/node/index.js';
 import { seed } from './tally.js';
-import { CONSUME_BODY, CONSUME_PATH, KEY_COUNT } from './workload.js';
+import { BENCH_TOKENS_TIER, CONSUME_BODY, CONSUME_PATH, KEY_COUNT, TOKENS_BODY } from './workload.js';
 
 const WARM_UP_CALLS = 300_000;
 const CALLS_PER_ROUND = 300_000;
@@ -41,6 +41,8 @@ export interface PipelineResult {
   /** Header and body bytes of one answer. */
   answerBytes: number;
   users: number;
+  /** The same for a consume of a request and its tokens (TOKENS_BODY), which takes JSON.parse. */
+  tokens: { nsPerConsume: number; medianNsPerConsume: number; rounds: number[] };
 }
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
@@ -76,7 +78,11 @@ class Exchange {
   answerBytes = 0;
   failures = 0;
   private onChunk: ((chunk: ArrayBuffer, isLast: boolean) => void) | undefined;
-  private readonly body = new TextEncoder().encode(CONSUME_BODY).buffer;
+  private readonly body: ArrayBuffer;
+
+  constructor(body: string) {
+    this.body = new TextEncoder().encode(body).buffer as ArrayBuffer;
+  }
 
   readonly req = {
     getHeader: (name: string) => (name === 'authorization' ? ` ${this.authorization}`.slice(1) : name === 'content-type' ? 'application/json' : ''),
@@ -132,31 +138,50 @@ export async function runPipeline(): Promise<PipelineResult> {
   try {
     await node.start();
     const handler = handlerOf();
-    const authorizations = (await seed(`http://127.0.0.1:${node.port}`, adminToken, KEY_COUNT)).map((key) => `Bearer ${key}`);
-    const exchange = new Exchange();
-    const call = (i: number) => exchange.run(handler, authorizations[i % authorizations.length]!);
-    for (let i = 0; i < WARM_UP_CALLS; i++) call(i);
-    const rounds: number[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const start = process.hrtime.bigint();
-      for (let i = 0; i < CALLS_PER_ROUND; i++) call(i);
-      rounds.push(Number(process.hrtime.bigint() - start) / CALLS_PER_ROUND);
-      // Let the write-behind flush between rounds, as it would between requests.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    if (exchange.failures > 0) throw new Error(`${exchange.failures} consumes were not answered 200`);
-    const sorted = [...rounds].sort((a, b) => a - b);
+    const url = `http://127.0.0.1:${node.port}`;
+    const authorizations = (await seed(url, adminToken, KEY_COUNT)).map((key) => `Bearer ${key}`);
+    const plain = new Exchange(CONSUME_BODY);
+    const rounds = await timeRounds((i) => plain.run(handler, authorizations[i % authorizations.length]!));
+    // The token budget moves onto resource "tokens": a gateway's consume charges both limits again.
+    const tier = await fetch(`${url}/v1/admin/tiers/bench`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(BENCH_TOKENS_TIER),
+    });
+    if (tier.status !== 200) throw new Error(`PUT /v1/admin/tiers/bench answered ${tier.status}`);
+    const gateway = new Exchange(TOKENS_BODY);
+    const tokenRounds = await timeRounds((i) => gateway.run(handler, authorizations[i % authorizations.length]!));
+    if (plain.failures + gateway.failures > 0) throw new Error(`${plain.failures + gateway.failures} consumes were not answered 200`);
     return {
-      nsPerConsume: sorted[0]!,
-      medianNsPerConsume: sorted[Math.floor(ROUNDS / 2)]!,
+      ...fastestAndMedian(rounds),
       rounds,
-      answerBytes: exchange.answerBytes,
+      answerBytes: plain.answerBytes,
       users: authorizations.length,
+      tokens: { ...fastestAndMedian(tokenRounds), rounds: tokenRounds },
     };
   } finally {
     await node.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** ns per call of each round, after a warm-up. */
+async function timeRounds(call: (i: number) => void): Promise<number[]> {
+  for (let i = 0; i < WARM_UP_CALLS; i++) call(i);
+  const rounds: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < CALLS_PER_ROUND; i++) call(i);
+    rounds.push(Number(process.hrtime.bigint() - start) / CALLS_PER_ROUND);
+    // Let the write-behind flush between rounds, as it would between requests.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return rounds;
+}
+
+function fastestAndMedian(rounds: readonly number[]): { nsPerConsume: number; medianNsPerConsume: number } {
+  const sorted = [...rounds].sort((a, b) => a - b);
+  return { nsPerConsume: sorted[0]!, medianNsPerConsume: sorted[Math.floor(sorted.length / 2)]! };
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -2,6 +2,7 @@
 import type { LoadResult } from './load.js';
 import type { MicroResult } from './micro.js';
 import type { PipelineResult } from './pipeline.js';
+import { TOKENS_BODY } from './workload.js';
 
 export const TARGETS = {
   ceiling: 'ceiling (uWS)',
@@ -139,6 +140,8 @@ export function formatReport(report: BenchReport): string {
     lines.push(
       `pipeline: ${fixed(pipeline.nsPerConsume, 0)} ns of JavaScript per consume through the HTTP pipeline, sockets left out ` +
         `(fastest of ${pipeline.rounds.length} rounds, median ${fixed(pipeline.medianNsPerConsume, 0)} ns; ${pipeline.users} users in turn, ${pipeline.answerBytes}-byte answers)`,
+      `pipeline, a request and its tokens (${TOKENS_BODY}): ${fixed(pipeline.tokens.nsPerConsume, 0)} ns ` +
+        `(median ${fixed(pipeline.tokens.medianNsPerConsume, 0)} ns; ${fixed(pipeline.tokens.nsPerConsume / pipeline.nsPerConsume, 2)}× the plain consume)`,
     );
   } else if (report.failures.pipeline !== undefined) {
     lines.push(`pipeline failed: ${report.failures.pipeline}`);

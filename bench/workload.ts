@@ -6,6 +6,12 @@ import { randomBytes } from 'node:crypto';
 
 export const CONSUME_PATH = '/v1/quota/consume';
 export const CONSUME_BODY = '{"cost":1}';
+/**
+ * An LLM gateway's consume: one request and its tokens. Measured by the pipeline part only,
+ * under BENCH_TOKENS_TIER, where it charges the same two limits as CONSUME_BODY does under
+ * BENCH_TIER, so the two figures differ only by the body's path through the node.
+ */
+export const TOKENS_BODY = '{"cost":1,"amounts":{"tokens":1500}}';
 export const KEY_COUNT = 200;
 
 /**
@@ -16,6 +22,7 @@ export const KEY_COUNT = 200;
 export const BENCH_RATE_LIMIT = { name: 'requests', kind: 'rate', limit: 1_000_000_000, period_ms: 60_000, burst: 1_000_000 } as const;
 export const BENCH_BUDGET_LIMIT = { name: 'tokens', kind: 'budget', limit: 1_000_000_000_000, period: 'month' } as const;
 export const BENCH_TIER = { limits: [BENCH_RATE_LIMIT, BENCH_BUDGET_LIMIT] };
+export const BENCH_TOKENS_TIER = { limits: [BENCH_RATE_LIMIT, { ...BENCH_BUDGET_LIMIT, resource: 'tokens' }] };
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 

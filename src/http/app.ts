@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
-import { flatFieldsOf, parseFlatObject } from './flatJson.js';
+import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
 import type { HttpMetrics } from './metrics.js';
 import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
@@ -52,6 +52,8 @@ interface InstalledRoute {
   validate: Validator | null;
   /** The body's members when its schema is a flat object (see flatJson.ts), else null. */
   flatFields: readonly string[] | null;
+  /** The body's members the flat parser reads as maps of integers. */
+  flatMaps: readonly string[];
   /** It has path parameters or keeps the client's address and user agent: text to check. */
   keepsText: boolean;
   label: string;
@@ -87,6 +89,7 @@ export class HttpServer {
         params: pathParams(definition.path),
         validate: definition.body === undefined ? null : compileValidator(definition.body),
         flatFields: definition.body === undefined ? null : flatFieldsOf(definition.body),
+        flatMaps: definition.body === undefined ? [] : flatMapsOf(definition.body),
         keepsText: pathParams(definition.path).length > 0 || definition.clientAddress === true,
         label: `${definition.method.toUpperCase()} ${definition.path}`,
       };
@@ -214,7 +217,7 @@ export class HttpServer {
         }
         // The body is a view into uWebSockets.js memory: it is parsed before this returns.
         // The flat parser reads printable ASCII only; the generic path checks every string.
-        const parsed = (route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields)) ?? parseJsonBody(body);
+        const parsed = (route.flatFields === null ? undefined : parseFlatObject(body, route.flatFields, route.flatMaps)) ?? parseJsonBody(body);
         context.body = route.validate!(parsed === undefined && definition.bodyOptional === true ? {} : parsed);
       }
       token = request.authorization === '' ? null : bearerToken(request.authorization);

@@ -4,15 +4,19 @@
  *
  * It reads only a JSON object whose members are among `fields`, each at most once, whose
  * values are non-negative integers of up to 15 digits or strings of printable ASCII without
- * escapes. For anything else — another member, a duplicate, an escape, a non-ASCII byte, a
- * fraction, an exponent, a sign, a longer number, a nested value — it returns undefined and
- * the body takes the generic path (`JSON.parse`). So whatever it returns is exactly what
+ * escapes, and, for the members named in `maps`, objects of such integers under such names
+ * (`"amounts":{"tokens":1500}`). For anything else — another member, a duplicate, an escape,
+ * a non-ASCII byte, a fraction, an exponent, a sign, a longer number, another nested value,
+ * a member named `__proto__` — it returns undefined and the body takes the generic path
+ * (`JSON.parse`). So whatever it returns is exactly what
  * `JSON.parse` returns for the same bytes, and the route's schema is checked on it as usual.
  */
 
 import type { TSchema } from '@sinclair/typebox';
 
-export type FlatObject = Record<string, number | string>;
+export type FlatObject = Record<string, number | string | Record<string, number>>;
+
+const NO_MAPS: readonly string[] = [];
 
 const SPACE = 0x20;
 const TAB = 0x09;
@@ -30,8 +34,7 @@ const MAX_DIGITS = 15; // below 2^53: every such integer is exact
 
 const latin1 = new TextDecoder('latin1');
 
-export function parseFlatObject(bytes: Uint8Array, fields: readonly string[]): FlatObject | undefined {
-  const end = bytes.length;
+export function parseFlatObject(bytes: Uint8Array, fields: readonly string[], maps = NO_MAPS): FlatObject | undefined {
   let i = skipSpace(bytes, 0);
   if (bytes[i] !== OPEN) return undefined;
   i = skipSpace(bytes, i + 1);
@@ -41,7 +44,7 @@ export function parseFlatObject(bytes: Uint8Array, fields: readonly string[]): F
       if (bytes[i] !== QUOTE) return undefined;
       const nameEnd = plainStringEnd(bytes, i + 1);
       if (nameEnd < 0) return undefined;
-      const name = fieldNamed(bytes, i + 1, nameEnd, fields);
+      const name = fieldNamed(bytes, i + 1, nameEnd, fields) ?? fieldNamed(bytes, i + 1, nameEnd, maps);
       if (name === undefined || Object.hasOwn(result, name)) return undefined;
       i = skipSpace(bytes, nameEnd + 1);
       if (bytes[i] !== COLON) return undefined;
@@ -52,16 +55,17 @@ export function parseFlatObject(bytes: Uint8Array, fields: readonly string[]): F
         if (valueEnd < 0) return undefined;
         result[name] = latin1.decode(bytes.subarray(i + 1, valueEnd));
         i = valueEnd + 1;
-      } else if (first !== undefined && first >= ZERO && first <= NINE) {
-        let value = first - ZERO;
-        let j = i + 1;
-        while (j < end && bytes[j]! >= ZERO && bytes[j]! <= NINE) value = value * 10 + (bytes[j++]! - ZERO);
-        // No leading zeros (JSON forbids them), no fraction or exponent, no long numbers.
-        if ((first === ZERO && j > i + 1) || j - i > MAX_DIGITS || bytes[j] === 0x2e || bytes[j] === 0x65 || bytes[j] === 0x45) return undefined;
-        result[name] = value;
-        i = j;
+      } else if (first === OPEN) {
+        if (!maps.includes(name)) return undefined;
+        const map: Record<string, number> = {};
+        i = readIntegerMap(bytes, i, map);
+        if (i < 0) return undefined;
+        result[name] = map;
       } else {
-        return undefined;
+        const valueEnd = integerEnd(bytes, i);
+        if (valueEnd < 0) return undefined;
+        result[name] = integerValue(bytes, i, valueEnd);
+        i = valueEnd;
       }
       i = skipSpace(bytes, i);
       if (bytes[i] === CLOSE) break;
@@ -69,7 +73,64 @@ export function parseFlatObject(bytes: Uint8Array, fields: readonly string[]): F
       i = skipSpace(bytes, i + 1);
     }
   }
-  return skipSpace(bytes, i + 1) === end ? result : undefined;
+  return skipSpace(bytes, i + 1) === bytes.length ? result : undefined;
+}
+
+/** Reads `{"name":integer,...}` at `i` into `into`; the index after its `}`, or -1. */
+function readIntegerMap(bytes: Uint8Array, i: number, into: Record<string, number>): number {
+  i = skipSpace(bytes, i + 1);
+  if (bytes[i] === CLOSE) return i + 1;
+  for (;;) {
+    if (bytes[i] !== QUOTE) return -1;
+    const nameEnd = plainStringEnd(bytes, i + 1);
+    if (nameEnd < 0) return -1;
+    const name = mapName(bytes, i + 1, nameEnd);
+    // Assigning "__proto__" would set the prototype, where JSON.parse makes a member.
+    if (name === '__proto__' || Object.hasOwn(into, name)) return -1;
+    i = skipSpace(bytes, nameEnd + 1);
+    if (bytes[i] !== COLON) return -1;
+    i = skipSpace(bytes, i + 1);
+    const valueEnd = integerEnd(bytes, i);
+    if (valueEnd < 0) return -1;
+    into[name] = integerValue(bytes, i, valueEnd);
+    i = skipSpace(bytes, valueEnd);
+    if (bytes[i] === CLOSE) return i + 1;
+    if (bytes[i] !== COMMA) return -1;
+    i = skipSpace(bytes, i + 1);
+  }
+}
+
+/**
+ * Names met in maps lately. Clients send the same few (`tokens`), and comparing bytes with
+ * a kept string is several times cheaper than decoding a new one each time.
+ */
+const seenNames: string[] = [];
+const SEEN_NAMES = 16;
+let nextSeen = 0;
+
+function mapName(bytes: Uint8Array, from: number, to: number): string {
+  const seen = fieldNamed(bytes, from, to, seenNames);
+  if (seen !== undefined) return seen;
+  const name = latin1.decode(bytes.subarray(from, to));
+  seenNames[nextSeen] = name;
+  nextSeen = (nextSeen + 1) % SEEN_NAMES;
+  return name;
+}
+
+/** The end of the integer at `i`, or -1: no sign, no leading zeros (JSON forbids them), no fraction or exponent, at most 15 digits. */
+function integerEnd(bytes: Uint8Array, i: number): number {
+  const first = bytes[i];
+  if (first === undefined || first < ZERO || first > NINE) return -1;
+  let j = i + 1;
+  while (j < bytes.length && bytes[j]! >= ZERO && bytes[j]! <= NINE) j++;
+  if ((first === ZERO && j > i + 1) || j - i > MAX_DIGITS || bytes[j] === 0x2e || bytes[j] === 0x65 || bytes[j] === 0x45) return -1;
+  return j;
+}
+
+function integerValue(bytes: Uint8Array, from: number, to: number): number {
+  let value = 0;
+  for (let j = from; j < to; j++) value = value * 10 + (bytes[j]! - ZERO);
+  return value;
 }
 
 function skipSpace(bytes: Uint8Array, i: number): number {
@@ -100,18 +161,23 @@ function fieldNamed(bytes: Uint8Array, from: number, to: number, fields: readonl
 }
 
 /**
- * The members of a body schema the flat parser can read: those of an object schema whose
- * properties are all integers or strings. Null for any other schema (the route then always
- * takes the generic path).
+ * The members of a body schema the flat parser can read: the integer and string properties
+ * of an object schema. A body with any other member (`amounts`, say) takes the generic
+ * path, like any body the parser does not read. Null when there are none.
  */
 export function flatFieldsOf(schema: TSchema): readonly string[] | null {
   if (schema.type !== 'object' || typeof schema.properties !== 'object' || schema.properties === null) return null;
   const properties = schema.properties as Record<string, TSchema>;
-  const names = Object.keys(properties);
-  if (names.length === 0) return null;
-  for (const name of names) {
-    const type = properties[name]!.type;
-    if (type !== 'integer' && type !== 'string') return null;
-  }
-  return names;
+  const names = Object.keys(properties).filter((name) => properties[name]!.type === 'integer' || properties[name]!.type === 'string');
+  return names.length === 0 ? null : names;
+}
+
+/** The members of a body schema the flat parser reads as maps: objects of integers under any name (`amounts`). */
+export function flatMapsOf(schema: TSchema): readonly string[] {
+  if (schema.type !== 'object' || typeof schema.properties !== 'object' || schema.properties === null) return NO_MAPS;
+  const properties = schema.properties as Record<string, TSchema>;
+  return Object.keys(properties).filter((name) => {
+    const values = Object.values((properties[name]!.patternProperties ?? {}) as Record<string, TSchema>);
+    return properties[name]!.type === 'object' && values.length === 1 && values[0]!.type === 'integer';
+  });
 }

@@ -53,6 +53,8 @@ export function statusOf(code: ErrorCode | HttpErrorCode): number {
     case 'unsupported_media_type':
       return 415;
     case 'idempotency_mismatch':
+    case 'exceeds_limit':
+    case 'invalid_settlement':
     case 'unknown_tier':
       return 422;
     case 'too_many_attempts':

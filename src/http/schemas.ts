@@ -11,7 +11,7 @@ const MAX_DURATION_MS = 31_622_400_000;
 
 const Strict = { additionalProperties: false } as const;
 const Name = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' });
-const Amount = (minimum: number) => Type.Integer({ minimum, maximum: MAX_AMOUNT });
+const Amount = (minimum: number, options?: { description: string }) => Type.Integer({ ...options, minimum, maximum: MAX_AMOUNT });
 const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
 
 export const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' });
@@ -117,14 +117,27 @@ export const Key = Type.Object({
 export const CreatedKey = Type.Composite([Type.Omit(Key, ['last_used_at']), Type.Object({ key: Type.String({ description: 'shown only once' }) })]);
 export const KeyList = Type.Object({ keys: Type.Array(Key) });
 
-export const ConsumeBody = Type.Object({ cost: Type.Optional(Amount(1)), resource: Type.Optional(Resource) }, Strict);
+/** Amounts by resource name (1–64 characters, as a limit's `resource`). */
+const Amounts = (description: string) =>
+  Type.Optional(Type.Record(Type.String({ pattern: '^[\\s\\S]{1,64}$' }), Amount(0), { ...Strict, maxProperties: 32, description }));
+const Charged = Amounts('amounts of other resources: a limit naming one is charged its amount here; 0 is the same as leaving it out');
+const Cost = Type.Optional(Amount(1, { description: 'charged to limits without a resource and to those naming `resource`; default 1' }));
+const ChargedResource = Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the resource `cost` is charged to; default "default"' }));
+
+export const ConsumeBody = Type.Object({ cost: Cost, resource: ChargedResource, amounts: Charged }, Strict);
 export const ConsumeReply = Type.Object({ allowed: Type.Boolean(), limits: Type.Array(LimitState) });
 export const ReserveBody = Type.Object(
-  { cost: Amount(1), resource: Type.Optional(Resource), ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 3_600_000 })) },
+  { cost: Cost, resource: ChargedResource, amounts: Charged, ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 3_600_000 })) },
   Strict,
 );
 export const Reservation = Type.Object({ id: Type.String(), expires_at: Timestamp, limits: Type.Array(LimitState) });
-export const SettleBody = Type.Object({ actual: Amount(0) }, Strict);
+export const SettleBody = Type.Object(
+  {
+    actual: Type.Optional(Amount(0, { description: 'what the hold’s `cost` actually came to' })),
+    amounts: Amounts('what each named resource actually came to'),
+  },
+  { ...Strict, description: 'at least one of `actual` and `amounts`; what neither names is settled as held' },
+);
 export const LimitsReply = Type.Object({ limits: Type.Array(LimitState) });
 export const QuotaReply = Type.Object({ tier: Type.String(), limits: Type.Array(LimitState) });
 export const LimiterBody = Type.Object(

@@ -3,7 +3,7 @@
  * several nodes start at the same moment.
  */
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { copyFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../../test/support/database.js';
@@ -11,7 +11,7 @@ import { createTestDatabase } from '../../test/support/postgres.js';
 import { makeTempDir } from '../../test/support/tmp.js';
 import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from './index.js';
 
-const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql', '004_hostile_input.sql'];
+const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql', '004_hostile_input.sql', '005_token_budgets_on_tokens.sql'];
 
 it('finds the repository’s migrations folder', () => {
   const dir = defaultMigrationsDir();
@@ -36,6 +36,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [2, '002_default_tiers.sql'],
       [3, '003_fence_refuses_delete.sql'],
       [4, '004_hostile_input.sql'],
+      [5, '005_token_budgets_on_tokens.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });
@@ -43,6 +44,40 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
   it('leaves the connection usable afterwards', async () => {
     const [row] = await db.database.sql<{ n: number }[]>`select count(*) as n from tiers`;
     expect(row!.n).toBe(4);
+  });
+});
+
+describe.each(DATABASE_KINDS)('the token-budget migration on %s', (kind) => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await openTestDatabase(kind, { migrate: false });
+  });
+  afterAll(() => db?.cleanup());
+
+  it('moves the seeded token budgets onto resource "tokens", and leaves tiers an operator edited alone', async () => {
+    const before = await makeTempDir();
+    try {
+      for (const file of FILES.slice(0, 4)) await copyFile(join(defaultMigrationsDir(), file), join(before, file));
+      await migrate(db.database.sql, before);
+    } finally {
+      await rm(before, { recursive: true, force: true });
+    }
+    const sql = db.database.sql;
+    const edited = [
+      { name: 'requests', kind: 'rate', limit: 700, period_ms: 60000, burst: 50 },
+      { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month' },
+    ];
+    await sql`update tiers set limits = ${sql.json(edited)} where name = 'pro'`;
+    expect(await migrate(sql)).toEqual({ applied: ['005_token_budgets_on_tokens.sql'] });
+    const rows = await sql<{ name: string; limits: { name: string; resource?: string; limit: number }[] }[]>`select name, limits from tiers order by name`;
+    const tiers = Object.fromEntries(rows.map((row) => [row.name, row.limits]));
+    expect(tiers.free).toEqual([
+      { name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 },
+      { name: 'tokens', kind: 'budget', limit: 100000, period: 'month', resource: 'tokens' },
+    ]);
+    expect(tiers.enterprise!.map((limit) => limit.resource)).toEqual([undefined, 'tokens']);
+    expect(tiers.pro).toEqual(edited);
+    expect(tiers.anonymous).toEqual([{ name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 }]);
   });
 });
 

@@ -246,17 +246,17 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
         failOpen: true,
         limits: [
           { name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 },
-          { name: 'tokens', kind: 'budget', limit: 100000, period: 'month' },
+          { name: 'tokens', kind: 'budget', limit: 100000, period: 'month', resource: 'tokens' },
         ],
       });
       expect(byName.get('anonymous')).toMatchObject({ failOpen: false, limits: [{ name: 'requests', kind: 'rate', limit: 60, period_ms: 60000, burst: 20 }] });
       expect(byName.get('pro')!.limits).toEqual([
         { name: 'requests', kind: 'rate', limit: 600, period_ms: 60000, burst: 50 },
-        { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month' },
+        { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month', resource: 'tokens' },
       ]);
       expect(byName.get('enterprise')!.limits).toEqual([
         { name: 'requests', kind: 'rate', limit: 6000, period_ms: 60000, burst: 500 },
-        { name: 'tokens', kind: 'budget', limit: 50000000, period: 'month' },
+        { name: 'tokens', kind: 'budget', limit: 50000000, period: 'month', resource: 'tokens' },
       ]);
       expect(byName.get('pro')!.updatedAt).toBeInstanceOf(Date);
     });

@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'email_taken'
   | 'too_large'
   | 'idempotency_mismatch'
+  | 'exceeds_limit'
+  | 'invalid_settlement'
   | 'too_many_attempts'
   | 'unknown_tier'
   | 'owner_unavailable'
@@ -84,6 +86,13 @@ export class TooLargeError extends TallyError {
 export class IdempotencyMismatchError extends TallyError {
   constructor() {
     super('idempotency_mismatch', 'this Idempotency-Key was used with a different request');
+  }
+}
+
+/** A settlement that cannot be applied to the hold it names; the hold stays open. */
+export class InvalidSettlementError extends TallyError {
+  constructor(detail: string) {
+    super('invalid_settlement', detail);
   }
 }
 

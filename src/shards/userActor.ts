@@ -7,12 +7,15 @@
  * changes, so memory never shows what Postgres has not committed.
  */
 import { type ActivityTouches, Actor } from './actor.js';
-import { ForbiddenError, IdempotencyMismatchError, INVALID_API_KEY, NotFoundError, UnauthenticatedError } from './errors.js';
+import { ForbiddenError, IdempotencyMismatchError, INVALID_API_KEY, InvalidSettlementError, NotFoundError, UnauthenticatedError } from './errors.js';
 import { sameHash } from './ids.js';
 import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
 import {
+  type Charge,
+  chargeText,
   compileLimits,
   consume,
+  type Decision,
   findIdempotent,
   type LimitSet,
   migrateQuotaState,
@@ -23,6 +26,7 @@ import {
   release,
   rememberIdempotent,
   reserve,
+  type Settlement,
   settle,
   snapshot,
 } from './quota/index.js';
@@ -73,7 +77,8 @@ export interface ApiKey {
   touched: boolean;
 }
 
-export interface QuotaRequest {
+/** A cost and, optionally, amounts of named resources (see quota/charge.ts). */
+export interface QuotaRequest extends Charge {
   cost: number;
   resource: string;
 }
@@ -83,6 +88,8 @@ export interface QuotaDecision {
   limits: LimitState[];
   retryAfterMs: number;
   exceedsCapacity: boolean;
+  /** When refused: the limit whose capacity is exceeded, else the first that refused. */
+  denied?: string;
   /** This answer repeats the first one given for the same Idempotency-Key. */
   replayed?: boolean;
   /** Allowed without its owner (a `fail_open` tier whose owner could not be reached); `limits` is empty. */
@@ -201,7 +208,7 @@ export class UserActor extends Actor {
   consume(tiers: TierRegistry, now: number, request: QuotaRequest, idempotencyKey?: string): QuotaDecision {
     const set = this.currentLimits(tiers);
     if (idempotencyKey !== undefined) {
-      const fingerprint = `${request.cost}:${request.resource}`;
+      const fingerprint = chargeText(request);
       const earlier = findIdempotent(this.idem, now, idempotencyKey);
       if (earlier !== undefined) {
         if (earlier.fingerprint !== fingerprint) throw new IdempotencyMismatchError();
@@ -224,7 +231,7 @@ export class UserActor extends Actor {
       this.quota = result.state;
       this.markDirty();
     }
-    return { allowed: result.allowed, limits: result.limits, retryAfterMs: result.retryAfterMs, exceedsCapacity: result.exceedsCapacity };
+    return decisionOf(result);
   }
 
   reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }): QuotaDecision & { expiresAt: number } {
@@ -234,20 +241,19 @@ export class UserActor extends Actor {
       this.quota = result.state;
       this.markDirty();
     }
-    return {
-      allowed: result.allowed,
-      limits: result.limits,
-      retryAfterMs: result.retryAfterMs,
-      exceedsCapacity: result.exceedsCapacity,
-      expiresAt: now + request.ttlMs,
-    };
+    return { ...decisionOf(result), expiresAt: now + request.ttlMs };
   }
 
-  settle(tiers: TierRegistry, now: number, id: string, actual: number): LimitState[] {
-    const result = settle(this.currentLimits(tiers), this.quota, now, { id, actual });
+  settle(tiers: TierRegistry, now: number, id: string, settlement: Settlement): LimitState[] {
+    const current = this.quota;
+    const result = settle(this.currentLimits(tiers), current, now, { ...settlement, id });
+    // Not found or refused, the state differs only if expired holds were released meanwhile.
+    if (result.state !== current) {
+      this.quota = result.state;
+      this.markDirty();
+    }
     if (!result.found) throw new NotFoundError('reservation');
-    this.quota = result.state;
-    this.markDirty();
+    if (result.refused !== undefined) throw new InvalidSettlementError(result.refused);
     return result.limits;
   }
 
@@ -356,4 +362,16 @@ export function toApiKey(record: ApiKeyRecord): ApiKey {
     writtenAt: record.lastUsedAt?.getTime() ?? 0,
     touched: false,
   };
+}
+
+/** The engine's decision as the actor answers it: without the next state. */
+function decisionOf(result: Decision): QuotaDecision {
+  const decision: QuotaDecision = {
+    allowed: result.allowed,
+    limits: result.limits,
+    retryAfterMs: result.retryAfterMs,
+    exceedsCapacity: result.exceedsCapacity,
+  };
+  if (result.denied !== undefined) decision.denied = result.denied;
+  return decision;
 }

@@ -10,11 +10,21 @@
 import { ForbiddenError, INVALID_API_KEY, InvalidRequestError, NotFoundError, TallyError, UnauthenticatedError, UnknownTierError } from './errors.js';
 import type { SessionRecord, UserStore } from './ports.js';
 import { type JsonObject, mergePatch, serializePreferences } from './preferences.js';
-import { validateLimits } from './quota/index.js';
+import { type Settlement, validateLimits } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
 import type { ActorRuntime, Loaded } from './runtime.js';
 import type { TierRegistry } from './tiers.js';
-import { type Credential, MAX_KEYS_PER_USER, MAX_SESSIONS_PER_USER, type Principal, type QuotaDecision, toApiKey, toSession, UserActor } from './userActor.js';
+import {
+  type Credential,
+  MAX_KEYS_PER_USER,
+  MAX_SESSIONS_PER_USER,
+  type Principal,
+  type QuotaDecision,
+  type QuotaRequest,
+  toApiKey,
+  toSession,
+  UserActor,
+} from './userActor.js';
 import { type KeyView, keyView, type ProfileView, profileView, type SessionView, sessionView } from './views.js';
 
 export interface NewSession {
@@ -38,10 +48,10 @@ export interface NewKey {
 /** Each operation's arguments and result. */
 export interface UserOps {
   'auth.verify': { args: Record<string, never>; result: { userId: string; tier: string; via: Principal['via']; sessionId?: string } };
-  'quota.consume': { args: { cost: number; resource: string; idempotencyKey?: string }; result: QuotaDecision };
+  'quota.consume': { args: QuotaRequest & { idempotencyKey?: string }; result: QuotaDecision };
   'quota.get': { args: Record<string, never>; result: { tier: string; limits: LimitState[] } };
-  'quota.reserve': { args: { id: string; cost: number; resource: string; ttlMs: number }; result: QuotaDecision & { expiresAt: number } };
-  'quota.settle': { args: { id: string; actual: number }; result: { limits: LimitState[] } };
+  'quota.reserve': { args: QuotaRequest & { id: string; ttlMs: number }; result: QuotaDecision & { expiresAt: number } };
+  'quota.settle': { args: Settlement & { id: string }; result: { limits: LimitState[] } };
   'quota.release': { args: { id: string }; result: null };
   'profile.get': { args: Record<string, never>; result: ProfileView };
   'profile.update': { args: { name?: string | null; email?: string }; result: ProfileView };
@@ -154,16 +164,16 @@ export class UserService {
         return verified;
       }
       case 'quota.consume': {
-        const { cost, resource, idempotencyKey } = args as UserOps['quota.consume']['args'];
-        return user.consume(tiers, now, { cost, resource }, idempotencyKey);
+        const { cost, resource, amounts, idempotencyKey } = args as UserOps['quota.consume']['args'];
+        return user.consume(tiers, now, { cost, resource, amounts }, idempotencyKey);
       }
       case 'quota.get':
         return { tier: user.tier, limits: user.quotaSnapshot(tiers, now) };
       case 'quota.reserve':
         return user.reserve(tiers, now, args as UserOps['quota.reserve']['args']);
       case 'quota.settle': {
-        const { id, actual } = args as UserOps['quota.settle']['args'];
-        return { limits: user.settle(tiers, now, id, actual) };
+        const { id, actual, amounts } = args as UserOps['quota.settle']['args'];
+        return { limits: user.settle(tiers, now, id, { actual, amounts }) };
       }
       case 'quota.release':
         user.release(tiers, now, (args as UserOps['quota.release']['args']).id);

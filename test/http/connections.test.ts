@@ -44,7 +44,10 @@ function exchange(data: string, waitMs = 500): Promise<{ text: string; closedByN
   });
 }
 
-function consumeRequest(token: string, body = '{"cost":1}'): string {
+/** A consume of one request and `tokens` tokens: the default tiers count tokens on their budget. */
+const tokens = (n: number) => `{"amounts":{"tokens":${n}}}`;
+
+function consumeRequest(token: string, body = tokens(1)): string {
   return `POST /v1/quota/consume HTTP/1.1\r\nHost: tally\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
 
@@ -77,7 +80,7 @@ describe('connections', () => {
     expect((await t.api('POST', '/v1/quota/consume', { token: key })).status).toBe(200); // the actor is active now
     const before = await budgetUsed(user);
 
-    const { text } = await exchange(consumeRequest(key) + consumeRequest(key, '{"cost":2}') + consumeRequest(key, '{"cost":3}'));
+    const { text } = await exchange(consumeRequest(key) + consumeRequest(key, tokens(2)) + consumeRequest(key, tokens(3)));
 
     expect(statusLines(text)).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
     expect(await budgetUsed(user)).toBe(before + 6);
@@ -102,7 +105,7 @@ describe('connections', () => {
     const before = await budgetUsed(user);
     const leftBefore = await requestsCounted('POST /v1/quota/consume', 499);
     const socket = connect(port, '127.0.0.1');
-    socket.write(consumeRequest(user.token).replace('Content-Length: 10', 'Content-Length: 40'));
+    socket.write(consumeRequest(user.token).replace(/Content-Length: \d+/, 'Content-Length: 60'));
     await new Promise((resolve) => setTimeout(resolve, 100));
     socket.destroy();
     await waitForClose(socket);

@@ -40,7 +40,8 @@ describe.each(['postgres', 'pglite'] as const)('restart on %s', (backend) => {
     const blocked = await createUser(api, { adminToken, tier: 'pro' });
     const key = await createKey(api, user);
     await api('PUT', '/v1/user/preferences', { token: user.token, body: { theme: 'dark' } });
-    for (let i = 0; i < 5; i++) expect((await api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 7 } })).status).toBe(200);
+    for (let i = 0; i < 5; i++)
+      expect((await api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1, amounts: { tokens: 7 } } })).status).toBe(200);
     await api('PATCH', `/v1/admin/users/${blocked.id}`, { token: adminToken, body: { blocked: true } });
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
@@ -64,7 +65,7 @@ describe.each(['postgres', 'pglite'] as const)('restart on %s', (backend) => {
     const api = apiClient(first.baseUrl);
     const user = await createUser(api, { adminToken, tier: 'pro' });
     const key = await createKey(api, user);
-    for (let i = 0; i < 4; i++) await api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 10 } });
+    for (let i = 0; i < 4; i++) await api('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1, amounts: { tokens: 10 } } });
     // Three flush intervals: the usage above is older than one interval, so a flush has written it.
     await new Promise((resolve) => setTimeout(resolve, FLUSH_MS * 3));
     first.child.kill('SIGKILL');

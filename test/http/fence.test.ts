@@ -96,14 +96,16 @@ describe('a node whose write is refused by the fence', () => {
     const strictKey = (await createKey(first.api, strict)).key;
     const open = await createUser(first.api); // free: fail_open
     const openKey = (await createKey(first.api, open)).key;
-    for (const key of [strictKey, openKey]) expect((await first.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1 } })).status).toBe(200);
+    for (const key of [strictKey, openKey])
+      expect((await first.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1, amounts: { tokens: 1 } } })).status).toBe(200);
     await waitFor(async () => (await metric(first.api, 'tally_actors_dirty')) === 0); // written under the first node's epochs
 
     // A second node on the same database claims every shard.
     second = await startTestNode({ databaseUrl: database.url, env: { ...env, TALLY_NODE_ID: 'second' } });
     const owner = second;
     // The first node does not know yet and decides from memory; the flush that follows is refused.
-    for (const key of [strictKey, openKey]) expect((await first.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1 } })).status).toBe(200);
+    for (const key of [strictKey, openKey])
+      expect((await first.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1, amounts: { tokens: 1 } } })).status).toBe(200);
     await waitFor(async () => (await metric(first.api, 'tally_flush_fenced_rows_total')) >= 1);
     await waitFor(async () => (await metric(first.api, 'tally_shards_lost')) === 1024);
 

@@ -132,6 +132,8 @@ function sample(schema: JsonSchema): unknown {
   if (schema.anyOf !== undefined) return sample(schema.anyOf.find((variant) => variant.type !== 'null') ?? schema.anyOf[0]!);
   switch (schema.type) {
     case 'object':
+      // A map (amounts by resource): one member of a plausible name.
+      if (schema.patternProperties !== undefined) return { member: sample(Object.values(schema.patternProperties)[0]!) };
       if (schema.properties === undefined) return { key: 'value' };
       return Object.fromEntries(Object.entries(schema.properties).map(([name, property]) => [name, sample(property)]));
     case 'array':
@@ -222,10 +224,17 @@ describe.each(['postgres', 'pglite'] as const)('ill-formed text in every string 
           }
         }
       }
-      // Member names are text too: in the documents that take any name.
-      if (operation.path === '/v1/user/preferences' && operation.method !== 'GET') {
+      // Member names are text too: in the documents and maps that take any name.
+      const body = operation.body as Record<string, unknown> | undefined;
+      const named =
+        operation.path === '/v1/user/preferences' && operation.method !== 'GET'
+          ? (text: string) => ({ [text]: 1 })
+          : body?.amounts !== undefined
+            ? (text: string) => ({ ...body, amounts: { [text]: 1 } })
+            : null;
+      if (named !== null) {
         for (const [name, text, expected] of HOSTILE_TEXT) {
-          const res = await node.api(operation.method, url, { body: { [text]: 1 }, token });
+          const res = await node.api(operation.method, url, { body: named(text), ...(auth === undefined ? {} : { token: auth }) });
           assertSane(res, `${operation.method} ${operation.path} with ${name} as a member name`);
           if (expected === 'refused') expect(res.status).toBe(400);
         }
@@ -268,7 +277,8 @@ describe.each(['postgres', 'pglite'] as const)('ill-formed text in every string 
   });
 
   it('is still ready and persisting afterwards: nothing quarantined, no flush failed, usage kept across a restart', async () => {
-    for (let i = 0; i < 3; i++) expect((await node.api('POST', '/v1/quota/consume', { token: ownerKey, body: { cost: 10 } })).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await node.api('POST', '/v1/quota/consume', { token: ownerKey, body: { cost: 1, amounts: { tokens: 10 } } })).status).toBe(200);
     // Past the shortest reservation the loop above may have left open (1 s), so that none expires across the restart.
     await new Promise((resolve) => setTimeout(resolve, 1100));
     expect((await node.api('GET', '/health/ready')).status).toBe(200);

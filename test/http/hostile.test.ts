@@ -26,7 +26,7 @@ describe.each<Backend>(['postgres', 'pglite'])('hostile input on %s', (backend) 
   let consumed = 0;
 
   const consume = async (cost: number) => {
-    const res = await t.api('POST', '/v1/quota/consume', { token: key, body: { cost } });
+    const res = await t.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1, amounts: { tokens: cost } } });
     expect(res.status).toBe(200);
     consumed += cost;
   };

@@ -48,8 +48,11 @@ describe('POST /v1/quota/consume', () => {
     const user = await tinyUser();
     const tokensLeft = async () =>
       (await t.api('GET', '/v1/quota', { token: user.token })).body.limits.find((l: { name: string }) => l.name === 'tokens').remaining;
-    // The budget would admit 95, the rate limit (burst 60) refuses: nothing is charged.
-    expect((await t.api('POST', '/v1/quota/consume', { token: user.token, body: { cost: 95 } })).status).toBe(429);
+    // The budget would admit 95, the rate limit (burst 60) never will: 422, nothing is charged.
+    const never = await t.api('POST', '/v1/quota/consume', { token: user.token, body: { cost: 95 } });
+    expect(never.status).toBe(422);
+    expect(never.body).toMatchObject({ type: 'urn:tally:problem:exceeds-limit', limit: 'requests' });
+    expect(never.headers.get('retry-after')).toBeNull();
     expect(await tokensLeft()).toBe(100);
     expect((await t.api('POST', '/v1/quota/consume', { token: user.token, body: { cost: 60 } })).status).toBe(200);
     const refused = await t.api('POST', '/v1/quota/consume', { token: user.token, body: { cost: 50 } });
@@ -100,7 +103,8 @@ describe('POST /v1/quota/consume', () => {
   it('accepts a cost of 2^53-1 and refuses it as over capacity', async () => {
     const user = await tinyUser();
     const res = await t.api('POST', '/v1/quota/consume', { token: user.token, body: { cost: Number.MAX_SAFE_INTEGER } });
-    expect(res.status).toBe(429);
+    expect(res.status).toBe(422);
+    expect(res.body.detail).toBe('limit "requests" can never admit as much as this request asks of it; nothing was charged');
   });
 
   it('works with an API key as with a session', async () => {
@@ -128,11 +132,17 @@ describe('reservations', () => {
     expect(twice.status).toBe(404);
   });
 
-  it('refuses a hold that does not fit with 429', async () => {
+  it('refuses a hold that does not fit now with 429, and one that never can with 422', async () => {
     const user = await tinyUser();
-    const res = await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 101 } });
+    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 60 } })).status).toBe(201);
+    const res = await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 30 } });
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBeTruthy();
+    const tooBig = await tinyUser();
+    const over = await t.api('POST', '/v1/quota/reservations', { token: tooBig.token, body: { cost: 101 } });
+    expect(over.status).toBe(422);
+    expect(over.body.limit).toBe('requests');
+    expect(over.headers.get('retry-after')).toBeNull();
   });
 
   it('releases a hold', async () => {
@@ -155,7 +165,10 @@ describe('reservations', () => {
   it('validates ttl_ms and actual', async () => {
     const user = await tinyUser();
     expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 1, ttl_ms: 10 } })).status).toBe(400);
-    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: {} })).status).toBe(400);
+    // Without a cost, a reservation holds 1, as a consume charges 1.
+    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: {} })).status).toBe(201);
+    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 0 } })).status).toBe(400);
+    expect((await t.api('POST', '/v1/quota/reservations/rnothing/settle', { token: user.token, body: {} })).status).toBe(400);
     expect((await t.api('POST', '/v1/quota/reservations/rnothing/settle', { token: user.token, body: { actual: -1 } })).status).toBe(400);
   });
 });

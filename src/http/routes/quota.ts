@@ -1,4 +1,14 @@
-import { type LimitState, limitStateView, limitsJson, newReservationId, type QuotaDecision, type UserRequest } from '../../shards/index.js';
+import {
+  type Charge,
+  DEFAULT_RESOURCE,
+  InvalidRequestError,
+  type LimitState,
+  limitStateView,
+  limitsJson,
+  newReservationId,
+  type QuotaDecision,
+  type UserRequest,
+} from '../../shards/index.js';
 import { problem } from '../problem.js';
 import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
 import { type Caller, type Reply, type RouteDefinition, route } from '../route.js';
@@ -14,13 +24,17 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
     route({
       method: 'post',
       path: '/v1/quota/consume',
-      summary: 'Spend `cost` against every limit that applies, all or nothing',
+      summary: 'Spend `cost`, and `amounts` of named resources, against every limit that applies, all or nothing',
       tag: 'quota',
       auth: 'user',
       abandonIfClientGone: true,
       body: S.ConsumeBody,
       bodyOptional: true,
-      responses: { 200: { description: 'allowed', schema: S.ConsumeReply }, 429: { description: 'refused: nothing was charged' } },
+      responses: {
+        200: { description: 'allowed', schema: S.ConsumeReply },
+        422: { description: 'an amount is larger than its limit can ever admit: nothing was charged' },
+        429: { description: 'refused: nothing was charged' },
+      },
       fast({ caller, body, idempotencyKey }) {
         const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey));
         return decision === undefined ? undefined : consumeReply(decision, clock());
@@ -34,18 +48,22 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
     route({
       method: 'post',
       path: '/v1/quota/reservations',
-      summary: 'Hold `cost` for a call whose real cost is known only afterwards',
+      summary: 'Hold `cost` and `amounts` for a call whose real cost is known only afterwards',
       tag: 'quota',
       auth: 'user',
       abandonIfClientGone: true,
       body: S.ReserveBody,
-      responses: { 201: { description: 'held', schema: S.Reservation }, 429: { description: 'does not fit' } },
+      responses: {
+        201: { description: 'held', schema: S.Reservation },
+        422: { description: 'an amount is larger than its limit can ever admit' },
+        429: { description: 'does not fit' },
+      },
       async handle({ caller, body }) {
         const id = newReservationId();
         const decision = await router.user({
           ...caller,
           op: 'quota.reserve',
-          args: { id, cost: body.cost, resource: body.resource ?? 'default', ttlMs: body.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS },
+          args: { ...chargeOf(body), id, ttlMs: body.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS },
         });
         return decide(decision, clock(), { id, expires_at: new Date(decision.expiresAt).toISOString() }, 201);
       },
@@ -53,13 +71,22 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
     route({
       method: 'post',
       path: '/v1/quota/reservations/{id}/settle',
-      summary: 'Settle a hold at its actual cost: the difference is refunded or charged',
+      summary: 'Settle a hold at what it actually took: the differences are refunded or charged per limit',
       tag: 'quota',
       auth: 'user',
       body: S.SettleBody,
-      responses: { 200: { description: 'settled', schema: S.LimitsReply }, 404: { description: 'no such hold (settled, released or expired)' } },
+      responses: {
+        200: { description: 'settled', schema: S.LimitsReply },
+        404: { description: 'no such hold (settled, released or expired)' },
+        422: {
+          description:
+            'the settlement does not say what it settles (`actual` alone for a hold of several resources), or contradicts itself; the hold stays open',
+        },
+      },
       async handle({ caller, params, body }) {
-        const settled = await router.user({ ...caller, op: 'quota.settle', args: { id: params.id!, actual: body.actual } });
+        const { actual, amounts } = body;
+        if (actual === undefined && amounts === undefined) throw new InvalidRequestError('send `actual`, `amounts` or both');
+        const settled = await router.user({ ...caller, op: 'quota.settle', args: { id: params.id!, actual, amounts } });
         return limitsReply(200, { limits: settled.limits }, clock());
       },
     }),
@@ -111,9 +138,19 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
 }
 
 function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempotencyKey: string | null): UserRequest<'quota.consume'> {
-  const args: UserRequest<'quota.consume'>['args'] = { cost: body.cost ?? 1, resource: body.resource ?? 'default' };
+  const args: UserRequest<'quota.consume'>['args'] = chargeOf(body);
   if (idempotencyKey !== null) args.idempotencyKey = idempotencyKey;
   return { userId: caller.userId, credential: caller.credential, op: 'quota.consume', args };
+}
+
+/** The charge a consume or reservation asks for; a resource named both as `resource` and in `amounts` is refused. */
+function chargeOf(body: { cost?: number; resource?: string; amounts?: Record<string, number> }): Charge & { resource: string } {
+  const resource = body.resource ?? DEFAULT_RESOURCE;
+  const amounts = body.amounts;
+  if (amounts !== undefined && Object.hasOwn(amounts, resource)) {
+    throw new InvalidRequestError(`amounts names "${resource}", the resource that cost is charged to: name each resource once`);
+  }
+  return { cost: body.cost ?? 1, resource, amounts };
 }
 
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */
@@ -135,11 +172,18 @@ const DEGRADED_REPLY: Reply = Object.freeze({
   headers: Object.freeze({ 'tally-degraded': '1' }),
 });
 
-/** 2xx with `fields` and the limits when allowed; otherwise 429 with the same limits. */
+/**
+ * 2xx with `fields` and the limits when allowed; 422 when an amount can never fit its limit
+ * (no wait helps, so no Retry-After); otherwise 429 with the same limits.
+ */
 function decide(decision: QuotaDecision, now: number, fields: Record<string, unknown>, status: number): Reply {
   if (decision.allowed) return limitsReply(status, { ...fields, limits: decision.limits }, now);
-  const detail = decision.exceedsCapacity ? 'the cost is larger than a limit can ever admit' : 'a limit is exhausted; nothing was charged';
-  const body = problem('rate_limited', detail, { limits: decision.limits.map(limitStateView) });
+  const limits = decision.limits.map(limitStateView);
+  if (decision.exceedsCapacity) {
+    const detail = `limit "${decision.denied}" can never admit as much as this request asks of it; nothing was charged`;
+    return { status: 422, body: problem('exceeds_limit', detail, { limit: decision.denied, limits }), contentType: 'application/problem+json' };
+  }
+  const body = problem('rate_limited', 'a limit is exhausted; nothing was charged', { limits });
   return {
     status: 429,
     body,

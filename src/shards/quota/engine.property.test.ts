@@ -1,21 +1,23 @@
 /**
  * Properties of the engine under random sequences of consumes, reserves, settles, releases
- * and clock steps (small, large, and onto UTC day and month boundaries):
+ * and clock steps (small, large, and onto UTC day and month boundaries). Requests charge a
+ * cost and amounts of named resources, against limits with and without a resource:
  *
- * 1. Safety: no limit admits more than it allows. A log keeps what was admitted and when:
- *    a settled hold counts as its actual cost at the time it was taken, a released or
- *    expired hold as nothing. When settles may exceed their holds, the excess over any
+ * 1. Safety: no limit admits more than it allows. A log keeps what each limit admitted and
+ *    when: a settled hold counts as its actual amounts at the time it was taken, a released
+ *    or expired hold as nothing. When settles may exceed their holds, the excess over any
  *    limit must come only from those extras (charged past the limit on purpose).
  * 2. Agreement with a reference model that keeps every charge as a (time, amount) record
  *    per limit and recomputes each decision from the records: the engine's ring, period
  *    and two-cell GCRA must decide, count and time resets exactly as it does.
- * 3. A refusal charges nothing, and its retryAfterMs is exact to the ms.
+ * 3. A refusal charges nothing, and its retryAfterMs is exact to the ms. A settlement that
+ *    cannot apply (`actual` alone for a hold of several resources) changes nothing either.
  * 4. Every LimitState has 0 ≤ remaining ≤ limit; state survives JSON.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  applies,
+  type Charge,
   compileLimits,
   consume,
   type Decision,
@@ -30,20 +32,21 @@ import {
   quotaStateToJSON,
   release,
   reserve,
+  type Settlement,
   settle,
   snapshot,
 } from './index.js';
 
 // ---- the reference model ---------------------------------------------------------------
 
-interface Charge {
+interface Entry {
   t: number;
   amount: number;
 }
 
 interface RefHold {
-  cost: number;
-  resource: string;
+  /** Per limit, the amount held. */
+  held: number[];
   expiresAt: number;
   /** Per limit, the index of its record in that limit's list, or -1. */
   records: number[];
@@ -51,10 +54,20 @@ interface RefHold {
 
 const slot = (t: number, windowMs: number) => Math.floor((t * 10) / windowMs);
 
+/** The rule, restated: cost for limits without a resource or naming the request's; else the request's amount of the limit's resource. */
+function amountsOf(limits: readonly Limit[], charge: Charge): number[] {
+  return limits.map((limit) => {
+    if (limit.resource === undefined || limit.resource === (charge.resource ?? 'default')) return charge.cost;
+    return charge.amounts?.[limit.resource] ?? 0;
+  });
+}
+
+const capacity = (limit: Limit) => (limit.kind === 'rate' ? (limit.burst ?? limit.limit) : limit.limit);
+
 class Reference {
   constructor(
     readonly limits: readonly Limit[],
-    readonly records: Charge[][] = limits.map(() => []),
+    readonly records: Entry[][] = limits.map(() => []),
     readonly holds = new Map<string, RefHold>(),
   ) {}
 
@@ -67,26 +80,34 @@ class Reference {
   }
 
   expire(now: number): void {
-    for (const [id, hold] of this.holds) if (hold.expiresAt <= now) this.settle(id, 0, now);
+    for (const [id, hold] of this.holds)
+      if (hold.expiresAt <= now)
+        this.settle(
+          id,
+          this.limits.map(() => 0),
+          now,
+        );
   }
 
-  /** Admits and charges, or returns null; records the charges' indices for a hold. */
-  take(now: number, cost: number, resource: string): number[] | null {
-    if (this.limits.some((limit, i) => applies(limit, resource) && !this.fits(i, now, cost))) return null;
-    return this.limits.map((limit, i) => (applies(limit, resource) ? this.records[i]!.push({ t: now, amount: cost }) - 1 : -1));
+  /** Admits and charges `amounts` (per limit), or returns null; records the charges' indices for a hold. */
+  take(now: number, amounts: readonly number[]): number[] | null {
+    if (amounts.some((amount, i) => amount > 0 && !this.fits(i, now, amount))) return null;
+    return amounts.map((amount, i) => (amount > 0 ? this.records[i]!.push({ t: now, amount }) - 1 : -1));
   }
 
-  settle(id: string, actual: number, now: number): void {
+  settle(id: string, actuals: readonly number[], now: number): void {
     const hold = this.holds.get(id)!;
     this.holds.delete(id);
     this.limits.forEach((limit, i) => {
-      if (!applies(limit, hold.resource)) return;
-      if (actual > hold.cost) this.records[i]!.push({ t: now, amount: actual - hold.cost });
+      const held = hold.held[i]!;
+      const actual = actuals[i]!;
+      if (actual > held) this.records[i]!.push({ t: now, amount: actual - held });
+      if (actual >= held) return;
       const record = this.records[i]![hold.records[i]!]!;
       const stillCounted =
         (limit.kind === 'window' && slot(record.t, limit.window_ms) >= slot(now, limit.window_ms) - 10) ||
         (limit.kind === 'budget' && periodStart(record.t, limit.period) === periodStart(now, limit.period));
-      if (actual < hold.cost && stillCounted) record.amount -= hold.cost - actual;
+      if (stillCounted) record.amount -= held - actual;
     });
   }
 
@@ -143,7 +164,22 @@ class Reference {
 
 // ---- random limit sets and operations --------------------------------------------------
 
+const RESOURCES = ['default', 'a', 'b'] as const;
 const resourceArb = fc.constantFrom<string | undefined>(undefined, 'default', 'a');
+/** A cost, maybe a resource, maybe amounts of other resources (zeros included: they charge nothing). */
+const chargeArb: fc.Arbitrary<Charge> = fc
+  .record({
+    cost: fc.integer({ min: 1, max: 12 }),
+    resource: resourceArb,
+    amounts: fc.option(fc.dictionary(fc.constantFrom(...RESOURCES), fc.integer({ min: 0, max: 12 }), { maxKeys: 3 }), { nil: undefined }),
+  })
+  .map(({ cost, resource, amounts }) => {
+    const charge: { cost: number; resource?: string; amounts?: Record<string, number> } = { cost };
+    if (resource !== undefined) charge.resource = resource;
+    // A resource is named once: amounts never name the one cost is charged to.
+    if (amounts !== undefined) charge.amounts = Object.fromEntries(Object.entries(amounts).filter(([name]) => name !== (resource ?? 'default')));
+    return charge;
+  });
 const limitArb: fc.Arbitrary<Omit<Limit, 'name'>> = fc
   .oneof(
     fc.record(
@@ -162,12 +198,15 @@ const limitArb: fc.Arbitrary<Omit<Limit, 'name'>> = fc
     }),
     fc.record({ kind: fc.constant('budget' as const), limit: fc.integer({ min: 1, max: 60 }), period: fc.constantFrom('day' as const, 'month' as const) }),
   )
-  .chain((limit) => fc.option(fc.constant('a'), { nil: undefined }).map((resource) => (resource === undefined ? limit : { ...limit, resource })));
+  .chain((limit) =>
+    fc.option(fc.constantFrom(...RESOURCES), { nil: undefined, freq: 2 }).map((resource) => (resource === undefined ? limit : { ...limit, resource })),
+  );
 
 type Op =
-  | { op: 'consume'; cost: number; resource: string | undefined }
-  | { op: 'reserve'; cost: number; resource: string | undefined; ttl: number }
-  | { op: 'settle'; pick: number; fraction: number; extra: number }
+  | { op: 'consume'; charge: Charge }
+  | { op: 'reserve'; charge: Charge; ttl: number }
+  /** `form`: which of actual and amounts the settlement gives; `fresh`: a resource the hold did not hold, charged `extra` of it (extras only). */
+  | { op: 'settle'; pick: number; fraction: number; extra: number; form: 'actual' | 'amounts' | 'both'; fresh: string }
   | { op: 'release'; pick: number }
   | { op: 'step'; ms: number }
   | { op: 'boundary'; period: 'day' | 'month'; offset: number }
@@ -175,13 +214,12 @@ type Op =
   | { op: 'scaled'; pick: number; factor: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('consume' as const), cost: fc.integer({ min: 1, max: 12 }), resource: resourceArb }) },
+  { weight: 6, arbitrary: fc.record({ op: fc.constant('consume' as const), charge: chargeArb }) },
   {
     weight: 3,
     arbitrary: fc.record({
       op: fc.constant('reserve' as const),
-      cost: fc.integer({ min: 1, max: 12 }),
-      resource: resourceArb,
+      charge: chargeArb,
       ttl: fc.oneof(fc.integer({ min: 1, max: 6000 }), fc.integer({ min: 1, max: 3 * 86_400_000 })),
     }),
   },
@@ -192,6 +230,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       pick: fc.nat(),
       fraction: fc.double({ min: 0, max: 1, noNaN: true }),
       extra: fc.integer({ min: 0, max: 15 }),
+      form: fc.constantFrom('actual' as const, 'amounts' as const, 'both' as const),
+      fresh: fc.constantFrom(...RESOURCES),
     }),
   },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('release' as const), pick: fc.nat() }) },
@@ -227,24 +267,38 @@ function timescale(limit: Limit): number {
 
 // ---- the run ---------------------------------------------------------------------------
 
-/** What the safety log keeps: a settled hold counts as `actual` at the hold's time. */
+/** What the safety log keeps, per limit: a settled hold counts as its actual amounts at the hold's time. */
 interface Admitted {
   t: number;
-  amount: number;
-  resource: string;
-  /** The part of `amount` a settle charged above its hold. */
-  extra: number;
-  hold?: { id: string; expiresAt: number; open: boolean };
+  amounts: number[];
+  /** The part of each amount that a settle charged above its hold. */
+  extras: number[];
+  hold?: { id: string; charge: Charge; expiresAt: number; open: boolean };
+}
+
+/** What the hold's amounts, its cost among them, were scaled to. */
+function settlementFor(op: Extract<Op, { op: 'settle' }>, charge: Charge, extras: boolean): { settlement: Settlement; settledAt: Charge | null } {
+  const scale = (amount: number) => (extras ? amount + op.extra : Math.floor(amount * op.fraction));
+  const resource = charge.resource ?? 'default';
+  const held = Object.entries(charge.amounts ?? {}).filter(([, amount]) => amount > 0);
+  const amounts = Object.fromEntries(held.map(([name, amount]) => [name, scale(amount)]));
+  const fresh = extras && op.fresh !== resource && !Object.hasOwn(amounts, op.fresh) ? { [op.fresh]: op.extra } : {};
+  const cost = scale(charge.cost);
+  if (op.form === 'actual') return { settlement: { actual: cost }, settledAt: held.length > 0 ? null : { cost, resource } };
+  const settledAt = { cost, resource, amounts: { ...amounts, ...fresh } };
+  if (op.form === 'both') return { settlement: { actual: cost, amounts: { ...amounts, ...fresh } }, settledAt };
+  // The hold's own resource named in amounts is its actual cost.
+  return { settlement: { amounts: { ...amounts, ...fresh, [resource]: cost } }, settledAt };
 }
 
 function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
   const set = compileLimits(limits);
   const reference = new Reference(limits);
+  const zeros = limits.map(() => 0);
   let state: QuotaState = newQuotaState(set);
   let now = start;
   let holds = 0;
   const log: Admitted[] = [];
-  const admitted = (cost: number, resource: string | undefined): Admitted => ({ t: now, amount: cost, resource: resource ?? 'default', extra: 0 });
   for (const op of ops) {
     if (op.op === 'step') now += op.ms;
     else if (op.op === 'boundary') now = Math.max(now, nextPeriodStart(periodStart(now, op.period), op.period) + op.offset);
@@ -255,21 +309,23 @@ function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
       const entry = open[op.pick % Math.max(1, open.length)];
       if (entry !== undefined) now = Math.max(now, entry.hold!.expiresAt + op.offset);
     } else {
-      for (const entry of log) if (entry.hold?.open === true && entry.hold.expiresAt <= now) [entry.amount, entry.hold.open] = [0, false];
+      for (const entry of log) if (entry.hold?.open === true && entry.hold.expiresAt <= now) [entry.amounts, entry.hold.open] = [zeros, false];
       reference.expire(now);
       if (op.op === 'consume') {
-        const decision = consume(set, state, now, { cost: op.cost, resource: op.resource });
-        expectSameDecision(decision, reference, now, op.cost, op.resource);
-        if (decision.allowed) log.push(admitted(op.cost, op.resource));
-        else checkRefusal(set, state, decision, now, op.cost, op.resource);
+        const amounts = amountsOf(limits, op.charge);
+        const decision = consume(set, state, now, op.charge);
+        expectSameDecision(decision, reference, now, amounts);
+        if (decision.allowed) log.push({ t: now, amounts, extras: zeros });
+        else checkRefusal(set, state, decision, now, op.charge);
         state = decision.state;
       } else if (op.op === 'reserve') {
         const id = `h${holds++}`;
-        const decision = reserve(set, state, now, { id, cost: op.cost, resource: op.resource, ttlMs: op.ttl });
-        const records = expectSameDecision(decision, reference, now, op.cost, op.resource);
-        if (records !== null) reference.holds.set(id, { cost: op.cost, resource: op.resource ?? 'default', expiresAt: now + op.ttl, records });
-        if (decision.allowed) log.push({ ...admitted(op.cost, op.resource), hold: { id, expiresAt: now + op.ttl, open: true } });
-        else checkRefusal(set, state, decision, now, op.cost, op.resource);
+        const amounts = amountsOf(limits, op.charge);
+        const decision = reserve(set, state, now, { ...op.charge, id, ttlMs: op.ttl });
+        const records = expectSameDecision(decision, reference, now, amounts);
+        if (records !== null) reference.holds.set(id, { held: amounts, expiresAt: now + op.ttl, records });
+        if (decision.allowed) log.push({ t: now, amounts, extras: zeros, hold: { id, charge: op.charge, expiresAt: now + op.ttl, open: true } });
+        else checkRefusal(set, state, decision, now, op.charge);
         state = decision.state;
       } else {
         const open = log.filter((entry) => entry.hold?.open === true);
@@ -280,34 +336,48 @@ function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
           state = missing.state;
         } else {
           const id = entry.hold!.id;
-          const actual = op.op === 'release' ? 0 : extras ? entry.amount + op.extra : Math.floor(entry.amount * op.fraction);
-          const result = op.op === 'release' ? release(set, state, now, id) : settle(set, state, now, { id, actual });
+          const { settlement, settledAt } = op.op === 'release' ? { settlement: null, settledAt: { cost: 0 } } : settlementFor(op, entry.hold!.charge, extras);
+          const result = settlement === null ? release(set, state, now, id) : settle(set, state, now, { ...settlement, id });
           expect(result.found).toBe(true);
+          if (settledAt === null) {
+            // `actual` alone for a hold of several resources: refused, and nothing changed.
+            expect((result as ReturnType<typeof settle>).refused).toMatch(/settle it with amounts/);
+            expect(snapshot(set, result.state, now)).toEqual(snapshot(set, state, now));
+          } else {
+            const actuals = amountsOf(limits, settledAt);
+            reference.settle(id, actuals, now);
+            entry.hold!.open = false;
+            entry.extras = actuals.map((actual, i) => Math.max(0, actual - entry.amounts[i]!));
+            entry.amounts = actuals;
+          }
           state = result.state;
-          reference.settle(id, actual, now);
-          entry.hold!.open = false;
-          entry.extra = Math.max(0, actual - entry.amount);
-          entry.amount = actual;
         }
       }
     }
     checkStates(set, state, now, reference);
   }
   expect(quotaStateFromJSON(set, JSON.parse(JSON.stringify(quotaStateToJSON(set, state))))).toEqual(state);
-  for (const limit of limits)
-    checkSafety(
-      limit,
-      log.filter((entry) => entry.amount > 0 && applies(limit, entry.resource)),
-    );
+  limits.forEach((limit, i) => {
+    const charged = log.flatMap((entry) => (entry.amounts[i]! > 0 ? [{ t: entry.t, amount: entry.amounts[i]!, extra: entry.extras[i]! }] : []));
+    checkSafety(limit, charged);
+  });
 }
 
-/** The engine admits exactly when the reference does, and refuses naming the first limit that does not fit. */
-function expectSameDecision(decision: Decision, reference: Reference, now: number, cost: number, resource: string | undefined): number[] | null {
-  const r = resource ?? 'default';
-  const refusing = reference.limits.findIndex((limit, i) => applies(limit, r) && !reference.fits(i, now, cost));
+/**
+ * The engine admits exactly when the reference does; a refusal names the first limit an
+ * amount can never fit, else the first that does not fit now; the answer lists the limits charged.
+ */
+function expectSameDecision(decision: Decision, reference: Reference, now: number, amounts: readonly number[]): number[] | null {
+  const limits = reference.limits;
+  const refusing = amounts.findIndex((amount, i) => amount > 0 && !reference.fits(i, now, amount));
+  const exceeding = amounts.findIndex((amount, i) => amount > capacity(limits[i]!));
   expect(decision.allowed).toBe(refusing < 0);
-  if (refusing >= 0) expect(decision.denied).toBe(reference.limits[refusing]!.name);
-  return decision.allowed ? reference.take(now, cost, r) : null;
+  expect(decision.limits.map((limit) => limit.name)).toEqual(limits.filter((_, i) => amounts[i]! > 0).map((limit) => limit.name));
+  if (refusing >= 0) {
+    expect(decision.exceedsCapacity).toBe(exceeding >= 0);
+    expect(decision.denied).toBe(limits[exceeding >= 0 ? exceeding : refusing]!.name);
+  }
+  return decision.allowed ? reference.take(now, amounts) : null;
 }
 
 /** Every LimitState is within [0, limit], never resets in the past, and matches the reference. */
@@ -323,20 +393,27 @@ function checkStates(set: LimitSet, state: QuotaState, now: number, reference: R
 }
 
 /** A refusal charges nothing, and the same request fits at exactly now + retryAfterMs. */
-function checkRefusal(set: LimitSet, before: QuotaState, decision: Decision, now: number, cost: number, resource: string | undefined): void {
+function checkRefusal(set: LimitSet, before: QuotaState, decision: Decision, now: number, charge: Charge): void {
   expect(snapshot(set, decision.state, now)).toEqual(snapshot(set, before, now));
   expect(decision.retryAfterMs).toBeGreaterThanOrEqual(1);
   if (decision.exceedsCapacity) return;
-  expect(consume(set, decision.state, now + decision.retryAfterMs, { cost, resource }).allowed).toBe(true);
+  expect(consume(set, decision.state, now + decision.retryAfterMs, charge).allowed).toBe(true);
   // Without holds that might expire meanwhile, a ms earlier is still too early.
   if (decision.state.holds === null && decision.retryAfterMs > 1) {
-    expect(consume(set, decision.state, now + decision.retryAfterMs - 1, { cost, resource }).allowed).toBe(false);
+    expect(consume(set, decision.state, now + decision.retryAfterMs - 1, charge).allowed).toBe(false);
   }
 }
 
 /** The admitted total beyond the allowance in a span may only be made of extras from that span. */
-function checkSafety(limit: Limit, charged: Admitted[]): void {
-  const sum = (entries: Admitted[]) => entries.reduce<[number, number]>(([total, extra], e) => [total + e.amount, extra + e.extra], [0, 0]);
+interface Charged {
+  t: number;
+  amount: number;
+  /** The part of `amount` a settle charged above its hold. */
+  extra: number;
+}
+
+function checkSafety(limit: Limit, charged: Charged[]): void {
+  const sum = (entries: Charged[]) => entries.reduce<[number, number]>(([total, extra], e) => [total + e.amount, extra + e.extra], [0, 0]);
   const what = JSON.stringify(limit);
   if (limit.kind === 'window') {
     // The busiest interval of length window_ms ends at some charge.
@@ -356,7 +433,7 @@ function checkSafety(limit: Limit, charged: Admitted[]): void {
       }
     }
   } else {
-    const periods = new Map<number, Admitted[]>();
+    const periods = new Map<number, Charged[]>();
     for (const e of charged) periods.set(periodStart(e.t, limit.period), [...(periods.get(periodStart(e.t, limit.period)) ?? []), e]);
     for (const entries of periods.values()) {
       const [total, extra] = sum(entries);

@@ -139,3 +139,99 @@ describe('reservations', () => {
     expect(() => reserve(tiny, state, T0, { id: 'h7', cost: 1, resource: 'default', ttlMs: 1 })).toThrow(/already open/);
   });
 });
+
+describe('a request and its tokens', () => {
+  // The default tiers' shape: requests without a resource, tokens on their own resource.
+  const gateway = compileLimits([
+    { name: 'requests', kind: 'rate', limit: 60, period_ms: 60_000, burst: 20 },
+    { name: 'tokens', kind: 'budget', limit: 100_000, period: 'month', resource: 'tokens' },
+  ]);
+  const left = (state: QuotaState, now = T0) => remaining(gateway, state, now);
+
+  it('charges cost to the request limit and the amount to the token budget, together', () => {
+    const one = consume(gateway, newQuotaState(gateway), T0, { cost: 1, amounts: { tokens: 1500 } });
+    expect(one).toMatchObject({ allowed: true });
+    expect(one.limits.map((l) => [l.name, l.remaining])).toEqual([
+      ['requests', 19],
+      ['tokens', 98_500],
+    ]);
+    // Without an amount of tokens, the budget is not touched and not listed.
+    const plain = consume(gateway, one.state, T0, { cost: 1 });
+    expect(plain.limits.map((l) => l.name)).toEqual(['requests']);
+    expect(left(plain.state)).toEqual([18, 98_500]);
+    // An amount of 0 is the same as none.
+    expect(consume(gateway, one.state, T0, { cost: 1, amounts: { tokens: 0 } }).limits.map((l) => l.name)).toEqual(['requests']);
+  });
+
+  it('refuses all of it when the tokens do not fit, and says so by name', () => {
+    const nearlyOut = consume(gateway, newQuotaState(gateway), T0, { cost: 1, amounts: { tokens: 99_000 } }).state;
+    const refused = consume(gateway, nearlyOut, T0 + 1, { cost: 1, amounts: { tokens: 1500 } });
+    expect(refused).toMatchObject({ allowed: false, denied: 'tokens', exceedsCapacity: false });
+    expect(refused.state).toBe(nearlyOut);
+    // Nor is a request charged that the request limit refuses while tokens would fit.
+    let busy = newQuotaState(gateway);
+    for (let i = 0; i < 20; i++) busy = consume(gateway, busy, T0, { cost: 1 }).state;
+    const noRequest = consume(gateway, busy, T0, { cost: 1, amounts: { tokens: 10 } });
+    expect(noRequest).toMatchObject({ allowed: false, denied: 'requests' });
+    expect(left(noRequest.state)).toEqual([0, 100_000]);
+  });
+
+  it('names the limit an amount can never fit, whichever refused first', () => {
+    let busy = newQuotaState(gateway);
+    for (let i = 0; i < 20; i++) busy = consume(gateway, busy, T0, { cost: 1 }).state;
+    expect(consume(gateway, busy, T0, { cost: 1, amounts: { tokens: 100_001 } })).toMatchObject({ allowed: false, exceedsCapacity: true, denied: 'tokens' });
+    expect(consume(gateway, busy, T0, { cost: 21, amounts: { tokens: 5 } })).toMatchObject({ allowed: false, exceedsCapacity: true, denied: 'requests' });
+  });
+
+  it('keeps the meaning of a request of one resource: cost goes to the limits naming it', () => {
+    const legacy = consume(gateway, newQuotaState(gateway), T0, { cost: 5, resource: 'tokens' });
+    expect(legacy.limits.map((l) => [l.name, l.remaining])).toEqual([
+      ['requests', 15],
+      ['tokens', 99_995],
+    ]);
+    expect(() => consume(gateway, newQuotaState(gateway), T0, { cost: 1, resource: 'tokens', amounts: { tokens: 5 } })).toThrow(/names "tokens"/);
+    expect(() => consume(gateway, newQuotaState(gateway), T0, { cost: 1, amounts: { tokens: 1.5 } })).toThrow(RangeError);
+  });
+
+  it('holds per resource and settles each to its actual amount', () => {
+    const held = reserve(gateway, newQuotaState(gateway), T0, { id: 'h', cost: 1, amounts: { tokens: 4000 }, ttlMs: 60_000 });
+    expect(held.hold).toMatchObject({ cost: 1, resource: 'default', amounts: { tokens: 4000 } });
+    expect(left(held.state)).toEqual([19, 96_000]);
+    const settled = settle(gateway, held.state, T0 + 10, { id: 'h', amounts: { tokens: 1200 } });
+    expect(settled.found).toBe(true);
+    expect(settled.limits.map((l) => [l.name, l.remaining])).toEqual([
+      ['requests', 19],
+      ['tokens', 98_800],
+    ]);
+    // More than was held is charged, past the budget if need be.
+    const over = settle(gateway, held.state, T0 + 10, { id: 'h', actual: 1, amounts: { tokens: 150_000 } });
+    expect(left(over.state, T0 + 10)).toEqual([19, 0]);
+  });
+
+  it('will not guess what `actual` alone settles on a hold of several resources', () => {
+    const held = reserve(gateway, newQuotaState(gateway), T0, { id: 'h', cost: 1, amounts: { tokens: 4000 }, ttlMs: 60_000 });
+    const refused = settle(gateway, held.state, T0 + 10, { id: 'h', actual: 1200 });
+    expect(refused).toMatchObject({ found: true, limits: [], refused: 'hold "h" holds "default" and "tokens": settle it with amounts' });
+    expect(refused.state).toBe(held.state);
+    // A hold of one resource (its cost also goes to the request limit, as before amounts).
+    const single = reserve(gateway, newQuotaState(gateway), T0, { id: 's', cost: 15, resource: 'tokens', ttlMs: 60_000 });
+    expect(left(single.state)).toEqual([5, 99_985]);
+    // It settles by `actual`, or by naming its resource in amounts; GCRA is never refunded.
+    expect(left(settle(gateway, single.state, T0, { id: 's', actual: 12 }).state)).toEqual([5, 99_988]);
+    expect(left(settle(gateway, single.state, T0, { id: 's', amounts: { tokens: 12 } }).state)).toEqual([5, 99_988]);
+    expect(settle(gateway, single.state, T0, { id: 's', actual: 1, amounts: { tokens: 12 } }).refused).toBe('actual (1) and amounts.tokens (12) disagree');
+  });
+
+  it('charges a resource the hold did not hold when the settlement names it', () => {
+    const held = reserve(gateway, newQuotaState(gateway), T0, { id: 'h', cost: 1, ttlMs: 60_000 });
+    const settled = settle(gateway, held.state, T0, { id: 'h', amounts: { tokens: 700 } });
+    expect(settled.limits.map((l) => l.name)).toEqual(['requests', 'tokens']);
+    expect(left(settled.state)).toEqual([19, 99_300]);
+  });
+
+  it('gives every held amount back on release or expiry', () => {
+    const held = reserve(gateway, newQuotaState(gateway), T0, { id: 'h', cost: 1, amounts: { tokens: 4000 }, ttlMs: 1000 });
+    expect(left(release(gateway, held.state, T0, 'h').state)).toEqual([19, 100_000]);
+    expect(left(held.state, T0 + 1000)).toEqual([20, 100_000]);
+  });
+});

@@ -4,16 +4,18 @@
  * never modified; a refusal that changed nothing returns the input state itself, so a
  * caller can tell by identity that there is nothing to write.
  *
- * Every operation first releases the holds that expired by `now`. A consume is all or
- * nothing: every limit that applies must admit the cost, or none is charged. A
- * reservation charges its cost exactly as a consume would and keeps it as a hold, which
- * settle or release later adjusts (see holds.ts for what is refunded and why).
+ * Every operation first releases the holds that expired by `now`. A request charges each
+ * limit the amount charge.ts gives it, and a consume is all or nothing: every limit that
+ * applies must admit its amount, or none is charged. A reservation charges exactly as a
+ * consume would and keeps what it charged as a hold, which settle or release later adjusts
+ * (see holds.ts for what is refunded and why).
  */
 import { assertAmount } from './amounts.js';
-import { expireHolds, findHold, type Hold, MAX_HOLDS, settleHold, withoutHold } from './holds.js';
+import { amountFor, assertAmounts, assertCharge, type Charge, DEFAULT_RESOURCE, nonZeroAmounts } from './charge.js';
+import { expireHolds, findHold, type Hold, MAX_HOLDS, NOTHING, type Settlement, settledCharge, settleHold, withoutHold } from './holds.js';
 import type { IdempotencyEntry } from './idempotency.js';
 import { advanceLimit, chargeLimit, exceedsCapacity, limitState, waitFor } from './kinds.js';
-import { applies, type LimitSet } from './limitSet.js';
+import type { LimitSet } from './limitSet.js';
 import type { LimitState } from './limits.js';
 
 export interface QuotaState {
@@ -23,11 +25,8 @@ export interface QuotaState {
   readonly idem: readonly IdempotencyEntry[] | null;
 }
 
-export interface QuotaRequest {
-  cost: number;
-  /** Limits with a `resource` apply only to requests naming it. */
-  resource?: string;
-}
+/** `cost`, and amounts of named resources: see charge.ts for what each limit is charged. */
+export type QuotaRequest = Charge;
 
 export interface Decision {
   allowed: boolean;
@@ -36,20 +35,20 @@ export interface Decision {
   limits: LimitState[];
   /** 0 when allowed; else when every limit would admit the cost. */
   retryAfterMs: number;
-  /** The cost is above some limit's capacity: waiting will not help. */
+  /** An amount is above its limit's capacity: waiting will not help. */
   exceedsCapacity: boolean;
-  /** The first limit that refused, or TOO_MANY_HOLDS. */
+  /** The limit whose capacity is exceeded, else the first limit that refused, or TOO_MANY_HOLDS. */
   denied?: string;
 }
 
 export interface Settled {
   found: boolean;
   state: QuotaState;
-  /** The limits that applied to the hold, after settling; empty when not found. */
+  /** The limits that applied to the hold or its settlement, after settling; empty when not found or refused. */
   limits: LimitState[];
+  /** Why a hold that was found was left as it was (see settledCharge). */
+  refused?: string;
 }
-
-export const DEFAULT_RESOURCE = 'default';
 /** `denied` for a reservation refused because the user has MAX_HOLDS open; "#" is never in a limit name. */
 export const TOO_MANY_HOLDS = '#holds';
 
@@ -62,50 +61,69 @@ export function freshCells(set: LimitSet): number[] {
 }
 
 export function consume(set: LimitSet, state: QuotaState, now: number, request: QuotaRequest): Decision {
-  assertAmount('cost', request.cost, 1);
+  assertCharge(request, 1);
   const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  const resource = request.resource ?? DEFAULT_RESOURCE;
-  const refused = firstRefusal(set, cells, now, request.cost, resource);
-  if (refused >= 0) return refusal(set, state, cells, holds, now, request.cost, resource, refused);
-  for (const entry of set.compiled) if (applies(entry.limit, resource)) chargeLimit(entry, cells, now, request.cost);
-  return { allowed: true, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, resource), retryAfterMs: 0, exceedsCapacity: false };
+  const refused = firstRefusal(set, cells, now, request);
+  if (refused >= 0) return refusal(set, state, cells, holds, now, request, refused);
+  for (const entry of set.compiled) {
+    const amount = amountFor(entry.limit, request);
+    if (amount > 0) chargeLimit(entry, cells, now, amount);
+  }
+  return { allowed: true, state: { cells, holds, idem: state.idem }, limits: states(set, cells, now, request), retryAfterMs: 0, exceedsCapacity: false };
 }
 
 export function reserve(set: LimitSet, state: QuotaState, now: number, request: QuotaRequest & { id: string; ttlMs: number }): Decision & { hold?: Hold } {
-  assertAmount('cost', request.cost, 1);
+  assertCharge(request, 1);
   assertAmount('ttlMs', request.ttlMs, 1);
   const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
   if (findHold(holds, request.id) >= 0) throw new RangeError(`a hold "${request.id}" is already open`);
-  const resource = request.resource ?? DEFAULT_RESOURCE;
-  if (holds !== null && holds.length >= MAX_HOLDS) return tooManyHolds(set, state, cells, holds, now, resource);
-  const refused = firstRefusal(set, cells, now, request.cost, resource);
-  if (refused >= 0) return refusal(set, state, cells, holds, now, request.cost, resource, refused);
-  const marks = set.compiled.map((entry) => (applies(entry.limit, resource) ? chargeLimit(entry, cells, now, request.cost) : NaN));
-  const hold: Hold = { id: request.id, cost: request.cost, resource, createdAt: now, expiresAt: now + request.ttlMs, marks };
+  if (holds !== null && holds.length >= MAX_HOLDS) return tooManyHolds(set, state, cells, holds, now, request);
+  const refused = firstRefusal(set, cells, now, request);
+  if (refused >= 0) return refusal(set, state, cells, holds, now, request, refused);
+  const marks = set.compiled.map((entry) => {
+    const amount = amountFor(entry.limit, request);
+    return amount > 0 ? chargeLimit(entry, cells, now, amount) : NaN;
+  });
+  const hold: Hold = {
+    id: request.id,
+    cost: request.cost,
+    resource: request.resource ?? DEFAULT_RESOURCE,
+    amounts: nonZeroAmounts(request.amounts),
+    createdAt: now,
+    expiresAt: now + request.ttlMs,
+    marks,
+  };
   const next = { cells, holds: holds === null ? [hold] : [...holds, hold], idem: state.idem };
-  return { allowed: true, state: next, limits: states(set, cells, now, resource), retryAfterMs: 0, exceedsCapacity: false, hold };
+  return { allowed: true, state: next, limits: states(set, cells, now, request), retryAfterMs: 0, exceedsCapacity: false, hold };
 }
 
-/** Turns a hold into its actual cost (≥ 0). */
-export function settle(set: LimitSet, state: QuotaState, now: number, request: { id: string; actual: number }): Settled {
-  assertAmount('actual', request.actual, 0);
+/** Turns a hold into what it actually took (see settledCharge): the differences are refunded or charged per limit. */
+export function settle(set: LimitSet, state: QuotaState, now: number, request: Settlement & { id: string }): Settled {
+  if (request.actual !== undefined) assertAmount('actual', request.actual, 0);
+  if (request.amounts !== undefined) assertAmounts(request.amounts);
+  return closeHold(set, state, now, request.id, (hold) => settledCharge(hold, request));
+}
+
+/** Refunds a whole hold. */
+export function release(set: LimitSet, state: QuotaState, now: number, id: string): { found: boolean; state: QuotaState } {
+  const { found, state: next } = closeHold(set, state, now, id, () => NOTHING);
+  return { found, state: next };
+}
+
+function closeHold(set: LimitSet, state: QuotaState, now: number, id: string, settledAt: (hold: Hold) => Charge | string): Settled {
   const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  const index = findHold(holds, request.id);
-  if (holds === null || index < 0) {
-    return { found: false, state: holds === state.holds ? state : { cells, holds, idem: state.idem }, limits: [] };
-  }
+  const unchanged = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  const index = findHold(holds, id);
+  if (holds === null || index < 0) return { found: false, state: unchanged, limits: [] };
   const hold = holds[index]!;
-  settleHold(set, cells, now, hold, request.actual);
-  return { found: true, state: { cells, holds: withoutHold(holds, index), idem: state.idem }, limits: states(set, cells, now, hold.resource) };
-}
-
-/** Refunds a whole hold: settle at 0. */
-export function release(set: LimitSet, state: QuotaState, now: number, id: string): { found: boolean; state: QuotaState } {
-  const { found, state: next } = settle(set, state, now, { id, actual: 0 });
-  return { found, state: next };
+  const actual = settledAt(hold);
+  if (typeof actual === 'string') return { found: true, state: unchanged, limits: [], refused: actual };
+  const tookPart = settleHold(set, cells, now, hold, actual);
+  const limits = set.compiled.flatMap((entry, i) => (tookPart[i] === true ? [limitState(entry, cells, now)] : []));
+  return { found: true, state: { cells, holds: withoutHold(holds, index), idem: state.idem }, limits };
 }
 
 /** Every limit's state at `now`, charging nothing. */
@@ -140,55 +158,54 @@ function advanced(set: LimitSet, state: QuotaState, now: number): number[] {
   return cells;
 }
 
-function firstRefusal(set: LimitSet, cells: readonly number[], now: number, cost: number, resource: string): number {
+function firstRefusal(set: LimitSet, cells: readonly number[], now: number, request: Charge): number {
   for (let i = 0; i < set.compiled.length; i++) {
     const entry = set.compiled[i]!;
-    if (applies(entry.limit, resource) && waitFor(entry, cells, now, cost) > 0) return i;
+    const amount = amountFor(entry.limit, request);
+    if (amount > 0 && waitFor(entry, cells, now, amount) > 0) return i;
   }
   return -1;
 }
 
-/** A refusal: the wait is the longest of the limits that apply, after which each admits the cost. */
-function refusal(
-  set: LimitSet,
-  state: QuotaState,
-  cells: number[],
-  holds: readonly Hold[] | null,
-  now: number,
-  cost: number,
-  resource: string,
-  refused: number,
-): Decision {
+/**
+ * A refusal: the wait is the longest of the limits that apply, after which each admits its
+ * amount. It names the first limit whose capacity an amount exceeds, if any, since then no
+ * wait helps; else the first limit that refused.
+ */
+function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[] | null, now: number, request: Charge, refused: number): Decision {
   let retryAfterMs = 0;
-  let exceeds = false;
-  for (const entry of set.compiled) {
-    if (!applies(entry.limit, resource)) continue;
-    const wait = waitFor(entry, cells, now, cost);
+  let exceeded = -1;
+  for (let i = 0; i < set.compiled.length; i++) {
+    const entry = set.compiled[i]!;
+    const amount = amountFor(entry.limit, request);
+    if (amount === 0) continue;
+    const wait = waitFor(entry, cells, now, amount);
     if (wait > retryAfterMs) retryAfterMs = wait;
-    if (exceedsCapacity(entry, cost)) exceeds = true;
+    if (exceeded < 0 && exceedsCapacity(entry, amount)) exceeded = i;
   }
   const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
   return {
     allowed: false,
     state: next,
-    limits: states(set, cells, now, resource),
+    limits: states(set, cells, now, request),
     retryAfterMs,
-    exceedsCapacity: exceeds,
-    denied: set.compiled[refused]!.limit.name,
+    exceedsCapacity: exceeded >= 0,
+    denied: set.compiled[exceeded >= 0 ? exceeded : refused]!.limit.name,
   };
 }
 
 /** Refuses a reservation past MAX_HOLDS until the soonest open hold expires. */
-function tooManyHolds(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[], now: number, resource: string): Decision {
+function tooManyHolds(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[], now: number, request: Charge): Decision {
   let soonest = Infinity;
   for (const hold of holds) if (hold.expiresAt < soonest) soonest = hold.expiresAt;
   const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
   const retryAfterMs = Math.max(1, Math.ceil(soonest - now));
-  return { allowed: false, state: next, limits: states(set, cells, now, resource), retryAfterMs, exceedsCapacity: false, denied: TOO_MANY_HOLDS };
+  return { allowed: false, state: next, limits: states(set, cells, now, request), retryAfterMs, exceedsCapacity: false, denied: TOO_MANY_HOLDS };
 }
 
-function states(set: LimitSet, cells: readonly number[], now: number, resource: string | null): LimitState[] {
+/** The states of the limits `charge` applies to (every limit when null). */
+function states(set: LimitSet, cells: readonly number[], now: number, charge: Charge | null): LimitState[] {
   const out: LimitState[] = [];
-  for (const entry of set.compiled) if (resource === null || applies(entry.limit, resource)) out.push(limitState(entry, cells, now));
+  for (const entry of set.compiled) if (charge === null || amountFor(entry.limit, charge) > 0) out.push(limitState(entry, cells, now));
   return out;
 }

@@ -1,7 +1,7 @@
 /** The quota engine: pure functions of (limits, state, now, request). */
+export { amountFor, type Charge, chargeText, DEFAULT_RESOURCE } from './charge.js';
 export {
   consume,
-  DEFAULT_RESOURCE,
   type Decision,
   newQuotaState,
   type QuotaRequest,
@@ -14,9 +14,9 @@ export {
   snapshot,
   TOO_MANY_HOLDS,
 } from './engine.js';
-export { type Hold, MAX_HOLDS } from './holds.js';
+export { type Hold, MAX_HOLDS, type Settlement } from './holds.js';
 export { findIdempotent, IDEMPOTENCY_TTL_MS, type IdempotencyEntry, MAX_IDEMPOTENCY_ENTRIES, rememberIdempotent } from './idempotency.js';
-export { applies, compileLimits, type LimitSet } from './limitSet.js';
+export { compileLimits, type LimitSet } from './limitSet.js';
 export type { BudgetLimit, BudgetPeriod, Limit, LimitState, RateLimit, WindowLimit } from './limits.js';
 export { migrateQuotaState } from './migrate.js';
 export { nextPeriodStart, periodStart } from './period.js';

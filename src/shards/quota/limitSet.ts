@@ -41,8 +41,3 @@ export function compileLimits(limits: readonly Limit[]): LimitSet {
   });
   return Object.freeze({ limits: Object.freeze(compiled.map((entry) => entry.limit)), compiled: Object.freeze(compiled), size: offset });
 }
-
-/** Limits without a resource apply to every consume; the others only to their resource. */
-export function applies(limit: Limit, resource: string): boolean {
-  return limit.resource === undefined || limit.resource === resource;
-}

@@ -52,6 +52,24 @@ describe('quota state as JSON', () => {
     expect(settle(set, restored, T0 + 1, { id: 'h', actual: 0 }).limits.map((l) => l.remaining)).toEqual([0, 995, 15]);
   });
 
+  it('round-trips a hold of several resources, and keeps only whole amounts of other resources', () => {
+    const tokens = compileLimits([...limits, { name: 'llm', kind: 'budget', limit: 10_000, period: 'month', resource: 'tokens' }]);
+    const held = reserve(tokens, newQuotaState(tokens), T0, { id: 'h', cost: 1, amounts: { tokens: 4000, images: 0 }, ttlMs: 60_000 }).state;
+    const json = roundTrip(quotaStateToJSON(tokens, held)) as { holds: { amounts: unknown }[] };
+    expect(json.holds[0]!.amounts).toEqual({ tokens: 4000 });
+    expect(quotaStateFromJSON(tokens, json)).toEqual(held);
+    json.holds[0]!.amounts = { tokens: 1.5, default: 3, images: 2, ['__proto__']: 5, x: '7' };
+    expect(quotaStateFromJSON(tokens, JSON.parse(JSON.stringify(json))).holds![0]!.amounts).toEqual(
+      // A resource may be named "__proto__": it stays a member, not a prototype.
+      Object.fromEntries([
+        ['images', 2],
+        ['__proto__', 5],
+      ]),
+    );
+    json.holds[0]!.amounts = 'garbage';
+    expect(quotaStateFromJSON(tokens, json).holds![0]!.amounts).toBeNull();
+  });
+
   it('reads garbage as fresh state without throwing', () => {
     const fresh = newQuotaState(set);
     const garbage: unknown[] = [

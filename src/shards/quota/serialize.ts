@@ -22,6 +22,8 @@ export interface HoldJSON {
   id: string;
   cost: number;
   resource: string;
+  /** The amounts of other resources held, when there are any. */
+  amounts?: Record<string, number>;
   created_at: number;
   expires_at: number;
   marks: Record<string, number>;
@@ -40,14 +42,18 @@ export function quotaStateToJSON(set: LimitSet, state: QuotaState): QuotaStateJS
   const limits = Object.fromEntries(set.compiled.map((entry) => [entry.limit.name, limitToJSON(entry, cells)]));
   const json: QuotaStateJSON = { v: 1, limits };
   if (state.holds !== null) {
-    json.holds = state.holds.map((hold) => ({
-      id: hold.id,
-      cost: hold.cost,
-      resource: hold.resource,
-      created_at: hold.createdAt,
-      expires_at: hold.expiresAt,
-      marks: Object.fromEntries(set.compiled.flatMap((entry, i) => (Number.isNaN(hold.marks[i] ?? NaN) ? [] : [[entry.limit.name, hold.marks[i]!]]))),
-    }));
+    json.holds = state.holds.map((hold) => {
+      const held: HoldJSON = {
+        id: hold.id,
+        cost: hold.cost,
+        resource: hold.resource,
+        created_at: hold.createdAt,
+        expires_at: hold.expiresAt,
+        marks: Object.fromEntries(set.compiled.flatMap((entry, i) => (Number.isNaN(hold.marks[i] ?? NaN) ? [] : [[entry.limit.name, hold.marks[i]!]]))),
+      };
+      if (hold.amounts !== null) held.amounts = { ...hold.amounts };
+      return held;
+    });
   }
   if (state.idem !== null)
     json.idem = state.idem.map((entry) => ({ key: entry.key, fingerprint: entry.fingerprint, created_at: entry.createdAt, answer: entry.answer }));
@@ -134,6 +140,7 @@ function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean
       id,
       cost,
       resource,
+      amounts: amountsFromJSON(member(hold, 'amounts'), resource),
       createdAt: created_at,
       expiresAt: expires_at,
       marks: set.compiled.map((entry, i) => {
@@ -143,6 +150,12 @@ function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean
     });
   }
   return holds.length === 0 ? null : holds;
+}
+
+/** The held amounts that are whole units of a resource other than the hold's own; null when none are. */
+function amountsFromJSON(json: unknown, resource: string): Readonly<Record<string, number>> | null {
+  const entries = Object.entries(record(json)).filter(([name, amount]) => name !== resource && isAmount(amount));
+  return entries.length === 0 ? null : Object.freeze(Object.fromEntries(entries) as Record<string, number>);
 }
 
 function idemFromJSON(json: unknown): IdempotencyEntry[] | null {

@@ -161,23 +161,26 @@ function fieldNamed(bytes: Uint8Array, from: number, to: number, fields: readonl
 }
 
 /**
- * The members of a body schema the flat parser can read: the integer and string properties
- * of an object schema. A body with any other member (`amounts`, say) takes the generic
- * path, like any body the parser does not read. Null when there are none.
+ * The members of a body schema the flat parser reads as scalars: the integer and string
+ * properties of an object schema. A body with another member the parser does not read as a
+ * map (see flatMapsOf) takes the generic path. Null when there are none.
  */
 export function flatFieldsOf(schema: TSchema): readonly string[] | null {
-  if (schema.type !== 'object' || typeof schema.properties !== 'object' || schema.properties === null) return null;
-  const properties = schema.properties as Record<string, TSchema>;
+  const properties = propertiesOf(schema);
   const names = Object.keys(properties).filter((name) => properties[name]!.type === 'integer' || properties[name]!.type === 'string');
   return names.length === 0 ? null : names;
 }
 
 /** The members of a body schema the flat parser reads as maps: objects of integers under any name (`amounts`). */
 export function flatMapsOf(schema: TSchema): readonly string[] {
-  if (schema.type !== 'object' || typeof schema.properties !== 'object' || schema.properties === null) return NO_MAPS;
-  const properties = schema.properties as Record<string, TSchema>;
+  const properties = propertiesOf(schema);
   return Object.keys(properties).filter((name) => {
     const values = Object.values((properties[name]!.patternProperties ?? {}) as Record<string, TSchema>);
     return properties[name]!.type === 'object' && values.length === 1 && values[0]!.type === 'integer';
   });
+}
+
+function propertiesOf(schema: TSchema): Record<string, TSchema> {
+  if (schema.type !== 'object' || typeof schema.properties !== 'object' || schema.properties === null) return {};
+  return schema.properties as Record<string, TSchema>;
 }

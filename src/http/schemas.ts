@@ -17,7 +17,9 @@ const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC
 export const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' });
 export const Password = Type.String({ minLength: 8, maxLength: 256 });
 export const DisplayName = Type.Union([Type.String({ minLength: 1, maxLength: 200 }), Type.Null()]);
-export const Resource = Type.String({ minLength: 1, maxLength: 64 });
+/** A resource name, as a limit's `resource`, the resource a request names, or a member of `amounts`. */
+const RESOURCE_NAME = { minLength: 1, maxLength: 64 } as const;
+export const Resource = Type.String(RESOURCE_NAME);
 
 export const Limit = Type.Union([
   Type.Object(
@@ -117,18 +119,24 @@ export const Key = Type.Object({
 export const CreatedKey = Type.Composite([Type.Omit(Key, ['last_used_at']), Type.Object({ key: Type.String({ description: 'shown only once' }) })]);
 export const KeyList = Type.Object({ keys: Type.Array(Key) });
 
-/** Amounts by resource name (1–64 characters, as a limit's `resource`). */
+/** Amounts by resource name. A record's names are checked by pattern: the same 1–64 characters as RESOURCE_NAME. */
 const Amounts = (description: string) =>
-  Type.Optional(Type.Record(Type.String({ pattern: '^[\\s\\S]{1,64}$' }), Amount(0), { ...Strict, maxProperties: 32, description }));
+  Type.Optional(
+    Type.Record(Type.String({ pattern: `^[\\s\\S]{${RESOURCE_NAME.minLength},${RESOURCE_NAME.maxLength}}$` }), Amount(0), {
+      ...Strict,
+      maxProperties: 32,
+      description,
+    }),
+  );
 const Charged = Amounts('amounts of other resources: a limit naming one is charged its amount here; 0 is the same as leaving it out');
 const Cost = Type.Optional(Amount(1, { description: 'charged to limits without a resource and to those naming `resource`; default 1' }));
-const ChargedResource = Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the resource `cost` is charged to; default "default"' }));
+const ChargedResource = Type.Optional(Type.String({ ...RESOURCE_NAME, description: 'the resource `cost` is charged to; default "default"' }));
 
 export const ConsumeBody = Type.Object({ cost: Cost, resource: ChargedResource, amounts: Charged }, Strict);
 export const ConsumeReply = Type.Object({ allowed: Type.Boolean(), limits: Type.Array(LimitState) });
 export const ReserveBody = Type.Object(
   { cost: Cost, resource: ChargedResource, amounts: Charged, ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 3_600_000 })) },
-  Strict,
+  { ...Strict, description: 'at least one of `cost` and `amounts`' },
 );
 export const Reservation = Type.Object({ id: Type.String(), expires_at: Timestamp, limits: Type.Array(LimitState) });
 export const SettleBody = Type.Object(

@@ -227,20 +227,14 @@ export class UserActor extends Actor {
     const current = this.quota;
     const result = consume(set, current, now, request);
     // A refusal returns the same state unless expired holds were released meanwhile.
-    if (result.state !== current) {
-      this.quota = result.state;
-      this.markDirty();
-    }
+    this.keepQuota(current, result.state);
     return decisionOf(result);
   }
 
   reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }): QuotaDecision & { expiresAt: number } {
     const current = this.quota;
     const result = reserve(this.currentLimits(tiers), current, now, request);
-    if (result.state !== current) {
-      this.quota = result.state;
-      this.markDirty();
-    }
+    this.keepQuota(current, result.state);
     return { ...decisionOf(result), expiresAt: now + request.ttlMs };
   }
 
@@ -248,13 +242,17 @@ export class UserActor extends Actor {
     const current = this.quota;
     const result = settle(this.currentLimits(tiers), current, now, { ...settlement, id });
     // Not found or refused, the state differs only if expired holds were released meanwhile.
-    if (result.state !== current) {
-      this.quota = result.state;
-      this.markDirty();
-    }
+    this.keepQuota(current, result.state);
     if (!result.found) throw new NotFoundError('reservation');
     if (result.refused !== undefined) throw new InvalidSettlementError(result.refused);
     return result.limits;
+  }
+
+  /** Keeps the engine's next state, to be written behind, unless it is `current` itself. */
+  private keepQuota(current: QuotaState, next: QuotaState): void {
+    if (next === current) return;
+    this.quota = next;
+    this.markDirty();
   }
 
   release(tiers: TierRegistry, now: number, id: string): void {

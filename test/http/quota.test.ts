@@ -165,8 +165,7 @@ describe('reservations', () => {
   it('validates ttl_ms and actual', async () => {
     const user = await tinyUser();
     expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 1, ttl_ms: 10 } })).status).toBe(400);
-    // Without a cost, a reservation holds 1, as a consume charges 1.
-    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: {} })).status).toBe(201);
+    expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: {} })).status).toBe(400);
     expect((await t.api('POST', '/v1/quota/reservations', { token: user.token, body: { cost: 0 } })).status).toBe(400);
     expect((await t.api('POST', '/v1/quota/reservations/rnothing/settle', { token: user.token, body: {} })).status).toBe(400);
     expect((await t.api('POST', '/v1/quota/reservations/rnothing/settle', { token: user.token, body: { actual: -1 } })).status).toBe(400);

@@ -5,6 +5,7 @@ import {
   type LimitState,
   limitStateView,
   limitsJson,
+  namedTwice,
   newReservationId,
   type QuotaDecision,
   type UserRequest,
@@ -59,6 +60,10 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         429: { description: 'does not fit' },
       },
       async handle({ caller, body }) {
+        // A hold of nothing in particular is more likely a mistake than a hold of 1.
+        if (body.cost === undefined && !Object.values(body.amounts ?? {}).some((amount) => amount > 0)) {
+          throw new InvalidRequestError('send `cost`, an amount in `amounts`, or both');
+        }
         const id = newReservationId();
         const decision = await router.user({
           ...caller,
@@ -145,12 +150,10 @@ function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempo
 
 /** The charge a consume or reservation asks for; a resource named both as `resource` and in `amounts` is refused. */
 function chargeOf(body: { cost?: number; resource?: string; amounts?: Record<string, number> }): Charge & { resource: string } {
-  const resource = body.resource ?? DEFAULT_RESOURCE;
-  const amounts = body.amounts;
-  if (amounts !== undefined && Object.hasOwn(amounts, resource)) {
-    throw new InvalidRequestError(`amounts names "${resource}", the resource that cost is charged to: name each resource once`);
-  }
-  return { cost: body.cost ?? 1, resource, amounts };
+  const charge = { cost: body.cost ?? 1, resource: body.resource ?? DEFAULT_RESOURCE, amounts: body.amounts };
+  const twice = namedTwice(charge);
+  if (twice !== null) throw new InvalidRequestError(twice);
+  return charge;
 }
 
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */

@@ -6,7 +6,7 @@
  *   `cost` too, which is what a request of one resource meant before amounts existed;
  * - a limit naming another resource is charged the request's amount of it, and does not
  *   apply at all when the request has none (an amount of 0 is the same as none).
- * A resource is named once: `amounts` may not name the request's `resource`.
+ * A resource is named once: `amounts` may not give the request's `resource` an amount.
  */
 import { assertAmount } from './amounts.js';
 import type { Limit } from './limits.js';
@@ -35,8 +35,16 @@ export function assertCharge(charge: Charge, minCost: number): void {
   const amounts = charge.amounts;
   if (amounts == null) return;
   assertAmounts(amounts);
+  const twice = namedTwice(charge);
+  if (twice !== null) throw new RangeError(twice);
+}
+
+/** Why `charge` names a resource twice (in `amounts`, with an amount, and as its `resource`), or null. */
+export function namedTwice(charge: Charge): string | null {
   const resource = charge.resource ?? DEFAULT_RESOURCE;
-  if (Object.hasOwn(amounts, resource)) throw new RangeError(`amounts names "${resource}", the resource that cost is charged to`);
+  const amounts = charge.amounts;
+  if (amounts == null || !Object.hasOwn(amounts, resource) || !(amounts[resource]! > 0)) return null;
+  return `amounts names "${resource}", the resource that cost is charged to: name each resource once`;
 }
 
 export function assertAmounts(amounts: Readonly<Record<string, number>>): void {
@@ -50,11 +58,15 @@ export function nonZeroAmounts(amounts: Readonly<Record<string, number>> | null 
   return entries.length === 0 ? null : Object.freeze(Object.fromEntries(entries));
 }
 
-/** A canonical text of a charge, equal for equal charges: the same cost, resource and non-zero amounts. */
+/**
+ * A canonical text of a charge, equal exactly for equal charges: the same cost, resource and
+ * non-zero amounts. Without amounts it is `cost:resource`, as before amounts existed, so
+ * Idempotency-Keys remembered then still match; with them, a JSON array (never a digit first).
+ */
 export function chargeText(charge: Charge): string {
-  const text = `${charge.cost}:${charge.resource ?? DEFAULT_RESOURCE}`;
+  const resource = charge.resource ?? DEFAULT_RESOURCE;
   const amounts = nonZeroAmounts(charge.amounts);
-  if (amounts === null) return text;
+  if (amounts === null) return `${charge.cost}:${resource}`;
   const names = Object.keys(amounts).sort();
-  return `${text}:${JSON.stringify(names.map((name) => [name, amounts[name]]))}`;
+  return JSON.stringify([charge.cost, resource, names.map((name) => [name, amounts[name]])]);
 }

@@ -206,7 +206,7 @@ type Op =
   | { op: 'consume'; charge: Charge }
   | { op: 'reserve'; charge: Charge; ttl: number }
   /** `form`: which of actual and amounts the settlement gives; `fresh`: a resource the hold did not hold, charged `extra` of it (extras only). */
-  | { op: 'settle'; pick: number; fraction: number; extra: number; form: 'actual' | 'amounts' | 'both'; fresh: string }
+  | { op: 'settle'; pick: number; fraction: number; extra: number; form: 'actual' | 'amounts' | 'both'; fresh: string; drop: number; disagree: boolean }
   | { op: 'release'; pick: number }
   | { op: 'step'; ms: number }
   | { op: 'boundary'; period: 'day' | 'month'; offset: number }
@@ -232,6 +232,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       extra: fc.integer({ min: 0, max: 15 }),
       form: fc.constantFrom('actual' as const, 'amounts' as const, 'both' as const),
       fresh: fc.constantFrom(...RESOURCES),
+      drop: fc.integer({ min: 0, max: 15 }),
+      disagree: fc.integer({ min: 0, max: 7 }).map((n) => n === 0),
     }),
   },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('release' as const), pick: fc.nat() }) },
@@ -276,19 +278,34 @@ interface Admitted {
   hold?: { id: string; charge: Charge; expiresAt: number; open: boolean };
 }
 
-/** What the hold's amounts, its cost among them, were scaled to. */
+/**
+ * A settlement of the hold made by `charge`: what it names is scaled (or given an extra),
+ * what it leaves out stays as held. `settledAt` is the charge it settles at, or null when
+ * the engine must refuse it (`actual` alone for a hold of several resources, or `actual`
+ * and `amounts` disagreeing).
+ */
 function settlementFor(op: Extract<Op, { op: 'settle' }>, charge: Charge, extras: boolean): { settlement: Settlement; settledAt: Charge | null } {
   const scale = (amount: number) => (extras ? amount + op.extra : Math.floor(amount * op.fraction));
   const resource = charge.resource ?? 'default';
   const held = Object.entries(charge.amounts ?? {}).filter(([, amount]) => amount > 0);
-  const amounts = Object.fromEntries(held.map(([name, amount]) => [name, scale(amount)]));
-  const fresh = extras && op.fresh !== resource && !Object.hasOwn(amounts, op.fresh) ? { [op.fresh]: op.extra } : {};
+  // Bit k of `drop` leaves the k-th held resource out; bit 3, the hold's own resource.
+  const named = Object.fromEntries(held.filter((_, k) => ((op.drop >> k) & 1) === 0).map(([name, amount]) => [name, scale(amount)]));
+  const fresh = extras && op.fresh !== resource && !held.some(([name]) => name === op.fresh) ? { [op.fresh]: op.extra } : {};
+  const settledAmounts = { ...Object.fromEntries(held), ...named, ...fresh };
   const cost = scale(charge.cost);
   if (op.form === 'actual') return { settlement: { actual: cost }, settledAt: held.length > 0 ? null : { cost, resource } };
-  const settledAt = { cost, resource, amounts: { ...amounts, ...fresh } };
-  if (op.form === 'both') return { settlement: { actual: cost, amounts: { ...amounts, ...fresh } }, settledAt };
-  // The hold's own resource named in amounts is its actual cost.
-  return { settlement: { amounts: { ...amounts, ...fresh, [resource]: cost } }, settledAt };
+  if (op.form === 'both') {
+    // Naming the hold's own resource too, with another amount than `actual`, contradicts it.
+    const own = op.disagree ? { [resource]: cost + 1 } : {};
+    return {
+      settlement: { actual: cost, amounts: { ...named, ...fresh, ...own } },
+      settledAt: op.disagree ? null : { cost, resource, amounts: settledAmounts },
+    };
+  }
+  // The hold's own resource named in amounts is its actual cost; left out, the cost stays as held.
+  const nameOwn = ((op.drop >> 3) & 1) === 0;
+  const settlement = { amounts: { ...named, ...fresh, ...(nameOwn ? { [resource]: cost } : {}) } };
+  return { settlement, settledAt: { cost: nameOwn ? cost : charge.cost, resource, amounts: settledAmounts } };
 }
 
 function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
@@ -340,8 +357,9 @@ function run(limits: Limit[], ops: Op[], start: number, extras: boolean): void {
           const result = settlement === null ? release(set, state, now, id) : settle(set, state, now, { ...settlement, id });
           expect(result.found).toBe(true);
           if (settledAt === null) {
-            // `actual` alone for a hold of several resources: refused, and nothing changed.
-            expect((result as ReturnType<typeof settle>).refused).toMatch(/settle it with amounts/);
+            // Refused, and nothing changed: the very same state, unless expired holds were released.
+            expect((result as ReturnType<typeof settle>).refused).toMatch(/settle it with amounts|disagree/);
+            if (state.holds!.every((hold) => hold.expiresAt > now)) expect(result.state).toBe(state);
             expect(snapshot(set, result.state, now)).toEqual(snapshot(set, state, now));
           } else {
             const actuals = amountsOf(limits, settledAt);

@@ -1,5 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { compileLimits, consume, type Limit, MAX_HOLDS, newQuotaState, type QuotaState, release, reserve, settle, snapshot, TOO_MANY_HOLDS } from './index.js';
+import {
+  chargeText,
+  compileLimits,
+  consume,
+  type Limit,
+  MAX_HOLDS,
+  migrateQuotaState,
+  newQuotaState,
+  type QuotaState,
+  release,
+  reserve,
+  settle,
+  snapshot,
+  TOO_MANY_HOLDS,
+} from './index.js';
 
 const limits: Limit[] = [
   { name: 'requests', kind: 'rate', limit: 10, period_ms: 1000 },
@@ -233,5 +247,41 @@ describe('a request and its tokens', () => {
     const held = reserve(gateway, newQuotaState(gateway), T0, { id: 'h', cost: 1, amounts: { tokens: 4000 }, ttlMs: 1000 });
     expect(left(release(gateway, held.state, T0, 'h').state)).toEqual([19, 100_000]);
     expect(left(held.state, T0 + 1000)).toEqual([20, 100_000]);
+  });
+});
+
+describe('holds across a tier edit', () => {
+  it('refunds what a hold charged, not what its request would charge the edited limit', () => {
+    const before = compileLimits([{ name: 'budget', kind: 'budget', limit: 100, period: 'month' }]);
+    const after = compileLimits([{ name: 'budget', kind: 'budget', limit: 100, period: 'month', resource: 'tokens' }]);
+    // Charged 1 (the cost: the budget had no resource), not the 90 tokens.
+    let state = reserve(before, newQuotaState(before), T0, { id: 'h', cost: 1, amounts: { tokens: 90 }, ttlMs: 60_000 }).state;
+    state = consume(before, state, T0, { cost: 98 }).state;
+    expect(remaining(before, state, T0)).toEqual([1]);
+    state = migrateQuotaState(before, state, after);
+    // Settled at no tokens: the budget gives back the 1 it holds, not 90.
+    const settled = settle(after, state, T0, { id: 'h', amounts: { tokens: 0 } });
+    expect(remaining(after, settled.state, T0)).toEqual([2]);
+    // And a hold from before the edit, released, gives back what it took.
+    expect(remaining(after, release(after, state, T0, 'h').state, T0)).toEqual([2]);
+  });
+});
+
+describe('the fingerprint of a charge', () => {
+  it('tells every two different charges apart, and keeps the old text without amounts', () => {
+    expect(chargeText({ cost: 3, resource: 'default' })).toBe('3:default');
+    expect(chargeText({ cost: 3, amounts: { tokens: 0 } })).toBe('3:default');
+    expect(chargeText({ cost: 1, resource: 'default:[["tokens",5]]' })).not.toBe(chargeText({ cost: 1, amounts: { tokens: 5 } }));
+    expect(chargeText({ cost: 1, amounts: { a: 1, b: 2 } })).toBe(chargeText({ cost: 1, amounts: { b: 2, a: 1 } }));
+  });
+});
+
+describe('reservations past the cap on holds', () => {
+  it('say an amount can never fit before they say there are too many holds', () => {
+    const tiny = compileLimits([{ name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month' }]);
+    let state = newQuotaState(tiny);
+    for (let i = 0; i < MAX_HOLDS; i++) state = reserve(tiny, state, T0, { id: `h${i}`, cost: 1, ttlMs: 5000 }).state;
+    expect(reserve(tiny, state, T0, { id: 'big', cost: 2_000_000, ttlMs: 5000 })).toMatchObject({ allowed: false, exceedsCapacity: true, denied: 'tokens' });
+    expect(reserve(tiny, state, T0, { id: 'small', cost: 1, ttlMs: 5000 })).toMatchObject({ allowed: false, denied: TOO_MANY_HOLDS });
   });
 });

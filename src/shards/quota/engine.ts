@@ -79,13 +79,12 @@ export function reserve(set: LimitSet, state: QuotaState, now: number, request: 
   const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
   if (findHold(holds, request.id) >= 0) throw new RangeError(`a hold "${request.id}" is already open`);
-  if (holds !== null && holds.length >= MAX_HOLDS) return tooManyHolds(set, state, cells, holds, now, request);
+  // Limits first: an amount that can never fit is told so, whatever the number of holds.
   const refused = firstRefusal(set, cells, now, request);
   if (refused >= 0) return refusal(set, state, cells, holds, now, request, refused);
-  const marks = set.compiled.map((entry) => {
-    const amount = amountFor(entry.limit, request);
-    return amount > 0 ? chargeLimit(entry, cells, now, amount) : NaN;
-  });
+  if (holds !== null && holds.length >= MAX_HOLDS) return tooManyHolds(set, state, cells, holds, now, request);
+  const held = set.compiled.map((entry) => amountFor(entry.limit, request));
+  const marks = set.compiled.map((entry, i) => (held[i]! > 0 ? chargeLimit(entry, cells, now, held[i]!) : NaN));
   const hold: Hold = {
     id: request.id,
     cost: request.cost,
@@ -93,6 +92,7 @@ export function reserve(set: LimitSet, state: QuotaState, now: number, request: 
     amounts: nonZeroAmounts(request.amounts),
     createdAt: now,
     expiresAt: now + request.ttlMs,
+    held,
     marks,
   };
   const next = { cells, holds: holds === null ? [hold] : [...holds, hold], idem: state.idem };
@@ -115,7 +115,7 @@ export function release(set: LimitSet, state: QuotaState, now: number, id: strin
 function closeHold(set: LimitSet, state: QuotaState, now: number, id: string, settledAt: (hold: Hold) => Charge | string): Settled {
   const cells = advanced(set, state, now);
   const holds = expireHolds(set, cells, state.holds, now);
-  const unchanged = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  const unchanged = withHolds(state, cells, holds);
   const index = findHold(holds, id);
   if (holds === null || index < 0) return { found: false, state: unchanged, limits: [] };
   const hold = holds[index]!;
@@ -183,7 +183,7 @@ function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: reado
     if (wait > retryAfterMs) retryAfterMs = wait;
     if (exceeded < 0 && exceedsCapacity(entry, amount)) exceeded = i;
   }
-  const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  const next = withHolds(state, cells, holds);
   return {
     allowed: false,
     state: next,
@@ -198,9 +198,14 @@ function refusal(set: LimitSet, state: QuotaState, cells: number[], holds: reado
 function tooManyHolds(set: LimitSet, state: QuotaState, cells: number[], holds: readonly Hold[], now: number, request: Charge): Decision {
   let soonest = Infinity;
   for (const hold of holds) if (hold.expiresAt < soonest) soonest = hold.expiresAt;
-  const next = holds === state.holds ? state : { cells, holds, idem: state.idem };
+  const next = withHolds(state, cells, holds);
   const retryAfterMs = Math.max(1, Math.ceil(soonest - now));
   return { allowed: false, state: next, limits: states(set, cells, now, request), retryAfterMs, exceedsCapacity: false, denied: TOO_MANY_HOLDS };
+}
+
+/** The state after a refusal: the input itself unless expired holds were released on the way. */
+function withHolds(state: QuotaState, cells: number[], holds: readonly Hold[] | null): QuotaState {
+  return holds === state.holds ? state : { cells, holds, idem: state.idem };
 }
 
 /** The states of the limits `charge` applies to (every limit when null). */

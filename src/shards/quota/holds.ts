@@ -25,6 +25,11 @@ export interface Hold extends Charge {
   readonly amounts: Readonly<Record<string, number>> | null;
   readonly createdAt: number;
   readonly expiresAt: number;
+  /**
+   * Per limit of the set, by position: what the hold charged it. Kept rather than worked out
+   * again from the request, since a tier edit may move a limit onto another resource.
+   */
+  readonly held: readonly number[];
   /** Per limit of the set, by position: the slot (window) or period start (budget) charged; NaN when nothing can be refunded. */
   readonly marks: readonly number[];
 }
@@ -73,7 +78,7 @@ function heldNames(hold: Hold): string {
 /** Turns what `hold` charged each limit into what `actual` charges it. Returns whether the limit at each position took part. */
 export function settleHold(set: LimitSet, cells: number[], now: number, hold: Hold, actual: Charge): boolean[] {
   return set.compiled.map((entry, i) => {
-    const held = amountFor(entry.limit, hold);
+    const held = hold.held[i] ?? 0;
     const settled = amountFor(entry.limit, actual);
     if (settled > held) chargeLimit(entry, cells, now, settled - held);
     else if (settled < held) {

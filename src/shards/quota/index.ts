@@ -1,5 +1,5 @@
 /** The quota engine: pure functions of (limits, state, now, request). */
-export { amountFor, type Charge, chargeText, DEFAULT_RESOURCE } from './charge.js';
+export { amountFor, type Charge, chargeText, DEFAULT_RESOURCE, namedTwice } from './charge.js';
 export {
   consume,
   type Decision,

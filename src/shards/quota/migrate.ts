@@ -15,14 +15,24 @@ import { RING, slotCell } from './window.js';
 export function migrateQuotaState(from: LimitSet, state: QuotaState, to: LimitSet): QuotaState {
   if (from === to) return state;
   const cells = freshCells(to);
+  /** Per new limit, the old limit of its name and kind, or -1: what a hold charged it moves with it. */
+  const heldFrom = to.compiled.map((entry) =>
+    from.compiled.findIndex((candidate) => candidate.limit.name === entry.limit.name && candidate.limit.kind === entry.limit.kind),
+  );
   /** Per new limit, the old limit's position whose hold marks still hold, or -1. */
-  const marksFrom = to.compiled.map((entry) => {
-    const old = from.compiled.findIndex((candidate) => candidate.limit.name === entry.limit.name && candidate.limit.kind === entry.limit.kind);
+  const marksFrom = heldFrom.map((old, i) => {
     if (old < 0) return -1;
     const source = from.compiled[old]!;
-    return carryCells(source.limit, state.cells, source.offset, entry, cells) ? old : -1;
+    return carryCells(source.limit, state.cells, source.offset, to.compiled[i]!, cells) ? old : -1;
   });
-  const holds = state.holds?.map((hold): Hold => ({ ...hold, marks: marksFrom.map((old) => (old < 0 ? NaN : (hold.marks[old] ?? NaN))) })) ?? null;
+  const holds =
+    state.holds?.map(
+      (hold): Hold => ({
+        ...hold,
+        held: heldFrom.map((old) => (old < 0 ? 0 : (hold.held[old] ?? 0))),
+        marks: marksFrom.map((old) => (old < 0 ? NaN : (hold.marks[old] ?? NaN))),
+      }),
+    ) ?? null;
   return { cells, holds, idem: state.idem };
 }
 

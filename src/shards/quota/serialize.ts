@@ -4,6 +4,7 @@
  * migrate.ts apply). Reading never throws: a missing or malformed field starts that limit
  * fresh, and hold marks are trusted only for limits whose counters were restored as stored.
  */
+import { amountFor } from './charge.js';
 import { freshCells, type QuotaState } from './engine.js';
 import { gcraCellsAt, gcraTat } from './gcra.js';
 import { type Hold, MAX_HOLDS } from './holds.js';
@@ -24,6 +25,8 @@ export interface HoldJSON {
   resource: string;
   /** The amounts of other resources held, when there are any. */
   amounts?: Record<string, number>;
+  /** What the hold charged each limit, by limit name, where it charged anything; absent in the first stored form. */
+  held?: Record<string, number>;
   created_at: number;
   expires_at: number;
   marks: Record<string, number>;
@@ -49,6 +52,7 @@ export function quotaStateToJSON(set: LimitSet, state: QuotaState): QuotaStateJS
         resource: hold.resource,
         created_at: hold.createdAt,
         expires_at: hold.expiresAt,
+        held: Object.fromEntries(set.compiled.flatMap((entry, i) => ((hold.held[i] ?? 0) > 0 ? [[entry.limit.name, hold.held[i]!]] : []))),
         marks: Object.fromEntries(set.compiled.flatMap((entry, i) => (Number.isNaN(hold.marks[i] ?? NaN) ? [] : [[entry.limit.name, hold.marks[i]!]]))),
       };
       if (hold.amounts !== null) held.amounts = { ...hold.amounts };
@@ -136,13 +140,21 @@ function holdsFromJSON(set: LimitSet, json: unknown, marksHold: readonly boolean
       continue;
     ids.add(id);
     const marks = record(member(hold, 'marks'));
+    const amounts = amountsFromJSON(member(hold, 'amounts'), resource);
+    const held = member(hold, 'held');
     holds.push({
       id,
       cost,
       resource,
-      amounts: amountsFromJSON(member(hold, 'amounts'), resource),
+      amounts,
       createdAt: created_at,
       expiresAt: expires_at,
+      // The first stored form kept no per-limit amounts: they are what the request charges now.
+      held: set.compiled.map((entry) => {
+        if (held === undefined) return amountFor(entry.limit, { cost, resource, amounts });
+        const amount = member(record(held), entry.limit.name);
+        return isAmount(amount) ? amount : 0;
+      }),
       marks: set.compiled.map((entry, i) => {
         const mark = member(marks, entry.limit.name);
         return marksHold[i] === true && isFiniteNumber(mark) ? mark : NaN;

@@ -1,5 +1,6 @@
 /**
- * Prometheus metrics, all prefixed `tally_`. Labels are routes, statuses and outcomes, never
+ * Prometheus metrics: Tally's own are prefixed `tally_`; the process and Node.js ones keep
+ * their standard names. Labels are routes, statuses and outcomes, never
  * user ids or keys: a label per user would grow without bound.
  *
  * Requests are the hot path: their counts and durations are aggregated by `RequestStats`
@@ -38,7 +39,8 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'tally_process_' });
+    // Under their standard names (process_*, nodejs_*), which stock Node.js dashboards expect.
+    collectDefaultMetrics({ register: this.registry });
     this.requests.register(this.registry);
     this.degraded = new Counter({
       name: 'tally_quota_degraded_total',

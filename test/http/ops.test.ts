@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createUser, type StartedNode, useTestNode } from '../support/tally.js';
 
@@ -24,6 +25,23 @@ describe('operations', () => {
     expect(res.text).toMatch(/^tally_http_requests_total\{route="POST \/v1\/quota\/consume",status="200"\} \d+/m);
     expect(res.text).toContain('tally_actors_active');
     expect(res.text).not.toContain(user.id);
+  });
+
+  it('lists every exported metric in the operations guide, and nothing it does not export', async () => {
+    const exported = [...(await t.api('GET', '/metrics')).text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!).sort();
+    const guide = await readFile(new URL('../../docs/operations.md', import.meta.url), 'utf8');
+    const section = guide.slice(guide.indexOf('## Metrics'), guide.indexOf('\n## ', guide.indexOf('## Metrics') + 1));
+    const documented = section
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .flatMap((line) => [...line.split('|')[1]!.matchAll(/`([a-z0-9_]+)`/g)].map((m) => m[1]!))
+      .sort();
+    expect(documented).toEqual(exported);
+    // The stock Node.js dashboards find the standard names.
+    expect(exported).toEqual(
+      expect.arrayContaining(['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']),
+    );
+    expect(exported.filter((name) => !/^(tally|process|nodejs)_/.test(name))).toEqual([]);
   });
 
   it('serves an OpenAPI 3.1 document that covers every route', async () => {

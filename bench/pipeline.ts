@@ -134,7 +134,7 @@ export async function runPipeline(): Promise<PipelineResult> {
     TALLY_ADMIN_TOKEN: adminToken,
     TALLY_LOG_LEVEL: 'warn',
   });
-  const node = new TallyNode(config, createLogger(config.logLevel, config.nodeId));
+  const node = new TallyNode(config, createLogger({ level: config.logLevel, nodeId: config.nodeId }));
   try {
     await node.start();
     const handler = handlerOf();

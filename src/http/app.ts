@@ -7,6 +7,7 @@
 
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import type { Logger } from 'pino';
 import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
@@ -19,6 +20,43 @@ import { type Exchange, write, writeJson, writeProblem } from './respond.js';
 import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
 import { checkText, truncate } from './text.js';
 import { compileValidator, type Validator } from './validate.js';
+
+/** uWebSockets.js's `ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT`: no SO_REUSEPORT. */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+
+/** The port could not be bound; `code` is the system's reason (EADDRINUSE, EACCES, EADDRNOTAVAIL…) when known. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly code: string | undefined,
+  ) {
+    super(`cannot listen on ${host}:${port}: ${LISTEN_REASONS[code ?? ''] ?? code ?? 'the address is not available'}`);
+  }
+}
+
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'the port is already in use by another process',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'the address is not one of this machine’s',
+};
+
+/**
+ * Binds `host:port` for a moment and lets go: the error it would meet, or null. uWebSockets.js
+ * says only that listening failed, and a node checks this before it opens anything else.
+ */
+export function probeListen(host: string, port: number): Promise<ListenError | null> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(new ListenError(host, port, error.code)));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(null)));
+  });
+}
+
+async function listenFailure(host: string, port: number): Promise<ListenError> {
+  return (await probeListen(host, port)) ?? new ListenError(host, port, undefined);
+}
 
 export interface HttpServerOptions {
   routes: readonly RouteDefinition[];
@@ -79,9 +117,12 @@ export class HttpServer {
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
   private draining = false;
+  /** The access log is a debug-level line per request; the check is made once. */
+  private readonly accessLog: boolean;
 
   constructor(private readonly options: HttpServerOptions) {
     this.app = uws.App();
+    this.accessLog = options.log.isLevelEnabled('debug');
     const methodsByPath = new Map<string, string[]>();
     for (const definition of options.routes) {
       const installed: InstalledRoute = {
@@ -106,16 +147,27 @@ export class HttpServer {
     this.app.any('/*', (res, req) => this.refuse(res, req, new HttpError('route_not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`)));
   }
 
+  /**
+   * Listens exclusively: uWebSockets.js otherwise sets SO_REUSEPORT, and a second process on
+   * the same port would silently take half the connections. Fails with a `ListenError`.
+   */
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.app.listen(host, port, (socket) => {
+      const onListen = (socket: us_listen_socket | false) => {
         if (socket === false) {
-          reject(new Error(`cannot listen on ${host}:${port}`));
+          listenFailure(host, port).then(reject, reject);
           return;
         }
         this.listenSocket = socket;
         resolve(uws.us_socket_local_port(socket));
-      });
+      };
+      // The typings lack the (host, port, options, callback) overload the addon has.
+      (this.app.listen as unknown as (host: string, port: number, options: number, cb: typeof onListen) => void)(
+        host,
+        port,
+        LIBUS_LISTEN_EXCLUSIVE_PORT,
+        onListen,
+      );
     });
   }
 
@@ -286,7 +338,16 @@ export class HttpServer {
     const { exchange } = request;
     exchange.reading = null;
     if (error !== null) this.fail(exchange, error);
-    this.options.metrics.observe(request.route.label, exchange.clientGone ? CLIENT_CLOSED_REQUEST : exchange.status, performance.now() - request.started);
+    const status = exchange.clientGone ? CLIENT_CLOSED_REQUEST : exchange.status;
+    const durationMs = performance.now() - request.started;
+    this.options.metrics.observe(request.route.label, status, durationMs);
+    if (this.accessLog) {
+      const { method, path } = request.route.definition;
+      this.options.log.debug(
+        { method: method.toUpperCase(), route: path, status, ms: Math.round(durationMs * 100) / 100, requestId: exchange.requestId },
+        'request',
+      );
+    }
     if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
     }
@@ -308,6 +369,12 @@ export class HttpServer {
     exchange.status = answer.status;
     writeProblem(exchange, answer, headers);
     this.options.metrics.observe('unmatched', answer.status, 0);
+    // No path: an unmatched one is the client's text, and may carry what it should not have sent.
+    if (this.accessLog)
+      this.options.log.debug(
+        { method: req.getCaseSensitiveMethod(), route: 'unmatched', status: answer.status, ms: 0, requestId: exchange.requestId },
+        'request',
+      );
   }
 
   private exchange(res: HttpResponse, req: HttpRequest): LiveExchange {

@@ -11,7 +11,7 @@ import { sessionRoutes } from './routes/sessions.js';
 import { userRoutes } from './routes/users.js';
 
 export { ApiKeys } from './apiKeys.js';
-export { HttpServer } from './app.js';
+export { HttpServer, ListenError, probeListen } from './app.js';
 export type { HttpMetrics } from './metrics.js';
 export { HttpError, type Problem, problem, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';

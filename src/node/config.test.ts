@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, ENVIRONMENT, loadConfig } from './config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -20,6 +21,7 @@ describe('loadConfig', () => {
     ['TALLY_NODE_ID', 'has spaces'],
     ['TALLY_LOG_LEVEL', 'loud'],
     ['TALLY_TRUST_PROXY', 'yes'],
+    ['TALLY_LOG_FORMAT', 'xml'],
   ])('stops on a bad %s and names it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}:`));
@@ -34,5 +36,41 @@ describe('loadConfig', () => {
     }
     expect(message).toMatch(/^DATABASE_URL: /);
     expect(message).not.toContain('hunter2');
+  });
+
+  it('logs pretty to a terminal and JSON elsewhere, unless told', () => {
+    expect(loadConfig({}, { terminal: true }).logFormat).toBe('pretty');
+    expect(loadConfig({}, { terminal: false }).logFormat).toBe('json');
+    expect(loadConfig({ TALLY_LOG_FORMAT: 'json' }, { terminal: true }).logFormat).toBe('json');
+    expect(loadConfig({ TALLY_LOG_FORMAT: 'pretty' }, { terminal: false }).logFormat).toBe('pretty');
+  });
+});
+
+describe('the documented configuration', () => {
+  const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+  /** The first column of each row of the first table after `heading`. */
+  const tableRows = (text: string, heading: string) => {
+    const rest = text.slice(text.indexOf(heading));
+    return rest
+      .slice(0, rest.indexOf('\n\n', rest.indexOf('| ---')))
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .map((line) => line.split('|').map((cell) => cell.trim().replaceAll('`', '')));
+  };
+
+  it('README lists every variable with the default and meaning `tally --help` prints', () => {
+    const rows = tableRows(read('README.md'), '## Configuration').map(([, name, fallback, meaning]) => ({ name, default: fallback, meaning }));
+    expect(rows).toEqual(ENVIRONMENT.map((variable) => ({ ...variable })));
+  });
+
+  it('docs/configuration.md describes every variable, and only those', () => {
+    const names = tableRows(read('docs/configuration.md'), '| variable').map(([, name]) => name);
+    expect(names).toEqual(ENVIRONMENT.map((variable) => variable.name));
+  });
+
+  it('every variable the code reads is listed', () => {
+    const source = read('src/node/config.ts');
+    const readNames = [...source.matchAll(/(?:read|int|url|token)\('([A-Z_]+)'/g)].map((m) => m[1]!);
+    expect(new Set(readNames)).toEqual(new Set(ENVIRONMENT.map((variable) => variable.name)));
   });
 });

@@ -6,6 +6,8 @@
 import { randomBytes } from 'node:crypto';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+/** `pretty`: one readable line per entry (for a terminal); `json`: one JSON object per line. */
+export type LogFormat = 'pretty' | 'json';
 
 export interface Config {
   readonly httpPort: number;
@@ -24,6 +26,7 @@ export interface Config {
   readonly keySecret: string | undefined;
   readonly flushIntervalMs: number;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   readonly sessionTtlMs: number;
   readonly actorIdleMs: number;
   readonly maxActors: number;
@@ -44,6 +47,32 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * Every variable, its default as an operator reads it, and what it does, in one line each:
+ * `tally --help` prints this list and the README's configuration table is checked against it.
+ */
+export const ENVIRONMENT: readonly { name: string; default: string; meaning: string }[] = [
+  { name: 'TALLY_HTTP_PORT', default: '8080', meaning: 'HTTP port' },
+  { name: 'TALLY_HTTP_HOST', default: '0.0.0.0', meaning: 'HTTP bind address' },
+  { name: 'DATABASE_URL', default: 'none: embedded PGlite', meaning: 'Postgres URL' },
+  { name: 'TALLY_DATA_DIR', default: './data', meaning: 'embedded database and generated secrets' },
+  { name: 'NATS_URL', default: 'none: a single node', meaning: 'NATS servers, comma-separated (not used yet: one node serves all shards)' },
+  { name: 'REDIS_URL', default: 'none', meaning: 'Redis, the optional replica cache (not used yet)' },
+  { name: 'TALLY_NODE_ID', default: 'generated', meaning: "this node's name" },
+  { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
+  { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
+  { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
+  { name: 'TALLY_KEY_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'MACs API keys and hashes login emails (>= 32 characters)' },
+  { name: 'TALLY_FLUSH_INTERVAL_MS', default: '1000', meaning: 'write-behind interval' },
+  { name: 'TALLY_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug (adds an access log), trace or silent' },
+  { name: 'TALLY_LOG_FORMAT', default: 'pretty on a terminal, json otherwise', meaning: 'pretty or json' },
+  { name: 'TALLY_SESSION_TTL_MS', default: '30 days', meaning: 'lifetime of a session token' },
+  { name: 'TALLY_ACTOR_IDLE_MS', default: '10 minutes', meaning: 'an actor unused this long is passivated' },
+  { name: 'TALLY_MAX_ACTORS', default: '500000', meaning: 'actors kept in memory before LRU eviction' },
+  { name: 'TALLY_TRUST_PROXY', default: 'false', meaning: 'take the client address from the last X-Forwarded-For hop' },
+  { name: 'TALLY_SHUTDOWN_TIMEOUT_MS', default: '10000', meaning: 'how long SIGTERM waits for in-flight requests' },
+];
+
 /** Defaults, in one table, so the README and the code cannot disagree about them. */
 export const CONFIG_DEFAULTS = {
   TALLY_HTTP_PORT: 8080,
@@ -58,7 +87,12 @@ export const CONFIG_DEFAULTS = {
   TALLY_SHUTDOWN_TIMEOUT_MS: 10_000,
 } as const;
 
-export function loadConfig(env: Env = process.env): Config {
+/**
+ * `terminal`: whether the log goes to a terminal, which makes `pretty` the default format
+ * (the caller knows; by default, whether standard output is a TTY).
+ */
+export function loadConfig(env: Env = process.env, options: { terminal?: boolean } = {}): Config {
+  const terminal = options.terminal ?? process.stdout.isTTY === true;
   const read = (name: string): string | undefined => {
     const value = env[name];
     return value === undefined || value.trim() === '' ? undefined : value.trim();
@@ -99,6 +133,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('TALLY_LOG_LEVEL', `unknown level "${logLevel}"`);
   }
+  const logFormat = read('TALLY_LOG_FORMAT') ?? (terminal ? 'pretty' : 'json');
+  if (logFormat !== 'pretty' && logFormat !== 'json') {
+    throw new ConfigError('TALLY_LOG_FORMAT', `expected pretty or json, got "${logFormat}"`);
+  }
   const trustProxy = read('TALLY_TRUST_PROXY') ?? 'false';
   if (trustProxy !== 'true' && trustProxy !== 'false') {
     throw new ConfigError('TALLY_TRUST_PROXY', `expected true or false, got "${trustProxy}"`);
@@ -122,6 +160,7 @@ export function loadConfig(env: Env = process.env): Config {
     keySecret: token('TALLY_KEY_SECRET', 32),
     flushIntervalMs: int('TALLY_FLUSH_INTERVAL_MS', 10, 60_000),
     logLevel: logLevel as LogLevel,
+    logFormat,
     sessionTtlMs: int('TALLY_SESSION_TTL_MS', 60_000, 366 * 24 * 3600 * 1000),
     actorIdleMs: int('TALLY_ACTOR_IDLE_MS', 1000, 24 * 3600 * 1000),
     maxActors: int('TALLY_MAX_ACTORS', 100, 100_000_000),

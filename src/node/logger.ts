@@ -1,9 +1,11 @@
 /**
- * JSON logs (pino). Credentials never reach a log line: authorization headers, tokens, keys
- * and passwords are redacted wherever they appear in a logged object.
+ * Logs (pino): JSON lines with level names, or, on a terminal, one readable line per entry
+ * (pino-pretty). Credentials never reach a log line: authorization headers, tokens, keys and
+ * passwords are redacted wherever they appear in a logged object.
  */
 import { type Logger, pino } from 'pino';
-import type { LogLevel } from './config.js';
+import pretty from 'pino-pretty';
+import type { LogFormat, LogLevel } from './config.js';
 
 export const REDACTED_PATHS = [
   'authorization',
@@ -20,12 +22,36 @@ export const REDACTED_PATHS = [
   '*.secret',
 ];
 
-export function createLogger(level: LogLevel, nodeId: string, destination?: pino.DestinationStream): Logger {
-  const options = {
-    level,
-    base: { node: nodeId },
+export interface LoggerOptions {
+  level: LogLevel;
+  /** Default `json`. */
+  format?: LogFormat;
+  nodeId: string;
+  /** Where lines go; default standard output. */
+  destination?: pino.DestinationStream;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const base = {
+    level: options.level,
+    base: { node: options.nodeId },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-    timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination === undefined ? pino(options) : pino(options, destination);
+  if (options.format === 'pretty') {
+    const stream = pretty({
+      destination: options.destination ?? 1,
+      colorize: options.destination === undefined && process.stdout.isTTY === true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname',
+      singleLine: true,
+      sync: true,
+    });
+    return pino({ ...base, timestamp: pino.stdTimeFunctions.epochTime }, stream);
+  }
+  const json = {
+    ...base,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  return options.destination === undefined ? pino(json) : pino(json, options.destination);
 }

@@ -1,62 +1,205 @@
 #!/usr/bin/env node
 /**
- * The `tally` command: `tally start` runs a node until SIGTERM or SIGINT; `tally migrate`
- * applies pending migrations and exits.
+ * The `tally` command. `tally start` runs a node until SIGTERM or SIGINT; `tally migrate`
+ * applies pending migrations and exits. Configuration is by environment variables only, so
+ * that a node, its container and its process manager read the same settings.
+ *
+ * Exit codes: 0 done, 1 failed (the message names the command and why), 2 bad usage.
  */
 import { parseArgs } from 'node:util';
-import { migrate, openDatabase } from '../persistence/index.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ListenError } from '../http/index.js';
+import { DataDirInUseError, migrate, openDatabase } from '../persistence/index.js';
+import { type Config, ConfigError, ENVIRONMENT, loadConfig, redactUrl } from './config.js';
 import { createLogger } from './logger.js';
 import { TallyNode } from './node.js';
+import { VERSION } from './version.js';
 
-const USAGE = `usage: tally <command>
+interface Command {
+  summary: string;
+  usage: string;
+  details: string;
+  run(config: Config): Promise<number>;
+}
 
-commands:
-  start      run a node (configured by environment variables; see README)
-  migrate    apply pending database migrations and exit
-`;
+const COMMANDS: Record<string, Command> = {
+  start: {
+    summary: 'run a node until SIGTERM or SIGINT (migrates first)',
+    usage: 'tally start',
+    details: 'Serves HTTP on TALLY_HTTP_PORT; SIGTERM or SIGINT stops accepting, finishes what is\nin flight, writes every actor behind and exits 0.',
+    run: startNode,
+  },
+  migrate: {
+    summary: 'apply pending database migrations and exit',
+    usage: 'tally migrate',
+    details:
+      'Applies the migrations not yet applied to DATABASE_URL (or the embedded database in\nTALLY_DATA_DIR), each once, under an advisory lock; safe to run while nodes serve.',
+    run: migrateDatabase,
+  },
+  help: {
+    summary: 'show this help, or a command’s: tally help <command>',
+    usage: 'tally help [command]',
+    details: '',
+    run: async () => 0,
+  },
+  version: {
+    summary: 'print the version',
+    usage: 'tally version',
+    details: 'Also `tally --version`.',
+    run: async () => 0,
+  },
+};
+
+/** A mistake in how the command was called: usage is printed and the exit code is 2. */
+class UsageError extends Error {}
+
+function overview(): string {
+  const width = Math.max(...ENVIRONMENT.map((variable) => variable.name.length));
+  return [
+    `tally ${VERSION}: user profiles, sessions, API keys and real-time quotas`,
+    '',
+    'usage: tally <command> [--help]',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(9)} ${command.summary}`),
+    '',
+    'options:',
+    '  -h, --help     show help (also after a command)',
+    '  -v, --version  print the version',
+    '',
+    'environment (read at start; a bad value stops start-up with a message naming it):',
+    ...ENVIRONMENT.map((variable) => `  ${variable.name.padEnd(width)}  ${variable.meaning} [default: ${variable.default}]`),
+    '',
+  ].join('\n');
+}
+
+function commandHelp(command: Command): string {
+  return [
+    `usage: ${command.usage}`,
+    '',
+    command.summary,
+    ...(command.details === '' ? [] : ['', command.details]),
+    '',
+    `The environment variables are listed by \`tally --help\`.`,
+    '',
+  ].join('\n');
+}
+
+/** For an option the CLI does not take, the variable an operator probably meant. */
+function hintFor(option: string): string {
+  const word = option.replace(/^-+/, '').split('=')[0]!.toUpperCase().replaceAll('-', '_');
+  const match = word.length >= 3 ? ENVIRONMENT.find((variable) => variable.name.endsWith(`_${word}`) || variable.name === word) : undefined;
+  return match === undefined
+    ? 'tally is configured by environment variables (tally --help lists them)'
+    : `set ${match.name} instead, e.g. ${match.name}=… tally start`;
+}
+
+const OPTIONS = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } } as const;
+
+function parse(argv: string[]) {
+  try {
+    const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS });
+    const [command, ...rest] = positionals;
+    return { command, rest, help: values.help === true, version: values.version === true };
+  } catch (error) {
+    const option = /'([^']+)'/.exec(error instanceof Error ? error.message : '')?.[1] ?? '';
+    throw new UsageError(`unknown option ${option}: ${hintFor(option)}`);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
-  const command = positionals[0];
-  if (values.help === true || command === undefined) {
-    process.stdout.write(USAGE);
-    return command === undefined && values.help !== true ? 2 : 0;
+  const command = argv.find((arg) => !arg.startsWith('-'));
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(argv);
+  } catch (error) {
+    return usage(command, error);
   }
-  const config = loadConfig();
-  const log = createLogger(config.logLevel, config.nodeId);
-  switch (command) {
-    case 'start': {
-      const node = new TallyNode(config, log);
-      const stop = (signal: string) => {
-        log.info({ signal }, 'shutting down');
-        node.stop().then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
-      await node.start();
-      return -1; // keep running
-    }
-    case 'migrate': {
-      const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
-      try {
-        const { applied } = await migrate(database.sql);
-        log.info({ applied }, applied.length === 0 ? 'nothing to migrate' : 'migrations applied');
-      } finally {
-        await database.close();
-      }
-      return 0;
-    }
-    default:
-      process.stderr.write(`unknown command "${command}"\n${USAGE}`);
-      return 2;
+  if (args.version || args.command === 'version') {
+    process.stdout.write(`tally ${VERSION}\n`);
+    return 0;
   }
+  if (args.command === undefined) {
+    (args.help ? process.stdout : process.stderr).write(overview());
+    return args.help ? 0 : 2;
+  }
+  const chosen = Object.hasOwn(COMMANDS, args.command) ? COMMANDS[args.command] : undefined;
+  if (chosen === undefined) return usage(undefined, new UsageError(`unknown command "${args.command}"`));
+  if (args.command === 'help') {
+    const topic = args.rest[0];
+    if (topic === undefined) process.stdout.write(overview());
+    else if (Object.hasOwn(COMMANDS, topic)) process.stdout.write(commandHelp(COMMANDS[topic]!));
+    else return usage(undefined, new UsageError(`unknown command "${topic}"`));
+    return 0;
+  }
+  if (args.help) {
+    process.stdout.write(commandHelp(chosen));
+    return 0;
+  }
+  if (args.rest.length > 0) return usage(args.command, new UsageError(`unexpected argument "${args.rest[0]}"`));
+  return chosen.run(loadConfig());
+}
+
+function usage(command: string | undefined, error: unknown): number {
+  const known = command !== undefined && Object.hasOwn(COMMANDS, command) ? command : undefined;
+  const prefix = known === undefined ? 'tally' : `tally ${known}`;
+  process.stderr.write(`${prefix}: ${error instanceof Error ? error.message : String(error)}\n\n`);
+  process.stderr.write(known === undefined ? overview() : commandHelp(COMMANDS[known]!));
+  return 2;
+}
+
+async function startNode(config: Config): Promise<number> {
+  const log = createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId });
+  const node = new TallyNode(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return; // a second signal while shutting down changes nothing
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    node.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  await node.start();
+  return -1; // keep running
+}
+
+async function migrateDatabase(config: Config): Promise<number> {
+  const log = createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId });
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
+  try {
+    const { applied } = await migrate(database.sql);
+    log.info({ applied }, applied.length === 0 ? 'nothing to migrate' : 'migrations applied');
+  } finally {
+    await database.close();
+  }
+  return 0;
+}
+
+/**
+ * Why a command failed, in one line an operator can act on. Errors Tally expects (a setting,
+ * the port, the data directory, an unreachable database) get no stack trace; anything else
+ * is a bug, and its stack is what a report needs.
+ */
+function failure(error: unknown): string {
+  if (error instanceof ConfigError) return `configuration error: ${error.message}`;
+  if (error instanceof ListenError) {
+    const variable = error.code === 'EADDRNOTAVAIL' ? 'TALLY_HTTP_HOST' : 'TALLY_HTTP_PORT';
+    return `${error.message}; choose another with ${variable} (now ${variable === 'TALLY_HTTP_HOST' ? error.host : error.port})`;
+  }
+  if (error instanceof DataDirInUseError) return `${error.message}; stop that process or set TALLY_DATA_DIR to another directory`;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'ECONNRESET'].includes(code)) {
+    const url = process.env.DATABASE_URL;
+    return `cannot reach the database${url === undefined ? '' : ` at ${redactUrl(url)}`} (DATABASE_URL): ${code}`;
+  }
+  if (error instanceof Error) return error.stack ?? error.message;
+  return String(error);
 }
 
 // A rejection nobody awaited is a bug to log, not a reason to drop every user's counters.
@@ -64,13 +207,14 @@ process.on('unhandledRejection', (reason) => {
   process.stderr.write(`unhandled rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}\n`);
 });
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+main(argv).then(
   (code) => {
     if (code >= 0) process.exit(code);
   },
   (error: unknown) => {
-    if (error instanceof ConfigError) process.stderr.write(`configuration error: ${error.message}\n`);
-    else process.stderr.write(`tally failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    const command = argv.find((arg) => !arg.startsWith('-')) ?? 'start';
+    process.stderr.write(`tally ${command}: ${failure(error)}\n`);
     process.exit(1);
   },
 );

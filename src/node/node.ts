@@ -4,7 +4,7 @@
  * close connections — so that no admitted request and no counted unit is lost.
  */
 import type { Logger } from 'pino';
-import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, SessionTokens } from '../http/index.js';
+import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, probeListen, SessionTokens } from '../http/index.js';
 import { type Database, migrate, openDatabase, Store, WriteBehind } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
@@ -54,7 +54,7 @@ export class TallyNode {
     readonly config: Config,
     log?: Logger,
   ) {
-    this.log = log ?? createLogger(config.logLevel, config.nodeId);
+    this.log = log ?? createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId });
     this.runtime = new ActorRuntime({
       maxActors: config.maxActors,
       idleMs: config.actorIdleMs,
@@ -74,8 +74,25 @@ export class TallyNode {
     });
   }
 
+  /** Brings the node up; a failure closes what was opened (the port, the database) before it is thrown. */
   async start(): Promise<this> {
+    try {
+      return await this.open();
+    } catch (error) {
+      this.http?.stopAccepting();
+      await this.database?.close().catch(() => undefined);
+      this.database = null;
+      throw error;
+    }
+  }
+
+  private async open(): Promise<this> {
     const { config, log } = this;
+    // Fail at once, not after opening the database, when the port is not ours to take.
+    if (config.httpPort !== 0) {
+      const busy = await probeListen(config.httpHost, config.httpPort);
+      if (busy !== null) throw busy;
+    }
     await initHashing();
     this.database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
     const { sql } = this.database;
@@ -87,14 +104,6 @@ export class TallyNode {
     const tierAdmin = new TierAdmin(store, this.tiers);
     await tierAdmin.refresh();
 
-    // A single node serves every shard, each under a freshly bumped epoch, so that any
-    // write a previous process might still attempt is refused by the fence.
-    const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
-    for (const shard of this.runtime.shards) {
-      shard.epoch = epochs.get(shard.index)!;
-      shard.status = 'owned';
-    }
-
     const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
     const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
     const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeys());
@@ -103,16 +112,6 @@ export class TallyNode {
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
     const router = new LocalRouter(users, limiters, failOpen);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
-
-    const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
-    this.writeBehind = writeBehind;
-    // Separate tasks: a flush that fails (the database is away) must not stop the sweep,
-    // which keeps memory bounded by dropping what is clean.
-    this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
-    this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
-    this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
-    this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
-    this.every('fence check', FENCE_CHECK_MS, () => this.checkFences());
 
     this.http = createHttpServer(
       {
@@ -135,10 +134,50 @@ export class TallyNode {
         version: VERSION,
       },
     );
+    // The port is bound before any shard is claimed: a node that cannot serve (the port is
+    // another process's) must not take the shards of one that can. Until the claim, requests
+    // find no owned shard and the node is not ready.
     this.port = await this.http.listen(config.httpHost, config.httpPort);
+
+    // A single node serves every shard, each under a freshly bumped epoch, so that any
+    // write a previous process might still attempt is refused by the fence.
+    const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
+    for (const shard of this.runtime.shards) {
+      shard.epoch = epochs.get(shard.index)!;
+      shard.status = 'owned';
+    }
+
+    const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
+    this.writeBehind = writeBehind;
+    // Separate tasks: a flush that fails (the database is away) must not stop the sweep,
+    // which keeps memory bounded by dropping what is clean.
+    this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
+    this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
+    this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
+    this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
+    this.every('fence check', FENCE_CHECK_MS, () => this.checkFences());
+
     this.ready = true;
-    log.info({ port: this.port, database: this.database.kind, node: config.nodeId }, 'tally is serving');
+    log.info(this.describe(), 'tally is serving');
     return this;
+  }
+
+  /** What the start line says: where to reach the node and what it uses, never a credential. */
+  private describe(): Record<string, unknown> {
+    const { config } = this;
+    const host = config.httpHost === '0.0.0.0' || config.httpHost === '::' ? 'localhost' : config.httpHost;
+    return {
+      url: `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`,
+      listen: `${config.httpHost}:${this.port}`,
+      port: this.port,
+      version: VERSION,
+      database: config.databaseUrl === undefined ? `embedded PGlite in ${config.dataDir}` : `postgres at ${urlHosts(config.databaseUrl)}`,
+      nats: config.natsUrl === undefined ? 'none (single node)' : `${urlHosts(config.natsUrl)}, not used yet: this node serves every shard`,
+      redis: config.redisUrl === undefined ? 'none' : `${urlHosts(config.redisUrl)}, not used yet`,
+      shards: this.servedShards(),
+      admin: config.adminToken === undefined ? 'off (no TALLY_ADMIN_TOKEN)' : 'on',
+      service: config.serviceToken === undefined ? 'off (no TALLY_SERVICE_TOKEN)' : 'on',
+    };
   }
 
   /** Graceful shutdown; safe to call more than once. */
@@ -292,4 +331,18 @@ export class TallyNode {
       },
     };
   }
+}
+
+/** `host:port` of each URL in a comma-separated list, without user, password or path. */
+function urlHosts(urls: string): string {
+  return urls
+    .split(',')
+    .map((raw) => {
+      try {
+        return new URL(raw.trim()).host;
+      } catch {
+        return '?';
+      }
+    })
+    .join(', ');
 }

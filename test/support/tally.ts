@@ -57,7 +57,7 @@ export async function startTestNode(
     ...options.env,
   };
   const config = loadConfig(env);
-  const node = new TallyNode(config, createLogger(config.logLevel, config.nodeId));
+  const node = new TallyNode(config, createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId }));
   await node.start();
   const baseUrl = `http://127.0.0.1:${node.port}`;
   if (options.keepAnonymousLimits !== true) {

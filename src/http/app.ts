@@ -9,7 +9,7 @@ import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_li
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import type { Logger } from 'pino';
-import { ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
+import { API_KEY_REFUSED, ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
@@ -212,7 +212,7 @@ export class HttpServer {
     // Everything the request object holds is read now: it is gone once this handler returns.
     const authorization = req.getHeader('authorization');
     const contentType = req.getHeader('content-type');
-    const idempotencyKey = req.getHeader('idempotency-key');
+    const idempotencyKey = route.definition.idempotencyKey === true ? req.getHeader('idempotency-key') : '';
     // The client's address and user agent are read only by the routes that record them.
     const clientAddress = route.definition.clientAddress === true;
     const userAgent = clientAddress ? req.getHeader('user-agent') : '';
@@ -305,6 +305,8 @@ export class HttpServer {
             const caller = resolveCaller(token, this.options.credentials);
             context.caller = caller instanceof Promise ? await caller : caller;
           }
+          // The route's own word, which the OpenAPI document states; the owner checks the scope.
+          if (context.caller.credential.kind === 'key' && definition.apiKeys !== true) throw new ForbiddenError(API_KEY_REFUSED);
           break;
         }
         case 'admin':

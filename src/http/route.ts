@@ -42,9 +42,32 @@ export interface Reply {
   text?: string;
 }
 
+/** Response headers the OpenAPI document describes (openapi.ts has what each means). */
+export type ResponseHeader =
+  | 'RateLimit-Policy'
+  | 'RateLimit'
+  | 'X-RateLimit-Limit'
+  | 'X-RateLimit-Remaining'
+  | 'X-RateLimit-Reset'
+  | 'Retry-After'
+  | 'Tally-Degraded';
+
+/** What a quota answer carries about the tightest limit. */
+export const RATE_LIMIT_HEADERS: readonly ResponseHeader[] = [
+  'RateLimit-Policy',
+  'RateLimit',
+  'X-RateLimit-Limit',
+  'X-RateLimit-Remaining',
+  'X-RateLimit-Reset',
+];
+
 export interface ResponseSpec {
   description: string;
+  /** The body; without one, an error status answers a problem document. */
   schema?: TSchema;
+  headers?: readonly ResponseHeader[];
+  /** Default `application/json` (`application/problem+json` for an error without a schema). */
+  mediaType?: string;
 }
 
 export interface RouteDefinition<S extends TSchema | undefined = TSchema | undefined> {
@@ -54,6 +77,11 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
   summary: string;
   tag: string;
   auth: AuthMode;
+  /**
+   * On `user` routes: an API key may call it (with the scope its operation needs). Without
+   * this, only a session token may, and the edge refuses a key with 403.
+   */
+  apiKeys?: boolean;
   body?: S;
   /** An empty body is accepted and validated as `{}`. */
   bodyOptional?: boolean;
@@ -62,6 +90,8 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
    * both are null and the headers are not read.
    */
   clientAddress?: boolean;
+  /** The handler reads `context.idempotencyKey`; on other routes the header is not read. */
+  idempotencyKey?: boolean;
   /**
    * The handler is not started when the client has gone while the request was being
    * authenticated: what it does is wanted only with its answer (a consume the client never

@@ -176,8 +176,11 @@ export const Cluster = Type.Object({
     lost: Type.Optional(Type.Array(Type.Integer(), { description: 'shards this node gave up: the epoch fence showed another owner' })),
   }),
 });
+export const Live = Type.Object({ status: Type.Literal('ok') });
+export const Text = Type.String();
+export const AnyObject = Type.Record(Type.String(), Type.Unknown());
 export const Health = Type.Object({
-  status: Type.String(),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
   checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })),
 });
 export const ProblemSchema = Type.Object(

@@ -30,5 +30,5 @@ export { type ActorLoader, ActorRuntime, ALL_WRITTEN, type DirtyCollection, type
 export { Shard, type ShardStatus } from './shard.js';
 export { effectiveLimits, type Tier, type TierDefinition, TierRegistry } from './tiers.js';
 export { type Credential, type Principal, type QuotaDecision, UserActor } from './userActor.js';
-export { KEY_SCOPES, type NewKey, type NewSession, type UserOpName, type UserOps, type UserRequest, UserService } from './userService.js';
+export { API_KEY_REFUSED, KEY_SCOPES, type NewKey, type NewSession, type UserOpName, type UserOps, type UserRequest, UserService } from './userService.js';
 export * from './views.js';

@@ -340,10 +340,13 @@ function missingUserAsBadCredential(error: unknown, credential: Credential): unk
   return new UnauthenticatedError(credential.kind === 'key' ? INVALID_API_KEY : 'the session has ended');
 }
 
+/** The refusal of an API key where only a session token is accepted. */
+export const API_KEY_REFUSED = 'API keys may only be used for quota operations; use a session token';
+
 function checkAccess(principal: Principal, op: UserOpName): void {
   if (principal.via !== 'key') return;
   const needed = SCOPE_OF[op];
-  if (needed === undefined) throw new ForbiddenError('API keys may only be used for quota operations; use a session token');
+  if (needed === undefined) throw new ForbiddenError(API_KEY_REFUSED);
   const scopes = principal.scopes ?? [];
   if (scopes.length === 0 || scopes.includes('quota') || scopes.includes(needed)) return;
   throw new ForbiddenError(`this API key lacks the "${needed}" scope`);

@@ -1,4 +1,10 @@
-/** A small HTTP client for tests: JSON in, status + headers + parsed body out. */
+/**
+ * A small HTTP client for tests: JSON in, status + headers + parsed body out. Every answer is
+ * checked against the node's OpenAPI document (`openapi.ts`): one the document does not
+ * describe fails the test that received it.
+ */
+import { conformanceOf } from './openapi.js';
+
 export interface ApiResponse<T = any> {
   status: number;
   headers: Headers;
@@ -12,6 +18,8 @@ export interface ApiOptions {
   /** Sent as is (for malformed bodies); wins over `body`. */
   raw?: string | Uint8Array;
   headers?: Record<string, string>;
+  /** Skip the OpenAPI check (only for answers from something that is not a Tally node). */
+  unchecked?: boolean;
 }
 
 export type Api = <T = any>(method: string, path: string, options?: ApiOptions) => Promise<ApiResponse<T>>;
@@ -26,8 +34,19 @@ export function apiClient(baseUrl: string): Api {
     else if (options.raw !== undefined) body = options.raw;
     else if (options.body !== undefined) body = JSON.stringify(options.body);
     if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
+    const conformance = options.unchecked === true ? undefined : await conformanceOf(baseUrl);
     const response = await fetch(baseUrl + path, { method, headers, body });
     const text = await response.text();
+    const departures = conformance?.check({
+      method,
+      path,
+      ...(options.token === undefined ? {} : { token: options.token }),
+      status: response.status,
+      headers: response.headers,
+      text,
+    });
+    if (departures !== undefined && departures.length > 0)
+      throw new Error(`the answer departs from the OpenAPI document:\n  ${departures.join('\n  ')}\n${text.slice(0, 500)}`);
     let parsed: unknown;
     if (text.length > 0) {
       try {

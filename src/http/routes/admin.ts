@@ -26,7 +26,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
       tag: 'admin',
       auth: 'admin',
       body: S.TierBody,
-      responses: { 200: { description: 'the tier', schema: S.Tier } },
+      responses: { 200: { description: 'the tier', schema: S.Tier }, 400: { description: 'a bad tier name, or limits that do not make sense together' } },
       async handle({ params, body }) {
         const name = params.name!;
         if (!TIER_NAME.test(name)) throw new InvalidRequestError('a tier name is 1 to 64 letters, digits or "_.:-"');
@@ -54,7 +54,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
       tag: 'admin',
       auth: 'admin',
       body: S.AdminUserPatch,
-      responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' } },
+      responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' }, 422: { description: 'no such tier' } },
       async handle({ params, body }) {
         const user = await router.user({
           userId: params.id!,

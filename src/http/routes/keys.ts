@@ -14,7 +14,10 @@ export function keyRoutes(deps: RouteDeps): RouteDefinition[] {
       auth: 'user',
       body: S.KeyCreateBody,
       bodyOptional: true,
-      responses: { 201: { description: 'created', schema: S.CreatedKey } },
+      responses: {
+        201: { description: 'created', schema: S.CreatedKey },
+        400: { description: 'the body does not match the schema, or expires_at is not in the future' },
+      },
       async handle({ caller, body }) {
         const expiresAt = body.expires_at === undefined ? null : Date.parse(body.expires_at);
         if (expiresAt !== null && expiresAt <= clock()) throw new InvalidRequestError('expires_at must be in the future');

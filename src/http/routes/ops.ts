@@ -10,7 +10,7 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
       summary: 'The process runs',
       tag: 'operations',
       auth: 'none',
-      responses: { 200: { description: 'alive' } },
+      responses: { 200: { description: 'alive', schema: S.Live } },
       handle() {
         return { status: 200, body: { status: 'ok' } };
       },
@@ -21,7 +21,10 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
       summary: 'The node can serve its shards (each check listed)',
       tag: 'operations',
       auth: 'none',
-      responses: { 200: { description: 'ready', schema: S.Health }, 503: { description: 'not ready', schema: S.Health } },
+      responses: {
+        200: { description: 'ready: every check is ok', schema: S.Health },
+        503: { description: 'not ready: the failing checks say why (not a problem document)', schema: S.Health },
+      },
       async handle() {
         const report = await deps.health();
         return { status: report.ready ? 200 : 503, body: { status: report.ready ? 'ready' : 'not ready', checks: report.checks } };
@@ -33,7 +36,7 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
       summary: 'Prometheus metrics',
       tag: 'operations',
       auth: 'none',
-      responses: { 200: { description: 'Prometheus text format' } },
+      responses: { 200: { description: 'the Prometheus text format', schema: S.Text, mediaType: 'text/plain; version=0.0.4; charset=utf-8' } },
       async handle() {
         const { contentType, text } = await deps.metrics();
         return { status: 200, text, contentType };
@@ -45,7 +48,7 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
       summary: 'This document',
       tag: 'operations',
       auth: 'none',
-      responses: { 200: { description: 'OpenAPI 3.1' } },
+      responses: { 200: { description: 'OpenAPI 3.1', schema: S.AnyObject } },
       handle() {
         return { status: 200, text: openapi(), contentType: 'application/json' };
       },

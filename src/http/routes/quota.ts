@@ -12,7 +12,7 @@ import {
 } from '../../shards/index.js';
 import { problem } from '../problem.js';
 import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
-import { type Caller, type Reply, type RouteDefinition, route } from '../route.js';
+import { type Caller, RATE_LIMIT_HEADERS, type Reply, type RouteDefinition, route } from '../route.js';
 import type { Body } from '../schemas.js';
 import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
@@ -28,13 +28,23 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Spend `cost`, and `amounts` of named resources, against every limit that applies, all or nothing',
       tag: 'quota',
       auth: 'user',
+      apiKeys: true,
+      idempotencyKey: true,
       abandonIfClientGone: true,
       body: S.ConsumeBody,
       bodyOptional: true,
       responses: {
-        200: { description: 'allowed', schema: S.ConsumeReply },
-        422: { description: 'an amount is larger than its limit can ever admit: nothing was charged' },
-        429: { description: 'refused: nothing was charged' },
+        200: {
+          description: 'allowed; with `Tally-Degraded: 1` and no limits when a `fail_open` tier allowed it without its owner',
+          schema: S.ConsumeReply,
+          headers: [...RATE_LIMIT_HEADERS, 'Tally-Degraded'],
+        },
+        400: { description: 'the body does not match the schema, or names a resource both as `resource` and in `amounts`' },
+        422: {
+          description:
+            'an amount is larger than its limit can ever admit (the problem names it in `limit`): nothing was charged; or the Idempotency-Key was used for another charge',
+        },
+        429: { description: 'refused: nothing was charged; the problem lists the limits', headers: [...RATE_LIMIT_HEADERS, 'Retry-After'] },
       },
       fast({ caller, body, idempotencyKey }) {
         const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey));
@@ -52,12 +62,14 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Hold `cost` and `amounts` for a call whose real cost is known only afterwards',
       tag: 'quota',
       auth: 'user',
+      apiKeys: true,
       abandonIfClientGone: true,
       body: S.ReserveBody,
       responses: {
-        201: { description: 'held', schema: S.Reservation },
-        422: { description: 'an amount is larger than its limit can ever admit' },
-        429: { description: 'does not fit' },
+        201: { description: 'held', schema: S.Reservation, headers: RATE_LIMIT_HEADERS },
+        400: { description: 'the body does not match the schema, holds nothing, or names a resource twice' },
+        422: { description: 'an amount is larger than its limit can ever admit (named in `limit`): nothing was held' },
+        429: { description: 'does not fit now, or the user holds too many reservations: nothing was held', headers: [...RATE_LIMIT_HEADERS, 'Retry-After'] },
       },
       async handle({ caller, body }) {
         // A hold of nothing in particular is more likely a mistake than a hold of 1.
@@ -79,9 +91,10 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Settle a hold at what it actually took: the differences are refunded or charged per limit',
       tag: 'quota',
       auth: 'user',
+      apiKeys: true,
       body: S.SettleBody,
       responses: {
-        200: { description: 'settled', schema: S.LimitsReply },
+        200: { description: 'settled', schema: S.LimitsReply, headers: RATE_LIMIT_HEADERS },
         404: { description: 'no such hold (settled, released or expired)' },
         422: {
           description:
@@ -101,6 +114,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'Release a hold',
       tag: 'quota',
       auth: 'user',
+      apiKeys: true,
       responses: { 204: { description: 'released' }, 404: { description: 'no such hold' } },
       async handle({ caller, params }) {
         await router.user({ ...caller, op: 'quota.release', args: { id: params.id! } });
@@ -113,7 +127,8 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       summary: 'The caller’s limits, without spending',
       tag: 'quota',
       auth: 'user',
-      responses: { 200: { description: 'limits', schema: S.QuotaReply } },
+      apiKeys: true,
+      responses: { 200: { description: 'limits', schema: S.QuotaReply, headers: RATE_LIMIT_HEADERS } },
       async handle({ caller }) {
         const quota = await router.user({ ...caller, op: 'quota.get', args: {} });
         return limitsReply(200, { tier: quota.tier, limits: quota.limits }, clock());

@@ -16,7 +16,9 @@ export function sessionRoutes(deps: RouteDeps): RouteDefinition[] {
       responses: {
         201: { description: 'logged in', schema: S.LoginReply },
         401: { description: 'wrong email or password (one answer for both)' },
-        429: { description: 'too many attempts' },
+        403: { description: 'the user is blocked' },
+        429: { description: 'too many attempts from this address, or too many failed logins for this email', headers: ['Retry-After'] },
+        503: { description: 'the database is unreachable or the node is shutting down', headers: ['Retry-After'] },
       },
       async handle({ body, ip, userAgent, isAdmin }) {
         if (!isAdmin) await accounts.admitAnonymous(ip);

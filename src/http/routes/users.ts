@@ -14,7 +14,14 @@ export function userRoutes(deps: RouteDeps): RouteDefinition[] {
       auth: 'none',
       clientAddress: true,
       body: S.RegisterBody,
-      responses: { 201: { description: 'created', schema: S.User }, 409: { description: 'the email is taken' } },
+      responses: {
+        201: { description: 'created', schema: S.User },
+        403: { description: 'a tier was chosen without the admin token' },
+        409: { description: 'the email is taken' },
+        422: { description: 'no such tier' },
+        429: { description: 'too many registrations from this address', headers: ['Retry-After'] },
+        503: { description: 'the database is unreachable or the node is shutting down', headers: ['Retry-After'] },
+      },
       async handle({ body, ip, isAdmin }) {
         if (body.tier !== undefined && !isAdmin) throw new ForbiddenError('choosing a tier needs the admin token');
         if (!isAdmin) await accounts.admitAnonymous(ip);
@@ -62,7 +69,10 @@ export function userRoutes(deps: RouteDeps): RouteDefinition[] {
       tag: 'users',
       auth: 'user',
       body: S.MergePatch,
-      responses: { 200: { description: 'the merged document', schema: S.Preferences }, 413: { description: 'the merged document is over 16 KiB' } },
+      responses: {
+        200: { description: 'the merged document', schema: S.Preferences },
+        413: { description: 'the body is over 64 KiB, or the merged document over 16 KiB' },
+      },
       async handle({ caller, body }) {
         return { status: 200, body: await router.user({ ...caller, op: 'preferences.merge', args: { patch: body } }) };
       },
@@ -74,7 +84,7 @@ export function userRoutes(deps: RouteDeps): RouteDefinition[] {
       tag: 'users',
       auth: 'user',
       body: S.Preferences,
-      responses: { 200: { description: 'the document', schema: S.Preferences }, 413: { description: 'the document is over 16 KiB' } },
+      responses: { 200: { description: 'the document', schema: S.Preferences }, 413: { description: 'the body is over 64 KiB, or the document over 16 KiB' } },
       async handle({ caller, body }) {
         return { status: 200, body: await router.user({ ...caller, op: 'preferences.put', args: { document: body as JsonObject } }) };
       },

@@ -28,11 +28,18 @@ interface Outcome {
   stderr: string;
 }
 
+/** Every `tally` run is aborted (SIGKILL) in afterAll, whatever became of its test. */
+const runs: AbortController[] = [];
+
 async function tally(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  const abort = new AbortController();
+  runs.push(abort);
   try {
     const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], {
       env: { PATH: process.env.PATH ?? '', TALLY_LOG_LEVEL: 'warn', ...env },
-      timeout: 60_000,
+      timeout: 25_000,
+      killSignal: 'SIGKILL',
+      signal: abort.signal,
     });
     return { code: 0, stdout, stderr };
   } catch (error) {
@@ -45,6 +52,7 @@ const children: (NodeProcess | ChildProcess)[] = [];
 const groups: number[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
+  for (const abort of runs) abort.abort();
   for (const pgid of groups) {
     try {
       process.kill(-pgid, 'SIGKILL');
@@ -109,9 +117,22 @@ describe('bad usage', () => {
   it('prints usage and exits 2 for an unknown option, naming the variable meant, without a stack trace', async () => {
     const { code, stderr } = await tally(['start', '--port', '9000']);
     expect(code).toBe(2);
-    expect(stderr).toMatch(/^tally start: unknown option --port: set TALLY_HTTP_PORT instead/);
+    expect(stderr).toMatch(/^tally start: unknown option --port: set the environment variable TALLY_HTTP_PORT instead/);
     expect(stderr).toContain('usage: tally start');
     expect(stderr).not.toMatch(/ERR_PARSE_ARGS|\n\s+at /);
+  });
+
+  it('prints usage and exits 2 for an option given a value it does not take, or an extra argument', async () => {
+    expect(await tally(['--version=1'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/^tally: Option '-v, --version' does not take an argument/) });
+    for (const args of [
+      ['version', 'extra'],
+      ['help', 'start', 'extra'],
+      ['start', 'extra'],
+    ]) {
+      const { code, stderr } = await tally(args);
+      expect(code, args.join(' ')).toBe(2);
+      expect(stderr, args.join(' ')).toMatch(new RegExp(`^tally ${args[0]}: unexpected argument "extra"`));
+    }
   });
 
   it('prints usage and exits 2 for an unknown command, or none', async () => {
@@ -157,6 +178,7 @@ describe('start-up refusals', () => {
     const ready = await apiClient(first.baseUrl)('GET', '/health/ready');
     expect(ready.status).toBe(200);
     expect(ready.body.checks.shards.detail).toBe('1024/1024 served');
+    first.child.kill('SIGKILL');
   });
 
   it('refuses a port another program holds', async () => {
@@ -177,13 +199,32 @@ describe('start-up refusals', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/^tally migrate: the data directory is in use by process \d+ \(lock file .*\); stop that process or set TALLY_DATA_DIR/);
     expect(stderr).not.toMatch(/\n\s+at /);
+    running.child.kill('SIGKILL');
   });
 
-  it('names the command and the database it cannot reach, without its password', async () => {
+  it('names the command and the database it cannot reach, without its password, even one with an @', async () => {
     const port = await freePort();
-    const { code, stderr } = await tally(['migrate'], { DATABASE_URL: `postgres://tally:hunter2@127.0.0.1:${port}/tally` });
+    for (const password of ['hunter2', 'p@ss@word']) {
+      const { code, stderr } = await tally(['migrate'], { DATABASE_URL: `postgres://tally:${encodeURIComponent(password)}@127.0.0.1:${port}/tally` });
+      expect(code).toBe(1);
+      expect(stderr).toBe(`tally migrate: cannot reach the database at postgres://***@127.0.0.1:${port}/tally (DATABASE_URL): ECONNREFUSED\n`);
+    }
+    const raw = await tally(['migrate'], { DATABASE_URL: `postgres://tally:p@ss@127.0.0.1:${port}/tally` });
+    expect(raw.code).toBe(1);
+    expect(raw.stderr).toMatch(/^tally migrate: /);
+    expect(raw.stderr).not.toMatch(/p@ss|ss@/);
+  });
+
+  it('names the database and its refusal, without a stack trace, when it answers but refuses', async () => {
+    const database = await createTestDatabase();
+    cleanups.push(database.drop);
+    const url = new URL(database.url);
+    url.pathname = '/no_such_database_here';
+    const { code, stderr } = await tally(['migrate'], { DATABASE_URL: url.toString() });
     expect(code).toBe(1);
-    expect(stderr).toBe(`tally migrate: cannot reach the database at postgres://***@127.0.0.1:${port}/tally (DATABASE_URL): ECONNREFUSED\n`);
+    expect(stderr).toMatch(
+      /^tally migrate: the database at postgres:\/\/.*\/no_such_database_here \(DATABASE_URL\) refused: database "no_such_database_here" does not exist \(SQLSTATE 3D000\)\n$/,
+    );
   });
 });
 
@@ -206,7 +247,7 @@ describe('logs', () => {
       redis: 'none',
       shards: 1024,
     });
-    expect(Object.keys(serving).filter((key) => key === 'node')).toHaveLength(1);
+    expect(started.logs.find((line) => line.includes('tally is serving'))!.match(/"node":/g)).toHaveLength(1);
 
     // The access log, at debug: method, route, status, duration, request id; never the token.
     const api = apiClient(started.baseUrl);
@@ -217,9 +258,10 @@ describe('logs', () => {
     expect(access).toMatchObject({ level: 'debug', msg: 'request', method: 'GET', route: '/v1/user/profile', status: 401, requestId: 'probe-1' });
     expect(access.ms).toBeTypeOf('number');
     expect(started.logs.join('\n')).not.toMatch(/not-logged-pw|not-a-real-key/);
+    started.child.kill('SIGKILL');
   });
 
-  it('writes readable one-line logs on a terminal', async () => {
+  it('writes readable one-line logs on a terminal', { timeout: 60_000 }, async () => {
     const port = await freePort();
     const dataDir = await makeTempDir();
     // `script` runs the node on a pseudo-terminal, as an operator's shell would.
@@ -244,8 +286,41 @@ describe('logs', () => {
   });
 });
 
+describe('a signal while starting', () => {
+  it('ends the start, closes the embedded database and exits 0', { timeout: 60_000 }, async () => {
+    const dataDir = await makeTempDir();
+    const child = spawn(process.execPath, [MAIN, 'start'], {
+      env: { PATH: process.env.PATH ?? '', TALLY_DATA_DIR: dataDir, TALLY_HTTP_HOST: '127.0.0.1', TALLY_HTTP_PORT: '0', TALLY_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    groups.push(child.pid!);
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+    // Signals are handled from the `starting` line on; the embedded database takes a second or more to open.
+    await waitFor(async () => output.includes('"msg":"starting"'), 20_000);
+    child.kill('SIGTERM');
+    expect(await exited, output).toBe(0);
+    expect(output).not.toContain('tally is serving');
+    // It waited for the database it was opening, closed it, and only then stopped.
+    const opened = output.indexOf('"msg":"embedded PGlite database"');
+    expect(opened, output).toBeGreaterThan(0);
+    expect(output.indexOf('"msg":"stopped"'), output).toBeGreaterThan(opened);
+    // The database was closed, not abandoned: the next process opens it and finds it whole.
+    const again = await tally(['migrate'], { TALLY_DATA_DIR: dataDir, TALLY_LOG_LEVEL: 'info' });
+    expect(again.code, again.stderr).toBe(0);
+  });
+});
+
 describe('npm start', () => {
-  it('passes SIGTERM to the node, which shuts down, exits 0 and leaves nothing listening', async () => {
+  // npm start builds first (tsc), then starts the node: more than the default 30 s on a busy machine.
+  it('passes SIGTERM to the node, which shuts down, exits 0 and leaves nothing listening', { timeout: 120_000 }, async () => {
     const port = await freePort();
     const npm = spawn('npm', ['start'], {
       cwd: ROOT,

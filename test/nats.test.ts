@@ -12,6 +12,8 @@ const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 describe(`nats.js on Node ${process.versions.node}`, () => {
   it('makes unique 22-character ids and inboxes', () => {
     expect(Number(process.versions.node.split('.')[0])).toBeGreaterThanOrEqual(20);
+    // nuid takes its random prefix from here; without it, it would fall back to Math.random.
+    expect(typeof globalThis.crypto?.getRandomValues).toBe('function');
     const ids = new Set<string>();
     for (let i = 0; i < 100_000; i++) ids.add(nuid.next());
     expect(ids.size).toBe(100_000);

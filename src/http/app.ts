@@ -21,8 +21,8 @@ import { type Caller, pathParams, type Reply, type RequestContext, type RouteDef
 import { checkText, truncate } from './text.js';
 import { compileValidator, type Validator } from './validate.js';
 
-/** uWebSockets.js's `ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT`: no SO_REUSEPORT. */
-const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+/** No SO_REUSEPORT (the addon exports it; its typings declare it only as an enum member). */
+const LIBUS_LISTEN_EXCLUSIVE_PORT: number = (uws as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
 
 /** The port could not be bound; `code` is the system's reason (EADDRINUSE, EACCES, EADDRNOTAVAIL…) when known. */
 export class ListenError extends Error {
@@ -125,6 +125,8 @@ export class HttpServer {
     this.accessLog = options.log.isLevelEnabled('debug');
     const methodsByPath = new Map<string, string[]>();
     for (const definition of options.routes) {
+      // The fast path answers before the edge's credential checks: only where keys are welcome.
+      if (definition.fast !== undefined && definition.apiKeys !== true) throw new Error(`${definition.path}: a fast path needs apiKeys`);
       const installed: InstalledRoute = {
         definition,
         params: pathParams(definition.path),

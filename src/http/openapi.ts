@@ -9,7 +9,7 @@
  * answer they receive against this document.
  */
 import type { TSchema } from '@sinclair/typebox';
-import { pathParams, type ResponseHeader, type ResponseSpec, type RouteDefinition } from './route.js';
+import { pathParams, RATE_LIMIT_HEADERS, type ResponseHeader, type ResponseSpec, type RouteDefinition } from './route.js';
 import { ProblemSchema } from './schemas.js';
 
 const HEADERS: Record<ResponseHeader | 'WWW-Authenticate', { description: string; schema: Record<string, unknown> }> = {
@@ -130,10 +130,21 @@ function responses(route: RouteDefinition): Record<string, unknown> {
 function response(code: number, spec: ResponseSpec): Record<string, unknown> {
   const out: Record<string, unknown> = { description: spec.description };
   const headers = [...(spec.headers ?? []), ...(code === 401 ? (['WWW-Authenticate'] as const) : [])];
-  if (headers.length > 0) out.headers = Object.fromEntries(headers.map((name) => [name, HEADERS[name]]));
+  if (headers.length > 0) out.headers = Object.fromEntries(headers.map((name) => [name, { ...HEADERS[name], required: alwaysSent(code, name) }]));
   if (spec.schema !== undefined) out.content = { [spec.mediaType ?? 'application/json']: { schema: plain(spec.schema) } };
   else if (code >= 400) out.content = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } };
   return out;
+}
+
+/**
+ * Whether an answer with this status always carries the header: a refusal always says when
+ * to come back and, for a quota refusal, which limit refused; a success may come from a tier
+ * without limits (or without its owner, `fail_open`), which has no limit to describe.
+ */
+function alwaysSent(code: number, header: ResponseHeader | 'WWW-Authenticate'): boolean {
+  if (header === 'WWW-Authenticate') return true;
+  if (code === 429) return header === 'Retry-After' || RATE_LIMIT_HEADERS.includes(header);
+  return code === 503 && header === 'Retry-After';
 }
 
 function plain(schema: TSchema): unknown {

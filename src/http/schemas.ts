@@ -188,4 +188,15 @@ export const ProblemSchema = Type.Object(
   { additionalProperties: true },
 );
 
+/** A quota refusal (429): the problem and the limits as they stand. */
+export const RefusedProblem = Type.Composite([ProblemSchema, Type.Object({ limits: Type.Array(LimitState) })]);
+/** A 422 of a quota route: for a request no limit can ever admit, that limit and the limits as they stand. */
+export const LimitProblem = Type.Composite([
+  ProblemSchema,
+  Type.Object({
+    limit: Type.Optional(Type.String({ description: 'the limit that can never admit this request' })),
+    limits: Type.Optional(Type.Array(LimitState)),
+  }),
+]);
+
 export type Body<T extends TSchema> = Static<T>;

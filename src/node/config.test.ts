@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ENVIRONMENT, loadConfig } from './config.js';
+import { CONFIG_DEFAULTS, ConfigError, ENVIRONMENT, loadConfig } from './config.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -66,6 +66,14 @@ describe('the documented configuration', () => {
   it('docs/configuration.md describes every variable, and only those', () => {
     const names = tableRows(read('docs/configuration.md'), '| variable').map(([, name]) => name);
     expect(names).toEqual(ENVIRONMENT.map((variable) => variable.name));
+  });
+
+  it('lists the defaults the code applies', () => {
+    const listed = Object.fromEntries(ENVIRONMENT.map((variable) => [variable.name, variable.default]));
+    const written: Record<string, string> = { TALLY_SESSION_TTL_MS: '30 days', TALLY_ACTOR_IDLE_MS: '10 minutes' };
+    for (const [name, value] of Object.entries(CONFIG_DEFAULTS)) expect(listed[name], name).toBe(written[name] ?? String(value));
+    expect(CONFIG_DEFAULTS.TALLY_SESSION_TTL_MS).toBe(30 * 24 * 3600 * 1000);
+    expect(CONFIG_DEFAULTS.TALLY_ACTOR_IDLE_MS).toBe(10 * 60 * 1000);
   });
 
   it('every variable the code reads is listed', () => {

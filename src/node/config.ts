@@ -169,7 +169,15 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
   });
 }
 
-/** For messages: never echo credentials embedded in a URL. */
+/** For messages: never echo credentials embedded in a URL (a password may itself hold `@`). */
 export function redactUrl(raw: string): string {
-  return raw.replace(/\/\/[^@/]*@/, '//***@');
+  try {
+    const url = new URL(raw);
+    if (url.username === '' && url.password === '') return raw;
+    url.username = '***';
+    url.password = '';
+    return url.toString();
+  } catch {
+    return raw.replace(/\/\/.*@/, '//***@');
+  }
 }

@@ -7,8 +7,9 @@
  * Exit codes: 0 done, 1 failed (the message names the command and why), 2 bad usage.
  */
 import { parseArgs } from 'node:util';
+import postgres from 'postgres';
 import { ListenError } from '../http/index.js';
-import { DataDirInUseError, migrate, openDatabase } from '../persistence/index.js';
+import { DataDirInUseError, MigrationError, migrate, openDatabase } from '../persistence/index.js';
 import { type Config, ConfigError, ENVIRONMENT, loadConfig, redactUrl } from './config.js';
 import { createLogger } from './logger.js';
 import { TallyNode } from './node.js';
@@ -88,9 +89,7 @@ function commandHelp(command: Command): string {
 function hintFor(option: string): string {
   const word = option.replace(/^-+/, '').split('=')[0]!.toUpperCase().replaceAll('-', '_');
   const match = word.length >= 3 ? ENVIRONMENT.find((variable) => variable.name.endsWith(`_${word}`) || variable.name === word) : undefined;
-  return match === undefined
-    ? 'tally is configured by environment variables (tally --help lists them)'
-    : `set ${match.name} instead, e.g. ${match.name}=… tally start`;
+  return match === undefined ? 'tally is configured by environment variables (tally --help lists them)' : `set the environment variable ${match.name} instead`;
 }
 
 const OPTIONS = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } } as const;
@@ -101,7 +100,9 @@ function parse(argv: string[]) {
     const [command, ...rest] = positionals;
     return { command, rest, help: values.help === true, version: values.version === true };
   } catch (error) {
-    const option = /'([^']+)'/.exec(error instanceof Error ? error.message : '')?.[1] ?? '';
+    const message = error instanceof Error ? error.message : String(error);
+    if ((error as { code?: string }).code !== 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(message);
+    const option = /'([^']+)'/.exec(message)?.[1] ?? '';
     throw new UsageError(`unknown option ${option}: ${hintFor(option)}`);
   }
 }
@@ -114,16 +115,19 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     return usage(command, error);
   }
-  if (args.version || args.command === 'version') {
-    process.stdout.write(`tally ${VERSION}\n`);
-    return 0;
-  }
   if (args.command === undefined) {
-    (args.help ? process.stdout : process.stderr).write(overview());
-    return args.help ? 0 : 2;
+    if (args.version) process.stdout.write(`tally ${VERSION}\n`);
+    else (args.help ? process.stdout : process.stderr).write(overview());
+    return args.version || args.help ? 0 : 2;
   }
   const chosen = Object.hasOwn(COMMANDS, args.command) ? COMMANDS[args.command] : undefined;
   if (chosen === undefined) return usage(undefined, new UsageError(`unknown command "${args.command}"`));
+  const allowed = args.command === 'help' ? 1 : 0; // `help` takes the command to describe
+  if (args.rest.length > allowed) return usage(args.command, new UsageError(`unexpected argument "${args.rest[allowed]}"`));
+  if (args.command === 'version' || args.version) {
+    process.stdout.write(`tally ${VERSION}\n`);
+    return 0;
+  }
   if (args.command === 'help') {
     const topic = args.rest[0];
     if (topic === undefined) process.stdout.write(overview());
@@ -135,7 +139,6 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(chosen));
     return 0;
   }
-  if (args.rest.length > 0) return usage(args.command, new UsageError(`unexpected argument "${args.rest[0]}"`));
   return chosen.run(loadConfig());
 }
 
@@ -165,7 +168,13 @@ async function startNode(config: Config): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  await node.start();
+  log.info({ version: VERSION, pid: process.pid }, 'starting');
+  try {
+    await node.start();
+  } catch (error) {
+    if (stopping) return -1; // a signal ended the start: the shutdown exits
+    throw error;
+  }
   return -1; // keep running
 }
 
@@ -189,18 +198,34 @@ async function migrateDatabase(config: Config): Promise<number> {
 function failure(error: unknown): string {
   if (error instanceof ConfigError) return `configuration error: ${error.message}`;
   if (error instanceof ListenError) {
-    const variable = error.code === 'EADDRNOTAVAIL' ? 'TALLY_HTTP_HOST' : 'TALLY_HTTP_PORT';
-    return `${error.message}; choose another with ${variable} (now ${variable === 'TALLY_HTTP_HOST' ? error.host : error.port})`;
+    const port = error.code === 'EADDRINUSE' || error.code === 'EACCES';
+    return port ? `${error.message}; choose another with TALLY_HTTP_PORT (now ${error.port})` : `${error.message}; check TALLY_HTTP_HOST (now ${error.host})`;
   }
   if (error instanceof DataDirInUseError) return `${error.message}; stop that process or set TALLY_DATA_DIR to another directory`;
+  if (error instanceof MigrationError) return error.message;
+  const url = process.env.DATABASE_URL?.trim() || undefined;
+  const database = url === undefined ? 'the embedded database (TALLY_DATA_DIR)' : `the database at ${redactUrl(url)} (DATABASE_URL)`;
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'CONNECT_TIMEOUT', 'ECONNRESET'].includes(code)) {
-    const url = process.env.DATABASE_URL;
-    return `cannot reach the database${url === undefined ? '' : ` at ${redactUrl(url)}`} (DATABASE_URL): ${code}`;
-  }
+  if (typeof code === 'string' && CONNECTION_ERRORS.has(code)) return `cannot reach ${database}: ${code}`;
+  if (error instanceof postgres.PostgresError) return `${database} refused: ${error.message} (SQLSTATE ${error.code})`;
   if (error instanceof Error) return error.stack ?? error.message;
   return String(error);
 }
+
+/** Codes of the driver and the system for a database that cannot be reached at all. */
+const CONNECTION_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_ENDED',
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+]);
 
 // A rejection nobody awaited is a bug to log, not a reason to drop every user's counters.
 process.on('unhandledRejection', (reason) => {

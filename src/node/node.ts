@@ -44,7 +44,9 @@ export class TallyNode {
   private writeBehind: WriteBehind | null = null;
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
+  private starting: Promise<this> | null = null;
   private stopping: Promise<void> | null = null;
+  private stopRequested = false;
   /** The fence check in progress, if any: checks never overlap. */
   private checking: Promise<void> | null = null;
   /** The port HTTP listens on (useful when configured as 0). */
@@ -74,16 +76,24 @@ export class TallyNode {
     });
   }
 
-  /** Brings the node up; a failure closes what was opened (the port, the database) before it is thrown. */
-  async start(): Promise<this> {
-    try {
-      return await this.open();
-    } catch (error) {
+  /**
+   * Brings the node up; a failure closes what was opened (the port, the database) before it
+   * is thrown. A `stop()` while starting ends the start at its next step (`StartAbortedError`)
+   * and then shuts down as usual.
+   */
+  start(): Promise<this> {
+    this.starting ??= this.open().catch(async (error: unknown) => {
       this.http?.stopAccepting();
       await this.database?.close().catch(() => undefined);
       this.database = null;
       throw error;
-    }
+    });
+    return this.starting;
+  }
+
+  /** Between the steps of `open`: a stop requested meanwhile ends the start here. */
+  private checkpoint(): void {
+    if (this.stopRequested) throw new StartAbortedError();
   }
 
   private async open(): Promise<this> {
@@ -95,18 +105,22 @@ export class TallyNode {
     }
     await initHashing();
     this.database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
+    this.checkpoint();
     const { sql } = this.database;
     const { applied } = await migrate(sql);
+    this.checkpoint();
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
     const store = new Store(sql);
     this.store = store;
 
     const tierAdmin = new TierAdmin(store, this.tiers);
     await tierAdmin.refresh();
+    this.checkpoint();
 
     const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
     const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
     const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeys());
+    this.checkpoint();
     const users = new UserService(this.runtime, store, this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
@@ -138,6 +152,7 @@ export class TallyNode {
     // another process's) must not take the shards of one that can. Until the claim, requests
     // find no owned shard and the node is not ready.
     this.port = await this.http.listen(config.httpHost, config.httpPort);
+    this.checkpoint();
 
     // A single node serves every shard, each under a freshly bumped epoch, so that any
     // write a previous process might still attempt is refused by the fence.
@@ -168,7 +183,7 @@ export class TallyNode {
     const host = config.httpHost === '0.0.0.0' || config.httpHost === '::' ? 'localhost' : config.httpHost;
     return {
       url: `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`,
-      listen: `${config.httpHost}:${this.port}`,
+      listen: `${config.httpHost.includes(':') ? `[${config.httpHost}]` : config.httpHost}:${this.port}`,
       port: this.port,
       version: VERSION,
       database: config.databaseUrl === undefined ? `embedded PGlite in ${config.dataDir}` : `postgres at ${urlHosts(config.databaseUrl)}`,
@@ -180,9 +195,13 @@ export class TallyNode {
     };
   }
 
-  /** Graceful shutdown; safe to call more than once. */
+  /** Graceful shutdown; safe to call more than once, and while starting (it waits for the start to end). */
   stop(): Promise<void> {
-    this.stopping ??= this.shutdown();
+    this.stopRequested = true;
+    this.stopping ??= (async () => {
+      await this.starting?.catch(() => undefined);
+      await this.shutdown();
+    })();
     return this.stopping;
   }
 
@@ -339,10 +358,20 @@ function urlHosts(urls: string): string {
     .split(',')
     .map((raw) => {
       try {
-        return new URL(raw.trim()).host;
+        const url = new URL(raw.trim());
+        // postgres://…?host=/run/postgresql: a Unix socket directory, no host in the authority.
+        return url.host || url.searchParams.get('host') || 'localhost';
       } catch {
         return '?';
       }
     })
     .join(', ');
+}
+
+/** `start()` ended early because `stop()` was called meanwhile. */
+export class StartAbortedError extends Error {
+  override readonly name = 'StartAbortedError';
+  constructor() {
+    super('stopped while starting');
+  }
 }

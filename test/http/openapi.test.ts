@@ -124,8 +124,11 @@ describe('the document', () => {
       }
       for (const code of codes.filter((c) => c === 'default' || Number(c) >= 400)) {
         const content = operation.responses[code].content;
-        const described = content['application/problem+json']?.schema?.$ref === '#/components/schemas/Problem' || content['application/json'] !== undefined;
-        expect(described, `${what} ${code}`).toBe(true);
+        const problem = content['application/problem+json']?.schema;
+        if (problem === undefined)
+          expect(Object.keys(content), `${what} ${code}`).toEqual(['application/json']); // the ready check's own body
+        else if (problem.$ref === undefined) expect(problem.required, `${what} ${code}`).toEqual(expect.arrayContaining(['type', 'title', 'status', 'detail']));
+        else expect(problem.$ref, `${what} ${code}`).toBe('#/components/schemas/Problem');
       }
     }
   });
@@ -138,6 +141,10 @@ describe('the document', () => {
       );
     }
     expect(Object.keys(consume.responses['429'].headers)).toContain('Retry-After');
+    // A refusal always carries them; a success may come from a tier without limits.
+    expect(Object.values(consume.responses['429'].headers).every((header: any) => header.required === true)).toBe(true);
+    expect(consume.responses['200'].headers.RateLimit.required).toBe(false);
+    expect(consume.responses['429'].content['application/problem+json'].schema.required).toContain('limits');
     expect(consume.responses['422'].headers).toBeUndefined(); // waiting cannot help
     const ready = document.paths['/health/ready'].get.responses['503'];
     expect(Object.keys(ready.content)).toEqual(['application/json']);

@@ -43,8 +43,15 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         422: {
           description:
             'an amount is larger than its limit can ever admit (the problem names it in `limit`): nothing was charged; or the Idempotency-Key was used for another charge',
+          schema: S.LimitProblem,
+          mediaType: 'application/problem+json',
         },
-        429: { description: 'refused: nothing was charged; the problem lists the limits', headers: [...RATE_LIMIT_HEADERS, 'Retry-After'] },
+        429: {
+          description: 'refused: nothing was charged; the problem lists the limits',
+          schema: S.RefusedProblem,
+          mediaType: 'application/problem+json',
+          headers: [...RATE_LIMIT_HEADERS, 'Retry-After'],
+        },
       },
       fast({ caller, body, idempotencyKey }) {
         const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey));
@@ -68,8 +75,17 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       responses: {
         201: { description: 'held', schema: S.Reservation, headers: RATE_LIMIT_HEADERS },
         400: { description: 'the body does not match the schema, holds nothing, or names a resource twice' },
-        422: { description: 'an amount is larger than its limit can ever admit (named in `limit`): nothing was held' },
-        429: { description: 'does not fit now, or the user holds too many reservations: nothing was held', headers: [...RATE_LIMIT_HEADERS, 'Retry-After'] },
+        422: {
+          description: 'an amount is larger than its limit can ever admit (named in `limit`): nothing was held',
+          schema: S.LimitProblem,
+          mediaType: 'application/problem+json',
+        },
+        429: {
+          description: 'does not fit now, or the user holds too many reservations: nothing was held',
+          schema: S.RefusedProblem,
+          mediaType: 'application/problem+json',
+          headers: [...RATE_LIMIT_HEADERS, 'Retry-After'],
+        },
       },
       async handle({ caller, body }) {
         // A hold of nothing in particular is more likely a mistake than a hold of 1.

@@ -51,7 +51,7 @@ export interface BenchReport {
     ceilingTargetToShaped?: number;
   };
   /** Targets that could not be measured, with why. */
-  failures: Partial<Record<TargetName | 'micro' | 'pipeline', string>>;
+  failures: Partial<Record<TargetName | 'micro' | 'pipeline' | 'scale', string>>;
 }
 
 export function ratios(load: BenchReport['load']): BenchReport['ratios'] {

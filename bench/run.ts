@@ -14,6 +14,7 @@ import { chooseGenerator, describeGenerator, type Generator } from './load.js';
 import type { MicroResult } from './micro.js';
 import type { PipelineResult } from './pipeline.js';
 import { type BenchReport, formatReport, type Measured, ratios, TARGETS, type TargetName } from './report.js';
+import { formatScale, type ScaleResult } from './scaleReport.js';
 import { readSettings, type Settings } from './settings.js';
 import { measureTarget, median, type Running, startTarget } from './targets.js';
 import { KEY_COUNT } from './workload.js';
@@ -66,11 +67,11 @@ async function measureTargets(targets: TargetName[], generator: Generator, setti
 }
 
 /** Runs `node [flags] dist/bench/<script>` and returns the JSON of its `<TAG> {…}` line. */
-async function runResultChild<T>(name: string, flags: string[], script: string, tag: string): Promise<T> {
+async function runResultChild<T>(name: string, flags: string[], script: string, tag: string, timeoutMs = 300_000): Promise<T> {
   console.error(`[bench] ${name} (node ${[...flags, `dist/bench/${script}`].join(' ')})`);
   const child = startNode(name, [...flags, join(import.meta.dirname, script)]);
   try {
-    const [, json] = await waitForLine(child, new RegExp(`^${tag} (.*)$`), 300_000);
+    const [, json] = await waitForLine(child, new RegExp(`^${tag} (.*)$`), timeoutMs);
     return JSON.parse(json!) as T;
   } finally {
     await child.stop();
@@ -112,7 +113,17 @@ async function main(): Promise<number> {
       report.failures.pipeline = error instanceof Error ? error.message : String(error);
     }
   }
+  let scale: ScaleResult | undefined;
+  if (settings.only.has('scale')) {
+    try {
+      // WebSocket (to ask the node's inspector for its heap) is behind a flag on Node 20.
+      scale = await runResultChild<ScaleResult>('scale', ['--experimental-websocket', '--no-warnings'], 'scale.js', 'SCALE_RESULT', 1_800_000);
+    } catch (error) {
+      report.failures.scale = error instanceof Error ? error.message : String(error);
+    }
+  }
   console.log(`\n${formatReport(report)}`);
+  if (scale !== undefined) console.log(`\nscale (${scale.users} users on PostgreSQL):\n${formatScale(scale)}`);
   if (settings.out !== undefined) writeFileSync(settings.out, `${JSON.stringify(report, null, 2)}\n`);
   const microFailed = report.micro !== undefined && Object.keys(report.micro.errors).length > 0;
   return Object.keys(report.failures).length > 0 || microFailed ? 1 : 0;

@@ -1,10 +1,10 @@
 /** Every BENCH_* variable, read and checked once; a bad value stops the run naming it. */
 
-export const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'micro', 'pipeline'] as const;
+export const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'micro', 'pipeline', 'scale'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface Settings {
-  /** BENCH_ONLY: the parts to run, of ceiling,shaped,redis,tally,micro,pipeline (default all). */
+  /** BENCH_ONLY: the parts to run, of ceiling,shaped,redis,tally,micro,pipeline,scale (default all). */
   only: ReadonlySet<Part>;
   /** BENCH_DURATION: seconds measured per target and round (default 10). */
   durationSeconds: number;

@@ -25,6 +25,9 @@ export interface MetricSources {
   storeLoads(): { user: number; state: number };
   /** Activations refused because the node was full of actors it could not drop. */
   refusedAtCapacity(): number;
+  /** Actors dropped so far: least recently used at the cap, and idle. */
+  evicted(): number;
+  passivated(): number;
 }
 
 export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
@@ -89,6 +92,18 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
         this.inc({ kind: 'limiter' }, loads.state);
       },
     });
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter('tally_actors_evicted_total', 'Clean actors dropped at TALLY_MAX_ACTORS, least recently used first', sources.evicted);
+    counter('tally_actors_passivated_total', 'Actors dropped after TALLY_ACTOR_IDLE_MS unused', sources.passivated);
     new Counter({
       name: 'tally_actors_refused_total',
       help: 'Activations refused because the node was full of actors whose state is not yet written',

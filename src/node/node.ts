@@ -73,6 +73,8 @@ export class TallyNode {
       quarantinedRows: () => this.writeBehind?.quarantined ?? 0,
       storeLoads: () => this.store?.loads ?? { user: 0, state: 0 },
       refusedAtCapacity: () => this.runtime.stats.refusedAtCapacity,
+      evicted: () => this.runtime.stats.evictions,
+      passivated: () => this.runtime.stats.passivations,
     });
   }
 

@@ -1,0 +1,362 @@
+/**
+ * The scale part: one node on a real PostgreSQL holding many active users, against the same
+ * node with 200, in one run (`BENCH_ONLY=scale node dist/bench/run.js`, or alone:
+ * `node dist/bench/scale.js`).
+ *
+ * 1. Seeds BENCH_SCALE_USERS users (default 300,000), each with an API key, straight into a
+ *    fresh database with COPY (the keys are issued with the node's own key secret, so they
+ *    verify), on the `bench` tier's two limits.
+ * 2. Starts the node and measures, with wrk and 64 connections:
+ *    - small: consumes cycling through 200 users (warm);
+ *    - cold: one pass through every user, each request activating its user from Postgres:
+ *      activations per second from the node's own counters, p99 of that pass;
+ *    - warm: consumes cycling through all of them;
+ *    and, around each phase, from `/metrics`: event-loop delay (max and p99; prom-client's
+ *    `monitorEventLoopDelay` histogram, reset at every scrape), flushes (count, seconds,
+ *    rows), actors in memory, loads, evictions, passivations and refusals.
+ * 3. After 15 s without load, the heap per active user: (heap used at N users − heap used
+ *    at 200) / (N − 200).
+ *
+ * Prints a table and a `SCALE_RESULT {…}` line (what run.ts collects).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import postgres from 'postgres';
+import { deriveKeys } from '../src/node/secrets.js';
+import { issueApiKey, newUserId } from '../src/shards/index.js';
+import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
+import { formatScale, type Phase, type ScaleResult } from './scaleReport.js';
+import { BENCH_TIER, CONSUME_BODY, CONSUME_PATH } from './workload.js';
+import { findOrInstallWrk } from './wrk.js';
+
+const USERS = Number(process.env.BENCH_SCALE_USERS ?? 300_000);
+const SMALL = 200;
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const WARM_SECONDS = Number(process.env.BENCH_DURATION ?? 15);
+const WARM_UP_SECONDS = 3;
+const IDLE_SECONDS = 15;
+const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const TALLY_MAIN = join(import.meta.dirname, '../src/node/main.js');
+
+interface Metrics {
+  lagMaxMs: number;
+  lagP99Ms: number;
+  flushes: number;
+  flushSeconds: number;
+  flushedRows: number;
+  active: number;
+  loads: number;
+  evicted: number;
+  passivated: number;
+  refused: number;
+}
+
+function sample(text: string, name: string, labels = ''): number {
+  const prefix = `${name}${labels} `;
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
+  return line === undefined ? 0 : Number(line.slice(prefix.length));
+}
+
+async function scrape(url: string): Promise<Metrics> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return {
+    lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+    flushes: sample(text, 'tally_flush_total', '{result="ok"}') + sample(text, 'tally_flush_total', '{result="error"}'),
+    flushSeconds: sample(text, 'tally_flush_duration_seconds_sum'),
+    flushedRows: sample(text, 'tally_flush_rows_total'),
+    active: sample(text, 'tally_actors_active'),
+    loads: sample(text, 'tally_store_loads_total', '{kind="user"}'),
+    evicted: sample(text, 'tally_actors_evicted_total'),
+    passivated: sample(text, 'tally_actors_passivated_total'),
+    refused: sample(text, 'tally_actors_refused_total'),
+  };
+}
+
+/**
+ * Heap in use after a full collection, asked of the node through its inspector (Chrome
+ * DevTools Protocol over WebSocket: HeapProfiler.collectGarbage, Runtime.getHeapUsage).
+ * Node 20 has WebSocket behind --experimental-websocket, which `npm run bench` passes.
+ */
+async function heapAfterGc(node: Child, inspectorPort: number): Promise<number> {
+  // The inspector starts on SIGUSR1 (on --inspect-port), so no phase before the first heap
+  // measurement runs with it; once started it stays, idle, with no session attached.
+  node.process.kill('SIGUSR1');
+  let targets: { webSocketDebuggerUrl: string }[] | undefined;
+  for (let attempt = 0; targets === undefined && attempt < 50; attempt++) {
+    targets = await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)
+      .then((response) => response.json() as Promise<{ webSocketDebuggerUrl: string }[]>)
+      .catch(() => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 100)));
+  }
+  if (targets === undefined) throw new Error('the node’s inspector did not start');
+  const socket = new WebSocket(targets[0]!.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = reject;
+  });
+  let id = 0;
+  const call = (method: string) =>
+    new Promise<Record<string, number>>((resolve) => {
+      const mine = ++id;
+      socket.onmessage = (event) => {
+        const message = JSON.parse(String(event.data)) as { id?: number; result?: Record<string, number> };
+        if (message.id === mine) resolve(message.result ?? {});
+      };
+      socket.send(JSON.stringify({ id: mine, method }));
+    });
+  try {
+    await call('HeapProfiler.collectGarbage');
+    await call('HeapProfiler.collectGarbage');
+    return (await call('Runtime.getHeapUsage')).usedSize!;
+  } finally {
+    socket.close();
+  }
+}
+
+/** A wrk script that reads its Authorization headers from a file (too many for a Lua literal). */
+function wrkScript(keysFile: string): string {
+  return `
+local requests = {}
+local next_request = 0
+ok, other = 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  for line in io.lines("${keysFile}") do
+    requests[#requests + 1] = wrk.format("POST", "${CONSUME_PATH}", { ["Authorization"] = line, ["Content-Type"] = "application/json" }, '${CONSUME_BODY}')
+  end
+end
+function request()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
+end
+function response(status, headers, body)
+  if status >= 200 and status < 300 then ok = ok + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local n2xx, nother = 0, 0
+  for _, thread in ipairs(threads) do n2xx = n2xx + thread:get("ok"); nother = nother + thread:get("other") end
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%d,"duration_us":%d,"p50_us":%.1f,"p99_us":%.1f,"ok":%d,"other":%d,"socket_errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n2xx, nother, e.connect + e.read + e.write + e.timeout))
+end
+`;
+}
+
+interface WrkOutcome {
+  requests: number;
+  duration_us: number;
+  p50_us: number;
+  p99_us: number;
+  ok: number;
+  other: number;
+  socket_errors: number;
+}
+
+/** Runs wrk for `seconds`, or until `until` says stop (checked every 500 ms; wrk stops on SIGINT and reports). */
+async function runWrk(wrk: string, url: string, script: string, seconds: number, until?: () => Promise<boolean>): Promise<WrkOutcome> {
+  const child = startProcess('wrk', wrk, ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, `${url}${CONSUME_PATH}`]);
+  let output = '';
+  child.process.stdout!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  let watching = until !== undefined;
+  const watcher = (async () => {
+    while (watching && child.alive) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      if (watching && (await until!())) {
+        child.process.kill('SIGINT');
+        return;
+      }
+    }
+  })();
+  await child.exited;
+  watching = false;
+  await watcher;
+  const line = /^WRK (.*)$/m.exec(output);
+  if (line === null) throw new Error(`wrk printed no result: ${output}`);
+  return JSON.parse(line[1]!) as WrkOutcome;
+}
+
+function phase(name: string, outcome: WrkOutcome, before: Metrics, after: Metrics): Phase {
+  const flushes = after.flushes - before.flushes;
+  return {
+    name,
+    rps: outcome.requests / (outcome.duration_us / 1e6),
+    p50Ms: outcome.p50_us / 1000,
+    p99Ms: outcome.p99_us / 1000,
+    requests: outcome.requests,
+    non2xx: outcome.other,
+    socketErrors: outcome.socket_errors,
+    lagMaxMs: after.lagMaxMs,
+    lagP99Ms: after.lagP99Ms,
+    flushes,
+    flushMeanMs: flushes === 0 ? 0 : ((after.flushSeconds - before.flushSeconds) / flushes) * 1000,
+    rowsPerFlush: flushes === 0 ? 0 : (after.flushedRows - before.flushedRows) / flushes,
+  };
+}
+
+/** COPY text format: the values here never hold a tab, a newline or a backslash. */
+function copyLine(values: (string | null)[]): string {
+  return `${values.map((value) => (value === null ? '\\N' : value)).join('\t')}\n`;
+}
+
+async function seed(sql: postgres.Sql, keySecret: string, users: number, keysFile: string): Promise<void> {
+  const macKey = deriveKeys(keySecret).apiKeyMac;
+  await sql`insert into tiers (name, limits, fail_open) values ('bench', ${sql.json(BENCH_TIER.limits as never)}, false)`;
+  const ids: string[] = Array.from({ length: users }, () => newUserId());
+  const keys = ids.map((id) => issueApiKey(id, macKey));
+  // A fixed, valid scrypt string: nobody logs in during the run.
+  const passwordHash = `scrypt$16384$8$1$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`;
+  const created = new Date().toISOString();
+  await pipeline(
+    Readable.from(
+      (function* () {
+        for (let i = 0; i < users; i++) yield copyLine([ids[i]!, `scale-${i}@example.com`, `User ${i}`, 'bench', passwordHash, created]);
+      })(),
+    ),
+    await sql`copy users (id, email, name, tier, password_hash, created_at) from stdin`.writable(),
+  );
+  await pipeline(
+    Readable.from(
+      (function* () {
+        for (const key of keys) yield copyLine([key.keyId, key.userId, key.prefix, key.hash, 'bench', '{quota}', created]);
+      })(),
+    ),
+    await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at) from stdin`.writable(),
+  );
+  writeFileSync(keysFile, keys.map((key) => `Bearer ${key.key}\n`).join(''));
+  await sql`analyze`;
+}
+
+export async function runScale(): Promise<ScaleResult> {
+  const wrk = findOrInstallWrk();
+  if (wrk === null) throw new Error('the scale part needs wrk (apt-get install wrk)');
+  if (typeof WebSocket === 'undefined') throw new Error('run with node --experimental-websocket (npm run bench does)');
+  const dir = mkdtempSync(join(tmpdir(), 'tally-bench-scale-'));
+  const name = `tally_scale_${randomBytes(4).toString('hex')}`;
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  const databaseUrl = url.toString();
+  let node: Child | undefined;
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    const keySecret = randomBytes(32).toString('hex');
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const inspectorPort = port + 1;
+    const env = {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: databaseUrl,
+      TALLY_KEY_SECRET: keySecret,
+      TALLY_HTTP_HOST: '127.0.0.1',
+      TALLY_HTTP_PORT: String(port),
+      TALLY_DATA_DIR: dir,
+      TALLY_LOG_LEVEL: 'warn',
+      TALLY_LOG_FORMAT: 'json',
+      TALLY_ACTOR_IDLE_MS: String(3_600_000),
+    };
+    // The schema first: the node migrates on start, but the seed must come before it serves.
+    const migrating = startNode('tally migrate', [TALLY_MAIN, 'migrate'], env, ['ignore', 'ignore', 'inherit']);
+    if ((await migrating.exited) !== 0) throw new Error('tally migrate failed');
+    const seedStarted = performance.now();
+    const allKeys = join(dir, 'keys.txt');
+    console.error(`[scale] seeding ${USERS} users with keys (COPY)`);
+    await seed(sql, keySecret, USERS, allKeys);
+    const seedSeconds = (performance.now() - seedStarted) / 1000;
+    const smallKeys = join(dir, 'small.txt');
+    writeFileSync(smallKeys, readFileSync(allKeys, 'utf8').split('\n').slice(0, SMALL).join('\n').concat('\n'));
+    const smallScript = join(dir, 'small.lua');
+    const allScript = join(dir, 'all.lua');
+    writeFileSync(smallScript, wrkScript(smallKeys));
+    writeFileSync(allScript, wrkScript(allKeys));
+
+    const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+    node = startNode('tally', [...profile, `--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
+      'ignore',
+      'pipe',
+      'ignore',
+    ]);
+    await waitForLine(node, /tally is serving/, 120_000);
+    const base = `http://127.0.0.1:${port}`;
+    const phases: Phase[] = [];
+
+    console.error(`[scale] small: ${SMALL} users, ${WARM_SECONDS} s`);
+    await runWrk(wrk, base, smallScript, WARM_UP_SECONDS);
+    let before = await scrape(base);
+    phases.push(phase(`${SMALL} users, warm`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base)));
+    await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+    const heapSmall = await heapAfterGc(node, inspectorPort);
+
+    console.error(`[scale] cold: one pass through ${USERS} users`);
+    before = await scrape(base);
+    const coldStarted = performance.now();
+    // Every scrape resets the event-loop histogram: the pass's worst is the worst of its scrapes.
+    let lagMaxMs = 0;
+    let lagP99Ms = 0;
+    const cold = await runWrk(wrk, base, allScript, Math.ceil(USERS / 1000) + 30, async () => {
+      const now = await scrape(base);
+      lagMaxMs = Math.max(lagMaxMs, now.lagMaxMs);
+      lagP99Ms = Math.max(lagP99Ms, now.lagP99Ms);
+      return now.active >= USERS;
+    });
+    const coldSeconds = (performance.now() - coldStarted) / 1000;
+    const afterCold = await scrape(base);
+    const coldPhase = phase(`${USERS} users, cold pass`, cold, before, afterCold);
+    coldPhase.lagMaxMs = Math.max(lagMaxMs, afterCold.lagMaxMs);
+    coldPhase.lagP99Ms = Math.max(lagP99Ms, afterCold.lagP99Ms);
+    coldPhase.activationsPerSecond = (afterCold.loads - before.loads) / coldSeconds;
+    phases.push(coldPhase);
+
+    console.error(`[scale] warm: ${USERS} users, ${WARM_SECONDS} s`);
+    await runWrk(wrk, base, allScript, WARM_UP_SECONDS);
+    before = await scrape(base);
+    const warm = await runWrk(wrk, base, allScript, WARM_SECONDS);
+    const afterWarm = await scrape(base);
+    phases.push(phase(`${USERS} users, warm`, warm, before, afterWarm));
+
+    // The same 200 users again, now beside all the others: what holding them costs the hot path.
+    await runWrk(wrk, base, smallScript, WARM_UP_SECONDS);
+    before = await scrape(base);
+    phases.push(phase(`${SMALL} users again, ${USERS} in memory`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base)));
+
+    await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+    const idle = await scrape(base);
+    const heapPerUserBytes = ((await heapAfterGc(node, inspectorPort)) - heapSmall) / Math.max(1, idle.active - SMALL);
+    return {
+      users: USERS,
+      small: SMALL,
+      idleSeconds: IDLE_SECONDS,
+      seedSeconds,
+      phases,
+      activeAfterWarm: afterWarm.active,
+      heapPerUserBytes,
+      lost: { evicted: idle.evicted, passivated: idle.passivated, refused: idle.refused, neverLoaded: USERS - idle.loads },
+    };
+  } finally {
+    await node?.stop(60_000);
+    await sql.end();
+    await admin.unsafe(`drop database if exists ${name} with (force)`).catch(() => undefined);
+    await admin.end();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  runScale().then(
+    (result) => {
+      console.log(formatScale(result));
+      console.log(`SCALE_RESULT ${JSON.stringify(result)}`);
+    },
+    async (error: unknown) => {
+      console.error('[scale] failed:', error);
+      await stopAll();
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,52 @@
+/** The scale part's result and its table; free of `src/` imports, so run.ts can print it. */
+
+export interface Phase {
+  name: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  non2xx: number;
+  socketErrors: number;
+  lagMaxMs: number;
+  lagP99Ms: number;
+  flushes: number;
+  flushMeanMs: number;
+  rowsPerFlush: number;
+  /** Cold pass only: users activated per second while the pass ran. */
+  activationsPerSecond?: number;
+}
+
+export interface ScaleResult {
+  users: number;
+  /** The users of the comparison phases. */
+  small: number;
+  idleSeconds: number;
+  seedSeconds: number;
+  phases: Phase[];
+  activeAfterWarm: number;
+  heapPerUserBytes: number;
+  lost: { evicted: number; passivated: number; refused: number; neverLoaded: number };
+}
+
+/** The value of the sample `name{labels}` in Prometheus text, 0 when absent. */
+
+export function formatScale(result: ScaleResult): string {
+  const rows = [
+    '| phase | req/s | p50 ms | p99 ms | non-2xx | socket errors | loop max ms | loop p99 ms | flushes | ms per flush | rows per flush | activations/s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...result.phases.map(
+      (p) =>
+        `| ${p.name} | ${p.rps.toFixed(0)} | ${p.p50Ms.toFixed(2)} | ${p.p99Ms.toFixed(2)} | ${p.non2xx} | ${p.socketErrors} | ${p.lagMaxMs.toFixed(1)} | ${p.lagP99Ms.toFixed(1)} | ${p.flushes} | ${p.flushMeanMs.toFixed(1)} | ${p.rowsPerFlush.toFixed(0)} | ${p.activationsPerSecond?.toFixed(0) ?? ''} |`,
+    ),
+  ];
+  const small = result.phases[0]!;
+  const warm = result.phases[2]!;
+  return [
+    ...rows,
+    '',
+    `warm at ${result.users} / warm at ${result.small}: ${(warm.rps / small.rps).toFixed(2)} (target >= 0.8); p99 at ${result.users}: ${warm.p99Ms.toFixed(1)} ms (target <= 20)`,
+    `heap per active user after ${result.idleSeconds} s idle and a full GC: ${result.heapPerUserBytes.toFixed(0)} bytes (target <= 1024); active after the warm phase: ${result.activeAfterWarm} of ${result.users}`,
+    `not in memory: evicted ${result.lost.evicted}, passivated ${result.lost.passivated}, refused at the cap ${result.lost.refused}, never loaded ${result.lost.neverLoaded}; seeding took ${result.seedSeconds.toFixed(1)} s`,
+  ].join('\n');
+}

@@ -78,42 +78,81 @@ async function scrape(url: string): Promise<Metrics> {
 }
 
 /**
- * Heap in use after a full collection, asked of the node through its inspector (Chrome
- * DevTools Protocol over WebSocket: HeapProfiler.collectGarbage, Runtime.getHeapUsage).
- * Node 20 has WebSocket behind --experimental-websocket, which `npm run bench` passes.
+ * A session with the node's inspector (Chrome DevTools Protocol over WebSocket). The
+ * inspector starts on SIGUSR1 (on --inspect-port), so the phases before the first session
+ * run without it; once started it stays, idle when no session is attached. Node 20 has
+ * WebSocket behind --experimental-websocket, which `npm run bench` passes.
  */
-async function heapAfterGc(node: Child, inspectorPort: number): Promise<number> {
-  // The inspector starts on SIGUSR1 (on --inspect-port), so no phase before the first heap
-  // measurement runs with it; once started it stays, idle, with no session attached.
-  node.process.kill('SIGUSR1');
-  let targets: { webSocketDebuggerUrl: string }[] | undefined;
-  for (let attempt = 0; targets === undefined && attempt < 50; attempt++) {
-    targets = await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)
-      .then((response) => response.json() as Promise<{ webSocketDebuggerUrl: string }[]>)
-      .catch(() => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 100)));
+class Inspector {
+  private id = 0;
+  private readonly waiting = new Map<number, (result: Record<string, unknown>) => void>();
+
+  private constructor(private readonly socket: WebSocket) {
+    socket.onmessage = (event) => {
+      const message = JSON.parse(String(event.data)) as { id?: number; result?: Record<string, unknown> };
+      if (message.id !== undefined) this.waiting.get(message.id)?.(message.result ?? {});
+    };
   }
-  if (targets === undefined) throw new Error('the node’s inspector did not start');
-  const socket = new WebSocket(targets[0]!.webSocketDebuggerUrl);
-  await new Promise((resolve, reject) => {
-    socket.onopen = resolve;
-    socket.onerror = reject;
-  });
-  let id = 0;
-  const call = (method: string) =>
-    new Promise<Record<string, number>>((resolve) => {
-      const mine = ++id;
-      socket.onmessage = (event) => {
-        const message = JSON.parse(String(event.data)) as { id?: number; result?: Record<string, number> };
-        if (message.id === mine) resolve(message.result ?? {});
-      };
-      socket.send(JSON.stringify({ id: mine, method }));
+
+  static async open(node: Child, port: number): Promise<Inspector> {
+    node.process.kill('SIGUSR1');
+    let targets: { webSocketDebuggerUrl: string }[] | undefined;
+    for (let attempt = 0; targets === undefined && attempt < 50; attempt++) {
+      targets = await fetch(`http://127.0.0.1:${port}/json/list`)
+        .then((response) => response.json() as Promise<{ webSocketDebuggerUrl: string }[]>)
+        .catch(() => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 100)));
+    }
+    if (targets === undefined) throw new Error('the node’s inspector did not start');
+    const socket = new WebSocket(targets[0]!.webSocketDebuggerUrl);
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = reject;
     });
+    return new Inspector(socket);
+  }
+
+  call(method: string, params: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+    const id = ++this.id;
+    return new Promise((resolve) => {
+      this.waiting.set(id, (result) => {
+        this.waiting.delete(id);
+        resolve(result);
+      });
+      this.socket.send(JSON.stringify({ id, method, params }));
+    });
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** Heap in use after two full collections. */
+async function heapAfterGc(node: Child, port: number): Promise<number> {
+  const inspector = await Inspector.open(node, port);
   try {
-    await call('HeapProfiler.collectGarbage');
-    await call('HeapProfiler.collectGarbage');
-    return (await call('Runtime.getHeapUsage')).usedSize!;
+    await inspector.call('HeapProfiler.collectGarbage');
+    await inspector.call('HeapProfiler.collectGarbage');
+    return (await inspector.call('Runtime.getHeapUsage')).usedSize as number;
   } finally {
-    socket.close();
+    inspector.close();
+  }
+}
+
+/** Runs `work`; with BENCH_PROFILE set, under the node's CPU profiler, saved as `<dir>/scale-<name>.cpuprofile`. */
+async function profiled<T>(node: Child, port: number, name: string, work: () => Promise<T>): Promise<T> {
+  const dir = process.env.BENCH_PROFILE;
+  if (dir === undefined || dir === '') return work();
+  const inspector = await Inspector.open(node, port);
+  try {
+    await inspector.call('Profiler.enable');
+    await inspector.call('Profiler.start');
+    const result = await work();
+    const { profile } = await inspector.call('Profiler.stop');
+    writeFileSync(join(dir, `scale-${name}.cpuprofile`), JSON.stringify(profile));
+    return result;
+  } finally {
+    inspector.close();
   }
 }
 
@@ -276,8 +315,7 @@ export async function runScale(): Promise<ScaleResult> {
     writeFileSync(smallScript, wrkScript(smallKeys));
     writeFileSync(allScript, wrkScript(allKeys));
 
-    const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-    node = startNode('tally', [...profile, `--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
+    node = startNode('tally', [`--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
       'ignore',
       'pipe',
       'ignore',
@@ -299,12 +337,14 @@ export async function runScale(): Promise<ScaleResult> {
     // Every scrape resets the event-loop histogram: the pass's worst is the worst of its scrapes.
     let lagMaxMs = 0;
     let lagP99Ms = 0;
-    const cold = await runWrk(wrk, base, allScript, Math.ceil(USERS / 1000) + 30, async () => {
-      const now = await scrape(base);
-      lagMaxMs = Math.max(lagMaxMs, now.lagMaxMs);
-      lagP99Ms = Math.max(lagP99Ms, now.lagP99Ms);
-      return now.active >= USERS;
-    });
+    const cold = await profiled(node, inspectorPort, 'cold', () =>
+      runWrk(wrk, base, allScript, Math.ceil(USERS / 1000) + 30, async () => {
+        const now = await scrape(base);
+        lagMaxMs = Math.max(lagMaxMs, now.lagMaxMs);
+        lagP99Ms = Math.max(lagP99Ms, now.lagP99Ms);
+        return now.active >= USERS;
+      }),
+    );
     const coldSeconds = (performance.now() - coldStarted) / 1000;
     const afterCold = await scrape(base);
     const coldPhase = phase(`${USERS} users, cold pass`, cold, before, afterCold);
@@ -316,7 +356,7 @@ export async function runScale(): Promise<ScaleResult> {
     console.error(`[scale] warm: ${USERS} users, ${WARM_SECONDS} s`);
     await runWrk(wrk, base, allScript, WARM_UP_SECONDS);
     before = await scrape(base);
-    const warm = await runWrk(wrk, base, allScript, WARM_SECONDS);
+    const warm = await profiled(node, inspectorPort, 'warm', () => runWrk(wrk, base, allScript, WARM_SECONDS));
     const afterWarm = await scrape(base);
     phases.push(phase(`${USERS} users, warm`, warm, before, afterWarm));
 

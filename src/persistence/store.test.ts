@@ -292,6 +292,43 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect((await store.loadUser(`u${unique()}`, 502)).fenceEpoch).toBe(next);
     });
 
+    it('loads the users asked for in one turn with one statement, each caller its own, with its shard’s epoch', async () => {
+      const users = await Promise.all(Array.from({ length: 1200 }, () => store.insertUser(newUser())));
+      await store.insertSession(newSession(users[7]!.id));
+      await store.insertApiKey(newKey(users[9]!.id));
+      const [epochA] = (await store.claimShards([504], 'node-batch')).values();
+      const [epochB] = (await store.claimShards([505], 'node-batch')).values();
+      const missing = `u${unique()}`;
+      const statements = store.batches.user;
+      const loads = await Promise.all([
+        ...users.map((user, i) => store.loadUser(user.id, i % 2 === 0 ? 504 : 505)),
+        store.loadUser(missing, 505),
+        store.loadUser(users[3]!.id, 504), // the same user twice in one batch
+      ]);
+      expect(store.batches.user - statements).toBe(3); // 1,202 loads, 500 per statement
+      users.forEach((user, i) => {
+        expect(loads[i]!.found?.user.id, `load ${i}`).toBe(user.id);
+        expect(loads[i]!.fenceEpoch, `load ${i}`).toBe(i % 2 === 0 ? epochA : epochB);
+      });
+      expect(loads[7]!.found!.sessions).toHaveLength(1);
+      expect(loads[9]!.found!.keys).toHaveLength(1);
+      expect(loads[8]!.found!.sessions).toEqual([]);
+      expect(loads[1200]).toEqual({ found: null, fenceEpoch: epochB });
+      expect(loads[1201]!.found?.user.id).toBe(users[3]!.id);
+      // Loads in different turns go separately.
+      await store.loadUser(users[0]!.id, 504);
+      await store.loadUser(users[1]!.id, 505);
+      expect(store.batches.user - statements).toBe(5);
+    });
+
+    it('fails every load of a batch alike when the statement fails', async () => {
+      const broken = new Store(db.database.sql);
+      // A shard outside int range makes the statement itself fail.
+      const loads = [broken.loadUser(`u${unique()}`, 1), broken.loadUser(`u${unique()}`, 2 ** 40)];
+      const results = await Promise.allSettled(loads);
+      expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
+    });
+
     it('deletes rows past their expiry, and only those', async () => {
       const [epoch] = (await store.claimShards([503], 'node-state')).values();
       const now = Date.now();

@@ -23,6 +23,15 @@ describe.each(DATABASE_KINDS)('%s', (kind) => {
   });
   afterAll(() => db?.cleanup());
 
+  it('takes an array parameter in the first query of a fresh pool', async () => {
+    const fresh = await openTestDatabase(kind, { migrate: false });
+    try {
+      expect(await fresh.database.sql`select ${fresh.database.sql.array([1, 2, 3])}::int[] as a`).toEqual([{ a: [1, 2, 3] }]);
+    } finally {
+      await fresh.cleanup();
+    }
+  });
+
   it('reports its kind', () => {
     expect(db.database.kind).toBe(kind);
   });

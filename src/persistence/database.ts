@@ -56,11 +56,27 @@ export function reconnectDelay(retries: number): number {
   return Math.min(0.05 * 2 ** retries, 1) * (0.5 + Math.random() / 2);
 }
 
+/**
+ * postgres.js picks a parameter's serializer when a query is built, and learns the array
+ * types from the server on its first connection: until then `sql.array(…)` is sent as
+ * `1,2,3` and refused ("malformed array literal"). One query at open fetches them before any
+ * caller builds one. A database that cannot be reached fails the open.
+ */
+async function fetchTypes(sql: Sql): Promise<void> {
+  try {
+    await sql`select 1`;
+  } catch (error) {
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+    throw error;
+  }
+}
+
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const { log } = options;
   if (options.url !== undefined) {
     // A database that does not answer a connection within 5 s counts as unreachable (the default is 30 s).
     const sql = postgres(options.url, { ...driverOptions(log), max: options.max ?? 10, idle_timeout: 60, connect_timeout: 5, backoff: reconnectDelay });
+    await fetchTypes(sql);
     return { sql, kind: 'postgres', close: () => sql.end({ timeout: 5 }) };
   }
   const embedded = await startEmbedded(options.dataDir, log);
@@ -78,6 +94,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     idle_timeout: 0,
     max_lifetime: 0,
     connect_timeout: 10,
+  });
+  await fetchTypes(sql).catch(async (error: unknown) => {
+    await embedded.close();
+    throw error;
   });
   return {
     sql,

@@ -14,7 +14,7 @@
  * - A row is refused by the fence (its shard's epoch moved on): another node owns the shard,
  *   and the runtime gives the whole shard up (runtime.ts).
  *
- * Batches are cut to at most `maxRows` rows and `maxBytes` bytes of JSON, so that no user's
+ * Batches are cut to at most `maxRows` rows and `maxBytes` bytes of state, so that no user's
  * state can push a statement past what Postgres accepts in one parameter.
  */
 import type { Logger } from 'pino';
@@ -40,7 +40,7 @@ export interface FlushMetrics {
 export interface WriteBehindOptions {
   /** Rows per statement. */
   maxRows: number;
-  /** Bytes of JSON per statement (a row longer than this goes alone). */
+  /** Bytes of state per statement (a row longer than this goes alone). */
   maxBytes: number;
   /** First retry of a quarantined row after this long, then twice as long each time… */
   retryBaseMs: number;
@@ -71,7 +71,7 @@ interface Pending {
   /** Index into the collection's rows. */
   index: number;
   row: EncodedStateRow;
-  /** The row's JSON in UTF-8 bytes, for cutting batches. */
+  /** About what the row weighs in the statement (its state's UTF-8 bytes and some), for cutting batches. */
   bytes: number;
 }
 
@@ -146,10 +146,10 @@ export class WriteBehind {
       }
       try {
         const encoded = encodeStateRow(row);
-        pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.json) });
+        pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.state) + encoded.entityKey.length + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
-        this.hold({ entityKey: row.entityKey, shard: row.shard, json: '' }, error, now);
+        this.hold({ entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, state: '', expiresAt: null }, error, now);
         tally.retry.add(index);
         tally.result.quarantined++;
       }

@@ -20,7 +20,7 @@
  * Prints a table and a `SCALE_RESULT {…}` line (what run.ts collects).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -30,8 +30,8 @@ import { deriveKeys } from '../src/node/secrets.js';
 import { issueApiKey, newUserId } from '../src/shards/index.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
 import { formatScale, type Phase, type ScaleResult } from './scaleReport.js';
-import { BENCH_TIER, CONSUME_BODY, CONSUME_PATH } from './workload.js';
-import { findOrInstallWrk } from './wrk.js';
+import { BENCH_TIER, CONSUME_PATH } from './workload.js';
+import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from './wrk.js';
 
 const USERS = Number(process.env.BENCH_SCALE_USERS ?? 300_000);
 const SMALL = 200;
@@ -156,48 +156,8 @@ async function profiled<T>(node: Child, port: number, name: string, work: () => 
   }
 }
 
-/** A wrk script that reads its Authorization headers from a file (too many for a Lua literal). */
-function wrkScript(keysFile: string): string {
-  return `
-local requests = {}
-local next_request = 0
-ok, other = 0, 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-  for line in io.lines("${keysFile}") do
-    requests[#requests + 1] = wrk.format("POST", "${CONSUME_PATH}", { ["Authorization"] = line, ["Content-Type"] = "application/json" }, '${CONSUME_BODY}')
-  end
-end
-function request()
-  next_request = next_request % #requests + 1
-  return requests[next_request]
-end
-function response(status, headers, body)
-  if status >= 200 and status < 300 then ok = ok + 1 else other = other + 1 end
-end
-function done(summary, latency, requests)
-  local n2xx, nother = 0, 0
-  for _, thread in ipairs(threads) do n2xx = n2xx + thread:get("ok"); nother = nother + thread:get("other") end
-  local e = summary.errors
-  io.write(string.format('WRK {"requests":%d,"duration_us":%d,"p50_us":%.1f,"p99_us":%.1f,"ok":%d,"other":%d,"socket_errors":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n2xx, nother, e.connect + e.read + e.write + e.timeout))
-end
-`;
-}
-
-interface WrkOutcome {
-  requests: number;
-  duration_us: number;
-  p50_us: number;
-  p99_us: number;
-  ok: number;
-  other: number;
-  socket_errors: number;
-}
-
 /** Runs wrk for `seconds`, or until `until` says stop (checked every 500 ms; wrk stops on SIGINT and reports). */
-async function runWrk(wrk: string, url: string, script: string, seconds: number, until?: () => Promise<boolean>): Promise<WrkOutcome> {
+async function runWrk(wrk: string, url: string, script: string, seconds: number, until?: () => Promise<boolean>): Promise<WrkSummary> {
   const child = startProcess('wrk', wrk, ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, `${url}${CONSUME_PATH}`]);
   let output = '';
   child.process.stdout!.on('data', (chunk: Buffer) => {
@@ -216,12 +176,10 @@ async function runWrk(wrk: string, url: string, script: string, seconds: number,
   await child.exited;
   watching = false;
   await watcher;
-  const line = /^WRK (.*)$/m.exec(output);
-  if (line === null) throw new Error(`wrk printed no result: ${output}`);
-  return JSON.parse(line[1]!) as WrkOutcome;
+  return readSummary(output);
 }
 
-function phase(name: string, outcome: WrkOutcome, before: Metrics, after: Metrics): Phase {
+function phase(name: string, outcome: WrkSummary, before: Metrics, after: Metrics): Phase {
   const flushes = after.flushes - before.flushes;
   return {
     name,
@@ -229,7 +187,7 @@ function phase(name: string, outcome: WrkOutcome, before: Metrics, after: Metric
     p50Ms: outcome.p50_us / 1000,
     p99Ms: outcome.p99_us / 1000,
     requests: outcome.requests,
-    non2xx: outcome.other,
+    non2xx: outcome.status_429 + outcome.status_other,
     socketErrors: outcome.socket_errors,
     lagMaxMs: after.lagMaxMs,
     lagP99Ms: after.lagP99Ms,
@@ -244,7 +202,7 @@ function copyLine(values: (string | null)[]): string {
   return `${values.map((value) => (value === null ? '\\N' : value)).join('\t')}\n`;
 }
 
-async function seed(sql: postgres.Sql, keySecret: string, users: number, keysFile: string): Promise<void> {
+async function seed(sql: postgres.Sql, keySecret: string, users: number): Promise<string[]> {
   const macKey = deriveKeys(keySecret).apiKeyMac;
   await sql`insert into tiers (name, limits, fail_open) values ('bench', ${sql.json(BENCH_TIER.limits as never)}, false)`;
   const ids: string[] = Array.from({ length: users }, () => newUserId());
@@ -268,8 +226,8 @@ async function seed(sql: postgres.Sql, keySecret: string, users: number, keysFil
     ),
     await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at) from stdin`.writable(),
   );
-  writeFileSync(keysFile, keys.map((key) => `Bearer ${key.key}\n`).join(''));
   await sql`analyze`;
+  return keys.map((key) => `Bearer ${key.key}`);
 }
 
 export async function runScale(): Promise<ScaleResult> {
@@ -304,16 +262,17 @@ export async function runScale(): Promise<ScaleResult> {
     const migrating = startNode('tally migrate', [TALLY_MAIN, 'migrate'], env, ['ignore', 'ignore', 'inherit']);
     if ((await migrating.exited) !== 0) throw new Error('tally migrate failed');
     const seedStarted = performance.now();
-    const allKeys = join(dir, 'keys.txt');
     console.error(`[scale] seeding ${USERS} users with keys (COPY)`);
-    await seed(sql, keySecret, USERS, allKeys);
+    const authorizations = await seed(sql, keySecret, USERS);
     const seedSeconds = (performance.now() - seedStarted) / 1000;
+    const allKeys = join(dir, 'keys.txt');
     const smallKeys = join(dir, 'small.txt');
-    writeFileSync(smallKeys, readFileSync(allKeys, 'utf8').split('\n').slice(0, SMALL).join('\n').concat('\n'));
+    writeKeysFile(allKeys, authorizations);
+    writeKeysFile(smallKeys, authorizations.slice(0, SMALL));
     const smallScript = join(dir, 'small.lua');
     const allScript = join(dir, 'all.lua');
-    writeFileSync(smallScript, wrkScript(smallKeys));
-    writeFileSync(allScript, wrkScript(allKeys));
+    writeFileSync(smallScript, consumeScript(CONSUME_PATH, smallKeys));
+    writeFileSync(allScript, consumeScript(CONSUME_PATH, allKeys));
 
     node = startNode('tally', [`--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
       'ignore',

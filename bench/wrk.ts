@@ -46,13 +46,15 @@ function luaString(value: string): string {
   return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-function script(path: string, authorizations: readonly string[]): string {
+/**
+ * The consume script: reads one `Authorization` value per line of `keysFile` (a file, since
+ * a Lua literal of 300,000 keys is more than wrk's LuaJIT accepts), serialises one request
+ * per key in `init`, hands them out in turn, and prints a `BENCH_RESULT {…}` line at the end.
+ */
+export function consumeScript(path: string, keysFile: string, body = CONSUME_BODY): string {
   return `
 local path = ${luaString(path)}
-local body = ${luaString(CONSUME_BODY)}
-local authorizations = {
-  ${authorizations.map(luaString).join(',\n  ')}
-}
+local body = ${luaString(body)}
 local requests = {}
 local next_request = 0
 -- Globals, so that done() can read each thread's counts with thread:get().
@@ -64,8 +66,8 @@ function setup(thread)
 end
 
 function init(args)
-  for i, authorization in ipairs(authorizations) do
-    requests[i] = wrk.format("POST", path, { ["Authorization"] = authorization, ["Content-Type"] = "application/json" }, body)
+  for authorization in io.lines(${luaString(keysFile)}) do
+    requests[#requests + 1] = wrk.format("POST", path, { ["Authorization"] = authorization, ["Content-Type"] = "application/json" }, body)
   end
 end
 
@@ -95,7 +97,19 @@ end
 `;
 }
 
-interface WrkSummary {
+/** Writes one Authorization value per line, as `consumeScript` reads them. */
+export function writeKeysFile(file: string, authorizations: readonly string[]): void {
+  writeFileSync(file, `${authorizations.join('\n')}\n`);
+}
+
+/** The summary `consumeScript` prints, from wrk's output. */
+export function readSummary(output: string): WrkSummary {
+  const line = /^BENCH_RESULT (.*)$/m.exec(output);
+  if (line === null) throw new Error(`wrk printed no result: ${output}`);
+  return JSON.parse(line[1]!) as WrkSummary;
+}
+
+export interface WrkSummary {
   requests: number;
   duration_us: number;
   p50_us: number;
@@ -111,16 +125,16 @@ export async function runWrk(wrk: string, options: LoadOptions): Promise<LoadRes
   const dir = mkdtempSync(join(tmpdir(), 'tally-bench-wrk-'));
   const scriptPath = join(dir, 'consume.lua');
   try {
-    writeFileSync(scriptPath, script(url.pathname, options.authorizations));
+    const keysPath = join(dir, 'keys.txt');
+    writeKeysFile(keysPath, options.authorizations);
+    writeFileSync(scriptPath, consumeScript(url.pathname, keysPath));
     const args = ['-t1', `-c${options.connections}`, `-d${options.durationSeconds}s`, '-s', scriptPath, options.url];
     const child = startProcess('wrk', wrk, args);
     let output = '';
     child.process.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const code = await child.exited;
     if (code !== 0) throw new Error(`wrk exited with ${code}: ${output}`);
-    const line = /^BENCH_RESULT (.*)$/m.exec(output);
-    if (line === null) throw new Error(`wrk printed no result: ${output}`);
-    const s = JSON.parse(line[1]!) as WrkSummary;
+    const s = readSummary(output);
     const seconds = s.duration_us / 1e6;
     return {
       generator: 'wrk',

@@ -64,6 +64,28 @@ afterAll(async () => {
   for (const cleanup of cleanups) await cleanup();
 });
 
+interface Started {
+  child: ChildProcess;
+  /** Everything it wrote so far, stdout and stderr together. */
+  output(): string;
+  /** Its exit code, or the signal that ended it. */
+  exited: Promise<number | string>;
+}
+
+/** Starts `program` in a process group of its own, which afterAll kills whatever became of the test. */
+function startGroup(program: string, args: string[], env: Record<string, string>, cwd?: string): Started {
+  const child = spawn(program, args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  groups.push(child.pid!);
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString();
+  };
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  return { child, output: () => output, exited };
+}
+
 function refusesConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
@@ -265,20 +287,18 @@ describe('logs', () => {
     const port = await freePort();
     const dataDir = await makeTempDir();
     // `script` runs the node on a pseudo-terminal, as an operator's shell would.
-    const child = spawn('script', ['-qfec', `${process.execPath} ${MAIN} start`, '/dev/null'], {
-      env: { PATH: process.env.PATH ?? '', TERM: 'dumb', TALLY_DATA_DIR: dataDir, TALLY_HTTP_HOST: '127.0.0.1', TALLY_HTTP_PORT: String(port) },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
+    const { child, output, exited } = startGroup('script', ['-qfec', `${process.execPath} ${MAIN} start`, '/dev/null'], {
+      TERM: 'dumb',
+      TALLY_DATA_DIR: dataDir,
+      TALLY_HTTP_HOST: '127.0.0.1',
+      TALLY_HTTP_PORT: String(port),
     });
-    groups.push(child.pid!);
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    await waitFor(async () => output.includes('tally is serving'), 30_000);
+    await waitFor(async () => output().includes('tally is serving'), 30_000);
     process.kill(-child.pid!, 'SIGTERM');
-    await new Promise((resolve) => child.once('exit', resolve));
-    const serving = output.split(/\r?\n/).find((line) => line.includes('tally is serving'))!;
+    await exited;
+    const serving = output()
+      .split(/\r?\n/)
+      .find((line) => line.includes('tally is serving'))!;
     // biome-ignore lint/suspicious/noControlCharactersInRegex: colours are ANSI escapes
     const plain = serving.replace(/\u001b\[[0-9;]*m/g, '');
     expect(plain).toMatch(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\] INFO: tally is serving .*"url":"http://127\\.0\\.0\\.1:${port}"`));
@@ -289,29 +309,22 @@ describe('logs', () => {
 describe('a signal while starting', () => {
   it('ends the start, closes the embedded database and exits 0', { timeout: 60_000 }, async () => {
     const dataDir = await makeTempDir();
-    const child = spawn(process.execPath, [MAIN, 'start'], {
-      env: { PATH: process.env.PATH ?? '', TALLY_DATA_DIR: dataDir, TALLY_HTTP_HOST: '127.0.0.1', TALLY_HTTP_PORT: '0', TALLY_LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
+    const started = startGroup(process.execPath, [MAIN, 'start'], {
+      TALLY_DATA_DIR: dataDir,
+      TALLY_HTTP_HOST: '127.0.0.1',
+      TALLY_HTTP_PORT: '0',
+      TALLY_LOG_LEVEL: 'info',
     });
-    groups.push(child.pid!);
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+    const { child, exited } = started;
     // Signals are handled from the `starting` line on; the embedded database takes a second or more to open.
-    await waitFor(async () => output.includes('"msg":"starting"'), 20_000);
+    await waitFor(async () => started.output().includes('"msg":"starting"'), 20_000);
     child.kill('SIGTERM');
-    expect(await exited, output).toBe(0);
-    expect(output).not.toContain('tally is serving');
+    expect(await exited, started.output()).toBe(0);
+    expect(started.output()).not.toContain('tally is serving');
     // It waited for the database it was opening, closed it, and only then stopped.
-    const opened = output.indexOf('"msg":"embedded PGlite database"');
-    expect(opened, output).toBeGreaterThan(0);
-    expect(output.indexOf('"msg":"stopped"'), output).toBeGreaterThan(opened);
+    const opened = started.output().indexOf('"msg":"embedded PGlite database"');
+    expect(opened, started.output()).toBeGreaterThan(0);
+    expect(started.output().indexOf('"msg":"stopped"'), started.output()).toBeGreaterThan(opened);
     // The database was closed, not abandoned: the next process opens it and finds it whole.
     const again = await tally(['migrate'], { TALLY_DATA_DIR: dataDir, TALLY_LOG_LEVEL: 'info' });
     expect(again.code, again.stderr).toBe(0);
@@ -322,29 +335,20 @@ describe('npm start', () => {
   // npm start builds first (tsc), then starts the node: more than the default 30 s on a busy machine.
   it('passes SIGTERM to the node, which shuts down, exits 0 and leaves nothing listening', { timeout: 120_000 }, async () => {
     const port = await freePort();
-    const npm = spawn('npm', ['start'], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
-        TALLY_DATA_DIR: await makeTempDir(),
-        TALLY_HTTP_HOST: '127.0.0.1',
-        TALLY_HTTP_PORT: String(port),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true, // its own process group, so that afterAll can stop whatever it started
-    });
-    groups.push(npm.pid!);
-    const logs: string[] = [];
-    npm.stdout!.on('data', (chunk: Buffer) => logs.push(chunk.toString()));
-    npm.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString()));
-    const exited = new Promise<number | string>((resolve) => npm.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+    // Its own process group, so that afterAll can stop whatever it started.
+    const started = startGroup(
+      'npm',
+      ['start'],
+      { HOME: process.env.HOME ?? '/tmp', TALLY_DATA_DIR: await makeTempDir(), TALLY_HTTP_HOST: '127.0.0.1', TALLY_HTTP_PORT: String(port) },
+      ROOT,
+    );
+    const { child: npm, exited } = started;
     const api = apiClient(`http://127.0.0.1:${port}`);
     await waitFor(async () => (await api('GET', '/health/ready').catch(() => ({ status: 0 }))).status === 200, 60_000);
 
     npm.kill('SIGTERM'); // the npm process only, as `docker stop` or systemd would signal it
     expect(await exited).toBe(0);
-    const text = logs.join('');
+    const text = started.output();
     expect(text).toContain('"signal":"SIGTERM"');
     expect(text).toContain('"msg":"stopped"');
     expect(await refusesConnections(port)).toBe(true);

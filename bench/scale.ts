@@ -23,11 +23,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import postgres from 'postgres';
-import { deriveKeys } from '../src/node/secrets.js';
-import { issueApiKey, newUserId } from '../src/shards/index.js';
+import { seedUsers } from '../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
 import { formatScale, type Phase, type ScaleResult } from './scaleReport.js';
 import { BENCH_TIER, CONSUME_PATH } from './workload.js';
@@ -53,6 +50,7 @@ interface Metrics {
   evicted: number;
   passivated: number;
   refused: number;
+  minorGcSeconds: number;
 }
 
 function sample(text: string, name: string, labels = ''): number {
@@ -74,6 +72,7 @@ async function scrape(url: string): Promise<Metrics> {
     evicted: sample(text, 'tally_actors_evicted_total'),
     passivated: sample(text, 'tally_actors_passivated_total'),
     refused: sample(text, 'tally_actors_refused_total'),
+    minorGcSeconds: sample(text, 'nodejs_gc_duration_seconds_sum', '{kind="minor"}'),
   };
 }
 
@@ -194,40 +193,8 @@ function phase(name: string, outcome: WrkSummary, before: Metrics, after: Metric
     flushes,
     flushMeanMs: flushes === 0 ? 0 : ((after.flushSeconds - before.flushSeconds) / flushes) * 1000,
     rowsPerFlush: flushes === 0 ? 0 : (after.flushedRows - before.flushedRows) / flushes,
+    minorGcUsPerRequest: outcome.requests === 0 ? 0 : ((after.minorGcSeconds - before.minorGcSeconds) * 1e6) / outcome.requests,
   };
-}
-
-/** COPY text format: the values here never hold a tab, a newline or a backslash. */
-function copyLine(values: (string | null)[]): string {
-  return `${values.map((value) => (value === null ? '\\N' : value)).join('\t')}\n`;
-}
-
-async function seed(sql: postgres.Sql, keySecret: string, users: number): Promise<string[]> {
-  const macKey = deriveKeys(keySecret).apiKeyMac;
-  await sql`insert into tiers (name, limits, fail_open) values ('bench', ${sql.json(BENCH_TIER.limits as never)}, false)`;
-  const ids: string[] = Array.from({ length: users }, () => newUserId());
-  const keys = ids.map((id) => issueApiKey(id, macKey));
-  // A fixed, valid scrypt string: nobody logs in during the run.
-  const passwordHash = `scrypt$16384$8$1$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`;
-  const created = new Date().toISOString();
-  await pipeline(
-    Readable.from(
-      (function* () {
-        for (let i = 0; i < users; i++) yield copyLine([ids[i]!, `scale-${i}@example.com`, `User ${i}`, 'bench', passwordHash, created]);
-      })(),
-    ),
-    await sql`copy users (id, email, name, tier, password_hash, created_at) from stdin`.writable(),
-  );
-  await pipeline(
-    Readable.from(
-      (function* () {
-        for (const key of keys) yield copyLine([key.keyId, key.userId, key.prefix, key.hash, 'bench', '{quota}', created]);
-      })(),
-    ),
-    await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at) from stdin`.writable(),
-  );
-  await sql`analyze`;
-  return keys.map((key) => `Bearer ${key.key}`);
 }
 
 export async function runScale(): Promise<ScaleResult> {
@@ -263,7 +230,8 @@ export async function runScale(): Promise<ScaleResult> {
     if ((await migrating.exited) !== 0) throw new Error('tally migrate failed');
     const seedStarted = performance.now();
     console.error(`[scale] seeding ${USERS} users with keys (COPY)`);
-    const authorizations = await seed(sql, keySecret, USERS);
+    const seeded = await seedUsers(sql, { keySecret, users: USERS, tier: { name: 'bench', limits: BENCH_TIER.limits } });
+    const authorizations = seeded.keys.map((key) => `Bearer ${key}`);
     const seedSeconds = (performance.now() - seedStarted) / 1000;
     const allKeys = join(dir, 'keys.txt');
     const smallKeys = join(dir, 'small.txt');

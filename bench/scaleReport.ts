@@ -13,6 +13,8 @@ export interface Phase {
   flushes: number;
   flushMeanMs: number;
   rowsPerFlush: number;
+  /** Minor (scavenge) GC time per request, µs: should not grow with the users held. */
+  minorGcUsPerRequest: number;
   /** Cold pass only: users activated per second while the pass ran. */
   activationsPerSecond?: number;
 }
@@ -29,15 +31,13 @@ export interface ScaleResult {
   lost: { evicted: number; passivated: number; refused: number; neverLoaded: number };
 }
 
-/** The value of the sample `name{labels}` in Prometheus text, 0 when absent. */
-
 export function formatScale(result: ScaleResult): string {
   const rows = [
-    '| phase | req/s | p50 ms | p99 ms | non-2xx | socket errors | loop max ms | loop p99 ms | flushes | ms per flush | rows per flush | activations/s |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| phase | req/s | p50 ms | p99 ms | non-2xx | socket errors | loop max ms | loop p99 ms | flushes | ms per flush | rows per flush | minor GC µs/req | activations/s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...result.phases.map(
       (p) =>
-        `| ${p.name} | ${p.rps.toFixed(0)} | ${p.p50Ms.toFixed(2)} | ${p.p99Ms.toFixed(2)} | ${p.non2xx} | ${p.socketErrors} | ${p.lagMaxMs.toFixed(1)} | ${p.lagP99Ms.toFixed(1)} | ${p.flushes} | ${p.flushMeanMs.toFixed(1)} | ${p.rowsPerFlush.toFixed(0)} | ${p.activationsPerSecond?.toFixed(0) ?? ''} |`,
+        `| ${p.name} | ${p.rps.toFixed(0)} | ${p.p50Ms.toFixed(2)} | ${p.p99Ms.toFixed(2)} | ${p.non2xx} | ${p.socketErrors} | ${p.lagMaxMs.toFixed(1)} | ${p.lagP99Ms.toFixed(1)} | ${p.flushes} | ${p.flushMeanMs.toFixed(1)} | ${p.rowsPerFlush.toFixed(0)} | ${p.minorGcUsPerRequest.toFixed(2)} | ${p.activationsPerSecond?.toFixed(0) ?? ''} |`,
     ),
   ];
   const small = result.phases[0]!;

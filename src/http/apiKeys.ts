@@ -10,17 +10,24 @@
 import { apiKeyMacMatches, type Credential, INVALID_API_KEY, type IssuedApiKey, issueApiKey, parseApiKey, UnauthenticatedError } from '../shards/index.js';
 import type { Caller } from './route.js';
 
+/** Keys remembered at most: two generations of half as many each. */
 const RECENT_KEYS_MAX = 16_384;
 
 export class ApiKeys {
   /**
    * Parse, MAC check and SHA-256 of the keys seen most recently: a client sends the same key
    * with every request, and those were the costliest steps of checking it. Only key →
-   * (user, key id, hash) is kept, in memory and bounded (dropped whole when full); whether
-   * the key is live and its hash matches is decided by the owner on every request, in
-   * constant time, so a deleted key is refused at once all the same.
+   * (user, key id, hash) is kept, in memory; whether the key is live and its hash matches is
+   * decided by the owner on every request, in constant time, so a deleted key is refused at
+   * once all the same.
+   *
+   * Bounded as two generations (an approximate LRU with no per-hit bookkeeping): keys go into
+   * `recent`; when it is full it becomes `older` and the previous `older` is dropped. A key
+   * found in `older` moves back into `recent`, so a key in steady use is never forgotten, and
+   * at most RECENT_KEYS_MAX are held, about 360 bytes each with the key, whatever the number of users.
    */
-  private readonly recent = new Map<string, Caller>();
+  private recent = new Map<string, Caller>();
+  private older = new Map<string, Caller>();
 
   /**
    * @param macKey the key secret's MAC key, the same on every node
@@ -39,6 +46,8 @@ export class ApiKeys {
   /** The caller a presented key names; throws the one 401 for every kind of bad key. */
   caller(token: string): Caller {
     let caller = this.recent.get(token);
+    if (caller !== undefined) return caller;
+    caller = this.older.get(token);
     if (caller === undefined) {
       const key = parseApiKey(token);
       if (key === null) throw new UnauthenticatedError(INVALID_API_KEY);
@@ -46,9 +55,21 @@ export class ApiKeys {
       if (!signed && (key.mac !== null || this.unsignedKeys.get(key.keyId) !== key.userId)) throw new UnauthenticatedError(INVALID_API_KEY);
       const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash, signed });
       caller = Object.freeze({ userId: key.userId, credential });
-      if (this.recent.size >= RECENT_KEYS_MAX) this.recent.clear();
-      this.recent.set(token, caller);
     }
+    this.remember(token, caller);
     return caller;
+  }
+
+  /** How many keys are remembered (for tests and the heap figure). */
+  get remembered(): number {
+    return this.recent.size + this.older.size;
+  }
+
+  private remember(token: string, caller: Caller): void {
+    if (this.recent.size >= RECENT_KEYS_MAX / 2) {
+      this.older = this.recent;
+      this.recent = new Map();
+    }
+    this.recent.set(token, caller);
   }
 }

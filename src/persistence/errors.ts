@@ -3,7 +3,7 @@
  * domain's own errors (`EmailTakenError`, `UnknownTierError`), which carry an HTTP mapping.
  */
 
-/** SQLSTATEs raised by the triggers of migrations/001_init.sql. */
+/** SQLSTATEs raised by the fence triggers (migrations 001, 003 and 006). */
 export const SQLSTATE = {
   /** An actor_state write under an epoch that is not its shard's current one. */
   staleEpoch: 'TF001',

@@ -11,7 +11,14 @@ import { createTestDatabase } from '../../test/support/postgres.js';
 import { makeTempDir } from '../../test/support/tmp.js';
 import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from './index.js';
 
-const FILES = ['001_init.sql', '002_default_tiers.sql', '003_fence_refuses_delete.sql', '004_hostile_input.sql', '005_token_budgets_on_tokens.sql'];
+const FILES = [
+  '001_init.sql',
+  '002_default_tiers.sql',
+  '003_fence_refuses_delete.sql',
+  '004_hostile_input.sql',
+  '005_token_budgets_on_tokens.sql',
+  '006_fence_per_statement.sql',
+];
 
 it('finds the repository’s migrations folder', () => {
   const dir = defaultMigrationsDir();
@@ -37,6 +44,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [3, '003_fence_refuses_delete.sql'],
       [4, '004_hostile_input.sql'],
       [5, '005_token_budgets_on_tokens.sql'],
+      [6, '006_fence_per_statement.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });
@@ -68,7 +76,7 @@ describe.each(DATABASE_KINDS)('the token-budget migration on %s', (kind) => {
       { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month' },
     ];
     await sql`update tiers set limits = ${sql.json(edited)} where name = 'pro'`;
-    expect(await migrate(sql)).toEqual({ applied: ['005_token_budgets_on_tokens.sql'] });
+    expect(await migrate(sql)).toEqual({ applied: ['005_token_budgets_on_tokens.sql', '006_fence_per_statement.sql'] });
     const rows = await sql<{ name: string; limits: { name: string; resource?: string; limit: number }[] }[]>`select name, limits from tiers order by name`;
     const tiers = Object.fromEntries(rows.map((row) => [row.name, row.limits]));
     expect(tiers.free).toEqual([

@@ -170,6 +170,71 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     expect(((await stored('box-b-big')) as { pad: string }).pad).toHaveLength(10_000);
   });
 
+  it('collects the queue slice by slice, letting the event loop run between them; what is dirtied after its slice waits for the next flush', async () => {
+    const { flusher: writeBehind } = flusher({ maxRows: 10 });
+    const actors: Box[] = [];
+    for (let i = 0; i < 35; i++) actors.push((await runtime.get(`box-s-${i}`, 0, boxes, 'box')) as Box);
+    for (const [i, actor] of actors.entries()) actor.put({ n: i });
+    const late = (await runtime.get('box-s-late', 0, boxes, 'box')) as Box;
+    const sliceSizes: number[] = [];
+    let ticks = 0;
+    const ticksAtStatement: number[] = [];
+    const tick = () => {
+      ticks++;
+      if (sliceSizes.length < 4) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const write = counting.writeStates.bind(counting);
+    counting.writeStates = (rows) => {
+      sliceSizes.push(rows.length);
+      ticksAtStatement.push(ticks);
+      if (sliceSizes.length === 1) {
+        late.put({ n: 'late' }); // dirtied during the flush: queued behind it
+        actors[0]!.put({ n: 'again' }); // already collected: its new version waits too
+        actors[25]!.put({ n: 'during' }); // not collected yet: its slice takes the new version
+      }
+      return write(rows);
+    };
+
+    expect(await writeBehind.flush()).toMatchObject({ written: 35 });
+    expect(sliceSizes).toEqual([10, 10, 10, 5]);
+    expect(ticksAtStatement[3]! - ticksAtStatement[0]!).toBeGreaterThan(0);
+    expect(await stored('box-s-late')).toBeNull();
+    expect(await stored(actors[0]!.key)).toEqual({ n: 0 });
+    expect(late.dirty && actors[0]!.dirty).toBe(true);
+    expect(await stored(actors[25]!.key)).toEqual({ n: 'during' });
+    expect(actors.slice(1).some((actor) => actor.dirty)).toBe(false);
+
+    expect(await writeBehind.flush()).toMatchObject({ written: 2 });
+    expect(await stored('box-s-late')).toEqual({ n: 'late' });
+    expect(await stored(actors[0]!.key)).toEqual({ n: 'again' });
+  });
+
+  it('stops at the slice the database fails in: the slices before stay written, the rest stays queued', async () => {
+    const { counts, flusher: writeBehind } = flusher({ maxRows: 10 });
+    const actors: Box[] = [];
+    for (let i = 0; i < 30; i++) actors.push((await runtime.get(`box-f-${i}`, 0, boxes, 'box')) as Box);
+    for (const [i, actor] of actors.entries()) actor.put({ n: i });
+    const write = counting.writeStates.bind(counting);
+    counting.writeStates = (rows) => {
+      const answer = write(rows);
+      counting.down = true; // the database goes away after the first statement
+      return answer;
+    };
+    const error = await writeBehind.flush().catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('ECONNREFUSED');
+    expect(counting.statements).toBe(2); // the third slice was never sent
+    expect(counts).toMatchObject({ error: 1, written: 10 });
+    expect(actors.slice(0, 10).some((actor) => actor.dirty)).toBe(false);
+    expect(actors.slice(10).every((actor) => actor.dirty)).toBe(true);
+    expect(runtime.dirtyCount).toBe(20);
+
+    counting.writeStates = write;
+    counting.down = false;
+    expect(await writeBehind.flush()).toMatchObject({ written: 20 });
+    expect(await stored('box-f-29')).toEqual({ n: 29 });
+  });
+
   it('keeps everything for the next flush while the database cannot be reached', async () => {
     const { counts, flusher: writeBehind } = flusher();
     const actors: Box[] = [];

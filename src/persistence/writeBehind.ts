@@ -14,8 +14,9 @@
  * - A row is refused by the fence (its shard's epoch moved on): another node owns the shard,
  *   and the runtime gives the whole shard up (runtime.ts).
  *
- * Batches are cut to at most `maxRows` rows and `maxBytes` bytes of state, so that no user's
- * state can push a statement past what Postgres accepts in one parameter.
+ * A flush goes through the dirty actors in slices of `maxRows`, one statement each (more when
+ * the slice's state is over `maxBytes`, so that no user's state can push a statement past
+ * what Postgres accepts in one parameter), and lets the event loop run between slices.
  */
 import type { Logger } from 'pino';
 import type { ActivityTouches, ActorRuntime } from '../shards/index.js';
@@ -80,12 +81,16 @@ interface Quarantined {
   retryAt: number;
 }
 
-/** What one flush found, filled in as its statements return. */
+/** What one slice of a flush found, filled in as its statements return. */
 interface Tally {
+  /** The whole flush's counts. */
   result: FlushResult;
+  /** Indexes into the slice's rows to try again. */
   retry: Set<number>;
   lostShards: Set<number>;
 }
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class WriteBehind {
   private running: Promise<FlushResult> | null = null;
@@ -126,14 +131,49 @@ export class WriteBehind {
     await this.running?.catch(() => undefined);
   }
 
+  /**
+   * Writes what was queued when the flush began, one slice of at most `maxRows` actors at a
+   * time: a slice is collected, serialised and sent, and the next is collected only once its
+   * statement has returned, so no flush holds the event loop for longer than one slice takes
+   * (a few milliseconds), however many actors are dirty. Actors made dirty meanwhile wait for
+   * the next flush. A failure stops at the slice it happened in: the rest stays queued.
+   */
   private async flushDirtyActors(ignoreBackoff: boolean): Promise<FlushResult> {
     const now = this.options.clock();
     this.forgetGone();
-    const collection = this.runtime.collectDirty(now);
+    const result: FlushResult = { written: 0, fenced: 0, quarantined: 0, deferred: 0, touched: 0 };
+    const lostShards = new Set<number>();
+    const stopTimer = this.metrics.flushSeconds.startTimer();
+    let failure: unknown = null;
+    let slices = 0;
+    try {
+      // At least one slice, for activity touches left over from a failed flush.
+      for (let left = this.runtime.dirtyCount; slices === 0 || left > 0; left -= this.options.maxRows) {
+        if (slices++ > 0) await yieldToEventLoop();
+        const tally: Tally = { result, retry: new Set(), lostShards };
+        failure = await this.flushSlice(Math.min(left, this.options.maxRows), tally, now, ignoreBackoff);
+        if (failure !== null) break;
+      }
+    } finally {
+      stopTimer();
+    }
+    if (lostShards.size > 0) {
+      this.log.warn({ shards: [...lostShards], rows: result.fenced }, 'write-behind rows refused by the epoch fence: another node owns these shards');
+    }
+    this.metrics.flushedRows.inc(result.written);
+    this.metrics.fencedRows.inc(result.fenced);
+    this.metrics.quarantinedRows.inc(result.quarantined);
+    this.metrics.flushes.inc({ result: failure === null ? 'ok' : 'error' });
+    if (failure !== null) throw failure;
+    return result;
+  }
+
+  /** Collects, writes and settles the next `limit` queued actors; returns the database's error, if any. */
+  private async flushSlice(limit: number, tally: Tally, now: number, ignoreBackoff: boolean): Promise<unknown> {
+    const collection = this.runtime.collectDirty(now, limit);
     const { rows, activity } = collection;
     const touched = activity.sessions.length + activity.keys.length;
-    const tally: Tally = { result: { written: 0, fenced: 0, quarantined: 0, deferred: 0, touched: 0 }, retry: new Set(), lostShards: new Set() };
-    if (rows.length === 0 && touched === 0) return tally.result;
+    if (rows.length === 0 && touched === 0) return null;
 
     const pending: Pending[] = [];
     for (let index = 0; index < rows.length; index++) {
@@ -155,7 +195,6 @@ export class WriteBehind {
       }
     }
 
-    const stopTimer = this.metrics.flushSeconds.startTimer();
     let failure: unknown = null;
     for (const batch of this.batches(pending)) {
       if (failure === null) {
@@ -175,7 +214,7 @@ export class WriteBehind {
       } else {
         try {
           await this.touch(activity);
-          tally.result.touched = touched;
+          tally.result.touched += touched;
         } catch (error) {
           if (isRowError(error)) {
             // Last-use times are our own ids and times: a refusal is a bug, not a reason to
@@ -192,20 +231,7 @@ export class WriteBehind {
       }
     }
     collection.finish({ retry: tally.retry, activityFailed });
-    stopTimer();
-
-    if (tally.lostShards.size > 0) {
-      this.log.warn(
-        { shards: [...tally.lostShards], rows: tally.result.fenced },
-        'write-behind rows refused by the epoch fence: another node owns these shards',
-      );
-    }
-    this.metrics.flushedRows.inc(tally.result.written);
-    this.metrics.fencedRows.inc(tally.result.fenced);
-    this.metrics.quarantinedRows.inc(tally.result.quarantined);
-    this.metrics.flushes.inc({ result: failure === null ? 'ok' : 'error' });
-    if (failure !== null) throw failure;
-    return tally.result;
+    return failure;
   }
 
   /**

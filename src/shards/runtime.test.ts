@@ -139,6 +139,35 @@ describe('ActorRuntime', () => {
     expect(rt.collectDirty(1).rows).toEqual([]);
   });
 
+  it('looks at a bounded number of actors per sweep, and lets the rest go at the next ones', async () => {
+    const rt = runtime({ idleMs: 100 });
+    for (let i = 0; i < 50; i++) await rt.get(`idle-${i}`, 0, counters, 'user');
+    expect(rt.sweep(5000, 20)).toBe(20);
+    expect(rt.isActive('idle-0') || rt.isActive('idle-19')).toBe(false); // oldest first
+    expect(rt.isActive('idle-20')).toBe(true);
+    expect(rt.sweep(5000, 20)).toBe(20);
+    expect(rt.sweep(5000, 20)).toBe(10);
+    expect(rt.size).toBe(0);
+    expect(rt.stats.passivations).toBe(50);
+  });
+
+  it('takes the dirty queue a slice at a time, in the order actors became dirty', async () => {
+    const rt = runtime({});
+    const actors: Counter[] = [];
+    for (let i = 0; i < 7; i++) actors.push(await rt.get(`slice-${i}`, 0, counters, 'user'));
+    for (const actor of actors) actor.bump();
+    const first = rt.collectDirty(1, 3);
+    expect(first.rows.map((row) => row.entityKey)).toEqual(['slice-0', 'slice-1', 'slice-2']);
+    expect(rt.dirtyCount).toBe(4);
+    first.finish(ALL_WRITTEN);
+    actors[0]!.bump(); // dirty again: behind the rest
+    const second = rt.collectDirty(1, 5);
+    expect(second.rows.map((row) => row.entityKey)).toEqual(['slice-3', 'slice-4', 'slice-5', 'slice-6', 'slice-0']);
+    second.finish(ALL_WRITTEN);
+    expect(rt.dirtyCount).toBe(0);
+    expect(actors.some((actor) => actor.dirty)).toBe(false);
+  });
+
   it('passivates idle clean actors while dirty ones wait, however the flush fares', async () => {
     const rt = runtime({ idleMs: 100 });
     const clean = await rt.get('clean', 0, counters, 'user');

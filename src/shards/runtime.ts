@@ -58,6 +58,8 @@ export interface DirtyCollection {
 
 /** How many of the least recently used actors an activation looks through for one to evict. */
 const EVICTION_SCAN = 32;
+/** How many actors one sweep looks at, at most (about 5 ms of work). */
+const SWEEP_SCAN = 20_000;
 /** How far past `maxActors` activations may go while dirty actors wait for their flush. */
 const OVERSHOOT = 0.1;
 /** The outcome of a flush that wrote everything it collected. */
@@ -75,7 +77,9 @@ export class ActorRuntime {
   private readonly active = new Map<string, Actor>();
   private readonly activating = new Map<string, Promise<Actor | null>>();
   private readonly unknown = new Map<string, number>();
+  /** Actors with something to write, in the order they became dirty; taken from `dirtyHead` on. */
   private dirtyQueue: Actor[] = [];
+  private dirtyHead = 0;
   private unwrittenActivity: ActivityTouches = { sessions: [], keys: [] };
   readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0 };
   /** Called when the fence shows that another node has taken a shard over. */
@@ -239,14 +243,18 @@ export class ActorRuntime {
     this.dirtyQueue.push(actor);
   }
 
+  /** Actors queued for the write-behind flush. */
   get dirtyCount(): number {
-    return this.dirtyQueue.length;
+    return this.dirtyQueue.length - this.dirtyHead;
   }
 
-  /** Everything written behind since the last collection, with the epochs of its shards. */
-  collectDirty(now: number): DirtyCollection {
-    const queue = this.dirtyQueue;
-    this.dirtyQueue = [];
+  /**
+   * What is to be written behind of the first `limit` queued actors (all of them by default),
+   * with the epochs of their shards, and the activity touches not yet written. The flusher
+   * takes the queue in slices of this, so that no collection holds the event loop for long.
+   */
+  collectDirty(now: number, limit = Number.POSITIVE_INFINITY): DirtyCollection {
+    const queue = this.takeQueued(limit);
     const rows: PersistedState[] = [];
     const rowActors: Actor[] = [];
     const versions: number[] = [];
@@ -288,16 +296,42 @@ export class ActorRuntime {
     };
   }
 
+  /** The first `limit` queued actors, taken off the queue. */
+  private takeQueued(limit: number): Actor[] {
+    const queue = this.dirtyQueue;
+    const end = Math.min(queue.length, this.dirtyHead + limit);
+    if (this.dirtyHead === 0 && end === queue.length) {
+      this.dirtyQueue = [];
+      return queue;
+    }
+    const taken = queue.slice(this.dirtyHead, end);
+    if (end === queue.length) {
+      this.dirtyQueue = [];
+      this.dirtyHead = 0;
+    } else if (end * 2 >= queue.length) {
+      // Most of the array is taken: what is left moves down, so the queue does not grow for
+      // as long as actors keep becoming dirty during flushes.
+      this.dirtyQueue = queue.slice(end);
+      this.dirtyHead = 0;
+    } else {
+      this.dirtyHead = end;
+    }
+    return taken;
+  }
+
   /**
    * Passivates actors idle for longer than `idleMs`, then evicts the least recently used
-   * clean actors while the node holds more than `maxActors`. Returns how many were dropped.
+   * clean actors while the node holds more than `maxActors`. Looks at no more than `limit`
+   * actors, oldest first, so that a node where a whole cold pass goes idle at once lets them
+   * go over a few sweeps instead of holding the event loop for all of them. Returns how many
+   * were dropped.
    */
-  sweep(now: number): number {
+  sweep(now: number, limit = SWEEP_SCAN): number {
     let dropped = 0;
     let actor = this.oldest;
     const idleBefore = Math.floor((now - this.options.idleMs) / 1000);
-    while (actor !== null) {
-      const next = actor.newer;
+    for (let scanned = 0; actor !== null && scanned < limit; scanned++) {
+      const next: Actor | null = actor.newer;
       const idle = actor.lastUsedSecond < idleBefore;
       const overCap = this.active.size > this.options.maxActors;
       if (!idle && !overCap) break;

@@ -1,0 +1,36 @@
+/**
+ * The edge's memo of recently seen API keys: bounded whatever the number of keys, and a key
+ * in steady use stays in it while a stream of others passes through.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { newUserId, UnauthenticatedError } from '../shards/index.js';
+import { ApiKeys } from './apiKeys.js';
+
+describe('the API-key memo', () => {
+  const keys = new ApiKeys(randomBytes(32), new Map());
+
+  it('holds at most 16,384 keys however many pass through, and keeps the one in steady use', () => {
+    const steady = keys.issue(newUserId());
+    const first = keys.caller(steady.key);
+    expect(first).toMatchObject({ userId: steady.userId, credential: { kind: 'key', keyId: steady.keyId, signed: true } });
+    for (let i = 0; i < 50_000; i++) {
+      const other = keys.issue(newUserId());
+      expect(keys.caller(other.key).userId).toBe(other.userId);
+      // Remembered: the same answer, not a second parse and MAC check.
+      if (i % 1000 === 0) expect(keys.caller(steady.key)).toBe(first);
+    }
+    expect(keys.remembered).toBeLessThanOrEqual(16_384);
+    expect(keys.remembered).toBeGreaterThanOrEqual(8_192);
+  });
+
+  it('refuses a key whose MAC does not verify, and does not remember it', () => {
+    const issued = keys.issue(newUserId());
+    const otherMac = `${issued.mac!.startsWith('A') ? 'B' : 'A'}${issued.mac!.slice(1)}`;
+    const forged = issued.key.replace(`_${issued.mac}.`, `_${otherMac}.`);
+    expect(forged).not.toBe(issued.key);
+    const before = keys.remembered;
+    expect(() => keys.caller(forged)).toThrow(UnauthenticatedError);
+    expect(keys.remembered).toBe(before);
+  });
+});

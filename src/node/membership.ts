@@ -1,0 +1,287 @@
+/**
+ * Cluster membership in a NATS JetStream KV bucket (`tally_members`): one entry per node,
+ * keyed by its id, renewed every heartbeat by compare-and-set on the entry's revision.
+ *
+ * The server here (nats-server 2.9) has no per-key TTL, so liveness is read, not stored:
+ * every node watches the bucket and notes, on its own monotonic clock, when each entry's
+ * revision last changed. A member whose entry has not changed for a lease is dead to that
+ * observer. No wall clocks are compared across machines. The bucket's `max_age` (ten leases)
+ * removes the entries of nodes that died long ago.
+ *
+ * - **Join.** A node that finds an entry under its own id waits until that entry has not
+ *   changed for a whole lease (the previous incarnation is gone) and then takes it over by
+ *   CAS; while the entry keeps changing, another process is running under this id, and the
+ *   node keeps waiting (and says so). It never serves alongside another holder of its id.
+ * - **Lease.** A node may decide for its shards only while its last successful renewal was
+ *   sent less than half a lease ago (`leaseValid`), so a node frozen for longer than that
+ *   stops deciding before any observer could call it dead.
+ * - **Losing the entry.** A renewal refused because the revision moved (another incarnation
+ *   took the id over, or the entry expired while this node was frozen) ends this membership
+ *   for good: `onLeaseLost` fires and the node must give up everything it owns.
+ */
+import { performance } from 'node:perf_hooks';
+import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+
+export const MEMBERS_BUCKET = 'tally_members';
+
+export type MemberStatus = 'active' | 'draining' | 'leaving';
+
+/** What a node writes into its entry (JSON, so `nats kv get tally_members <id>` reads it). */
+export interface MemberRecord {
+  id: string;
+  /** Random per process: tells a restarted node from the one before it. */
+  incarnation: string;
+  /** Where its HTTP API listens. */
+  address: string;
+  version: string;
+  status: MemberStatus;
+  /** Renewals so far (every write changes the entry, so observers see it move). */
+  beat: number;
+}
+
+/** A member as one observer sees it. */
+export interface Member {
+  record: MemberRecord;
+  revision: number;
+  /** Milliseconds since this observer last saw its entry change. */
+  silentMs: number;
+}
+
+export interface MembershipOptions {
+  nodeId: string;
+  incarnation: string;
+  address: string;
+  version: string;
+  leaseMs: number;
+  heartbeatMs: number;
+  log: Logger;
+  /** Monotonic milliseconds. */
+  clock?: () => number;
+}
+
+interface Seen {
+  record: MemberRecord;
+  revision: number;
+  changedAt: number;
+}
+
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+}
+
+export class Membership {
+  private revision = 0;
+  private beat = 0;
+  private status: MemberStatus = 'active';
+  private lastRenewalSentAt = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | null = null;
+  private renewing: Promise<void> | null = null;
+  private lost = false;
+  private closed = false;
+  private readonly seen = new Map<string, Seen>();
+  private watcher: { stop(): void } | null = null;
+  private readonly clock: () => number;
+  /** Called once, when a renewal shows that this node no longer holds its entry. */
+  onLeaseLost: (reason: string) => void = () => {};
+  /** Called whenever a member's entry appears, changes status or disappears. */
+  onMembersChanged: () => void = () => {};
+
+  private constructor(
+    private readonly kv: KV,
+    private readonly options: MembershipOptions,
+  ) {
+    this.clock = options.clock ?? (() => performance.now());
+  }
+
+  /** Opens (creating it if needed) the members bucket and starts watching it. */
+  static async open(nc: NatsConnection, options: MembershipOptions): Promise<Membership> {
+    const kv = await new Kvm(nc).create(MEMBERS_BUCKET, { history: 1, ttl: options.leaseMs * 10 });
+    const membership = new Membership(kv, options);
+    await membership.watch();
+    return membership;
+  }
+
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
+  /** Whether this node may decide now: its last renewal was sent less than half a lease ago. */
+  get leaseValid(): boolean {
+    return !this.lost && this.clock() - this.lastRenewalSentAt < this.options.leaseMs / 2;
+  }
+
+  /** Every member this node sees whose entry changed within the last lease, itself included. */
+  live(): Member[] {
+    const now = this.clock();
+    const members: Member[] = [];
+    for (const seen of this.seen.values()) {
+      const silentMs = now - seen.changedAt;
+      if (silentMs <= this.options.leaseMs) members.push({ record: seen.record, revision: seen.revision, silentMs });
+    }
+    return members.sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+  }
+
+  /** Every entry in the bucket, live or not, as this node sees it. */
+  all(): Member[] {
+    const now = this.clock();
+    return [...this.seen.values()].map((seen) => ({ record: seen.record, revision: seen.revision, silentMs: now - seen.changedAt }));
+  }
+
+  /**
+   * Takes this node's entry: creates it, or, when a previous incarnation's entry is there,
+   * waits until it has stayed unchanged for a whole lease and takes it over. Then renews it
+   * every heartbeat. `signal` aborts the wait (the node is told to stop while waiting).
+   */
+  async join(signal?: AbortSignal): Promise<void> {
+    const { nodeId, leaseMs, heartbeatMs, log } = this.options;
+    let waitingFor: { revision: number; since: number } | null = null;
+    let said = false;
+    for (;;) {
+      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      const entry = await this.kv.get(nodeId);
+      const sentAt = this.clock();
+      if (entry === null || entry.operation !== 'PUT') {
+        const revision = await this.kv.create(nodeId, this.encode()).catch(() => null);
+        if (revision !== null) return this.started(revision, sentAt);
+      } else if (waitingFor === null || waitingFor.revision !== entry.revision) {
+        // Someone holds the id and renewed it since we last looked: wait a lease from now.
+        waitingFor = { revision: entry.revision, since: this.clock() };
+      } else if (this.clock() - waitingFor.since >= leaseMs) {
+        const revision = await this.kv.update(nodeId, this.encode(), entry.revision).catch(() => null);
+        if (revision !== null) {
+          log.info({ node: nodeId, previous: decode(entry).incarnation }, 'took over the entry of this node id from a previous incarnation');
+          return this.started(revision, sentAt);
+        }
+        waitingFor = null;
+      }
+      if (waitingFor !== null && !said) {
+        said = true;
+        log.warn(
+          { node: nodeId, leaseMs },
+          'another process holds this node id; waiting until its lease has run out (a restart after a crash waits about one lease)',
+        );
+      }
+      await sleep(Math.min(heartbeatMs, 250), signal);
+    }
+  }
+
+  /** Writes a new status (draining, leaving) at the next renewal, and at once. */
+  async setStatus(status: MemberStatus): Promise<void> {
+    this.status = status;
+    await this.renew();
+  }
+
+  /** Removes this node's entry and stops renewing it (a planned leave). */
+  async leave(): Promise<void> {
+    this.stopTimer();
+    await this.renewing?.catch(() => undefined);
+    if (!this.lost && this.revision > 0) await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(() => undefined);
+    this.lost = true;
+  }
+
+  /** Stops renewing and watching; the entry stays until it expires (as after a crash). */
+  close(): void {
+    this.closed = true;
+    this.stopTimer();
+    this.watcher?.stop();
+  }
+
+  private started(revision: number, sentAt: number): void {
+    this.revision = revision;
+    this.lastRenewalSentAt = sentAt;
+    this.timer = setInterval(() => void this.renew(), this.options.heartbeatMs);
+    this.timer.unref?.();
+  }
+
+  /** One renewal, by CAS on the revision this node wrote last. Never two at once. */
+  private renew(): Promise<void> {
+    if (this.renewing !== null || this.lost || this.closed) return this.renewing ?? Promise.resolve();
+    this.renewing = (async () => {
+      const sentAt = this.clock();
+      try {
+        this.beat++;
+        this.revision = await this.kv.update(this.options.nodeId, this.encode(), this.revision);
+        this.lastRenewalSentAt = sentAt;
+      } catch (error) {
+        if (isWrongRevision(error)) {
+          this.lost = true;
+          this.stopTimer();
+          const reason = 'this node no longer holds its member entry (taken over, or expired while the node was not running)';
+          this.options.log.error({ node: this.options.nodeId, err: error }, reason);
+          this.onLeaseLost(reason);
+        } else {
+          // NATS is away or slow: the lease runs down on its own; the next beat tries again.
+          this.options.log.warn({ node: this.options.nodeId, err: error }, 'heartbeat failed');
+        }
+      } finally {
+        this.renewing = null;
+      }
+    })();
+    return this.renewing;
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private encode(): string {
+    const { nodeId, incarnation, address, version } = this.options;
+    const record: MemberRecord = { id: nodeId, incarnation, address, version, status: this.status, beat: this.beat };
+    return JSON.stringify(record);
+  }
+
+  private async watch(): Promise<void> {
+    const updates = await this.kv.watch();
+    this.watcher = updates;
+    void (async () => {
+      for await (const entry of updates) this.observe(entry);
+    })().catch((error: unknown) => {
+      if (!this.closed) this.options.log.error({ err: error }, 'the members watch ended');
+    });
+  }
+
+  private observe(entry: KvEntry): void {
+    if (entry.operation !== 'PUT') {
+      if (this.seen.delete(entry.key)) this.onMembersChanged();
+      return;
+    }
+    let record: MemberRecord;
+    try {
+      record = decode(entry);
+    } catch {
+      return; // not ours to read; ignored
+    }
+    const before = this.seen.get(entry.key);
+    if (before !== undefined && before.revision >= entry.revision) return;
+    this.seen.set(entry.key, { record, revision: entry.revision, changedAt: this.clock() });
+    if (before === undefined || before.record.status !== record.status || before.record.incarnation !== record.incarnation) this.onMembersChanged();
+  }
+}
+
+function decode(entry: KvEntry): MemberRecord {
+  return entry.json<MemberRecord>();
+}
+
+/** JetStream's "wrong last sequence": the entry moved on since the revision this node knew. */
+function isWrongRevision(error: unknown): boolean {
+  const text =
+    error instanceof Error ? `${error.message} ${String((error as { api_error?: { err_code?: number } }).api_error?.err_code ?? '')}` : String(error);
+  return /wrong last sequence|10071/.test(text);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason ?? new Error('aborted'));
+      },
+      { once: true },
+    );
+  });
+}

@@ -1,0 +1,131 @@
+/**
+ * Real nats-server processes with JetStream, for the cluster tests: one server, or a
+ * three-server cluster, each on free ports with its own store directory. Each runs in its own
+ * process group; `stop()` kills the group, and `stopAllNatsServers()` (in `afterAll`) stops
+ * whatever a test left running, pass or fail.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { makeTempDir } from './tmp.js';
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  /** Stops the server (SIGKILL to its process group) and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Starts it again on the same ports and store directory. */
+  restart(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+function binary(): string {
+  return process.env.NATS_SERVER_BIN ?? 'nats-server';
+}
+
+async function launch(args: string[]): Promise<ChildProcess> {
+  const child = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${output}`)), 15_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('Server is ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited (${code}) before it was ready:\n${output}`));
+    });
+  });
+  return child;
+}
+
+async function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+  await exited;
+}
+
+async function server(args: (dir: string) => string[], port: number): Promise<NatsServer> {
+  const dir = await makeTempDir();
+  let child = await launch(args(dir));
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    async stop() {
+      await kill(child);
+    },
+    async restart() {
+      await kill(child);
+      child = await launch(args(dir));
+    },
+  };
+}
+
+/** One server with JetStream. */
+export async function startNatsServer(): Promise<NatsServer> {
+  const port = await freePort();
+  return server((dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], port);
+}
+
+/** Three servers routed into one JetStream cluster (JetStream needs a meta leader: see waitForJetStream). */
+export async function startNatsCluster(): Promise<NatsServer[]> {
+  const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+  const clusterPorts = await Promise.all([0, 1, 2].map(() => freePort()));
+  const routes = clusterPorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
+  return Promise.all(
+    [0, 1, 2].map((i) =>
+      server(
+        (dir) => [
+          '-a',
+          '127.0.0.1',
+          '-p',
+          String(ports[i]),
+          '-js',
+          '-sd',
+          dir,
+          '-n',
+          `tally-test-${i}`,
+          '--cluster_name',
+          'tally-test',
+          '--cluster',
+          `nats://127.0.0.1:${clusterPorts[i]}`,
+          '--routes',
+          routes,
+        ],
+        ports[i]!,
+      ),
+    ),
+  );
+}
+
+export async function stopAllNatsServers(): Promise<void> {
+  await Promise.all([...running].map(kill));
+}

@@ -17,3 +17,13 @@ export function shardOf(entityKey: string): number {
   if (h64 === undefined) throw new Error('initHashing() must complete before shardOf()');
   return Number(h64(entityKey) % BigInt(SHARD_COUNT));
 }
+
+/**
+ * The rendezvous weight of `node` for `shard`: each shard goes to the live node with the
+ * highest weight (subject to a cap), so adding or removing a node moves only the shards it
+ * gains or had.
+ */
+export function placementWeight(nodeId: string, shard: number): bigint {
+  if (h64 === undefined) throw new Error('initHashing() must complete before placementWeight()');
+  return h64(`${nodeId}/${shard}`);
+}

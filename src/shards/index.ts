@@ -5,7 +5,7 @@
  */
 export { type ActivityTouches, Actor, type PersistedState } from './actor.js';
 export * from './errors.js';
-export { initHashing, SHARD_COUNT, shardOf } from './hash.js';
+export { initHashing, placementWeight, SHARD_COUNT, shardOf } from './hash.js';
 export {
   apiKeyMacMatches,
   hashApiKey,

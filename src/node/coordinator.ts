@@ -1,0 +1,184 @@
+/**
+ * The coordinator: the one node that writes the shard map. It holds the `leader` entry of
+ * the `tally_coordinator` bucket, taken and renewed by compare-and-set. Every node runs a
+ * Coordinator, and all but one of them only watch.
+ *
+ * - Taking the lead: a node creates the entry when it is absent. When the entry has not
+ *   changed for a whole lease (as this node sees it, on its monotonic clock), the leader is
+ *   gone, and the node takes the entry over by CAS on the revision it saw.
+ * - Leading: each round renews the entry (CAS) and then, but only while this node's own
+ *   membership lease is valid, plans the map (placement.ts) from the live members and
+ *   writes it: every shard without a live owner is assigned at once; planned moves start a
+ *   few at a time, with at most `maxMoves` in flight; a move whose destination has gone is
+ *   cancelled (the owner keeps the shard).
+ * - Losing the lead: a renewal refused (another node took the entry over while this one was
+ *   frozen or cut off) stops this node writing the map at once.
+ */
+import { type KV, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { Membership } from './membership.js';
+import { planPlacement } from './placement.js';
+import type { ShardMap } from './shardMap.js';
+
+export const COORDINATOR_BUCKET = 'tally_coordinator';
+const LEADER_KEY = 'leader';
+/** Map writes sent at once. */
+const WRITE_CHUNK = 64;
+
+export interface CoordinatorOptions {
+  nodeId: string;
+  incarnation: string;
+  leaseMs: number;
+  /** Planned moves in flight at most. */
+  maxMoves: number;
+  log: Logger;
+  clock?: () => number;
+}
+
+interface LeaderRecord {
+  node: string;
+  incarnation: string;
+  /** Rounds led so far (every renewal changes the entry, so watchers see it move). */
+  round: number;
+}
+
+export interface RoundResult {
+  leader: boolean;
+  assigned: number;
+  movesStarted: number;
+  movesCancelled: number;
+  pending: number;
+}
+
+export class Coordinator {
+  private revision = 0;
+  private renewedAt = Number.NEGATIVE_INFINITY;
+  private round = 0;
+  private seen: { revision: number; since: number } | null = null;
+  private readonly clock: () => number;
+  /** The leader as last read: for the admin view and the CLI. */
+  leader: string | null = null;
+
+  private constructor(
+    private readonly kv: KV,
+    private readonly membership: Membership,
+    private readonly map: ShardMap,
+    private readonly options: CoordinatorOptions,
+  ) {
+    this.clock = options.clock ?? (() => performance.now());
+  }
+
+  static async open(nc: NatsConnection, membership: Membership, map: ShardMap, options: CoordinatorOptions): Promise<Coordinator> {
+    const kv = await new Kvm(nc).create(COORDINATOR_BUCKET, { history: 1, ttl: options.leaseMs * 10 });
+    return new Coordinator(kv, membership, map, options);
+  }
+
+  /**
+   * Whether this node may write the map now: it holds the entry and renewed it less than
+   * half a lease ago. Another node takes the entry only after a whole lease of silence, so
+   * two nodes never both lead.
+   */
+  get leading(): boolean {
+    return this.revision > 0 && this.clock() - this.renewedAt < this.options.leaseMs / 2;
+  }
+
+  /** One round: take or renew the lead, and if this node leads, move the map one step on. */
+  async tick(): Promise<RoundResult> {
+    const result: RoundResult = { leader: false, assigned: 0, movesStarted: 0, movesCancelled: 0, pending: 0 };
+    if (!(await this.holdLead()) || !this.leading) return result;
+    result.leader = true;
+    // A node that cannot prove it is alive must not decide for anyone.
+    if (!this.membership.leaseValid) return result;
+    await this.map.loaded;
+
+    const live = this.membership.live();
+    const liveIds = new Set(live.map((member) => member.record.id));
+    const takers = live.filter((member) => member.record.status === 'active').map((member) => member.record.id);
+    let inFlight = 0;
+    for (let shard = 0; shard < 1024; shard++) {
+      const current = this.map.get(shard);
+      if (current?.entry.status !== 'moving') continue;
+      if (liveIds.has(current.entry.owner) && !liveIds.has(current.entry.to!)) {
+        if (await this.map.cancelMove(shard, current.entry.owner, current.revision)) result.movesCancelled++;
+      } else if (liveIds.has(current.entry.owner)) {
+        inFlight++;
+      }
+    }
+    const plan = planPlacement({ takers, live: liveIds, owners: this.map.owners(), maxMoves: this.options.maxMoves - inFlight });
+    // In parallel, a chunk at a time, so that a round assigning every shard takes a few
+    // round trips, not a thousand; the lead is checked between chunks.
+    for (let from = 0; from < plan.assign.length; from += WRITE_CHUNK) {
+      if (!this.leading) return result;
+      const done = await Promise.all(
+        plan.assign.slice(from, from + WRITE_CHUNK).map(({ shard, to }) => this.map.assign(shard, to, this.map.get(shard)?.revision ?? 0)),
+      );
+      result.assigned += done.filter(Boolean).length;
+    }
+    for (let from = 0; from < plan.moves.length; from += WRITE_CHUNK) {
+      if (!this.leading) return result;
+      const done = await Promise.all(
+        plan.moves.slice(from, from + WRITE_CHUNK).map(({ shard, from: owner, to }) => {
+          const current = this.map.get(shard);
+          if (current === undefined || current.entry.status !== 'owned' || current.entry.owner !== owner) return false;
+          return this.map.startMove(shard, owner, to, current.revision);
+        }),
+      );
+      result.movesStarted += done.filter(Boolean).length;
+    }
+    result.pending = plan.pending;
+    if (result.assigned + result.movesStarted + result.movesCancelled > 0) {
+      this.options.log.info({ ...result, takers: takers.length }, 'shard map updated');
+    }
+    return result;
+  }
+
+  /** Gives the lead up (a planned leave): the entry is deleted so another node takes it at once. */
+  async resign(): Promise<void> {
+    if (this.revision === 0) return;
+    const revision = this.revision;
+    this.revision = 0;
+    await this.kv.delete(LEADER_KEY, { previousSeq: revision }).catch(() => undefined);
+  }
+
+  /** Renews the lead, or takes it when it is free or its holder has gone silent for a lease. */
+  private async holdLead(): Promise<boolean> {
+    const { nodeId, incarnation, leaseMs, log } = this.options;
+    const record = (): string => JSON.stringify({ node: nodeId, incarnation, round: ++this.round } satisfies LeaderRecord);
+    const sentAt = this.clock();
+    if (this.revision > 0) {
+      try {
+        this.revision = await this.kv.update(LEADER_KEY, record(), this.revision);
+        this.renewedAt = sentAt;
+        return true;
+      } catch (error) {
+        // NATS away or slow: the lead is kept, but lapses on its own after half a lease.
+        if (!/wrong last sequence|10071/.test(String((error as Error).message))) return this.leading;
+        this.revision = 0;
+        log.warn({ node: nodeId }, 'lost the coordinator lead to another node: no longer writing the shard map');
+      }
+    }
+    const entry = await this.kv.get(LEADER_KEY).catch(() => null);
+    if (entry === null || entry.operation !== 'PUT') {
+      this.revision = await this.kv.create(LEADER_KEY, record()).catch(() => 0);
+      this.renewedAt = sentAt;
+      if (this.revision > 0) log.info({ node: nodeId }, 'took the coordinator lead');
+      this.leader = this.revision > 0 ? nodeId : null;
+      return this.revision > 0;
+    }
+    const holder = entry.json<LeaderRecord>();
+    this.leader = holder.node;
+    if (this.seen === null || this.seen.revision !== entry.revision) {
+      this.seen = { revision: entry.revision, since: this.clock() };
+      return false;
+    }
+    if (this.clock() - this.seen.since < leaseMs) return false;
+    this.revision = await this.kv.update(LEADER_KEY, record(), entry.revision).catch(() => 0);
+    this.renewedAt = sentAt;
+    if (this.revision > 0) {
+      this.leader = nodeId;
+      log.info({ node: nodeId, previous: holder.node }, 'took the coordinator lead from a silent leader');
+    }
+    return this.revision > 0;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The shard map in a NATS JetStream KV bucket (`tally_shards`): one entry per shard, key
+ * `shard.<n>`, value JSON `{owner, status, to?}`. Every change is a compare-and-set on the
+ * entry's revision, so two writers (a coordinator and an owner handing a shard off, or two
+ * nodes that both think they lead) can never both win.
+ *
+ * - `{owner: A, status: 'owned'}`: A serves the shard.
+ * - `{owner: A, status: 'moving', to: B}` (written by the coordinator): A stops admitting
+ *   for the shard, finishes what is in flight, flushes it, and hands it over by writing
+ *   `{owner: B, status: 'owned'}`. B then bumps the shard's epoch in the fence and serves.
+ *
+ * Every node watches the whole bucket and keeps its own copy: routing reads that copy, and
+ * a request that reaches a node which no longer owns its shard is answered `moved`.
+ */
+import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { SHARD_COUNT } from '../shards/index.js';
+
+export const SHARDS_BUCKET = 'tally_shards';
+
+export interface ShardEntry {
+  owner: string;
+  status: 'owned' | 'moving';
+  /** With `moving`: where the shard goes. */
+  to?: string;
+}
+
+export interface MapEntry {
+  entry: ShardEntry;
+  revision: number;
+}
+
+const keyOf = (shard: number) => `shard.${shard}`;
+
+function shardOfKey(key: string): number | null {
+  if (!key.startsWith('shard.')) return null;
+  const shard = Number(key.slice(6));
+  return Number.isInteger(shard) && shard >= 0 && shard < SHARD_COUNT ? shard : null;
+}
+
+export class ShardMap {
+  private readonly entries = new Map<number, MapEntry>();
+  private watcher: { stop(): void } | null = null;
+  private closed = false;
+  private resolveLoaded!: () => void;
+  /** Resolves once the watch has delivered every entry stored when it started. */
+  readonly loaded = new Promise<void>((resolve) => {
+    this.resolveLoaded = resolve;
+  });
+  /** Called for every change of an entry (null: deleted), after the copy is updated. */
+  onChange: (shard: number, now: ShardEntry | null, before: ShardEntry | null) => void = () => {};
+
+  private constructor(
+    private readonly kv: KV,
+    private readonly log: Logger,
+  ) {}
+
+  static async open(nc: NatsConnection, log: Logger): Promise<ShardMap> {
+    const kv = await new Kvm(nc).create(SHARDS_BUCKET, { history: 1 });
+    const map = new ShardMap(kv, log);
+    await map.watch();
+    return map;
+  }
+
+  get(shard: number): MapEntry | undefined {
+    return this.entries.get(shard);
+  }
+
+  /** The node that serves `shard` now, if any (while moving: the old owner, until it hands off). */
+  owner(shard: number): string | undefined {
+    return this.entries.get(shard)?.entry.owner;
+  }
+
+  /** Shard → owner, for placement. */
+  owners(): Map<number, string> {
+    const owners = new Map<number, string>();
+    for (const [shard, { entry }] of this.entries) owners.set(shard, entry.owner);
+    return owners;
+  }
+
+  /** Shards per owner, and how many are moving. */
+  summary(): { byNode: Record<string, number>; moving: number; unassigned: number } {
+    const byNode: Record<string, number> = {};
+    let moving = 0;
+    for (const { entry } of this.entries.values()) {
+      byNode[entry.owner] = (byNode[entry.owner] ?? 0) + 1;
+      if (entry.status === 'moving') moving++;
+    }
+    return { byNode, moving, unassigned: SHARD_COUNT - this.entries.size };
+  }
+
+  /** Gives `shard` to `to` outright (it has no live owner). False when the entry moved on since `revision` (0: absent). */
+  assign(shard: number, to: string, revision: number): Promise<boolean> {
+    return this.write(shard, { owner: to, status: 'owned' }, revision);
+  }
+
+  /** Marks a planned move of `shard` from its owner to `to`. */
+  startMove(shard: number, from: string, to: string, revision: number): Promise<boolean> {
+    return this.write(shard, { owner: from, status: 'moving', to }, revision);
+  }
+
+  /** Ends a move that cannot finish (its destination went away): the owner keeps the shard. */
+  cancelMove(shard: number, owner: string, revision: number): Promise<boolean> {
+    return this.write(shard, { owner, status: 'owned' }, revision);
+  }
+
+  /** Hands `shard` over to `to`: called by the old owner once it has flushed the shard. */
+  handOff(shard: number, to: string, revision: number): Promise<boolean> {
+    return this.write(shard, { owner: to, status: 'owned' }, revision);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.watcher?.stop();
+  }
+
+  private async write(shard: number, entry: ShardEntry, revision: number): Promise<boolean> {
+    const value = JSON.stringify(entry);
+    try {
+      if (revision === 0) await this.kv.create(keyOf(shard), value);
+      else await this.kv.update(keyOf(shard), value, revision);
+      return true;
+    } catch (error) {
+      this.log.debug({ shard, err: error }, 'shard map write lost its compare-and-set');
+      return false;
+    }
+  }
+
+  private async watch(): Promise<void> {
+    const empty = (await this.kv.status()).values === 0;
+    const updates = await this.kv.watch();
+    this.watcher = updates;
+    // Loaded when the watch has nothing more pending from before it began (an empty bucket
+    // sends nothing, so it is loaded at once).
+    if (empty) this.resolveLoaded();
+    void (async () => {
+      for await (const entry of updates) {
+        this.observe(entry);
+        if (entry.delta === 0) this.resolveLoaded();
+      }
+    })().catch((error: unknown) => {
+      if (!this.closed) this.log.error({ err: error }, 'the shard map watch ended');
+    });
+  }
+
+  private observe(kvEntry: KvEntry): void {
+    const shard = shardOfKey(kvEntry.key);
+    if (shard === null) return;
+    const before = this.entries.get(shard);
+    if (before !== undefined && before.revision >= kvEntry.revision) return;
+    if (kvEntry.operation !== 'PUT') {
+      this.entries.delete(shard);
+      this.onChange(shard, null, before?.entry ?? null);
+      return;
+    }
+    let entry: ShardEntry;
+    try {
+      entry = kvEntry.json<ShardEntry>();
+    } catch {
+      return;
+    }
+    this.entries.set(shard, { entry, revision: kvEntry.revision });
+    this.onChange(shard, entry, before?.entry ?? null);
+  }
+}

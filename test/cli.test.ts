@@ -14,7 +14,7 @@ import { ENVIRONMENT } from '../src/node/config.js';
 import { apiClient } from './support/http.js';
 import { createTestDatabase } from './support/postgres.js';
 import { freePort } from './support/privatePostgres.js';
-import { type NodeProcess, spawnNode } from './support/process.js';
+import { killAllNodes, type NodeProcess, spawnNode } from './support/process.js';
 import { makeTempDir } from './support/tmp.js';
 import { waitFor } from './support/wait.js';
 
@@ -52,6 +52,7 @@ const children: (NodeProcess | ChildProcess)[] = [];
 const groups: number[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
+  await killAllNodes();
   for (const abort of runs) abort.abort();
   for (const pgid of groups) {
     try {

@@ -168,11 +168,26 @@ export const AdminUserPatch = Type.Object(
   { ...Strict, minProperties: 1 },
 );
 export const Cluster = Type.Object({
-  nodes: Type.Array(Type.Object({ id: Type.String(), self: Type.Boolean(), shards: Type.Integer(), status: Type.String() })),
+  nodes: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      self: Type.Boolean(),
+      shards: Type.Integer(),
+      status: Type.String(),
+      address: Type.Optional(Type.String({ description: 'cluster: where its HTTP API listens' })),
+      lease_age_ms: Type.Optional(Type.Integer({ description: 'cluster: since this node last saw its heartbeat' })),
+      version: Type.Optional(Type.String()),
+    }),
+  ),
+  leader: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'cluster: the node that writes the shard map' })),
   shards: Type.Object({
     count: Type.Integer(),
     by_node: Type.Record(Type.String(), Type.Integer()),
     moving: Type.Array(Type.Integer()),
+    moves: Type.Optional(
+      Type.Array(Type.Object({ shard: Type.Integer(), from: Type.String(), to: Type.String() }), { description: 'cluster: planned moves in progress' }),
+    ),
+    unassigned: Type.Optional(Type.Integer({ description: 'cluster: shards with no owner in the map' })),
     lost: Type.Optional(Type.Array(Type.Integer(), { description: 'shards this node gave up: the epoch fence showed another owner' })),
   }),
 });

@@ -27,6 +27,31 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}:`));
   });
 
+  describe('cluster mode (NATS_URL set)', () => {
+    const cluster = {
+      NATS_URL: 'nats://127.0.0.1:4222',
+      DATABASE_URL: 'postgres://db/tally',
+      TALLY_NODE_ID: 'node-a',
+      TALLY_JWT_SECRET: 'j'.repeat(32),
+      TALLY_KEY_SECRET: 'k'.repeat(32),
+    };
+
+    it('takes the lease and heartbeat, 6 s and 1 s by default', () => {
+      expect(loadConfig(cluster)).toMatchObject({ natsUrl: cluster.NATS_URL, nodeId: 'node-a', leaseMs: 6000, heartbeatMs: 1000 });
+      expect(loadConfig({ ...cluster, TALLY_LEASE_MS: '900', TALLY_HEARTBEAT_MS: '300' })).toMatchObject({ leaseMs: 900, heartbeatMs: 300 });
+    });
+
+    it.each(['DATABASE_URL', 'TALLY_NODE_ID', 'TALLY_JWT_SECRET', 'TALLY_KEY_SECRET'])('needs %s, and says why', (variable) => {
+      expect(() => loadConfig({ ...cluster, [variable]: '' })).toThrow(new RegExp(`^${variable}: NATS_URL is set \\(cluster mode\\)`));
+    });
+
+    it('refuses a heartbeat longer than a third of the lease', () => {
+      expect(() => loadConfig({ ...cluster, TALLY_LEASE_MS: '3000', TALLY_HEARTBEAT_MS: '1001' })).toThrow(
+        /^TALLY_HEARTBEAT_MS: must be at most a third of TALLY_LEASE_MS/,
+      );
+    });
+  });
+
   it('never echoes a password from a bad URL', () => {
     let message = '';
     try {

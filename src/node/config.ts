@@ -18,6 +18,9 @@ export interface Config {
   readonly natsUrl: string | undefined;
   readonly redisUrl: string | undefined;
   readonly nodeId: string;
+  /** Cluster mode (NATS_URL set): how long a silent node keeps its shards, and how often a node renews. */
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
   readonly adminToken: string | undefined;
   readonly serviceToken: string | undefined;
   /** Undefined means: generated once and kept in `dataDir`. */
@@ -56,9 +59,15 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   { name: 'TALLY_HTTP_HOST', default: '0.0.0.0', meaning: 'HTTP bind address' },
   { name: 'DATABASE_URL', default: 'none: embedded PGlite', meaning: 'Postgres URL' },
   { name: 'TALLY_DATA_DIR', default: './data', meaning: 'embedded database and generated secrets' },
-  { name: 'NATS_URL', default: 'none: a single node', meaning: 'NATS servers, comma-separated (not used yet: one node serves all shards)' },
+  {
+    name: 'NATS_URL',
+    default: 'none: a single node',
+    meaning: 'NATS servers, comma-separated: cluster mode (needs DATABASE_URL, TALLY_NODE_ID and both secrets)',
+  },
   { name: 'REDIS_URL', default: 'none', meaning: 'Redis, the optional replica cache (not used yet)' },
-  { name: 'TALLY_NODE_ID', default: 'generated', meaning: "this node's name" },
+  { name: 'TALLY_NODE_ID', default: 'generated (required with NATS_URL)', meaning: "this node's name, stable across restarts in a cluster" },
+  { name: 'TALLY_LEASE_MS', default: '6000', meaning: 'cluster: a node silent this long loses its shards' },
+  { name: 'TALLY_HEARTBEAT_MS', default: '1000', meaning: 'cluster: how often a node renews its lease (at most a third of it)' },
   { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
   { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
   { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
@@ -85,6 +94,8 @@ export const CONFIG_DEFAULTS = {
   TALLY_MAX_ACTORS: 500_000,
   TALLY_TRUST_PROXY: false,
   TALLY_SHUTDOWN_TIMEOUT_MS: 10_000,
+  TALLY_LEASE_MS: 6000,
+  TALLY_HEARTBEAT_MS: 1000,
 } as const;
 
 /**
@@ -145,15 +156,41 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) {
     throw new ConfigError('TALLY_NODE_ID', 'use 1 to 64 letters, digits, "_" or "-" (it becomes a NATS subject token)');
   }
+  const natsUrl = url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']);
+  const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
+  const leaseMs = int('TALLY_LEASE_MS', 300, 600_000);
+  const heartbeatMs = int('TALLY_HEARTBEAT_MS', 50, 200_000);
+  if (heartbeatMs * 3 > leaseMs) {
+    throw new ConfigError('TALLY_HEARTBEAT_MS', `must be at most a third of TALLY_LEASE_MS (${leaseMs}), got ${heartbeatMs}`);
+  }
+  if (natsUrl !== undefined) {
+    // Every node of a cluster shares one database, the same secrets, and a name of its own
+    // that survives a restart (a restarted node waits out its previous lease under it).
+    if (databaseUrl === undefined) {
+      throw new ConfigError(
+        'DATABASE_URL',
+        'NATS_URL is set (cluster mode), which needs one PostgreSQL shared by every node: set DATABASE_URL (embedded PGlite serves a single node only)',
+      );
+    }
+    for (const name of ['TALLY_NODE_ID', 'TALLY_JWT_SECRET', 'TALLY_KEY_SECRET']) {
+      if (read(name) === undefined)
+        throw new ConfigError(
+          name,
+          `NATS_URL is set (cluster mode): set ${name}${name === 'TALLY_NODE_ID' ? ', a stable name for this node' : ', the same on every node'}`,
+        );
+    }
+  }
 
   return Object.freeze({
     httpPort: int('TALLY_HTTP_PORT', 0, 65535),
     httpHost: read('TALLY_HTTP_HOST') ?? CONFIG_DEFAULTS.TALLY_HTTP_HOST,
-    databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),
+    databaseUrl,
     dataDir: read('TALLY_DATA_DIR') ?? CONFIG_DEFAULTS.TALLY_DATA_DIR,
-    natsUrl: url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']),
+    natsUrl,
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
     nodeId,
+    leaseMs,
+    heartbeatMs,
     adminToken: token('TALLY_ADMIN_TOKEN', 16),
     serviceToken: token('TALLY_SERVICE_TOKEN', 16),
     jwtSecret: token('TALLY_JWT_SECRET', 32),

@@ -8,11 +8,13 @@ import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, probeLis
 import { type Database, migrate, openDatabase, Store, WriteBehind } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
+import { ClusterNode } from './clusterNode.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
+import { Forwarder } from './forwarder.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { LocalRouter } from './router.js';
+import { ClusterRouter, LocalRouter } from './router.js';
 import { deriveKeys, loadOrCreateSecret } from './secrets.js';
 import { TierAdmin } from './tierAdmin.js';
 import { VERSION } from './version.js';
@@ -42,6 +44,8 @@ export class TallyNode {
   private store: Store | null = null;
   private http: HttpServer | null = null;
   private writeBehind: WriteBehind | null = null;
+  private cluster: ClusterNode | null = null;
+  private readonly startAbort = new AbortController();
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private starting: Promise<this> | null = null;
@@ -126,7 +130,8 @@ export class TallyNode {
     const users = new UserService(this.runtime, store, this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
-    const router = new LocalRouter(users, limiters, failOpen);
+    const clusterRouter = config.natsUrl === undefined ? null : new ClusterRouter(this.runtime, users, limiters, failOpen);
+    const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
 
     this.http = createHttpServer(
@@ -156,18 +161,38 @@ export class TallyNode {
     this.port = await this.http.listen(config.httpHost, config.httpPort);
     this.checkpoint();
 
-    // A single node serves every shard, each under a freshly bumped epoch, so that any
-    // write a previous process might still attempt is refused by the fence.
-    const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
-    for (const shard of this.runtime.shards) {
-      shard.epoch = epochs.get(shard.index)!;
-      shard.status = 'owned';
-    }
-
     const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
     this.writeBehind = writeBehind;
-    // Separate tasks: a flush that fails (the database is away) must not stop the sweep,
-    // which keeps memory bounded by dropping what is clean.
+    if (config.natsUrl === undefined) {
+      // A single node serves every shard, each under a freshly bumped epoch, so that any
+      // write a previous process might still attempt is refused by the fence.
+      const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
+      for (const shard of this.runtime.shards) {
+        shard.epoch = epochs.get(shard.index)!;
+        shard.status = 'owned';
+      }
+    } else {
+      // In a cluster the shard map says which shards are this node's; it claims them as the
+      // map gives them (see clusterNode.ts).
+      this.cluster = await ClusterNode.start(
+        {
+          config,
+          runtime: this.runtime,
+          store,
+          flush: () => writeBehind.flush(),
+          log,
+          address: this.describe().url as string,
+          version: VERSION,
+        },
+        this.startAbort.signal,
+      );
+      this.checkpoint();
+      const cluster = this.cluster;
+      const forwarder = new Forwarder(cluster.connection, log);
+      forwarder.serve(config.nodeId, (item) => clusterRouter!.decide(item));
+      clusterRouter!.attach({ nodeId: config.nodeId, owner: (shard) => cluster.map.owner(shard), forward: (owner, item) => forwarder.send(owner, item) });
+    }
+
     this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
     this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
     this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
@@ -189,7 +214,7 @@ export class TallyNode {
       port: this.port,
       version: VERSION,
       database: config.databaseUrl === undefined ? `embedded PGlite in ${config.dataDir}` : `postgres at ${urlHosts(config.databaseUrl)}`,
-      nats: config.natsUrl === undefined ? 'none (single node)' : `${urlHosts(config.natsUrl)}, not used yet: this node serves every shard`,
+      nats: config.natsUrl === undefined ? 'none (single node)' : `${urlHosts(config.natsUrl)} (cluster mode, node ${config.nodeId})`,
       redis: config.redisUrl === undefined ? 'none' : `${urlHosts(config.redisUrl)}, not used yet`,
       shards: this.servedShards(),
       admin: config.adminToken === undefined ? 'off (no TALLY_ADMIN_TOKEN)' : 'on',
@@ -200,6 +225,7 @@ export class TallyNode {
   /** Graceful shutdown; safe to call more than once, and while starting (it waits for the start to end). */
   stop(): Promise<void> {
     this.stopRequested = true;
+    this.startAbort.abort(new StartAbortedError());
     this.stopping ??= (async () => {
       await this.starting?.catch(() => undefined);
       await this.shutdown();
@@ -229,6 +255,9 @@ export class TallyNode {
       }
     }
     for (const shard of this.runtime.shards) this.runtime.releaseShard(shard);
+    // Only now, with everything written: the others take this node's shards at once.
+    await this.cluster?.stop().catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; its shards move after a lease'));
+    this.cluster = null;
     await this.database?.close();
     this.database = null;
     log.info('stopped');
@@ -315,10 +344,14 @@ export class TallyNode {
     const checks: HealthReport['checks'] = {};
     checks.accepting = { ok: this.ready, ...(this.ready ? {} : { detail: 'starting or shutting down' }) };
     checks.database = await this.databaseCheck();
-    const served = this.servedShards();
-    const lostCount = this.lostShards().length;
-    const lost = lostCount > 0 ? `; ${lostCount} lost to another node (see /v1/admin/cluster)` : '';
-    checks.shards = { ok: served === SHARD_COUNT, detail: `${served}/${SHARD_COUNT} served${lost}` };
+    if (this.cluster !== null) {
+      checks.shards = this.cluster.health();
+    } else {
+      const served = this.servedShards();
+      const lostCount = this.lostShards().length;
+      const lost = lostCount > 0 ? `; ${lostCount} lost to another node (see /v1/admin/cluster)` : '';
+      checks.shards = { ok: served === SHARD_COUNT, detail: `${served}/${SHARD_COUNT} served${lost}` };
+    }
     return { ready: Object.values(checks).every((check) => check.ok), checks };
   }
 
@@ -341,6 +374,10 @@ export class TallyNode {
   }
 
   private clusterView() {
+    if (this.cluster !== null) {
+      const view = this.cluster.view();
+      return { ...view, shards: { ...view.shards, lost: this.lostShards() } };
+    }
     const served = this.servedShards();
     return {
       nodes: [{ id: this.config.nodeId, self: true, shards: served, status: this.ready ? 'serving' : 'stopping' }],

@@ -82,6 +82,12 @@ export class ActorRuntime {
   private dirtyHead = 0;
   private unwrittenActivity: ActivityTouches = { sessions: [], keys: [] };
   readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0 };
+  /**
+   * Whether this node may decide at all now. In a cluster, only while its lease is valid: a
+   * node that could not renew it for half a lease (frozen, cut off) must stop deciding
+   * before another node can have taken its shards over.
+   */
+  mayDecide: () => boolean = () => true;
   /** Called when the fence shows that another node has taken a shard over. */
   onShardLost: (shard: Shard, newerEpoch: number | null) => void = () => {};
 
@@ -105,6 +111,7 @@ export class ActorRuntime {
     const active = this.active.get(key);
     const shard = active === undefined ? this.shardFor(key) : active.shard;
     if (!shard.serving) throw new OwnerUnavailableError(`shard ${shard.index} is not served by this node`);
+    if (!this.mayDecide()) throw new OwnerUnavailableError('this node’s cluster lease has lapsed');
     if (active !== undefined) {
       this.touch(active, now);
       return active as A;
@@ -120,7 +127,7 @@ export class ActorRuntime {
   /** The actor for `key` if it is active here, without loading it; touches it. */
   peek(key: string, now: number): Actor | undefined {
     const active = this.active.get(key);
-    if (active === undefined || !active.shard.serving) return undefined;
+    if (active === undefined || !active.shard.serving || !this.mayDecide()) return undefined;
     this.touch(active, now);
     return active;
   }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiClient } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
-import { spawnNode } from '../support/process.js';
+import { killAllNodes, spawnNode } from '../support/process.js';
 import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { makeTempDir } from '../support/tmp.js';
 
@@ -26,6 +26,7 @@ beforeAll(async () => {
   };
 });
 afterAll(async () => {
+  await killAllNodes();
   await database.drop();
 });
 

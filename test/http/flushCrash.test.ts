@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/persistence/index.js';
 import { apiClient } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
-import { type NodeProcess, spawnNode } from '../support/process.js';
+import { killAllNodes, type NodeProcess, spawnNode } from '../support/process.js';
 import { seedUsers } from '../support/seed.js';
 import { tokensUsed } from '../support/tally.js';
 import { makeTempDir } from '../support/tmp.js';
@@ -27,7 +27,6 @@ let sql: postgres.Sql;
 let ids: string[];
 let keys: string[];
 let env: Record<string, string>;
-const running: NodeProcess[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -44,16 +43,13 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const node of running) node.child.kill('SIGKILL');
-  await Promise.all(running.map((node) => node.exited));
+  await killAllNodes();
   await sql?.end();
   await database?.drop();
 });
 
 async function start(): Promise<NodeProcess> {
-  const node = await spawnNode(env);
-  running.push(node);
-  return node;
+  return spawnNode(env);
 }
 
 /** One consume of TOKENS for every user, 64 at a time. */

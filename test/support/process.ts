@@ -18,16 +18,45 @@ export interface NodeProcess {
   logs: string[];
 }
 
+const spawned = new Set<ChildProcess>();
+
+/** SIGKILLs the process group of every node still running (for afterAll, pass or fail). */
+export async function killAllNodes(): Promise<void> {
+  await Promise.all(
+    [...spawned].map((child) => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+      return exited;
+    }),
+  );
+}
+
 export async function spawnNode(env: Record<string, string>): Promise<NodeProcess> {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run "npm run build" (npm test does) first`);
   const child = spawn(process.execPath, [MAIN, 'start'], {
     env: { PATH: process.env.PATH ?? '', TALLY_LOG_LEVEL: 'info', TALLY_HTTP_PORT: '0', TALLY_HTTP_HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: killAllNodes() in afterAll stops whatever a test left running.
+    detached: true,
   });
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
   const logs: string[] = [];
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node did not start:\n${logs.join('\n')}`)), 30_000);
+    const timer = setTimeout(() => {
+      // Not left running: a node that never said it serves is killed with its group.
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+      reject(new Error(`node did not start:\n${logs.join('\n')}`));
+    }, 30_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       logs.push(line);
       try {

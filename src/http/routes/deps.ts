@@ -8,9 +8,18 @@ export interface HealthReport {
 }
 
 export interface ClusterView {
-  nodes: { id: string; self: boolean; shards: number; status: string }[];
+  nodes: { id: string; self: boolean; shards: number; status: string; address?: string; lease_age_ms?: number; version?: string }[];
+  /** Cluster mode: the node that writes the shard map. */
+  leader?: string | null;
   /** `lost`: shards this node gave up because the fence showed another owner. */
-  shards: { count: number; by_node: Record<string, number>; moving: number[]; lost?: number[] };
+  shards: {
+    count: number;
+    by_node: Record<string, number>;
+    moving: number[];
+    moves?: { shard: number; from: string; to: string }[];
+    unassigned?: number;
+    lost?: number[];
+  };
 }
 
 export interface RouteDeps {

@@ -1,0 +1,69 @@
+/**
+ * Forwarding over a real nats-server: items for one owner sent in one turn of the event
+ * loop travel in batches of at most 100, each answered on its own and in order, and an owner
+ * that is not there is an answer (owner_unavailable), never a hang.
+ */
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type NatsServer, startNatsServer, stopAllNatsServers } from '../../test/support/natsServer.js';
+import type { LimiterRequest } from '../shards/index.js';
+import { Forwarder } from './forwarder.js';
+import type { ForwardItem } from './wire.js';
+
+const log = pino({ level: 'silent' });
+let server: NatsServer;
+let nc: NatsConnection;
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await stopAllNatsServers();
+});
+
+const item = (key: string): ForwardItem => ({ kind: 'limiter', request: { namespace: 'service', key, limits: [] } as unknown as LimiterRequest });
+
+describe('the forwarder', () => {
+  it('batches what one turn sends to an owner, up to 100 an item, and answers each in order', async () => {
+    const owner = new Forwarder(nc, log);
+    const sizes: number[] = [];
+    owner.serve('owner-1', async (got) => {
+      const key = got.kind === 'limiter' ? got.request.key : '';
+      if (key === 'bad') return { err: { code: 'invalid_request', detail: 'bad key' } };
+      return { ok: `decided ${key}` };
+    });
+    const sender = new Forwarder(nc, log);
+    const originalFlush = (sender as unknown as { flush(owner: string): void }).flush.bind(sender);
+    (sender as unknown as { flush(owner: string): void }).flush = (to: string) => {
+      const queue = (sender as unknown as { queues: Map<string, unknown[]> }).queues.get(to);
+      if (queue !== undefined && queue.length > 0) sizes.push(queue.length);
+      originalFlush(to);
+    };
+    const keys = Array.from({ length: 250 }, (_, i) => (i === 17 ? 'bad' : `k${i}`));
+    const results = await Promise.all(keys.map((key) => sender.send('owner-1', item(key))));
+    expect(sizes).toEqual([100, 100, 50]);
+    expect(results[0]).toEqual({ ok: 'decided k0' });
+    expect(results[249]).toEqual({ ok: 'decided k249' });
+    expect(results[17]).toEqual({ err: { code: 'invalid_request', detail: 'bad key' } });
+    expect(sender.stats).toMatchObject({ batches: 3, items: 250, failures: 0 });
+    owner.stop();
+  });
+
+  it('answers owner_unavailable for an owner that is not there, within its deadline', async () => {
+    const sender = new Forwarder(nc, log, 300);
+    const started = performance.now();
+    const result = await sender.send('nobody', item('k'));
+    expect(result).toMatchObject({ err: { code: 'owner_unavailable', retryAfterMs: 1000 } });
+    expect(performance.now() - started).toBeLessThan(1000);
+    // A subscriber that never answers: the deadline ends the wait.
+    const silent = nc.subscribe('tally.node.silent', { callback: () => {} });
+    const slow = performance.now();
+    expect(await sender.send('silent', item('k'))).toMatchObject({ err: { code: 'owner_unavailable' } });
+    expect(performance.now() - slow).toBeGreaterThanOrEqual(250);
+    expect(performance.now() - slow).toBeLessThan(1500);
+    silent.unsubscribe();
+  });
+});

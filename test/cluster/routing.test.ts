@@ -1,0 +1,69 @@
+/**
+ * Requests reach the owner wherever they arrive: three node processes, users created and
+ * consuming through every node, a strict limit hammered through all three at once admits
+ * exactly its limit, and a key deleted on one node is refused on every node at once.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { apiClient } from '../support/http.js';
+import { createKey, createUser, tokensUsed } from '../support/tally.js';
+import { waitFor } from '../support/wait.js';
+
+const LIMIT = 60;
+let cluster: TestCluster;
+const ids = ['r1', 'r2', 'r3'];
+
+beforeAll(async () => {
+  cluster = await createTestCluster({ leaseMs: 3000 });
+  // A strict tier, in the database before any node starts (every node loads it).
+  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
+    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 3_600_000, burst: LIMIT },
+    { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
+  ] as never)}, false)`;
+  await Promise.all(ids.map((id) => cluster.start(id)));
+  await waitFor(() => cluster.settledOn(ids), 20_000);
+  await waitFor(() => cluster.allReady(), 10_000);
+}, 60_000);
+afterAll(() => cluster?.stop());
+
+const apis = () => ids.map((id) => apiClient(cluster.nodes.get(id)!.baseUrl));
+
+describe('routing to the owner', () => {
+  it('serves a user through every node, with one usage whichever node a request reaches', async () => {
+    const [a, b, c] = apis();
+    const users = await Promise.all(Array.from({ length: 6 }, (_, i) => createUser([a, b, c][i % 3]!, { adminToken: cluster.adminToken, tier: 'pro' })));
+    for (const user of users) {
+      const key = await createKey(b!, user);
+      for (const api of [a, b, c]) {
+        const answer = await api!('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1, amounts: { tokens: 5 } } });
+        expect(answer.status).toBe(200);
+      }
+      for (const api of [a, b, c]) expect(await tokensUsed(api!, key.key)).toBe(15);
+      expect((await c!('GET', '/v1/user/profile', { token: user.token })).status).toBe(200);
+    }
+  }, 60_000);
+
+  it('admits exactly the limit of a strict tier hammered through all three nodes at once', async () => {
+    const all = apis();
+    const user = await createUser(all[0]!, { adminToken: cluster.adminToken, tier: 'strict' });
+    const key = await createKey(all[1]!, user);
+    const answers = await Promise.all(
+      Array.from({ length: LIMIT * 3 }, (_, i) => all[i % 3]!('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1 } })),
+    );
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(LIMIT);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(LIMIT * 2);
+  }, 60_000);
+
+  it('refuses a key deleted on one node on every node, from the next request', async () => {
+    const [a, b, c] = apis();
+    const user = await createUser(a!, { adminToken: cluster.adminToken, tier: 'pro' });
+    const key = await createKey(a!, user);
+    for (const api of [a, b, c]) expect((await api!('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1 } })).status).toBe(200);
+    expect((await b!('DELETE', `/v1/keys/${key.id}`, { token: user.token })).status).toBe(204);
+    for (const api of [a, b, c]) expect((await api!('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1 } })).status).toBe(401);
+    // And a session revoked on one node is refused everywhere.
+    expect((await c!('POST', '/v1/sessions/logout-all', { token: user.token })).status).toBe(200);
+    for (const api of [a, b, c]) expect((await api!('GET', '/v1/user/profile', { token: user.token })).status).toBe(401);
+  }, 60_000);
+});

@@ -1,0 +1,106 @@
+/**
+ * A cluster for a test file: its own nats-server, a fresh Postgres database (migrated, so a
+ * test may seed it before any node starts), shared secrets, and node processes started by
+ * id. `stop()` kills every node's process group and the server, and drops the database.
+ */
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { targetPlacement } from '../../src/node/placement.js';
+import { migrate } from '../../src/persistence/index.js';
+import { initHashing } from '../../src/shards/index.js';
+import { apiClient } from './http.js';
+import { type NatsServer, startNatsServer, stopAllNatsServers } from './natsServer.js';
+import { createTestDatabase } from './postgres.js';
+import { killAllNodes, type NodeProcess, spawnNode } from './process.js';
+import { makeTempDir } from './tmp.js';
+
+export interface ClusterAnswer {
+  nodes: { id: string; self: boolean; shards: number; status: string }[];
+  leader: string | null;
+  shards: { count: number; by_node: Record<string, number>; moving: number[]; unassigned: number };
+}
+
+export interface TestCluster {
+  nats: NatsServer;
+  sql: postgres.Sql;
+  adminToken: string;
+  leaseMs: number;
+  nodes: Map<string, NodeProcess>;
+  start(id: string): Promise<NodeProcess>;
+  /** GET /v1/admin/cluster on one node. */
+  view(node: NodeProcess): Promise<ClusterAnswer>;
+  /** Whether the map, as the first of `ids` sees it, is where placement wants it for `ids`, with nothing moving. */
+  settledOn(ids: string[]): Promise<boolean>;
+  /** Shards per owner in the fence table. */
+  fenceOwners(): Promise<Record<string, number>>;
+  /** Whether every running node answers ready. */
+  allReady(): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+export const sortedCounts = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).sort());
+
+export async function createTestCluster(options: { leaseMs?: number; heartbeatMs?: number } = {}): Promise<TestCluster> {
+  await initHashing();
+  const leaseMs = options.leaseMs ?? 3000;
+  const nats = await startNatsServer();
+  const database = await createTestDatabase();
+  const sql = postgres(database.url, { max: 2, onnotice: () => {} });
+  await migrate(sql);
+  const adminToken = `admin-${randomBytes(12).toString('hex')}`;
+  const env = {
+    NATS_URL: nats.url,
+    DATABASE_URL: database.url,
+    TALLY_ADMIN_TOKEN: adminToken,
+    TALLY_JWT_SECRET: randomBytes(24).toString('hex'),
+    TALLY_KEY_SECRET: randomBytes(24).toString('hex'),
+    TALLY_LEASE_MS: String(leaseMs),
+    TALLY_HEARTBEAT_MS: String(options.heartbeatMs ?? 200),
+  };
+  const nodes = new Map<string, NodeProcess>();
+  const view = async (node: NodeProcess): Promise<ClusterAnswer> => {
+    const answer = await apiClient(node.baseUrl)('GET', '/v1/admin/cluster', { token: adminToken });
+    if (answer.status !== 200) throw new Error(`GET /v1/admin/cluster answered ${answer.status}`);
+    return answer.body as ClusterAnswer;
+  };
+  return {
+    nats,
+    sql,
+    adminToken,
+    leaseMs,
+    nodes,
+    async start(id) {
+      const node = await spawnNode({ ...env, TALLY_NODE_ID: id, TALLY_DATA_DIR: await makeTempDir() });
+      nodes.set(id, node);
+      void node.exited.then(() => {
+        if (nodes.get(id) === node) nodes.delete(id);
+      });
+      return node;
+    },
+    view,
+    async settledOn(ids) {
+      const answer = await view(nodes.get(ids[0]!)!);
+      const wanted: Record<string, number> = {};
+      for (const node of targetPlacement(ids).values()) wanted[node] = (wanted[node] ?? 0) + 1;
+      return (
+        answer.shards.moving.length === 0 &&
+        answer.shards.unassigned === 0 &&
+        JSON.stringify(sortedCounts(answer.shards.by_node)) === JSON.stringify(sortedCounts(wanted))
+      );
+    },
+    async fenceOwners() {
+      const rows = await sql<{ owner: string; shards: number }[]>`select owner, count(*)::int as shards from shard_fence group by owner`;
+      return sortedCounts(Object.fromEntries(rows.map((row) => [row.owner, row.shards])));
+    },
+    async allReady() {
+      const answers = await Promise.all([...nodes.values()].map((node) => fetch(`${node.baseUrl}/health/ready`).then((r) => r.status)));
+      return answers.every((status) => status === 200);
+    },
+    async stop() {
+      await killAllNodes();
+      await stopAllNatsServers();
+      await sql.end();
+      await database.drop();
+    },
+  };
+}

@@ -148,12 +148,19 @@ export class Coordinator {
     const sentAt = this.clock();
     if (this.revision > 0) {
       try {
-        this.revision = await this.kv.update(LEADER_KEY, record(), this.revision);
+        this.revision = await this.kv.update(LEADER_KEY, record(), this.revision, Math.round(leaseMs / 3));
         this.renewedAt = sentAt;
         return true;
       } catch (error) {
         // NATS away or slow: the lead is kept, but lapses on its own after half a lease.
         if (!/wrong last sequence|10071/.test(String((error as Error).message))) return this.leading;
+        // A renewal stored whose answer was lost: the entry is still this node's own write.
+        const entry = await this.kv.get(LEADER_KEY).catch(() => null);
+        const holder = entry?.operation === 'PUT' ? entry.json<LeaderRecord>() : null;
+        if (entry !== null && holder?.node === nodeId && holder.incarnation === incarnation) {
+          this.revision = entry.revision;
+          return this.leading;
+        }
         this.revision = 0;
         log.warn({ node: nodeId }, 'lost the coordinator lead to another node: no longer writing the shard map');
       }

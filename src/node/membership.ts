@@ -26,6 +26,9 @@ import type { Logger } from 'pino';
 
 export const MEMBERS_BUCKET = 'tally_members';
 
+/** Own renewals unseen for this many heartbeats: the watch stalled, and nobody ages meanwhile. */
+const STALL_HEARTBEATS = 3;
+
 export type MemberStatus = 'active' | 'draining' | 'leaving';
 
 /** What a node writes into its entry (JSON, so `nats kv get tally_members <id>` reads it). */
@@ -81,6 +84,8 @@ export class Membership {
   private lost = false;
   private closed = false;
   private readonly seen = new Map<string, Seen>();
+  /** When the watch last delivered this node's own renewal: the observer's clock for ageing others. */
+  private watchedAt: number | null = null;
   private watcher: { stop(): void } | null = null;
   private readonly clock: () => number;
   /** Called once, when a renewal shows that this node no longer holds its entry. */
@@ -107,26 +112,35 @@ export class Membership {
     return this.options.nodeId;
   }
 
+  /** A renewal not answered within this is given up (the lease decides what that means). */
+  private get requestTimeoutMs(): number {
+    const { heartbeatMs, leaseMs } = this.options;
+    return Math.round(Math.min(leaseMs / 3, Math.max(2 * heartbeatMs, 500)));
+  }
+
   /** Whether this node may decide now: its last renewal was sent less than half a lease ago. */
   get leaseValid(): boolean {
     return !this.lost && this.clock() - this.lastRenewalSentAt < this.options.leaseMs / 2;
   }
 
-  /** Every member this node sees whose entry changed within the last lease, itself included. */
+  /**
+   * Every member this node sees whose entry changed within the last lease, itself included.
+   *
+   * Silence is measured against the watch, not the wall: a member's age is how long before
+   * this node's own latest renewal (as the watch delivered it) its entry last changed. When
+   * the watch stalls (NATS restarting, a slow consumer), nobody ages, so a node never takes
+   * others for dead because its own view fell behind.
+   */
   live(): Member[] {
-    const now = this.clock();
-    const members: Member[] = [];
-    for (const seen of this.seen.values()) {
-      const silentMs = now - seen.changedAt;
-      if (silentMs <= this.options.leaseMs) members.push({ record: seen.record, revision: seen.revision, silentMs });
-    }
-    return members.sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+    return this.all().filter((member) => member.silentMs <= this.options.leaseMs);
   }
 
   /** Every entry in the bucket, live or not, as this node sees it. */
   all(): Member[] {
-    const now = this.clock();
-    return [...this.seen.values()].map((seen) => ({ record: seen.record, revision: seen.revision, silentMs: now - seen.changedAt }));
+    const now = this.watchedAt ?? this.clock();
+    return [...this.seen.values()]
+      .map((seen) => ({ record: seen.record, revision: seen.revision, silentMs: Math.max(0, now - seen.changedAt) }))
+      .sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
   }
 
   /**
@@ -202,9 +216,10 @@ export class Membership {
       const sentAt = this.clock();
       try {
         this.beat++;
-        this.revision = await this.kv.update(this.options.nodeId, this.encode(), this.revision);
+        this.revision = await this.kv.update(this.options.nodeId, this.encode(), this.revision, this.requestTimeoutMs);
         this.lastRenewalSentAt = sentAt;
       } catch (error) {
+        if (isWrongRevision(error) && (await this.adoptOwnWrite())) return;
         if (isWrongRevision(error)) {
           this.lost = true;
           this.stopTimer();
@@ -220,6 +235,23 @@ export class Membership {
       }
     })();
     return this.renewing;
+  }
+
+  /**
+   * A renewal whose answer was lost (NATS went away after storing it) leaves this node with
+   * an old revision, and the next CAS is refused. If the entry holds this incarnation's own
+   * write, it is still ours: take its revision and go on.
+   */
+  private async adoptOwnWrite(): Promise<boolean> {
+    const entry = await this.kv.get(this.options.nodeId).catch(() => null);
+    if (entry === null || entry.operation !== 'PUT') return false;
+    try {
+      if (decode(entry).incarnation !== this.options.incarnation) return false;
+    } catch {
+      return false;
+    }
+    this.revision = entry.revision;
+    return true;
   }
 
   private stopTimer(): void {
@@ -256,7 +288,17 @@ export class Membership {
     }
     const before = this.seen.get(entry.key);
     if (before !== undefined && before.revision >= entry.revision) return;
-    this.seen.set(entry.key, { record, revision: entry.revision, changedAt: this.clock() });
+    const now = this.clock();
+    this.seen.set(entry.key, { record, revision: entry.revision, changedAt: now });
+    if (entry.key === this.options.nodeId && record.incarnation === this.options.incarnation) {
+      // This node's own renewals went unseen for a while (NATS restarting, a partition):
+      // everyone else's did too, as far as it can tell. They all get a fresh lease from now
+      // rather than be taken for dead because this node could not see them.
+      if (this.watchedAt !== null && now - this.watchedAt > STALL_HEARTBEATS * this.options.heartbeatMs) {
+        for (const other of this.seen.values()) other.changedAt = Math.max(other.changedAt, now);
+      }
+      this.watchedAt = now;
+    }
     if (before === undefined || before.record.status !== record.status || before.record.incarnation !== record.incarnation) this.onMembersChanged();
   }
 }

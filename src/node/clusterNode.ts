@@ -56,6 +56,7 @@ export class ClusterNode {
   private round: Promise<void> | null = null;
   private stopped = false;
   private leaseLost = false;
+  readonly counts = { shardsClaimed: 0, shardsHandedOff: 0, leaseLosses: 0 };
 
   private constructor(
     private readonly deps: ClusterDeps,
@@ -108,6 +109,7 @@ export class ClusterNode {
     runtime.mayDecide = () => this.membership.leaseValid;
     this.membership.onLeaseLost = () => {
       this.leaseLost = true;
+      this.counts.leaseLosses++;
       for (const shard of runtime.shards) if (shard.status !== 'not_owned') runtime.releaseShard(shard);
     };
     this.map.onChange = () => this.schedule();
@@ -220,6 +222,7 @@ export class ClusterNode {
         const shard = runtime.shards[index]!;
         shard.epoch = epochs.get(index)!;
         shard.status = 'owned';
+        this.counts.shardsClaimed++;
       }
       log.info({ shards: shards.length }, 'claimed shards');
     } finally {
@@ -241,7 +244,8 @@ export class ClusterNode {
       const current = this.map.get(shard.index);
       if (current === undefined || current.entry.status !== 'moving' || current.entry.to !== to) return;
       runtime.releaseShard(shard);
-      if (!(await this.map.handOff(shard.index, to, current.revision))) log.warn({ shard: shard.index, to }, 'hand-off lost its compare-and-set');
+      if (await this.map.handOff(shard.index, to, current.revision)) this.counts.shardsHandedOff++;
+      else log.warn({ shard: shard.index, to }, 'hand-off lost its compare-and-set');
     } catch (error) {
       log.warn({ shard: shard.index, to, err: error }, 'hand-off failed (the flush?): trying again next round');
     } finally {

@@ -28,6 +28,17 @@ export interface MetricSources {
   /** Actors dropped so far: least recently used at the cap, and idle. */
   evicted(): number;
   passivated(): number;
+  /** Cluster mode's counts so far (all 0 on a single node). */
+  cluster(): ClusterCounts;
+}
+
+export interface ClusterCounts {
+  forwardBatches: number;
+  forwardedItems: number;
+  forwardFailures: number;
+  shardsClaimed: number;
+  shardsHandedOff: number;
+  leaseLosses: number;
 }
 
 export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
@@ -102,6 +113,13 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
           this.inc(read());
         },
       });
+    const cluster = (name: string, help: string, field: keyof ClusterCounts) => counter(name, help, () => sources.cluster()[field]);
+    cluster('tally_cluster_forward_batches_total', 'Batches of requests forwarded to other nodes', 'forwardBatches');
+    cluster('tally_cluster_forwarded_total', 'Requests forwarded to their owner on another node', 'forwardedItems');
+    cluster('tally_cluster_forward_failures_total', 'Forwarded batches that got no answer (owner unreachable, deadline passed)', 'forwardFailures');
+    cluster('tally_cluster_shards_claimed_total', 'Shards this node claimed in the fence as the map gave them', 'shardsClaimed');
+    cluster('tally_cluster_shards_handed_off_total', 'Shards this node flushed and handed to another node', 'shardsHandedOff');
+    cluster('tally_cluster_lease_losses_total', 'Times this node found its member entry taken over and gave up every shard', 'leaseLosses');
     counter('tally_actors_evicted_total', 'Clean actors dropped at TALLY_MAX_ACTORS, least recently used first', sources.evicted);
     counter('tally_actors_passivated_total', 'Actors dropped after TALLY_ACTOR_IDLE_MS unused', sources.passivated);
     new Counter({

@@ -45,6 +45,7 @@ export class TallyNode {
   private http: HttpServer | null = null;
   private writeBehind: WriteBehind | null = null;
   private cluster: ClusterNode | null = null;
+  private forwarder: Forwarder | null = null;
   private readonly startAbort = new AbortController();
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
@@ -79,6 +80,14 @@ export class TallyNode {
       refusedAtCapacity: () => this.runtime.stats.refusedAtCapacity,
       evicted: () => this.runtime.stats.evictions,
       passivated: () => this.runtime.stats.passivations,
+      cluster: () => ({
+        forwardBatches: this.forwarder?.stats.batches ?? 0,
+        forwardedItems: this.forwarder?.stats.items ?? 0,
+        forwardFailures: this.forwarder?.stats.failures ?? 0,
+        shardsClaimed: this.cluster?.counts.shardsClaimed ?? 0,
+        shardsHandedOff: this.cluster?.counts.shardsHandedOff ?? 0,
+        leaseLosses: this.cluster?.counts.leaseLosses ?? 0,
+      }),
     });
   }
 
@@ -189,6 +198,7 @@ export class TallyNode {
       this.checkpoint();
       const cluster = this.cluster;
       const forwarder = new Forwarder(cluster.connection, log);
+      this.forwarder = forwarder;
       forwarder.serve(config.nodeId, (item) => clusterRouter!.decide(item));
       clusterRouter!.attach({ nodeId: config.nodeId, owner: (shard) => cluster.map.owner(shard), forward: (owner, item) => forwarder.send(owner, item) });
     }

@@ -53,6 +53,19 @@ describe('routing to the owner', () => {
     const statuses = answers.map((answer) => answer.status);
     expect(statuses.filter((status) => status === 200)).toHaveLength(LIMIT);
     expect(statuses.filter((status) => status === 429)).toHaveLength(LIMIT * 2);
+    // Two thirds went to the owner from the other nodes, in batches.
+    let forwarded = 0;
+    let batches = 0;
+    for (const id of ids) {
+      const text = await (await fetch(`${cluster.nodes.get(id)!.baseUrl}/metrics`)).text();
+      const sample = (name: string) => Number(text.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1] ?? 0);
+      forwarded += sample('tally_cluster_forwarded_total');
+      batches += sample('tally_cluster_forward_batches_total');
+      expect(sample('tally_cluster_forward_failures_total')).toBe(0);
+    }
+    expect(forwarded).toBeGreaterThanOrEqual(LIMIT * 2);
+    expect(batches).toBeGreaterThan(0);
+    expect(batches).toBeLessThan(forwarded);
   }, 60_000);
 
   it('refuses a key deleted on one node on every node, from the next request', async () => {

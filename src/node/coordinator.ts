@@ -17,6 +17,7 @@
 import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { SHARD_COUNT } from '../shards/index.js';
 import type { Membership } from './membership.js';
 import { planPlacement } from './placement.js';
 import type { ShardMap } from './shardMap.js';
@@ -96,7 +97,7 @@ export class Coordinator {
     const liveIds = new Set(live.map((member) => member.record.id));
     const takers = live.filter((member) => member.record.status === 'active').map((member) => member.record.id);
     let inFlight = 0;
-    for (let shard = 0; shard < 1024; shard++) {
+    for (let shard = 0; shard < SHARD_COUNT; shard++) {
       const current = this.map.get(shard);
       if (current?.entry.status !== 'moving') continue;
       if (liveIds.has(current.entry.owner) && !liveIds.has(current.entry.to!)) {

@@ -5,7 +5,7 @@
  * whatever a test left running, pass or fail.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort, killGroup } from './children.js';
 import { makeTempDir } from './tmp.js';
 
 export interface NatsServer {
@@ -18,17 +18,6 @@ export interface NatsServer {
 }
 
 const running = new Set<ChildProcess>();
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
 
 function binary(): string {
   return process.env.NATS_SERVER_BIN ?? 'nats-server';
@@ -62,17 +51,6 @@ async function launch(args: string[]): Promise<ChildProcess> {
   return child;
 }
 
-async function kill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  try {
-    process.kill(-child.pid!, 'SIGKILL');
-  } catch {
-    child.kill('SIGKILL');
-  }
-  await exited;
-}
-
 async function server(args: (dir: string) => string[], port: number): Promise<NatsServer> {
   const dir = await makeTempDir();
   let child = await launch(args(dir));
@@ -80,10 +58,10 @@ async function server(args: (dir: string) => string[], port: number): Promise<Na
     url: `nats://127.0.0.1:${port}`,
     port,
     async stop() {
-      await kill(child);
+      await killGroup(child);
     },
     async restart() {
-      await kill(child);
+      await killGroup(child);
       child = await launch(args(dir));
     },
   };
@@ -127,5 +105,5 @@ export async function startNatsCluster(): Promise<NatsServer[]> {
 }
 
 export async function stopAllNatsServers(): Promise<void> {
-  await Promise.all([...running].map(kill));
+  await Promise.all([...running].map(killGroup));
 }

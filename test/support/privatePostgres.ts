@@ -10,10 +10,12 @@
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './children.js';
+
+export { freePort };
 
 const run = promisify(execFile);
 
@@ -31,17 +33,6 @@ function binDir(): string {
   const versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
   if (versions.length === 0) throw new Error(`no PostgreSQL under ${root}: install the postgresql package`);
   return join(root, versions[0]!, 'bin');
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
 }
 
 export async function createPrivatePostgres(): Promise<PrivatePostgres> {

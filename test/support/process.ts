@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { killGroup } from './children.js';
 
 const MAIN = join(import.meta.dirname, '../../dist/src/node/main.js');
 
@@ -22,17 +23,7 @@ const spawned = new Set<ChildProcess>();
 
 /** SIGKILLs the process group of every node still running (for afterAll, pass or fail). */
 export async function killAllNodes(): Promise<void> {
-  await Promise.all(
-    [...spawned].map((child) => {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      return exited;
-    }),
-  );
+  await Promise.all([...spawned].map(killGroup));
 }
 
 export async function spawnNode(env: Record<string, string>): Promise<NodeProcess> {
@@ -50,11 +41,7 @@ export async function spawnNode(env: Record<string, string>): Promise<NodeProces
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       // Not left running: a node that never said it serves is killed with its group.
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
+      void killGroup(child);
       reject(new Error(`node did not start:\n${logs.join('\n')}`));
     }, 30_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {

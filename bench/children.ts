@@ -31,6 +31,25 @@ export class Child {
     running.add(this);
   }
 
+  /**
+   * Everything the child writes to its (piped) stdout, once it has exited and the pipe is
+   * drained: 'exit' can come before the last of the output, which then reads as nothing.
+   */
+  async stdout(): Promise<{ code: number | null; output: string }> {
+    const stream = this.process.stdout;
+    if (stream === null) throw new Error(`${this.name}: stdout is not piped`);
+    let output = '';
+    stream.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const drained = new Promise<void>((resolve) => {
+      if (stream.readableEnded) resolve();
+      else stream.once('close', () => resolve());
+    });
+    const [code] = await Promise.all([this.exited, drained]);
+    return { code, output };
+  }
+
   get alive(): boolean {
     return this.process.exitCode === null && this.process.signalCode === null;
   }

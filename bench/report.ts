@@ -9,6 +9,7 @@ export const TARGETS = {
   shaped: 'shaped ceiling',
   redis: 'redis-lua peer',
   tally: 'tally consume',
+  replica: 'tally + replica',
 } as const;
 
 export type TargetName = keyof typeof TARGETS;
@@ -49,13 +50,15 @@ export interface BenchReport {
      */
     redisTargetToCeiling?: number;
     ceilingTargetToShaped?: number;
+    /** The same node with the Redis replica on, against without: what pushing every 100 ms costs. */
+    replicaToTally?: number;
   };
   /** Targets that could not be measured, with why. */
-  failures: Partial<Record<TargetName | 'micro' | 'pipeline' | 'scale', string>>;
+  failures: Partial<Record<TargetName | 'micro' | 'pipeline' | 'cluster' | 'scale', string>>;
 }
 
 export function ratios(load: BenchReport['load']): BenchReport['ratios'] {
-  const { ceiling, shaped, redis, tally } = load;
+  const { ceiling, shaped, redis, tally, replica } = load;
   const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : a / b);
   return {
     tallyToCeiling: ratio(tally?.rps, ceiling?.rps),
@@ -67,6 +70,7 @@ export function ratios(load: BenchReport['load']): BenchReport['ratios'] {
     cpuRedisToTally: ratio(redis?.serverCpuUsPerRequest, tally?.serverCpuUsPerRequest),
     redisTargetToCeiling: ratio(redis === undefined ? undefined : 3 * redis.rps, ceiling?.rps),
     ceilingTargetToShaped: ratio(ceiling === undefined ? undefined : 0.8 * ceiling.rps, shaped?.rps),
+    replicaToTally: ratio(replica?.rps, tally?.rps),
   };
 }
 
@@ -116,6 +120,7 @@ export function formatReport(report: BenchReport): string {
     cpuRedisToTally,
     redisTargetToCeiling,
     ceilingTargetToShaped,
+    replicaToTally,
   } = report.ratios;
   lines.push(
     '',
@@ -123,6 +128,7 @@ export function formatReport(report: BenchReport): string {
     `        shaped/ceiling = ${fixed(shapedToCeiling, 2)} (the answer's headers and size alone); tally/shaped = ${fixed(tallyToShaped, 2)} (Tally's own work)`,
     `by CPU per request: ceiling/tally = ${fixed(cpuCeilingToTally, 2)}; redis/tally = ${fixed(cpuRedisToTally, 2)} (redis: peer + Redis server)`,
     `reach: 3 x redis = ${fixed(redisTargetToCeiling, 2)} x ceiling; 0.8 x ceiling = ${fixed(ceilingTargetToShaped, 2)} x shaped (above 1: more than a server doing no work gave in this run)`,
+    `replica: (tally + replica)/tally = ${fixed(replicaToTally, 2)} (target >= 0.9: REDIS_URL set, snapshots pushed every 100 ms)`,
   );
   const micro = report.micro;
   if (micro !== undefined) {

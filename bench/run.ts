@@ -10,6 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startNode, stopAll, waitForLine } from './children.js';
+import { type ClusterResult, formatCluster } from './clusterReport.js';
 import { chooseGenerator, describeGenerator, type Generator } from './load.js';
 import type { MicroResult } from './micro.js';
 import type { PipelineResult } from './pipeline.js';
@@ -113,6 +114,14 @@ async function main(): Promise<number> {
       report.failures.pipeline = error instanceof Error ? error.message : String(error);
     }
   }
+  let cluster: ClusterResult | undefined;
+  if (settings.only.has('cluster')) {
+    try {
+      cluster = await runResultChild<ClusterResult>('cluster', [], 'cluster.js', 'CLUSTER_RESULT', 600_000);
+    } catch (error) {
+      report.failures.cluster = error instanceof Error ? error.message : String(error);
+    }
+  }
   let scale: ScaleResult | undefined;
   if (settings.only.has('scale')) {
     try {
@@ -123,6 +132,7 @@ async function main(): Promise<number> {
     }
   }
   console.log(`\n${formatReport(report)}`);
+  if (cluster !== undefined) console.log(`\ncluster (three nodes on one NATS and one PostgreSQL, on this machine):\n${formatCluster(cluster)}`);
   if (scale !== undefined) console.log(`\nscale (${scale.users} users on PostgreSQL):\n${formatScale(scale)}`);
   if (settings.out !== undefined) writeFileSync(settings.out, `${JSON.stringify(report, null, 2)}\n`);
   const microFailed = report.micro !== undefined && Object.keys(report.micro.errors).length > 0;

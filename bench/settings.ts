@@ -1,10 +1,10 @@
 /** Every BENCH_* variable, read and checked once; a bad value stops the run naming it. */
 
-export const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'micro', 'pipeline', 'scale'] as const;
+export const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'replica', 'micro', 'pipeline', 'cluster', 'scale'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface Settings {
-  /** BENCH_ONLY: the parts to run, of ceiling,shaped,redis,tally,micro,pipeline,scale (default all). */
+  /** BENCH_ONLY: the parts to run, of ceiling,shaped,redis,tally,replica,micro,pipeline,cluster,scale (default all). */
   only: ReadonlySet<Part>;
   /** BENCH_DURATION: seconds measured per target and round (default 10). */
   durationSeconds: number;
@@ -14,7 +14,7 @@ export interface Settings {
   rounds: number;
   /** BENCH_CONNECTIONS: keep-alive connections of the generator (default 64). */
   connections: number;
-  /** REDIS_URL: the Redis of the peer (default redis://127.0.0.1:6379). */
+  /** REDIS_URL: the Redis of the peer and of Tally's replica (default redis://127.0.0.1:6379). */
   redisUrl: string;
   /** BENCH_REDIS_AUTOPIPELINING=1: the peer batches its Redis calls per tick (default off). */
   redisAutoPipelining: boolean;

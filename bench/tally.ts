@@ -36,6 +36,8 @@ export interface TallyOptions {
   databaseUrl?: string | undefined;
   /** Directory for a V8 CPU profile of the node (`--cpu-prof`). */
   profileDir?: string | undefined;
+  /** The Redis replica to keep (REDIS_URL, TALLY_REDIS_PREFIX). */
+  replica?: { url: string; prefix: string } | undefined;
 }
 
 export async function startTally(options: TallyOptions = {}): Promise<TallyUnderTest> {
@@ -55,6 +57,10 @@ export async function startTally(options: TallyOptions = {}): Promise<TallyUnder
     TALLY_LOG_LEVEL: 'warn',
   };
   if (options.databaseUrl !== undefined) env.DATABASE_URL = options.databaseUrl;
+  if (options.replica !== undefined) {
+    env.REDIS_URL = options.replica.url;
+    env.TALLY_REDIS_PREFIX = options.replica.prefix;
+  }
   const profile = options.profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.profileDir}`];
   // The node's stdout (its log) goes to our stderr: our stdout is the results table.
   const child = startNode('tally', [...profile, TALLY_MAIN, 'start'], env, ['ignore', 2, 2]);

@@ -51,13 +51,16 @@ export async function startTarget(target: TargetName, settings: Settings): Promi
       // Redis does half of this design's work: count its CPU with the peer's.
       return { ...peer, cpuTime: async () => addCpuTime(await peer.cpuTime(), await redisCpuTime(settings.redisUrl)) };
     }
-    case 'tally': {
-      console.error(`[bench] starting tally and seeding ${KEY_COUNT} users through the API`);
-      const tally = await startTally({ databaseUrl: settings.databaseUrl, profileDir: settings.profileDir });
+    case 'tally':
+    case 'replica': {
+      const replica = target === 'replica' ? { url: settings.redisUrl, prefix: `tallybench-replica:${process.pid}:` } : undefined;
+      console.error(`[bench] starting tally${replica === undefined ? '' : ' with the Redis replica'} and seeding ${KEY_COUNT} users through the API`);
+      const tally = await startTally({ databaseUrl: settings.databaseUrl, profileDir: settings.profileDir, replica });
       return {
         url: tally.url + CONSUME_PATH,
         authorizations: tally.keys.map((key) => `Bearer ${key}`),
-        cpuTime: async () => processCpuTime(tally.pid),
+        // With the replica, Redis's work counts too, as it does for the peer.
+        cpuTime: async () => (replica === undefined ? processCpuTime(tally.pid) : addCpuTime(await processCpuTime(tally.pid), await redisCpuTime(replica.url))),
         stop: tally.stop,
       };
     }

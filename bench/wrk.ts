@@ -129,10 +129,7 @@ export async function runWrk(wrk: string, options: LoadOptions): Promise<LoadRes
     writeKeysFile(keysPath, options.authorizations);
     writeFileSync(scriptPath, consumeScript(url.pathname, keysPath));
     const args = ['-t1', `-c${options.connections}`, `-d${options.durationSeconds}s`, '-s', scriptPath, options.url];
-    const child = startProcess('wrk', wrk, args);
-    let output = '';
-    child.process.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const code = await child.exited;
+    const { code, output } = await startProcess('wrk', wrk, args).stdout();
     if (code !== 0) throw new Error(`wrk exited with ${code}: ${output}`);
     const s = readSummary(output);
     const seconds = s.duration_us / 1e6;

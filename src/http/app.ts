@@ -115,6 +115,8 @@ export class HttpServer {
   private readonly app: TemplatedApp;
   private listenSocket: us_listen_socket | null = null;
   private inflight = 0;
+  /** Requests received since the server started (the console's request rate). */
+  private received = 0;
   private idleWaiters: (() => void)[] = [];
   private draining = false;
   /** The access log is a debug-level line per request; the check is made once. */
@@ -198,6 +200,10 @@ export class HttpServer {
     return this.inflight;
   }
 
+  get requestsReceived(): number {
+    return this.received;
+  }
+
   private serve(route: InstalledRoute, res: HttpResponse, req: HttpRequest): void {
     const started = performance.now();
     const exchange = this.exchange(res, req);
@@ -223,6 +229,7 @@ export class HttpServer {
     for (let i = 0; i < route.params.length; i++) params[route.params[i]!] = safeDecode(req.getParameter(i) ?? '');
 
     this.inflight++;
+    this.received++;
     const request: PendingRequest = {
       route,
       exchange,

@@ -3,6 +3,7 @@ import { HttpServer, type HttpServerOptions } from './app.js';
 import { openApiDocument } from './openapi.js';
 import type { RouteDefinition } from './route.js';
 import { adminRoutes } from './routes/admin.js';
+import { consoleRoutes } from './routes/console.js';
 import type { RouteDeps } from './routes/deps.js';
 import { keyRoutes } from './routes/keys.js';
 import { opsRoutes } from './routes/ops.js';
@@ -13,14 +14,24 @@ import { userRoutes } from './routes/users.js';
 export { ApiKeys } from './apiKeys.js';
 export { HttpServer, ListenError, probeListen } from './app.js';
 export type { HttpMetrics } from './metrics.js';
-export { HttpError, type Problem, problem, statusOf } from './problem.js';
+export { HttpError, type Problem, problem, problemFromError, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';
 export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
+export { chargeOf } from './routes/quota.js';
+export * as schemas from './schemas.js';
 export { type SessionClaims, SessionTokens } from './sessionTokens.js';
+export { compileValidator, type Validator } from './validate.js';
 
 export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
   let document: string | undefined;
-  const routes: RouteDefinition[] = [...userRoutes(deps), ...sessionRoutes(deps), ...keyRoutes(deps), ...quotaRoutes(deps), ...adminRoutes(deps)];
+  const routes: RouteDefinition[] = [
+    ...userRoutes(deps),
+    ...sessionRoutes(deps),
+    ...keyRoutes(deps),
+    ...quotaRoutes(deps),
+    ...adminRoutes(deps),
+    ...consoleRoutes(),
+  ];
   routes.push(...opsRoutes(deps, () => (document ??= JSON.stringify(openApiDocument(routes, version)))));
   return routes;
 }

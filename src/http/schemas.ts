@@ -162,7 +162,16 @@ export const LimiterReply = Type.Object({ allowed: Type.Boolean(), remaining: Ty
 export const Tier = Type.Object({ name: Type.String(), limits: Limits, fail_open: Type.Boolean(), updated_at: Timestamp });
 export const TierList = Type.Object({ tiers: Type.Array(Tier) });
 export const TierBody = Type.Object({ limits: Limits, fail_open: Type.Optional(Type.Boolean()) }, Strict);
-export const AdminUser = Type.Composite([Profile, Type.Object({ blocked: Type.Boolean(), overrides: Limits, limits: Type.Array(LimitState) })]);
+export const AdminUser = Type.Composite([
+  Profile,
+  Type.Object({
+    blocked: Type.Boolean(),
+    overrides: Limits,
+    limits: Type.Array(LimitState),
+    shard: Type.Integer({ minimum: 0, description: 'the shard that holds the user' }),
+    owner: Type.Union([Type.String(), Type.Null()], { description: 'the node that owns the shard now (null while it has none)' }),
+  }),
+]);
 export const AdminUserPatch = Type.Object(
   { tier: Type.Optional(Name), blocked: Type.Optional(Type.Boolean()), overrides: Type.Optional(Limits) },
   { ...Strict, minProperties: 1 },
@@ -177,6 +186,7 @@ export const Cluster = Type.Object({
       address: Type.Optional(Type.String({ description: 'cluster: where its HTTP API listens' })),
       lease_age_ms: Type.Optional(Type.Integer({ description: 'cluster: since this node last saw its heartbeat' })),
       version: Type.Optional(Type.String()),
+      requests: Type.Optional(Type.Integer({ description: 'cluster: HTTP requests the node had received at its last heartbeat' })),
     }),
   ),
   leader: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'cluster: the node that writes the shard map' })),
@@ -188,6 +198,7 @@ export const Cluster = Type.Object({
       Type.Array(Type.Object({ shard: Type.Integer(), from: Type.String(), to: Type.String() }), { description: 'cluster: planned moves in progress' }),
     ),
     unassigned: Type.Optional(Type.Integer({ description: 'cluster: shards with no owner in the map' })),
+    owners: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Null()]), { description: 'each shard’s owner in the map, by shard number (null: none)' })),
     lost: Type.Optional(Type.Array(Type.Integer(), { description: 'shards this node gave up: the epoch fence showed another owner' })),
   }),
 });
@@ -215,3 +226,24 @@ export const LimitProblem = Type.Composite([
 ]);
 
 export type Body<T extends TSchema> = Static<T>;
+
+// The NATS API (src/node/natsApi.ts): the same operations, naming the user in the body.
+const UserId = Type.String({ pattern: '^u[a-z2-7]{20}$', description: 'the user the operation is for' });
+const IdempotencyKey = Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'as the HTTP `Idempotency-Key` header' }));
+export const MAX_NATS_BATCH = 1000;
+export const NatsConsume = Type.Object({ user_id: UserId, cost: Cost, resource: ChargedResource, amounts: Charged, idempotency_key: IdempotencyKey }, Strict);
+export const NatsGet = Type.Object({ user_id: UserId }, Strict);
+export const NatsBatch = Type.Object({ items: Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_NATS_BATCH }) }, Strict);
+export const NatsReserve = Type.Object(
+  {
+    user_id: UserId,
+    cost: Cost,
+    resource: ChargedResource,
+    amounts: Charged,
+    ttl_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 3_600_000 })),
+  },
+  Strict,
+);
+export const NatsSettle = Type.Object({ user_id: UserId, id: Type.String({ minLength: 1, maxLength: 64 }), ...SettleBody.properties }, Strict);
+export const NatsRelease = Type.Object({ user_id: UserId, id: Type.String({ minLength: 1, maxLength: 64 }) }, Strict);
+export const NatsVerify = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, Strict);

@@ -24,8 +24,11 @@ import { type ActorRuntime, SHARD_COUNT, type Shard } from '../shards/index.js';
 import type { Config } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { Membership } from './membership.js';
+import { OperatorRequests } from './operator.js';
 import { ShardMap } from './shardMap.js';
 
+/** Where every node answers with the epochs of the shards it serves (the CLI's `shards`). */
+export const EPOCHS_SUBJECT = 'tally.cluster.epochs';
 /** Planned moves in flight across the cluster, at most. */
 const MAX_MOVES = 32;
 /** How long a hand-off waits for the shard's requests in flight before it flushes anyway. */
@@ -37,25 +40,51 @@ export interface ClusterDeps {
   store: Store;
   /** Writes every dirty actor now (after a flush in progress). */
   flush: () => Promise<unknown>;
+  /** Compares every served shard's epoch with the fence, giving up those another node has claimed. */
+  checkFences: () => Promise<void>;
   log: Logger;
   /** This node's HTTP address, as others should reach it. */
   address: string;
+  /** HTTP requests received so far (carried in heartbeats, for the console's rates). */
+  requests?: () => number;
   version: string;
+  /**
+   * Called once connected, before the node joins: whatever must answer other nodes (the
+   * forwarded requests' subscription) starts here, so nobody is sent a shard's requests
+   * before this node listens for them.
+   */
+  onConnected?: (nc: NatsConnection) => void;
 }
 
 export interface ClusterView {
-  nodes: { id: string; status: string; address: string; shards: number; self: boolean; lease_age_ms: number; version: string }[];
+  nodes: { id: string; status: string; address: string; shards: number; self: boolean; lease_age_ms: number; version: string; requests: number }[];
   leader: string | null;
-  shards: { count: number; by_node: Record<string, number>; moving: number[]; moves: { shard: number; from: string; to: string }[]; unassigned: number };
+  shards: {
+    count: number;
+    by_node: Record<string, number>;
+    moving: number[];
+    moves: { shard: number; from: string; to: string }[];
+    unassigned: number;
+    owners: (string | null)[];
+  };
 }
 
 export class ClusterNode {
   private readonly claiming = new Set<number>();
   private readonly handingOff = new Set<number>();
+  /**
+   * Shard → the map revision a hand-off of this node replaced. Until the watch brings the
+   * hand-off's own write, the copy still shows the shard moving from here; this keeps the
+   * round from starting the same hand-off again.
+   */
+  private readonly handedOff = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
   private round: Promise<void> | null = null;
+  private again = false;
   private stopped = false;
   private leaseLost = false;
+  /** After a lapsed lease: the fence check that must pass before this node decides again. */
+  private recovering: Promise<void> | null = null;
   readonly counts = { shardsClaimed: 0, shardsHandedOff: 0, leaseLosses: 0 };
 
   private constructor(
@@ -64,6 +93,7 @@ export class ClusterNode {
     readonly membership: Membership,
     readonly map: ShardMap,
     readonly coordinator: Coordinator,
+    readonly operator: OperatorRequests,
   ) {}
 
   /** Connects, joins (waiting out a previous incarnation's lease), and starts the rounds. */
@@ -75,6 +105,7 @@ export class ClusterNode {
       maxReconnectAttempts: -1,
     });
     try {
+      deps.onConnected?.(nc);
       const incarnation = randomBytes(6).toString('hex');
       const membership = await Membership.open(nc, {
         nodeId: config.nodeId,
@@ -84,18 +115,20 @@ export class ClusterNode {
         leaseMs: config.leaseMs,
         heartbeatMs: config.heartbeatMs,
         log,
+        ...(deps.requests === undefined ? {} : { requests: deps.requests }),
       });
       await membership.join(signal);
       const map = await ShardMap.open(nc, log);
       await map.loaded;
-      const coordinator = await Coordinator.open(nc, membership, map, {
+      const operator = await OperatorRequests.open(nc, log);
+      const coordinator = await Coordinator.open(nc, membership, map, operator, {
         nodeId: config.nodeId,
         incarnation,
         leaseMs: config.leaseMs,
         maxMoves: MAX_MOVES,
         log,
       });
-      const node = new ClusterNode(deps, nc, membership, map, coordinator);
+      const node = new ClusterNode(deps, nc, membership, map, coordinator, operator);
       node.begin();
       return node;
     } catch (error) {
@@ -106,15 +139,57 @@ export class ClusterNode {
 
   private begin(): void {
     const { runtime, config } = this.deps;
-    runtime.mayDecide = () => this.membership.leaseValid;
+    runtime.mayDecide = () => this.membership.leaseValid && this.recovering === null;
+    this.membership.onLeaseResumed = (gapMs) => this.recover(gapMs);
     this.membership.onLeaseLost = () => {
       this.leaseLost = true;
       this.counts.leaseLosses++;
       for (const shard of runtime.shards) if (shard.status !== 'not_owned') runtime.releaseShard(shard);
     };
     this.map.onChange = () => this.schedule();
+    this.membership.onMembersChanged = () => this.schedule();
+    this.operator.onChange = () => this.schedule();
+    // The CLI asks every node at once for the epochs of the shards it serves.
+    this.connection.subscribe(EPOCHS_SUBJECT, {
+      callback: (error, msg) => {
+        if (error !== null) return;
+        const epochs: [number, number][] = [];
+        for (const shard of runtime.shards) if (shard.serving) epochs.push([shard.index, shard.epoch]);
+        msg.respond(JSON.stringify({ node: config.nodeId, epochs }));
+      },
+    });
     this.timer = setInterval(() => this.schedule(), config.heartbeatMs);
     this.schedule();
+  }
+
+  /**
+   * The lease was renewed after a gap (the process was frozen, or NATS was away): another
+   * node may have been given this node's shards and claimed them meanwhile, and may have
+   * admitted against them since. Nothing is decided here until the fence has been read:
+   * every shard claimed by someone else is given up with its actors (their state is stale),
+   * and every shard the map now gives elsewhere is dropped. Requests that arrive meanwhile
+   * are retried by their router and then go to the owner the map names.
+   */
+  private recover(gapMs: number): void {
+    const { log, checkFences, config } = this.deps;
+    if (this.recovering !== null) return;
+    log.warn({ gapMs: Math.round(gapMs) }, 'this node could not renew its lease for half a lease or more; checking the fence before deciding again');
+    this.recovering = (async () => {
+      for (;;) {
+        try {
+          await checkFences();
+          break;
+        } catch (error) {
+          if (this.stopped || this.leaseLost) return;
+          log.warn({ err: error }, 'fence check after a lapsed lease failed; not deciding until it succeeds');
+          await new Promise((resolve) => setTimeout(resolve, config.heartbeatMs));
+        }
+      }
+      this.dropShardsGivenElsewhere();
+    })().finally(() => {
+      this.recovering = null;
+      this.schedule();
+    });
   }
 
   /** Shards the map gives this node that it serves, and whether every shard has an owner. */
@@ -145,16 +220,72 @@ export class ClusterNode {
     return {
       nodes: this.membership.live().map(({ record, silentMs }) => ({
         id: record.id,
-        status: record.status,
+        status: record.status === 'active' && this.operator.drained.has(record.id) ? 'drained' : record.status,
         address: record.address,
         shards: byNode[record.id] ?? 0,
         self: record.id === me,
         lease_age_ms: Math.round(silentMs),
         version: record.version,
+        requests: record.requests ?? 0,
       })),
       leader: this.coordinator.leading ? me : this.coordinator.leader,
-      shards: { count: SHARD_COUNT, by_node: byNode, moving: moves.map((move) => move.shard), moves, unassigned },
+      shards: {
+        count: SHARD_COUNT,
+        by_node: byNode,
+        moving: moves.map((move) => move.shard),
+        moves,
+        unassigned,
+        owners: Array.from({ length: SHARD_COUNT }, (_, shard) => this.map.owner(shard) ?? null),
+      },
     };
+  }
+
+  /**
+   * The first half of a planned leave: marks this node draining, so that the coordinator
+   * moves its shards to the other nodes by planned hand-offs (32 in flight at most), and
+   * waits until the map gives it none, at most `timeoutMs`. The node keeps serving what it
+   * still owns and forwarding the rest meanwhile. Returns at once when no other node could
+   * take the shards. Whatever is left at the end is released by `stop()` as after a crash,
+   * only sooner: the others claim it without waiting for a lease.
+   */
+  async drain(timeoutMs: number): Promise<{ drained: boolean; moved: number; ms: number }> {
+    const { log } = this.deps;
+    const started = performance.now();
+    const before = this.ownedInMap();
+    const result = (drained: boolean) => ({ drained, moved: before - this.ownedInMap(), ms: Math.round(performance.now() - started) });
+    if (timeoutMs === 0 || this.leaseLost || before === 0) return result(before === 0);
+    if (!this.othersCanTake()) {
+      log.info('draining: no other active node to take this node’s shards');
+      return result(false);
+    }
+    try {
+      await this.membership.setStatus('draining');
+    } catch (error) {
+      log.warn({ err: error }, 'draining: could not mark this node draining; releasing its shards instead');
+      return result(false);
+    }
+    log.info({ shards: before }, 'draining: handing this node’s shards to the others');
+    this.schedule();
+    while (this.ownedInMap() > 0 && performance.now() - started < timeoutMs && this.othersCanTake() && !this.leaseLost) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const done = result(this.ownedInMap() === 0);
+    if (done.drained) log.info(done, 'drained: every shard handed off');
+    else log.warn({ ...done, left: this.ownedInMap() }, 'draining stopped before every shard was handed off; the rest is released');
+    return done;
+  }
+
+  /** Shards the map gives this node, moving away or not. */
+  private ownedInMap(): number {
+    const me = this.deps.config.nodeId;
+    let owned = 0;
+    for (let shard = 0; shard < SHARD_COUNT; shard++) if (this.map.owner(shard) === me) owned++;
+    return owned;
+  }
+
+  private othersCanTake(): boolean {
+    const me = this.deps.config.nodeId;
+    return this.membership.live().some(({ record }) => record.id !== me && record.status === 'active' && !this.operator.drained.has(record.id));
   }
 
   /**
@@ -170,12 +301,21 @@ export class ClusterNode {
     await this.membership.leave().catch(() => undefined);
     this.membership.close();
     this.map.close();
+    this.operator.close();
     await this.connection.drain().catch(() => undefined);
   }
 
-  /** One round at a time: the coordinator's step, then this node's claims and hand-offs. */
+  /**
+   * One round at a time: the coordinator's step, then this node's claims and hand-offs. A
+   * change seen during a round runs one more round right after it, so a move that ends
+   * mid-round is followed up at once, not at the next heartbeat.
+   */
   private schedule(): void {
-    if (this.stopped || this.round !== null) return;
+    if (this.stopped) return;
+    if (this.round !== null) {
+      this.again = true;
+      return;
+    }
     this.round = (async () => {
       try {
         await this.coordinator.tick();
@@ -184,31 +324,48 @@ export class ClusterNode {
         this.deps.log.warn({ err: error }, 'cluster round failed; trying again at the next heartbeat');
       } finally {
         this.round = null;
+        if (this.again) {
+          this.again = false;
+          this.schedule();
+        }
       }
     })();
   }
 
   private async reconcile(): Promise<void> {
     if (this.leaseLost || this.stopped) return;
-    const { runtime, config, log } = this.deps;
+    const { runtime, config } = this.deps;
     const me = config.nodeId;
     const toClaim: number[] = [];
+    this.dropShardsGivenElsewhere();
     for (const shard of runtime.shards) {
       const entry = this.map.get(shard.index)?.entry;
-      if (entry?.owner !== me) {
-        if (shard.status === 'owned' && !this.handingOff.has(shard.index)) {
-          log.warn({ shard: shard.index, owner: entry?.owner ?? null }, 'the shard map gives a shard this node serves to another node: dropping it');
-          runtime.releaseShard(shard);
-        }
-        continue;
-      }
+      if (entry?.owner !== me) continue;
       if (entry.status === 'moving') {
+        const revision = this.map.get(shard.index)!.revision;
+        if (this.handedOff.get(shard.index) === revision) continue;
+        this.handedOff.delete(shard.index);
         if (!this.handingOff.has(shard.index)) void this.handOff(shard, entry.to!);
       } else if (!shard.serving && !this.claiming.has(shard.index)) {
         toClaim.push(shard.index);
       }
     }
     if (toClaim.length > 0 && this.membership.leaseValid) await this.claim(toClaim);
+  }
+
+  /**
+   * A shard the map gives another node while this one still serves it: this node was taken
+   * for dead. It is dropped at once; the new owner's claim fences any write this node tries.
+   */
+  private dropShardsGivenElsewhere(): void {
+    const { runtime, config, log } = this.deps;
+    for (const shard of runtime.shards) {
+      if (shard.status !== 'owned' || this.handingOff.has(shard.index)) continue;
+      const owner = this.map.owner(shard.index);
+      if (owner === config.nodeId) continue;
+      log.warn({ shard: shard.index, owner: owner ?? null }, 'the shard map gives a shard this node serves to another node: dropping it');
+      runtime.releaseShard(shard);
+    }
   }
 
   private async claim(shards: number[]): Promise<void> {
@@ -244,8 +401,12 @@ export class ClusterNode {
       const current = this.map.get(shard.index);
       if (current === undefined || current.entry.status !== 'moving' || current.entry.to !== to) return;
       runtime.releaseShard(shard);
-      if (await this.map.handOff(shard.index, to, current.revision)) this.counts.shardsHandedOff++;
-      else log.warn({ shard: shard.index, to }, 'hand-off lost its compare-and-set');
+      if (await this.map.handOff(shard.index, to, current.revision)) {
+        this.handedOff.set(shard.index, current.revision);
+        this.counts.shardsHandedOff++;
+      } else {
+        log.warn({ shard: shard.index, to }, 'hand-off lost its compare-and-set');
+      }
     } catch (error) {
       log.warn({ shard: shard.index, to, err: error }, 'hand-off failed (the flush?): trying again next round');
     } finally {

@@ -7,6 +7,7 @@ describe('loadConfig', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({ httpPort: 8080, httpHost: '0.0.0.0', dataDir: './data', flushIntervalMs: 1000, databaseUrl: undefined, natsUrl: undefined });
     expect(config.nodeId).toMatch(/^node-[0-9a-f]{8}$/);
+    expect(config).toMatchObject({ redisUrl: undefined, replicaIntervalMs: 100, redisPrefix: 'tally:' });
     expect(Object.isFrozen(config)).toBe(true);
   });
 
@@ -22,6 +23,10 @@ describe('loadConfig', () => {
     ['TALLY_LOG_LEVEL', 'loud'],
     ['TALLY_TRUST_PROXY', 'yes'],
     ['TALLY_LOG_FORMAT', 'xml'],
+    ['REDIS_URL', 'http://localhost:6379'],
+    ['TALLY_REPLICA_INTERVAL_MS', '5'],
+    ['TALLY_REPLICA_INTERVAL_MS', 'often'],
+    ['TALLY_REDIS_PREFIX', 'has space:'],
   ])('stops on a bad %s and names it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}:`));

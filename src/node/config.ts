@@ -17,6 +17,9 @@ export interface Config {
   readonly dataDir: string;
   readonly natsUrl: string | undefined;
   readonly redisUrl: string | undefined;
+  /** With REDIS_URL: how often changed actors are pushed to the replica, and the prefix of its keys. */
+  readonly replicaIntervalMs: number;
+  readonly redisPrefix: string;
   readonly nodeId: string;
   /** Cluster mode (NATS_URL set): how long a silent node keeps its shards, and how often a node renews. */
   readonly leaseMs: number;
@@ -36,6 +39,8 @@ export interface Config {
   /** Take the client address from the last hop of X-Forwarded-For (behind a load balancer). */
   readonly trustProxy: boolean;
   readonly shutdownTimeoutMs: number;
+  /** Cluster: how long SIGTERM waits for this node's shards to be handed to the others. */
+  readonly drainTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -64,10 +69,17 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
     default: 'none: a single node',
     meaning: 'NATS servers, comma-separated: cluster mode (needs DATABASE_URL, TALLY_NODE_ID and both secrets)',
   },
-  { name: 'REDIS_URL', default: 'none', meaning: 'Redis, the optional replica cache (not used yet)' },
+  {
+    name: 'REDIS_URL',
+    default: 'none: no replica cache',
+    meaning: 'Redis, the optional replica cache: a crash then loses about TALLY_REPLICA_INTERVAL_MS of usage',
+  },
+  { name: 'TALLY_REPLICA_INTERVAL_MS', default: '100', meaning: 'with REDIS_URL: how often changed quota state is pushed to Redis' },
+  { name: 'TALLY_REDIS_PREFIX', default: 'tally:', meaning: 'with REDIS_URL: the prefix of every key Tally writes in Redis' },
   { name: 'TALLY_NODE_ID', default: 'generated (required with NATS_URL)', meaning: "this node's name, stable across restarts in a cluster" },
   { name: 'TALLY_LEASE_MS', default: '6000', meaning: 'cluster: a node silent this long loses its shards' },
   { name: 'TALLY_HEARTBEAT_MS', default: '1000', meaning: 'cluster: how often a node renews its lease (at most a third of it)' },
+  { name: 'TALLY_DRAIN_TIMEOUT_MS', default: '30000', meaning: 'cluster: how long SIGTERM waits for this node’s shards to move to the others' },
   { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
   { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
   { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
@@ -88,6 +100,8 @@ export const CONFIG_DEFAULTS = {
   TALLY_HTTP_HOST: '0.0.0.0',
   TALLY_DATA_DIR: './data',
   TALLY_FLUSH_INTERVAL_MS: 1000,
+  TALLY_REPLICA_INTERVAL_MS: 100,
+  TALLY_REDIS_PREFIX: 'tally:',
   TALLY_LOG_LEVEL: 'info',
   TALLY_SESSION_TTL_MS: 30 * 24 * 3600 * 1000,
   TALLY_ACTOR_IDLE_MS: 10 * 60 * 1000,
@@ -96,6 +110,7 @@ export const CONFIG_DEFAULTS = {
   TALLY_SHUTDOWN_TIMEOUT_MS: 10_000,
   TALLY_LEASE_MS: 6000,
   TALLY_HEARTBEAT_MS: 1000,
+  TALLY_DRAIN_TIMEOUT_MS: 30_000,
 } as const;
 
 /**
@@ -156,6 +171,10 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) {
     throw new ConfigError('TALLY_NODE_ID', 'use 1 to 64 letters, digits, "_" or "-" (it becomes a NATS subject token)');
   }
+  const redisPrefix = read('TALLY_REDIS_PREFIX') ?? CONFIG_DEFAULTS.TALLY_REDIS_PREFIX;
+  if (!/^[\x21-\x7e]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError('TALLY_REDIS_PREFIX', 'use 1 to 64 printable ASCII characters, no spaces');
+  }
   const natsUrl = url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']);
   const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
   const leaseMs = int('TALLY_LEASE_MS', 300, 600_000);
@@ -188,6 +207,8 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     dataDir: read('TALLY_DATA_DIR') ?? CONFIG_DEFAULTS.TALLY_DATA_DIR,
     natsUrl,
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
+    replicaIntervalMs: int('TALLY_REPLICA_INTERVAL_MS', 10, 60_000),
+    redisPrefix,
     nodeId,
     leaseMs,
     heartbeatMs,
@@ -203,6 +224,7 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     maxActors: int('TALLY_MAX_ACTORS', 100, 100_000_000),
     trustProxy: trustProxy === 'true',
     shutdownTimeoutMs: int('TALLY_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+    drainTimeoutMs: int('TALLY_DRAIN_TIMEOUT_MS', 0, 3_600_000),
   });
 }
 

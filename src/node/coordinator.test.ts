@@ -55,7 +55,7 @@ async function startTestNode(id: string): Promise<TestNode> {
   const membership = await Membership.open(nc, { nodeId: id, incarnation, address: '', version: 'test', leaseMs: LEASE_MS, heartbeatMs: HEARTBEAT_MS, log });
   await membership.join();
   const map = await ShardMap.open(nc, log);
-  const coordinator = await Coordinator.open(nc, membership, map, { nodeId: id, incarnation, leaseMs: LEASE_MS, maxMoves: MAX_MOVES, log });
+  const coordinator = await Coordinator.open(nc, membership, map, null, { nodeId: id, incarnation, leaseMs: LEASE_MS, maxMoves: MAX_MOVES, log });
   const node: TestNode = { id, membership, map, coordinator, handOffs: 0, stop: () => {} };
   map.onChange = (shard, now) => {
     if (now?.status === 'moving' && now.owner === id) {

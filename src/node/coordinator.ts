@@ -10,15 +10,18 @@
  *   membership lease is valid, plans the map (placement.ts) from the live members and
  *   writes it: every shard without a live owner is assigned at once; planned moves start a
  *   few at a time, with at most `maxMoves` in flight; a move whose destination has gone is
- *   cancelled (the owner keeps the shard).
+ *   cancelled (the owner keeps the shard). Nodes an operator drained (operator.ts) take
+ *   no shards.
  * - Losing the lead: a renewal refused (another node took the entry over while this one was
  *   frozen or cut off) stops this node writing the map at once.
  */
-import { type KV, Kvm } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../shards/index.js';
+import { openBucket } from './buckets.js';
 import type { Membership } from './membership.js';
+import type { OperatorRequests } from './operator.js';
 import { planPlacement } from './placement.js';
 import type { ShardMap } from './shardMap.js';
 
@@ -65,14 +68,22 @@ export class Coordinator {
     private readonly kv: KV,
     private readonly membership: Membership,
     private readonly map: ShardMap,
+    private readonly operator: OperatorRequests | null,
     private readonly options: CoordinatorOptions,
   ) {
     this.clock = options.clock ?? (() => performance.now());
   }
 
-  static async open(nc: NatsConnection, membership: Membership, map: ShardMap, options: CoordinatorOptions): Promise<Coordinator> {
-    const kv = await new Kvm(nc).create(COORDINATOR_BUCKET, { history: 1, ttl: options.leaseMs * 10 });
-    return new Coordinator(kv, membership, map, options);
+  /** `operator`: the drains operators asked for (none when null). */
+  static async open(
+    nc: NatsConnection,
+    membership: Membership,
+    map: ShardMap,
+    operator: OperatorRequests | null,
+    options: CoordinatorOptions,
+  ): Promise<Coordinator> {
+    const kv = await openBucket(nc, COORDINATOR_BUCKET, { ttlMs: options.leaseMs * 10, log: options.log });
+    return new Coordinator(kv, membership, map, operator, options);
   }
 
   /**
@@ -95,7 +106,10 @@ export class Coordinator {
 
     const live = this.membership.live();
     const liveIds = new Set(live.map((member) => member.record.id));
-    const takers = live.filter((member) => member.record.status === 'active').map((member) => member.record.id);
+    // Takers: live, not leaving or draining on their own, and not drained by an operator.
+    const takers = live
+      .filter((member) => member.record.status === 'active' && !(this.operator?.drained.has(member.record.id) ?? false))
+      .map((member) => member.record.id);
     let inFlight = 0;
     for (let shard = 0; shard < SHARD_COUNT; shard++) {
       const current = this.map.get(shard);
@@ -106,7 +120,13 @@ export class Coordinator {
         inFlight++;
       }
     }
-    const plan = planPlacement({ takers, live: liveIds, owners: this.map.owners(), maxMoves: this.options.maxMoves - inFlight });
+    const plan = planPlacement({
+      takers,
+      live: liveIds,
+      owners: this.map.owners(),
+      maxMoves: this.options.maxMoves - inFlight,
+      ...(this.operator === null ? {} : { pins: this.operator.pins }),
+    });
     // In parallel, a chunk at a time, so that a round assigning every shard takes a few
     // round trips, not a thousand; the lead is checked between chunks.
     for (let from = 0; from < plan.assign.length; from += WRITE_CHUNK) {

@@ -36,6 +36,13 @@ const COMMANDS: Record<string, Command> = {
       'Applies the migrations not yet applied to DATABASE_URL (or the embedded database in\nTALLY_DATA_DIR), each once, under an advisory lock; safe to run while nodes serve.',
     run: migrateDatabase,
   },
+  cluster: {
+    summary: 'see and change a running cluster: status, nodes, shards, drain, undrain, rebalance',
+    usage: 'tally cluster <command> [--json] [--nats URL]   (tally cluster --help)',
+    details: 'Talks to the cluster over NATS only (NATS_URL or --nats); see `tally cluster --help`.',
+    // Handed its own arguments before the others are parsed (see main).
+    run: async () => 2,
+  },
   help: {
     summary: 'show this help, or a command’s: tally help <command>',
     usage: 'tally help [command]',
@@ -109,6 +116,11 @@ function parse(argv: string[]) {
 
 async function main(argv: string[]): Promise<number> {
   const command = argv.find((arg) => !arg.startsWith('-'));
+  if (command === 'cluster' && argv[0] === 'cluster') {
+    // Operator tooling: its own options, and nothing of a node's configuration.
+    const { runClusterCli } = await import('../../cluster/index.js');
+    return runClusterCli(argv.slice(1));
+  }
   let args: ReturnType<typeof parse>;
   try {
     args = parse(argv);

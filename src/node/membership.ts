@@ -15,14 +15,18 @@
  * - **Lease.** A node may decide for its shards only while its last successful renewal was
  *   sent less than half a lease ago (`leaseValid`), so a node frozen for longer than that
  *   stops deciding before any observer could call it dead.
+ * - **Resuming.** A renewal that succeeds after a gap of half a lease or more fires
+ *   `onLeaseResumed`: the node was frozen or cut off, may have been taken for dead, and
+ *   checks what it holds against the fence before it decides again.
  * - **Losing the entry.** A renewal refused because the revision moved (another incarnation
  *   took the id over, or the entry expired while this node was frozen) ends this membership
  *   for good: `onLeaseLost` fires and the node must give up everything it owns.
  */
 import { performance } from 'node:perf_hooks';
-import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
 
 export const MEMBERS_BUCKET = 'tally_members';
 
@@ -42,6 +46,10 @@ export interface MemberRecord {
   status: MemberStatus;
   /** Renewals so far (every write changes the entry, so observers see it move). */
   beat: number;
+  /** The lease this node runs with: what a reader without a watch (the CLI) ages entries by. */
+  lease_ms?: number;
+  /** HTTP requests received since the process started, as of this renewal (rates for the console). */
+  requests?: number;
 }
 
 /** A member as one observer sees it. */
@@ -62,6 +70,8 @@ export interface MembershipOptions {
   log: Logger;
   /** Monotonic milliseconds. */
   clock?: () => number;
+  /** The node's request count, carried in every renewal. */
+  requests?: () => number;
 }
 
 interface Seen {
@@ -83,6 +93,9 @@ export class Membership {
   private renewing: Promise<void> | null = null;
   private lost = false;
   private closed = false;
+  /** Renewals failed in a row, and when that was last logged. */
+  private failures = 0;
+  private failureLoggedAt = 0;
   private readonly seen = new Map<string, Seen>();
   /** When the watch last delivered this node's own renewal: the observer's clock for ageing others. */
   private watchedAt: number | null = null;
@@ -90,6 +103,12 @@ export class Membership {
   private readonly clock: () => number;
   /** Called once, when a renewal shows that this node no longer holds its entry. */
   onLeaseLost: (reason: string) => void = () => {};
+  /**
+   * Called when a renewal succeeds after a gap of half a lease or more (the process was
+   * frozen, or NATS was away): others may have taken this node for dead meanwhile, so what
+   * it holds must be checked before it decides again.
+   */
+  onLeaseResumed: (gapMs: number) => void = () => {};
   /** Called whenever a member's entry appears, changes status or disappears. */
   onMembersChanged: () => void = () => {};
 
@@ -102,7 +121,7 @@ export class Membership {
 
   /** Opens (creating it if needed) the members bucket and starts watching it. */
   static async open(nc: NatsConnection, options: MembershipOptions): Promise<Membership> {
-    const kv = await new Kvm(nc).create(MEMBERS_BUCKET, { history: 1, ttl: options.leaseMs * 10 });
+    const kv = await openBucket(nc, MEMBERS_BUCKET, { ttlMs: options.leaseMs * 10, log: options.log });
     const membership = new Membership(kv, options);
     await membership.watch();
     return membership;
@@ -152,9 +171,19 @@ export class Membership {
     const { nodeId, leaseMs, heartbeatMs, log } = this.options;
     let waitingFor: { revision: number; since: number } | null = null;
     let said = false;
+    let unreachableSaid = false;
     for (;;) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-      const entry = await this.kv.get(nodeId);
+      let entry: KvEntry | null;
+      try {
+        entry = await this.kv.get(nodeId);
+      } catch (error) {
+        // JetStream not answering yet (a new cluster electing leaders, a server restarting).
+        if (!unreachableSaid) log.warn({ node: nodeId, err: error }, 'joining: the members bucket does not answer yet; retrying');
+        unreachableSaid = true;
+        await sleep(Math.min(heartbeatMs, 250), signal);
+        continue;
+      }
       const sentAt = this.clock();
       if (entry === null || entry.operation !== 'PUT') {
         const revision = await this.kv.create(nodeId, this.encode()).catch(() => null);
@@ -217,7 +246,11 @@ export class Membership {
       try {
         this.beat++;
         this.revision = await this.kv.update(this.options.nodeId, this.encode(), this.revision, this.requestTimeoutMs);
+        const gapMs = sentAt - this.lastRenewalSentAt;
         this.lastRenewalSentAt = sentAt;
+        if (this.failures > 0) this.options.log.info({ node: this.options.nodeId, failures: this.failures }, 'heartbeat renewed again');
+        this.failures = 0;
+        if (gapMs >= this.options.leaseMs / 2) this.onLeaseResumed(gapMs);
       } catch (error) {
         if (isWrongRevision(error) && (await this.adoptOwnWrite())) return;
         if (isWrongRevision(error)) {
@@ -228,7 +261,13 @@ export class Membership {
           this.onLeaseLost(reason);
         } else {
           // NATS is away or slow: the lease runs down on its own; the next beat tries again.
-          this.options.log.warn({ node: this.options.nodeId, err: error }, 'heartbeat failed');
+          // Said when it starts failing and every FAILURE_LOG_MS after, not every beat.
+          this.failures++;
+          const now = this.clock();
+          if (this.failures === 1 || now - this.failureLoggedAt >= FAILURE_LOG_MS) {
+            this.failureLoggedAt = now;
+            this.options.log.warn({ node: this.options.nodeId, err: error, failures: this.failures }, 'heartbeat failed; retrying every heartbeat');
+          }
         }
       } finally {
         this.renewing = null;
@@ -261,18 +300,21 @@ export class Membership {
 
   private encode(): string {
     const { nodeId, incarnation, address, version } = this.options;
-    const record: MemberRecord = { id: nodeId, incarnation, address, version, status: this.status, beat: this.beat };
+    const record: MemberRecord = {
+      id: nodeId,
+      incarnation,
+      address,
+      version,
+      status: this.status,
+      beat: this.beat,
+      lease_ms: this.options.leaseMs,
+      requests: this.options.requests?.() ?? 0,
+    };
     return JSON.stringify(record);
   }
 
   private async watch(): Promise<void> {
-    const updates = await this.kv.watch();
-    this.watcher = updates;
-    void (async () => {
-      for await (const entry of updates) this.observe(entry);
-    })().catch((error: unknown) => {
-      if (!this.closed) this.options.log.error({ err: error }, 'the members watch ended');
-    });
+    this.watcher = await BucketWatch.start(this.kv, (entry) => this.observe(entry), { name: MEMBERS_BUCKET, log: this.options.log, probeMs: WATCH_PROBE_MS });
   }
 
   private observe(entry: KvEntry): void {
@@ -302,6 +344,8 @@ export class Membership {
     if (before === undefined || before.record.status !== record.status || before.record.incarnation !== record.incarnation) this.onMembersChanged();
   }
 }
+
+const FAILURE_LOG_MS = 10_000;
 
 function decode(entry: KvEntry): MemberRecord {
   return entry.json<MemberRecord>();

@@ -9,7 +9,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpMetrics } from '../http/index.js';
-import type { FlushMetrics } from '../persistence/index.js';
+import type { FlushMetrics, ReplicaStats } from '../persistence/index.js';
 import type { FailOpenMetrics } from './failOpen.js';
 import { RequestStats } from './requestStats.js';
 
@@ -30,6 +30,8 @@ export interface MetricSources {
   passivated(): number;
   /** Cluster mode's counts so far (all 0 on a single node). */
   cluster(): ClusterCounts;
+  /** The Redis replica's counts, and whether it answers (absent without REDIS_URL). */
+  replica?: () => { stats: ReplicaStats; up: boolean };
 }
 
 export interface ClusterCounts {
@@ -86,7 +88,7 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
         },
       });
     gauge('tally_actors_active', 'Actors in memory', sources.activeActors);
-    gauge('tally_actors_dirty', 'Actors waiting for the write-behind flush', sources.dirtyActors);
+    gauge('tally_actors_dirty', 'Actors with changes not yet written: queued, or in a flush in progress', sources.dirtyActors);
     gauge('tally_flush_quarantined_rows', 'Actor states held in quarantine now', sources.quarantinedRows);
     gauge('tally_http_requests_in_flight', 'HTTP requests received and not yet answered', sources.requestsInFlight);
     gauge('tally_shards_owned', 'Shards this node serves', sources.ownedShards);
@@ -120,6 +122,31 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
     cluster('tally_cluster_shards_claimed_total', 'Shards this node claimed in the fence as the map gave them', 'shardsClaimed');
     cluster('tally_cluster_shards_handed_off_total', 'Shards this node flushed and handed to another node', 'shardsHandedOff');
     cluster('tally_cluster_lease_losses_total', 'Times this node found its member entry taken over and gave up every shard', 'leaseLosses');
+    // The replica's series exist only with REDIS_URL: without it, a dashboard shows no replica, not a dead one.
+    const replicaSource = sources.replica;
+    if (replicaSource !== undefined) {
+      const replica = () => replicaSource().stats;
+      gauge('tally_replica_up', 'Whether the Redis replica answered its last push or read (1) or not (0)', () => (replicaSource().up ? 1 : 0));
+      counter('tally_replica_pushes_total', 'Pushes of changed actors to the Redis replica', () => replica().pushes);
+      counter('tally_replica_push_failures_total', 'Pushes to the Redis replica that failed (Redis down or slow)', () => replica().pushFailures);
+      counter('tally_replica_snapshots_total', 'Actor snapshots the Redis replica took', () => replica().snapshotsPushed);
+      counter(
+        'tally_replica_read_failures_total',
+        'Activations that could not read the Redis replica in time and used Postgres alone',
+        () => replica().readFailures,
+      );
+      new Counter({
+        name: 'tally_replica_activations_total',
+        help: 'Activations with the Redis replica on, by the copy they started from: redis, postgres, or none (a new actor)',
+        labelNames: ['source'],
+        registers,
+        collect() {
+          const { chosen } = replica();
+          this.reset();
+          for (const source of ['redis', 'postgres', 'none'] as const) this.inc({ source }, chosen[source]);
+        },
+      });
+    }
     counter('tally_actors_evicted_total', 'Clean actors dropped at TALLY_MAX_ACTORS, least recently used first', sources.evicted);
     counter('tally_actors_passivated_total', 'Actors dropped after TALLY_ACTOR_IDLE_MS unused', sources.passivated);
     new Counter({

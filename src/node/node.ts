@@ -3,10 +3,11 @@
  * written order — not ready → stop accepting → finish in-flight → flush → release shards →
  * close connections — so that no admitted request and no counted unit is lost.
  */
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, probeListen, SessionTokens } from '../http/index.js';
-import { type Database, migrate, openDatabase, Store, WriteBehind } from '../persistence/index.js';
-import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, TierRegistry, UserService } from '../shards/index.js';
+import { type Database, emptyReplicaStats, migrate, openDatabase, openReplica, type RedisReplica, Store, WriteBehind } from '../persistence/index.js';
+import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
 import { Accounts } from './accounts.js';
 import { ClusterNode } from './clusterNode.js';
 import type { Config } from './config.js';
@@ -14,16 +15,22 @@ import { FailOpen } from './failOpen.js';
 import { Forwarder } from './forwarder.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { NatsApi } from './natsApi.js';
 import { ClusterRouter, LocalRouter } from './router.js';
 import { deriveKeys, loadOrCreateSecret } from './secrets.js';
 import { TierAdmin } from './tierAdmin.js';
 import { VERSION } from './version.js';
 
-const TIER_REFRESH_MS = 500;
+/** Tiers are reloaded this often too, for an edit whose broadcast was missed (see tierAdmin.ts). */
+const TIER_REFRESH_MS = 5_000;
+/** Where a node says it has edited a tier; every node reloads its tiers on hearing it. */
+const TIER_EDITS_SUBJECT = 'tally.tiers.edited';
 const NEGATIVE_CACHE_TTL_MS = 5_000;
 /** Expired limiter rows are deleted this often, this many at a time. */
 const EXPIRY_SWEEP_MS = 60_000;
 const EXPIRY_BATCH = 10_000;
+/** An activation waits this long for the Redis replica's copy, then goes on with Postgres alone. */
+const REPLICA_READ_TIMEOUT_MS = 200;
 /** A readiness probe waits this long for the database's answer. */
 const DATABASE_CHECK_MS = 2_000;
 /** A periodic task that keeps failing is logged once, then at most this often. */
@@ -42,10 +49,12 @@ export class TallyNode {
   readonly metrics: Metrics;
   private database: Database | null = null;
   private store: Store | null = null;
+  private replica: RedisReplica | null = null;
   private http: HttpServer | null = null;
   private writeBehind: WriteBehind | null = null;
   private cluster: ClusterNode | null = null;
   private forwarder: Forwarder | null = null;
+  private natsApi: NatsApi | null = null;
   private readonly startAbort = new AbortController();
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
@@ -71,7 +80,7 @@ export class TallyNode {
     this.runtime.onShardLost = (shard, newerEpoch) => this.shardLost(shard, newerEpoch);
     this.metrics = new Metrics({
       activeActors: () => this.runtime.size,
-      dirtyActors: () => this.runtime.dirtyCount,
+      dirtyActors: () => this.runtime.unwrittenCount,
       ownedShards: () => this.servedShards(),
       lostShards: () => this.lostShards().length,
       requestsInFlight: () => this.http?.inFlight ?? 0,
@@ -80,6 +89,7 @@ export class TallyNode {
       refusedAtCapacity: () => this.runtime.stats.refusedAtCapacity,
       evicted: () => this.runtime.stats.evictions,
       passivated: () => this.runtime.stats.passivations,
+      ...(config.redisUrl === undefined ? {} : { replica: () => ({ stats: this.replica?.stats ?? emptyReplicaStats(), up: this.replica?.up ?? false }) }),
       cluster: () => ({
         forwardBatches: this.forwarder?.stats.batches ?? 0,
         forwardedItems: this.forwarder?.stats.items ?? 0,
@@ -101,6 +111,8 @@ export class TallyNode {
       this.http?.stopAccepting();
       await this.database?.close().catch(() => undefined);
       this.database = null;
+      await this.replica?.close();
+      this.replica = null;
       throw error;
     });
     return this.starting;
@@ -125,7 +137,12 @@ export class TallyNode {
     const { applied } = await migrate(sql);
     this.checkpoint();
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
-    const store = new Store(sql);
+    if (config.redisUrl !== undefined) {
+      // Keys expire once an actor would have been passivated: Redis holds the active ones.
+      this.replica = await openReplica(config.redisUrl, { prefix: config.redisPrefix, ttlMs: config.actorIdleMs, readTimeoutMs: REPLICA_READ_TIMEOUT_MS }, log);
+      this.runtime.keepReplica();
+    }
+    const store = new Store(sql, this.replica);
     this.store = store;
 
     const tierAdmin = new TierAdmin(store, this.tiers);
@@ -152,6 +169,10 @@ export class TallyNode {
         clock: Date.now,
         health: () => this.health(),
         cluster: () => this.clusterView(),
+        placement: (key) => {
+          const shard = shardOf(key);
+          return { shard, owner: this.cluster === null ? this.config.nodeId : (this.cluster.map.owner(shard) ?? null) };
+        },
         metrics: async () => ({ contentType: this.metrics.contentType, text: await this.metrics.text() }),
       },
       {
@@ -189,21 +210,34 @@ export class TallyNode {
           runtime: this.runtime,
           store,
           flush: () => writeBehind.flush(),
+          checkFences: () => this.checkFences(),
+          requests: () => this.http?.requestsReceived ?? 0,
           log,
           address: this.describe().url as string,
           version: VERSION,
+          onConnected: (nc) => {
+            this.forwarder = new Forwarder(nc, log);
+            this.forwarder.serve(config.nodeId, (item) => clusterRouter!.decide(item));
+          },
         },
         this.startAbort.signal,
       );
       this.checkpoint();
       const cluster = this.cluster;
-      const forwarder = new Forwarder(cluster.connection, log);
-      this.forwarder = forwarder;
-      forwarder.serve(config.nodeId, (item) => clusterRouter!.decide(item));
+      const forwarder = this.forwarder!;
       clusterRouter!.attach({ nodeId: config.nodeId, owner: (shard) => cluster.map.owner(shard), forward: (owner, item) => forwarder.send(owner, item) });
+      this.listenForTierEdits(cluster.connection, tierAdmin);
+      this.natsApi = await NatsApi.start(cluster.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
     }
 
     this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
+    const replica = this.replica;
+    if (replica !== null) {
+      this.every('replica push', config.replicaIntervalMs, async () => {
+        const now = Date.now();
+        await replica.push(this.runtime.collectReplica(now), now);
+      });
+    }
     this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
     this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
     this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
@@ -212,6 +246,17 @@ export class TallyNode {
     this.ready = true;
     log.info(this.describe(), 'tally is serving');
     return this;
+  }
+
+  /** Tier edits made on other nodes, installed here at once; all tiers reloaded after NATS reconnects. */
+  private listenForTierEdits(nc: NatsConnection, tierAdmin: TierAdmin): void {
+    const reload = (why: string) =>
+      void tierAdmin.refresh().catch((error: unknown) => this.log.warn({ err: error, why }, 'tier reload failed; the periodic reload retries'));
+    tierAdmin.onEdited = (name) => nc.publish(TIER_EDITS_SUBJECT, name);
+    nc.subscribe(TIER_EDITS_SUBJECT, { callback: () => reload('a tier was edited on another node') });
+    void (async () => {
+      for await (const status of nc.status()) if (status.type === 'reconnect') reload('NATS reconnected');
+    })();
   }
 
   /** What the start line says: where to reach the node and what it uses, never a credential. */
@@ -225,7 +270,7 @@ export class TallyNode {
       version: VERSION,
       database: config.databaseUrl === undefined ? `embedded PGlite in ${config.dataDir}` : `postgres at ${urlHosts(config.databaseUrl)}`,
       nats: config.natsUrl === undefined ? 'none (single node)' : `${urlHosts(config.natsUrl)} (cluster mode, node ${config.nodeId})`,
-      redis: config.redisUrl === undefined ? 'none' : `${urlHosts(config.redisUrl)}, not used yet`,
+      redis: config.redisUrl === undefined ? 'none' : `${urlHosts(config.redisUrl)} (replica cache, every ${config.replicaIntervalMs} ms)`,
       shards: this.servedShards(),
       admin: config.adminToken === undefined ? 'off (no TALLY_ADMIN_TOKEN)' : 'on',
       service: config.serviceToken === undefined ? 'off (no TALLY_SERVICE_TOKEN)' : 'on',
@@ -246,11 +291,18 @@ export class TallyNode {
   private async shutdown(): Promise<void> {
     const { log } = this;
     this.ready = false;
+    // In a cluster the shards go to the others first, by planned hand-offs, while this node
+    // still answers: no request waits for a lease or sees an owner missing.
+    await this.cluster?.drain(this.config.drainTimeoutMs).catch((error: unknown) => log.warn({ err: error }, 'draining failed'));
     this.http?.stopAccepting();
-    const left = (await this.http?.waitIdle(this.config.shutdownTimeoutMs)) ?? 0;
+    const [left] = await Promise.all([this.http?.waitIdle(this.config.shutdownTimeoutMs) ?? 0, this.natsApi?.stop(this.config.shutdownTimeoutMs)]);
     if (left > 0) log.warn({ left }, 'shutting down with requests still in flight');
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
+    // Nothing is decided here from now on: a request forwarded by another node is answered
+    // `moved` (its sender asks the next owner), so every change made so far is in the final
+    // flush. Deciding during the flush would change state the flush had already taken.
+    for (const shard of this.runtime.shards) if (shard.status === 'owned') shard.status = 'not_owned';
     if (this.writeBehind !== null) {
       await this.writeBehind.settle();
       this.runtime.activityDueNow();
@@ -261,15 +313,21 @@ export class TallyNode {
           log.error({ rows: this.writeBehind.quarantined }, 'final flush: the database refused some actors’ state; it is lost');
         }
       } catch (error) {
-        log.error({ err: error, unwritten: this.runtime.dirtyCount }, 'final flush failed: usage since the last flush is lost');
+        log.error({ err: error, unwritten: this.runtime.unwrittenCount }, 'final flush failed: usage since the last flush is lost');
       }
     }
     for (const shard of this.runtime.shards) this.runtime.releaseShard(shard);
+    this.forwarder?.close();
     // Only now, with everything written: the others take this node's shards at once.
     await this.cluster?.stop().catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; its shards move after a lease'));
     this.cluster = null;
-    await this.database?.close();
-    this.database = null;
+    try {
+      await this.database?.close();
+    } finally {
+      this.database = null;
+      await this.replica?.close();
+      this.replica = null;
+    }
     log.info('stopped');
   }
 

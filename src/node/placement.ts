@@ -23,6 +23,8 @@ export interface PlacementInput {
   maxMoves: number;
   /** The cap, as a multiple of the average (default 1.1). */
   capFactor?: number;
+  /** Shards an operator placed (`tally cluster move`): they stay on that node while it takes shards. */
+  pins?: ReadonlyMap<number, string>;
 }
 
 export interface PlacementPlan {
@@ -62,6 +64,7 @@ export function targetPlacement(takers: readonly string[], capFactor = 1.1): Map
 
 export function planPlacement(input: PlacementInput): PlacementPlan {
   const target = targetPlacement(input.takers, input.capFactor);
+  for (const [shard, node] of input.pins ?? []) if (input.takers.includes(node) && target.has(shard)) target.set(shard, node);
   const plan: PlacementPlan = { target, assign: [], moves: [], pending: 0 };
   if (target.size === 0) return plan;
   const takers = new Set(input.takers);

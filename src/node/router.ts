@@ -104,14 +104,19 @@ export class ClusterRouter implements Router {
   /** Decides a forwarded item here: `moved` when this node does not serve its shard now. */
   async decide(item: ForwardItem): Promise<ForwardResult> {
     const key = item.kind === 'user' ? item.request.userId : LimiterService.entityKey(item.request.namespace, item.request.key);
-    if (!this.runtime.shardFor(key).serving) return { moved: true };
+    if (!this.deciding(key)) return { moved: true };
     try {
       const ok = item.kind === 'user' ? await this.users.execute(item.request, this.clock()) : await this.limiters.perform(item.request, this.clock());
       return { ok };
     } catch (error) {
-      if (error instanceof OwnerUnavailableError && !this.runtime.shardFor(key).serving) return { moved: true };
+      if (error instanceof OwnerUnavailableError && !this.deciding(key)) return { moved: true };
       return { err: toWireError(error) };
     }
+  }
+
+  /** Whether this node decides for `key` now: it serves the shard and may decide at all. */
+  private deciding(key: string): boolean {
+    return this.runtime.shardFor(key).serving && this.runtime.mayDecide();
   }
 
   private async route(entityKey: string, item: ForwardItem, local: () => Promise<unknown>): Promise<unknown> {
@@ -124,8 +129,9 @@ export class ClusterRouter implements Router {
         try {
           return await local();
         } catch (error) {
-          // Ours in the map but not claimed yet (or just handed off): wait for the claim.
-          if (!(error instanceof OwnerUnavailableError) || this.runtime.shards[shard]!.serving || !retry) throw error;
+          // Ours in the map but not claimed yet (or just handed off), or this node's lease is
+          // being renewed or checked: wait for the claim, or for the map to name the owner.
+          if (!(error instanceof OwnerUnavailableError) || (this.runtime.shards[shard]!.serving && this.runtime.mayDecide()) || !retry) throw error;
         }
       } else if (routing !== null && owner !== undefined) {
         const result = await routing.forward(owner, item);

@@ -12,10 +12,11 @@
  * Every node watches the whole bucket and keeps its own copy: routing reads that copy, and
  * a request that reaches a node which no longer owns its shard is answered `moved`.
  */
-import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../shards/index.js';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
 
 export const SHARDS_BUCKET = 'tally_shards';
 
@@ -42,7 +43,6 @@ function shardOfKey(key: string): number | null {
 export class ShardMap {
   private readonly entries = new Map<number, MapEntry>();
   private watcher: { stop(): void } | null = null;
-  private closed = false;
   private resolveLoaded!: () => void;
   /** Resolves once the watch has delivered every entry stored when it started. */
   readonly loaded = new Promise<void>((resolve) => {
@@ -57,7 +57,7 @@ export class ShardMap {
   ) {}
 
   static async open(nc: NatsConnection, log: Logger): Promise<ShardMap> {
-    const kv = await new Kvm(nc).create(SHARDS_BUCKET, { history: 1 });
+    const kv = await openBucket(nc, SHARDS_BUCKET, { log });
     const map = new ShardMap(kv, log);
     await map.watch();
     return map;
@@ -111,7 +111,6 @@ export class ShardMap {
   }
 
   close(): void {
-    this.closed = true;
     this.watcher?.stop();
   }
 
@@ -129,19 +128,14 @@ export class ShardMap {
 
   private async watch(): Promise<void> {
     const empty = (await this.kv.status()).values === 0;
-    const updates = await this.kv.watch();
-    this.watcher = updates;
+    const onEntry = (entry: KvEntry) => {
+      this.observe(entry);
+      if (entry.delta === 0) this.resolveLoaded();
+    };
+    this.watcher = await BucketWatch.start(this.kv, onEntry, { name: SHARDS_BUCKET, log: this.log, probeMs: WATCH_PROBE_MS });
     // Loaded when the watch has nothing more pending from before it began (an empty bucket
     // sends nothing, so it is loaded at once).
     if (empty) this.resolveLoaded();
-    void (async () => {
-      for await (const entry of updates) {
-        this.observe(entry);
-        if (entry.delta === 0) this.resolveLoaded();
-      }
-    })().catch((error: unknown) => {
-      if (!this.closed) this.log.error({ err: error }, 'the shard map watch ended');
-    });
   }
 
   private observe(kvEntry: KvEntry): void {

@@ -1,7 +1,8 @@
 /**
  * Tier administration: edits are written through to Postgres and installed in this node's
- * registry at once; `refresh` (run every few hundred ms) picks up edits made through other
- * nodes, so an edit is live everywhere within a second.
+ * registry at once. In a cluster, `onEdited` tells the other nodes (a NATS broadcast), and
+ * each runs `refresh` on hearing it, so an edit is live everywhere within a round trip.
+ * `refresh` also runs every few seconds and after NATS reconnects, for a broadcast missed.
  */
 import type { Limit, TierRegistry } from '../shards/index.js';
 
@@ -25,6 +26,9 @@ export interface TierView {
 }
 
 export class TierAdmin {
+  /** Called after an edit is written and installed here. */
+  onEdited: (name: string) => void = () => {};
+
   constructor(
     private readonly store: TierStore,
     private readonly registry: TierRegistry,
@@ -42,6 +46,7 @@ export class TierAdmin {
   async put(name: string, limits: Limit[], failOpen: boolean): Promise<TierView> {
     const row = await this.store.upsertTier({ name, limits, failOpen });
     this.install([row]);
+    this.onEdited(name);
     return this.list().find((tier) => tier.name === name)!;
   }
 

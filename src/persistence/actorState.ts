@@ -32,6 +32,7 @@ export interface EncodedStateRow {
   entityKey: string;
   shard: number;
   epoch: number;
+  seq: number;
   /** The state as JSON text. */
   state: string;
   /** ISO 8601, or null: kept for good. */
@@ -40,7 +41,7 @@ export interface EncodedStateRow {
 
 export function encodeStateRow(row: ActorStateRow): EncodedStateRow {
   const expiresAt = row.expiresAt === undefined || row.expiresAt === null ? null : new Date(row.expiresAt).toISOString();
-  return { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, state: JSON.stringify(row.state), expiresAt };
+  return { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: JSON.stringify(row.state), expiresAt };
 }
 
 /**
@@ -63,20 +64,21 @@ export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): P
         ${sql.array(unique.map((row) => row.entityKey))}::text[],
         ${sql.array(unique.map((row) => row.shard))}::int[],
         ${sql.array(unique.map((row) => row.epoch))}::bigint[],
+        ${sql.array(unique.map((row) => row.seq))}::bigint[],
         ${sql.array(unique.map((row) => row.state))}::text[],
         ${sql.array(unique.map((row) => row.expiresAt))}::timestamptz[]
-      ) as r(entity_key, shard, epoch, state, expires_at)
+      ) as r(entity_key, shard, epoch, seq, state, expires_at)
     ), fence as materialized (
       select shard, epoch from shard_fence
       where shard in (select shard from input)
       order by shard
       for share
     ), written as (
-      insert into actor_state (entity_key, shard, epoch, state, expires_at, updated_at)
-      select i.entity_key, i.shard, i.epoch, i.state::jsonb, i.expires_at, now()
+      insert into actor_state (entity_key, shard, epoch, seq, state, expires_at, updated_at)
+      select i.entity_key, i.shard, i.epoch, i.seq, i.state::jsonb, i.expires_at, now()
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
       on conflict (entity_key) do update
-        set shard = excluded.shard, epoch = excluded.epoch, state = excluded.state,
+        set shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, state = excluded.state,
             expires_at = excluded.expires_at, updated_at = excluded.updated_at
       returning entity_key
     )
@@ -90,12 +92,19 @@ export async function fenceEpochs(sql: Sql): Promise<Map<number, number>> {
   return new Map(rows.map((row) => [row.shard, row.epoch]));
 }
 
-/** An entity's state and its shard's fence epoch, read in one statement (one snapshot). */
-export async function loadState(sql: Sql, entityKey: string, shard: number): Promise<{ state: unknown | null; fenceEpoch: number | null }> {
-  const [row] = await sql<{ state: unknown | null; fence_epoch: number | null }[]>`
-    select (select state from actor_state where entity_key = ${entityKey}) as state,
-           (select epoch from shard_fence where shard = ${shard}) as fence_epoch`;
-  return { state: row?.state ?? null, fenceEpoch: row?.fence_epoch ?? null };
+/**
+ * An entity's state with the epoch and sequence it was written under, and its shard's fence
+ * epoch, read in one statement (one snapshot).
+ */
+export async function loadState(
+  sql: Sql,
+  entityKey: string,
+  shard: number,
+): Promise<{ state: unknown | null; epoch: number; seq: number; fenceEpoch: number | null }> {
+  const [row] = await sql<{ state: unknown | null; epoch: string | null; seq: string | null; fence_epoch: number | null }[]>`
+    select a.state, a.epoch, a.seq, (select epoch from shard_fence where shard = ${shard}) as fence_epoch
+    from (select 1) as one left join actor_state a on a.entity_key = ${entityKey}`;
+  return { state: row?.state ?? null, epoch: Number(row?.epoch ?? 0), seq: Number(row?.seq ?? 0), fenceEpoch: row?.fence_epoch ?? null };
 }
 
 /**

@@ -18,6 +18,7 @@ const FILES = [
   '004_hostile_input.sql',
   '005_token_budgets_on_tokens.sql',
   '006_fence_per_statement.sql',
+  '007_state_sequence.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -45,6 +46,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [4, '004_hostile_input.sql'],
       [5, '005_token_budgets_on_tokens.sql'],
       [6, '006_fence_per_statement.sql'],
+      [7, '007_state_sequence.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });
@@ -76,7 +78,7 @@ describe.each(DATABASE_KINDS)('the token-budget migration on %s', (kind) => {
       { name: 'tokens', kind: 'budget', limit: 2000000, period: 'month' },
     ];
     await sql`update tiers set limits = ${sql.json(edited)} where name = 'pro'`;
-    expect(await migrate(sql)).toEqual({ applied: ['005_token_budgets_on_tokens.sql', '006_fence_per_statement.sql'] });
+    expect(await migrate(sql)).toEqual({ applied: FILES.slice(4) });
     const rows = await sql<{ name: string; limits: { name: string; resource?: string; limit: number }[] }[]>`select name, limits from tiers order by name`;
     const tiers = Object.fromEntries(rows.map((row) => [row.name, row.limits]));
     expect(tiers.free).toEqual([

@@ -284,11 +284,11 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
 
     it('reads the fence epoch of the shard with the state, for known and unknown keys', async () => {
       const [epoch] = (await store.claimShards([502], 'node-state')).values();
-      await store.writeStates(encode([{ entityKey: 'fenced-read', shard: 502, epoch: epoch!, state: { v: 1 } }]));
-      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: epoch });
-      expect(await store.loadState(`nothing-${unique()}`, 502)).toEqual({ found: null, fenceEpoch: epoch });
+      await store.writeStates(encode([{ entityKey: 'fenced-read', shard: 502, epoch: epoch!, seq: 4, state: { v: 1 } }]));
+      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: epoch, seq: 4, unwritten: false });
+      expect(await store.loadState(`nothing-${unique()}`, 502)).toEqual({ found: null, fenceEpoch: epoch, seq: 0, unwritten: false });
       const [next] = (await store.claimShards([502], 'another-node')).values();
-      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: next });
+      expect(await store.loadState('fenced-read', 502)).toEqual({ found: { v: 1 }, fenceEpoch: next, seq: 4, unwritten: false });
       expect((await store.loadUser(`u${unique()}`, 502)).fenceEpoch).toBe(next);
     });
 

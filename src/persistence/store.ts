@@ -12,6 +12,7 @@ import type { EncodedStateRow } from './actorState.js';
 import * as actorState from './actorState.js';
 import type { Sql } from './database.js';
 import { isUnreachable, SQLSTATE, sqlState } from './errors.js';
+import { chooseCopy, type ReplicaCopy, type StateReplica } from './replica.js';
 import { type ActivityTouch, type ApiKeyRow, type SessionRow, type TierRow, toDate, toDateOrNull, type UserRow } from './rows.js';
 
 /** The unique index on lower(email), from migrations/001_init.sql. */
@@ -39,7 +40,11 @@ export class Store implements UserStore {
   /** Statements that loaded users (each for one batch or more). */
   readonly batches = { user: 0 };
 
-  constructor(private readonly sql: Sql) {}
+  /** `replica`: the Redis replica cache, read beside Postgres on every activation. */
+  constructor(
+    private readonly sql: Sql,
+    private readonly replica: StateReplica | null = null,
+  ) {}
 
   /** Throws `EmailTakenError` when the email is taken (in any letter case), `UnknownTierError` for a missing tier. */
   async insertUser(user: Omit<UserRow, 'createdAt'>): Promise<UserRow> {
@@ -93,19 +98,12 @@ export class Store implements UserStore {
     }
   };
 
-  /** One statement for a batch of loads; the answers in the batch's order. */
+  /** One statement for a batch of loads (and one read of the replica beside it); the answers in the batch's order. */
   private async loadUsers(batch: readonly PendingLoad[]): Promise<FencedLoad<LoadedUser>[]> {
     const ids = batch.map((load) => load.id);
     const shards = batch.map((load) => load.shard);
-    const rows = await this.sql<
-      (Partial<UserColumns> & {
-        ord: number;
-        fence_epoch: number | null;
-        sessions: Jsonified<SessionRow>[];
-        keys: Jsonified<ApiKeyRow>[];
-        state: unknown | null;
-      })[]
-    >`
+    const copies = this.replica?.read(ids);
+    const rows = await this.sql<LoadedUserColumns[]>`
       select q.ord, (select epoch from shard_fence where shard = q.shard) as fence_epoch,
         u.id, u.email, u.name, u.tier, u.password_hash, u.preferences, u.blocked, u.overrides, u.created_at,
         coalesce((
@@ -122,11 +120,17 @@ export class Store implements UserStore {
             'lastUsedAt', k.last_used_at) order by k.created_at, k.id)
           from api_keys k where k.user_id = u.id and k.deleted_at is null
         ), '[]') as keys,
-        (select a.state from actor_state a where a.entity_key = u.id) as state
+        a.state, a.epoch as state_epoch, a.seq as state_seq
       from unnest(${this.sql.array(ids)}::text[], ${this.sql.array(shards)}::int[]) with ordinality as q(id, shard, ord)
-      left join users u on u.id = q.id`;
+      left join users u on u.id = q.id
+      left join actor_state a on a.entity_key = u.id`;
+    const found = copies === undefined ? null : await copies;
     const answers: FencedLoad<LoadedUser>[] = new Array(batch.length);
-    for (const row of rows) answers[Number(row.ord) - 1] = toLoadedUser(row);
+    for (const row of rows) {
+      const index = Number(row.ord) - 1;
+      const written = { state: row.state, epoch: Number(row.state_epoch ?? 0), seq: Number(row.state_seq ?? 0) };
+      answers[index] = toLoadedUser(row, row.id == null ? null : this.newestState(written, found?.[index] ?? null, row.fence_epoch));
+    }
     return answers;
   }
 
@@ -240,16 +244,33 @@ export class Store implements UserStore {
 
   async loadState(entityKey: string, shard: number): Promise<FencedLoad<unknown>> {
     this.loads.state++;
-    const { state, fenceEpoch } = await actorState.loadState(this.sql, entityKey, shard).catch(rethrow);
-    return { found: state, fenceEpoch };
+    const copies = this.replica?.read([entityKey]);
+    const { fenceEpoch, ...written } = await actorState.loadState(this.sql, entityKey, shard).catch(rethrow);
+    const found = copies === undefined ? null : await copies;
+    const { state, seq, unwritten } = this.newestState(written, found?.[0] ?? null, fenceEpoch);
+    return { found: state, fenceEpoch, seq, unwritten };
+  }
+
+  /**
+   * The newer of the row's state and the replica's copy (replica.ts), counted by where it
+   * came from; `unwritten` when it is the replica's, which Postgres does not have yet.
+   */
+  private newestState(written: WrittenState, copy: ReplicaCopy | null, fenceEpoch: number | null): NewestState {
+    if (this.replica === null) return { state: written.state, seq: written.seq, unwritten: false };
+    const chosen = chooseCopy(written, copy, fenceEpoch);
+    this.replica.chosen(chosen.source);
+    return { state: chosen.state, seq: chosen.seq, unwritten: chosen.source === 'redis' };
   }
 
   fenceEpochs(): Promise<Map<number, number>> {
     return actorState.fenceEpochs(this.sql).catch(rethrow);
   }
 
-  claimShards(shards: number[], owner: string): Promise<Map<number, number>> {
-    return actorState.claimShards(this.sql, shards, owner).catch(rethrow);
+  /** Bumps the shards' epochs in the fence, and then in the replica's (replica.ts), before any is served. */
+  async claimShards(shards: number[], owner: string): Promise<Map<number, number>> {
+    const epochs = await actorState.claimShards(this.sql, shards, owner).catch(rethrow);
+    await this.replica?.fence(epochs);
+    return epochs;
   }
 
   // The write-behind statements throw the driver's own errors: the flusher tells an
@@ -307,13 +328,37 @@ interface PendingLoad {
   reject(error: unknown): void;
 }
 
-function toLoadedUser(
-  row: Partial<UserColumns> & { fence_epoch: number | null; sessions: Jsonified<SessionRow>[]; keys: Jsonified<ApiKeyRow>[]; state: unknown | null },
-): FencedLoad<LoadedUser> {
+/** An actor's state as its row holds it (state null: no row). */
+interface WrittenState {
+  state: unknown | null;
+  epoch: number;
+  seq: number;
+}
+
+interface NewestState {
+  state: unknown | null;
+  seq: number;
+  unwritten: boolean;
+}
+
+/** A row of the batched user load. */
+type LoadedUserColumns = Partial<UserColumns> & {
+  ord: number;
+  fence_epoch: number | null;
+  sessions: Jsonified<SessionRow>[];
+  keys: Jsonified<ApiKeyRow>[];
+  state: unknown | null;
+  state_epoch: string | null;
+  state_seq: string | null;
+};
+
+function toLoadedUser(row: LoadedUserColumns, newest: NewestState | null): FencedLoad<LoadedUser> {
   const fenceEpoch = row.fence_epoch ?? null;
-  if (row.id === null || row.id === undefined) return { found: null, fenceEpoch };
+  if (newest === null || row.id === null || row.id === undefined) return { found: null, fenceEpoch };
   return {
     fenceEpoch,
+    seq: newest.seq,
+    unwritten: newest.unwritten,
     found: {
       user: toUser(row as UserColumns),
       sessions: row.sessions.map((s) => ({
@@ -328,7 +373,7 @@ function toLoadedUser(
         expiresAt: toDateOrNull(k.expiresAt),
         lastUsedAt: toDateOrNull(k.lastUsedAt),
       })),
-      state: row.state,
+      state: newest.state,
     },
   };
 }

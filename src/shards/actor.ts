@@ -13,6 +13,8 @@ export interface PersistedState {
   shard: number;
   epoch: number;
   state: unknown;
+  /** The actor's version when the state was taken: with `epoch`, orders the copies of one actor (absent: 0). */
+  seq?: number;
   /** From then on the state decides like a fresh one, and its row may be deleted; null or absent: kept. */
   expiresAt?: number | null;
 }
@@ -23,11 +25,18 @@ export abstract class Actor {
   /** Node-wide LRU list: `older` toward the eviction end. */
   older: Actor | null = null;
   newer: Actor | null = null;
-  /** Bumped by every change of written-behind state; `flushedVersion` trails it. */
+  /**
+   * Bumped by every change of written-behind state, from the loaded copy's sequence on (see
+   * `restoreVersion`); `flushedVersion` trails it, and so does `replicatedVersion`.
+   */
   version = 0;
   flushedVersion = 0;
+  /** The version last pushed to the replica cache (Redis). */
+  replicatedVersion = 0;
   /** In the runtime's dirty queue, waiting for the next flush. */
   queued = false;
+  /** In the runtime's replica queue; without a replica, set at the first change and never cleared. */
+  replicaQueued = false;
   private tail: Promise<unknown> | null = null;
 
   constructor(
@@ -43,6 +52,19 @@ export abstract class Actor {
   protected markDirty(): void {
     this.version++;
     if (!this.queued) this.shard.runtime.enqueueDirty(this);
+    if (!this.replicaQueued) this.shard.runtime.enqueueReplica(this);
+  }
+
+  /**
+   * Continues the counters from the sequence of the copy the actor was loaded from, so that
+   * every copy written from now on orders after it (a fresh actor starts at 0). A copy that
+   * Postgres does not have (`written` false: it came from the replica) leaves the actor one
+   * version ahead of its flush, so that the next flush writes it.
+   */
+  restoreVersion(seq: number, written = true): void {
+    this.version += seq;
+    this.flushedVersion += written ? seq : seq - 1;
+    this.replicatedVersion += seq;
   }
 
   /** Records a session or key use, written behind with the state. */

@@ -60,8 +60,8 @@ export class LimiterService {
   async perform(request: LimiterRequest, now: number): Promise<LimiterDecision> {
     const set = this.resolve(request.spec);
     const load = async (key: string, shard: Shard): Promise<Loaded<LimiterActor>> => {
-      const { found, fenceEpoch } = await this.store.loadState(key, shard.index);
-      return { actor: new LimiterActor(key, shard, set, found), fenceEpoch };
+      const { found, fenceEpoch, seq, unwritten } = await this.store.loadState(key, shard.index);
+      return { actor: new LimiterActor(key, shard, set, found), fenceEpoch, seq, unwritten };
     };
     const found = this.runtime.get(LimiterService.entityKey(request.namespace, request.key), now, load, 'limiter');
     const actor = found instanceof Promise ? await found : found;

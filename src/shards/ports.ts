@@ -53,6 +53,10 @@ export interface LoadedUser {
 export interface FencedLoad<T> {
   found: T | null;
   fenceEpoch: number | null;
+  /** The sequence of the state found (see Actor.restoreVersion); 0 or absent: no state. */
+  seq?: number;
+  /** The state found is the replica's, newer than what Postgres holds: it is to be written there. */
+  unwritten?: boolean;
 }
 
 export interface UserStore {

@@ -159,7 +159,9 @@ describe('ActorRuntime', () => {
     const first = rt.collectDirty(1, 3);
     expect(first.rows.map((row) => row.entityKey)).toEqual(['slice-0', 'slice-1', 'slice-2']);
     expect(rt.dirtyCount).toBe(4);
+    expect(rt.unwrittenCount).toBe(7); // the slice in flight is still unwritten
     first.finish(ALL_WRITTEN);
+    expect(rt.unwrittenCount).toBe(4);
     actors[0]!.bump(); // dirty again: behind the rest
     const second = rt.collectDirty(1, 5);
     expect(second.rows.map((row) => row.entityKey)).toEqual(['slice-3', 'slice-4', 'slice-5', 'slice-6', 'slice-0']);
@@ -175,6 +177,7 @@ describe('ActorRuntime', () => {
     dirty.bump();
     const failed = rt.collectDirty(10);
     failed.finish({ retry: new Set([0]), activityFailed: false }); // the database was away
+    expect(rt.unwrittenCount).toBe(1); // queued again, counted once
     expect(rt.sweep(5000)).toBe(1);
     expect(rt.isActive(clean.key)).toBe(false);
     expect(rt.isActive(dirty.key)).toBe(true);
@@ -203,7 +206,7 @@ describe('ActorRuntime', () => {
     actor.bump();
     expect(rt.sweep(1000)).toBe(0); // dirty
     const collected = rt.collectDirty(1000);
-    expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, state: { count: 1 }, expiresAt: null }]);
+    expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, seq: 1, state: { count: 1 }, expiresAt: null }]);
     collected.finish(ALL_WRITTEN);
     expect(rt.sweep(2000)).toBe(1);
     expect(rt.size).toBe(0);
@@ -221,5 +224,50 @@ describe('ActorRuntime', () => {
     retry.finish(ALL_WRITTEN);
     expect(actor.dirty).toBe(true);
     expect(rt.collectDirty(0).rows[0]!.state).toEqual({ count: 2 });
+  });
+});
+
+describe('the replica queue', () => {
+  it('collects each changed actor once per push, with its sequence, and only while the node may decide', async () => {
+    const rt = runtime();
+    rt.keepReplica();
+    const a = (await rt.get('a', 0, counters, 'counter')) as Counter;
+    const b = (await rt.get('b', 0, counters, 'counter')) as Counter;
+    a.bump();
+    a.bump();
+    b.bump();
+    expect(rt.collectReplica(0).map((row) => [row.entityKey, row.seq, row.state])).toEqual([
+      ['a', 2, { count: 2 }],
+      ['b', 1, { count: 1 }],
+    ]);
+    // Nothing changed since: nothing to push. The flush's queue is its own.
+    expect(rt.collectReplica(0)).toEqual([]);
+    expect(rt.dirtyCount).toBe(2);
+    b.bump();
+    rt.mayDecide = () => false;
+    expect(rt.collectReplica(0)).toEqual([]);
+  });
+
+  it('queues nothing when no replica is kept', async () => {
+    const rt = runtime();
+    const a = (await rt.get('a', 0, counters, 'counter')) as Counter;
+    for (let i = 0; i < 3; i++) a.bump();
+    rt.keepReplica();
+    expect(rt.collectReplica(0)).toEqual([]);
+  });
+
+  it('continues the sequence of the loaded copy, and writes behind a copy newer than its row', async () => {
+    const rt = runtime();
+    const fromRow = async (key: string, shard: Shard) => ({ actor: new Counter(key, shard), fenceEpoch: shard.epoch, seq: 7 });
+    const fromReplica = async (key: string, shard: Shard) => ({ actor: new Counter(key, shard), fenceEpoch: shard.epoch, seq: 9, unwritten: true });
+    const clean = (await rt.get('clean', 0, fromRow, 'counter')) as Counter;
+    expect(clean.dirty).toBe(false);
+    const ahead = (await rt.get('ahead', 0, fromReplica, 'counter')) as Counter;
+    expect(ahead.dirty).toBe(true);
+    clean.bump();
+    expect(rt.collectDirty(0).rows.map((row) => [row.entityKey, row.seq])).toEqual([
+      ['ahead', 9],
+      ['clean', 8],
+    ]);
   });
 });

@@ -33,6 +33,10 @@ export interface Loaded<A extends Actor> {
   actor: A | null;
   /** Null when the shard has no fence row (no node ever claimed it). */
   fenceEpoch: number | null;
+  /** The sequence of the state copy the actor was built from; 0 or absent: none. */
+  seq?: number;
+  /** The copy came from the replica and is newer than Postgres's row: it is to be written there. */
+  unwritten?: boolean;
 }
 
 export type ActorLoader<A extends Actor> = (key: string, shard: Shard) => Promise<Loaded<A>>;
@@ -60,6 +64,8 @@ export interface DirtyCollection {
 const EVICTION_SCAN = 32;
 /** How many actors one sweep looks at, at most (about 5 ms of work). */
 const SWEEP_SCAN = 20_000;
+/** Actors one replica push takes at most (a few milliseconds of serialising); the rest wait for the next. */
+const REPLICA_SLICE = 10_000;
 /** How far past `maxActors` activations may go while dirty actors wait for their flush. */
 const OVERSHOOT = 0.1;
 /** The outcome of a flush that wrote everything it collected. */
@@ -80,7 +86,12 @@ export class ActorRuntime {
   /** Actors with something to write, in the order they became dirty; taken from `dirtyHead` on. */
   private dirtyQueue: Actor[] = [];
   private dirtyHead = 0;
+  /** Actors a flush has taken off the queue and not yet settled (written, or queued again). */
+  private flushing = 0;
   private unwrittenActivity: ActivityTouches = { sessions: [], keys: [] };
+  /** Actors changed since the last replica push, when a replica is kept (`replicating`). */
+  private replicaQueue: Actor[] = [];
+  private replicating = false;
   readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0 };
   /**
    * Whether this node may decide at all now. In a cluster, only while its lease is valid: a
@@ -182,7 +193,7 @@ export class ActorRuntime {
   private async load<A extends Actor>(key: string, shard: Shard, now: number, load: ActorLoader<A>): Promise<A | null> {
     const epoch = shard.epoch;
     try {
-      const { actor, fenceEpoch } = await load(key, shard);
+      const { actor, fenceEpoch, seq, unwritten } = await load(key, shard);
       // The shard may have been released or lost while the load was in flight.
       if (!shard.serving || shard.epoch !== epoch) throw new OwnerUnavailableError(`shard ${shard.index} moved while activating`);
       if (fenceEpoch !== epoch) {
@@ -192,6 +203,11 @@ export class ActorRuntime {
       if (actor === null) {
         this.rememberUnknown(key, now);
         return null;
+      }
+      if (seq !== undefined && seq > 0) {
+        actor.restoreVersion(seq, unwritten !== true);
+        // Newer than its row: written behind under this node's epoch, so Postgres has it again.
+        if (unwritten === true && !actor.queued) this.enqueueDirty(actor);
       }
       // Keyed by the actor's own id, not the caller's string: that may be a slice of a
       // token or API key, which the map would otherwise keep alive.
@@ -250,9 +266,53 @@ export class ActorRuntime {
     this.dirtyQueue.push(actor);
   }
 
+  /** From now on, changed actors are queued for the replica too (`collectReplica`). Call before serving. */
+  keepReplica(): void {
+    this.replicating = true;
+  }
+
+  /** Without a replica the flag stays set for good, so `markDirty` calls this once per actor. */
+  enqueueReplica(actor: Actor): void {
+    actor.replicaQueued = true;
+    if (this.replicating) this.replicaQueue.push(actor);
+  }
+
+  /**
+   * The state of every actor changed since the last call, as it is now, for the replica
+   * cache. Nothing is queued again: a push that fails loses nothing (the write-behind flush
+   * still writes the actor, and its row then orders after the missed copy).
+   */
+  collectReplica(now: number, limit = REPLICA_SLICE): PersistedState[] {
+    const queue = this.replicaQueue.length <= limit ? this.replicaQueue : this.replicaQueue.slice(0, limit);
+    this.replicaQueue = queue === this.replicaQueue ? [] : this.replicaQueue.slice(limit);
+    const rows: PersistedState[] = [];
+    // A node whose lease has lapsed pushes nothing: another may own its shards by now.
+    const deciding = this.mayDecide();
+    for (const actor of queue) {
+      actor.replicaQueued = false;
+      if (!deciding || actor.shard.actors.get(actor.key) !== actor || !actor.shard.serving) continue;
+      if (actor.version === actor.replicatedVersion) continue;
+      actor.replicatedVersion = actor.version;
+      try {
+        rows.push(stateOf(actor, now));
+      } catch {
+        // State that does not serialise: the flush quarantines and logs it; the replica skips it.
+      }
+    }
+    return rows;
+  }
+
   /** Actors queued for the write-behind flush. */
   get dirtyCount(): number {
     return this.dirtyQueue.length - this.dirtyHead;
+  }
+
+  /**
+   * Actors with changes not yet in the database: those queued, and those a flush in
+   * progress holds. The gauge operators watch: it does not dip while a slice is in flight.
+   */
+  get unwrittenCount(): number {
+    return this.dirtyCount + this.flushing;
   }
 
   /**
@@ -273,7 +333,7 @@ export class ActorRuntime {
       // or released after a handoff flushed it.
       if (actor.shard.actors.get(actor.key) !== actor) continue;
       if (actor.version !== actor.flushedVersion) {
-        rows.push({ entityKey: actor.key, shard: actor.shard.index, epoch: actor.shard.epoch, state: actor.persistedState(), expiresAt: actor.expiresAt(now) });
+        rows.push(stateOf(actor, now));
         rowActors.push(actor);
         versions.push(actor.version);
       }
@@ -283,10 +343,12 @@ export class ActorRuntime {
         activity.keys.push(...touches.keys);
       }
     }
+    this.flushing += rowActors.length;
     return {
       rows,
       activity,
       finish: ({ retry, activityFailed }) => {
+        this.flushing -= rowActors.length;
         for (let i = 0; i < rowActors.length; i++) {
           const actor = rowActors[i]!;
           if (retry.has(i)) {
@@ -403,4 +465,16 @@ export class ActorRuntime {
     }
     return dropped;
   }
+}
+
+/** An actor's state as it is now, stamped with its shard's epoch and its own version. */
+function stateOf(actor: Actor, now: number): PersistedState {
+  return {
+    entityKey: actor.key,
+    shard: actor.shard.index,
+    epoch: actor.shard.epoch,
+    seq: actor.version,
+    state: actor.persistedState(),
+    expiresAt: actor.expiresAt(now),
+  };
 }

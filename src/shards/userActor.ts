@@ -42,7 +42,12 @@ export type Credential =
    * MAC the edge verified, so the node issued it (keys older than the MAC carry none).
    */
   | { kind: 'key'; keyId: string; hash: string; signed: boolean }
-  /** The caller proved itself another way: the admin or service token, or a NATS service. */
+  /**
+   * A platform service acting for the user (the NATS API): nothing to check but the user
+   * itself, so a blocked user is still refused.
+   */
+  | { kind: 'service' }
+  /** The caller proved itself another way: the admin or service token. */
   | { kind: 'trusted' };
 
 export interface Principal {
@@ -171,6 +176,7 @@ export class UserActor extends Actor {
   authenticate(credential: Credential, now: number): Principal {
     if (credential.kind === 'trusted') return TRUSTED;
     if (this.blocked) throw new ForbiddenError('this user is blocked');
+    if (credential.kind === 'service') return SERVICE;
     if (credential.kind === 'session') {
       const session = this.findSession(credential.sessionId);
       if (session === undefined || session.expiresAt <= now) throw new UnauthenticatedError('the session has ended');
@@ -332,6 +338,7 @@ export class UserActor extends Actor {
 }
 
 const TRUSTED: Principal = Object.freeze({ via: 'trusted' });
+const SERVICE: Principal = Object.freeze({ via: 'service' });
 
 export function toSession(record: SessionRecord): Session {
   return {

@@ -116,8 +116,8 @@ export class UserService {
   }
 
   private readonly loadUser = async (userId: string, shard: UserActor['shard']): Promise<Loaded<UserActor>> => {
-    const { found, fenceEpoch } = await this.store.loadUser(userId, shard.index);
-    return { actor: found === null ? null : new UserActor(found, shard, this.tiers), fenceEpoch };
+    const { found, fenceEpoch, seq, unwritten } = await this.store.loadUser(userId, shard.index);
+    return { actor: found === null ? null : new UserActor(found, shard, this.tiers), fenceEpoch, seq, unwritten };
   };
 
   /**
@@ -332,11 +332,11 @@ export class UserService {
 
 /**
  * A credential naming a user that does not exist gets the answer a wrong secret gets: a
- * prober cannot tell made-up user ids from real ones. Trusted callers (admin routes) are
- * told "not found".
+ * prober cannot tell made-up user ids from real ones. Admin routes and platform services
+ * (the NATS API), which name the user themselves, are told "not found".
  */
 function missingUserAsBadCredential(error: unknown, credential: Credential): unknown {
-  if (!(error instanceof NotFoundError) || credential.kind === 'trusted') return error;
+  if (!(error instanceof NotFoundError) || credential.kind === 'trusted' || credential.kind === 'service') return error;
   return new UnauthenticatedError(credential.kind === 'key' ? INVALID_API_KEY : 'the session has ended');
 }
 

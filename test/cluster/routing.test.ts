@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestCluster, type TestCluster } from '../support/cluster.js';
-import { apiClient } from '../support/http.js';
+import { type Api, apiClient } from '../support/http.js';
 import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { waitFor } from '../support/wait.js';
 
@@ -79,4 +79,51 @@ describe('routing to the owner', () => {
     expect((await c!('POST', '/v1/sessions/logout-all', { token: user.token })).status).toBe(200);
     for (const api of [a, b, c]) expect((await api!('GET', '/v1/user/profile', { token: user.token })).status).toBe(401);
   }, 60_000);
+
+  it('puts a tier edit and a block made on one node in force on every node', async () => {
+    const [a, b, c] = apis();
+    const token = cluster.adminToken;
+    const tier = `edited${Date.now()}`;
+    const put = (api: Api | undefined, limit: number) =>
+      api!('PUT', `/v1/admin/tiers/${tier}`, { token, body: { limits: [{ name: 'requests', kind: 'rate', limit, period_ms: 3_600_000, burst: limit }] } });
+    const all = [a, b, c];
+    const everyNodeHas = (limit: number) => async () => {
+      const answers = await Promise.all(all.map((api) => api!('GET', '/v1/admin/tiers', { token })));
+      return answers.every((answer) =>
+        answer.body.tiers.some((t: { name: string; limits: { limit: number }[] }) => t.name === tier && t.limits[0]!.limit === limit),
+      );
+    };
+    // Within a second: told over NATS (the periodic reload alone runs every 5 s).
+    expect((await put(a, 100)).status).toBe(200);
+    await waitFor(everyNodeHas(100), 1000);
+    const user = await createUser(c!, { adminToken: token, tier });
+    const key = await createKey(c!, user);
+    expect((await put(b, 2)).status).toBe(200);
+    await waitFor(everyNodeHas(2), 1000);
+    const statuses = [];
+    for (const api of all) statuses.push((await api!('POST', '/v1/quota/consume', { token: key.key, body: { cost: 1 } })).status);
+    expect(statuses).toEqual([200, 200, 429]);
+
+    expect((await b!('PATCH', `/v1/admin/users/${user.id}`, { token, body: { blocked: true } })).status).toBe(200);
+    for (const api of all) expect((await api!('GET', '/v1/quota', { token: key.key })).status).toBe(403);
+    const unblocked = await a!('PATCH', `/v1/admin/users/${user.id}`, { token, body: { blocked: false } });
+    expect(unblocked.body.blocked).toBe(false);
+    for (const api of all) expect((await api!('GET', '/v1/quota', { token: key.key })).status).toBe(200);
+    // Every node says where the user lives, and agrees.
+    const where = await Promise.all(all.map((api) => api!('GET', `/v1/admin/users/${user.id}`, { token })));
+    expect(new Set(where.map((answer) => `${answer.body.shard}/${answer.body.owner}`)).size).toBe(1);
+    expect(ids).toContain(where[0]!.body.owner);
+  }, 30_000);
+
+  it('counts failed logins for one account across every node: the limiter key has one owner', async () => {
+    const all = apis();
+    const user = await createUser(all[0]!, { adminToken: cluster.adminToken, tier: 'pro' });
+    // Ten failures allowed per account, made through the three nodes in turn; were each
+    // node counting alone, each would allow ten.
+    for (let i = 0; i < 10; i++) {
+      const answer = await all[i % 3]!('POST', '/v1/sessions', { body: { email: user.email, password: 'wrong-password' } });
+      expect(answer.status).toBe(401);
+    }
+    for (const api of all) expect((await api!('POST', '/v1/sessions', { body: { email: user.email, password: 'wrong-password' } })).status).toBe(429);
+  }, 30_000);
 });

@@ -118,7 +118,7 @@ describe('the document', () => {
         expect(operation.responses['401'].headers['WWW-Authenticate'], what).toBeDefined();
       }
       if (operation.requestBody !== undefined) expect(codes, what).toEqual(expect.arrayContaining(['400', '413', '415']));
-      if (!path.startsWith('/health') && !['/metrics', '/openapi.json'].includes(path)) {
+      if (!path.startsWith('/health') && !['/metrics', '/openapi.json', '/console'].includes(path)) {
         expect(codes, what).toContain('503');
         expect(operation.responses['503'].headers['Retry-After'], what).toBeDefined();
       }

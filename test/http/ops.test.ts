@@ -40,7 +40,8 @@ describe('operations', () => {
       .filter((line) => line.startsWith('| `'))
       .flatMap((line) => [...line.split('|')[1]!.matchAll(/`([a-z0-9_]+)`/g)].map((m) => m[1]!))
       .sort();
-    expect(documented).toEqual(exported);
+    // This node has no REDIS_URL: the replica's metrics are held to the guide in replica.test.ts.
+    expect(documented.filter((name) => !name.startsWith('tally_replica_'))).toEqual(exported);
     // The stock Node.js dashboards find the standard names.
     expect(exported).toEqual(
       expect.arrayContaining(['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']),

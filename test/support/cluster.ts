@@ -9,7 +9,7 @@ import { targetPlacement } from '../../src/node/placement.js';
 import { migrate } from '../../src/persistence/index.js';
 import { initHashing } from '../../src/shards/index.js';
 import { apiClient } from './http.js';
-import { type NatsServer, startNatsServer, stopAllNatsServers } from './natsServer.js';
+import { type NatsServer, startNatsCluster, startNatsServer, stopAllNatsServers } from './natsServer.js';
 import { createTestDatabase } from './postgres.js';
 import { killAllNodes, type NodeProcess, spawnNode } from './process.js';
 import { makeTempDir } from './tmp.js';
@@ -21,7 +21,10 @@ export interface ClusterAnswer {
 }
 
 export interface TestCluster {
+  /** The first (or only) NATS server. */
   nats: NatsServer;
+  /** Every NATS server: one, or three routed into a JetStream cluster. */
+  natsServers: NatsServer[];
   sql: postgres.Sql;
   adminToken: string;
   leaseMs: number;
@@ -40,22 +43,26 @@ export interface TestCluster {
 
 export const sortedCounts = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).sort());
 
-export async function createTestCluster(options: { leaseMs?: number; heartbeatMs?: number } = {}): Promise<TestCluster> {
+export async function createTestCluster(
+  options: { leaseMs?: number; heartbeatMs?: number; env?: Record<string, string>; natsServers?: 1 | 3 } = {},
+): Promise<TestCluster> {
   await initHashing();
   const leaseMs = options.leaseMs ?? 3000;
-  const nats = await startNatsServer();
+  const natsServers = options.natsServers === 3 ? await startNatsCluster() : [await startNatsServer()];
+  const nats = natsServers[0]!;
   const database = await createTestDatabase();
   const sql = postgres(database.url, { max: 2, onnotice: () => {} });
   await migrate(sql);
   const adminToken = `admin-${randomBytes(12).toString('hex')}`;
   const env = {
-    NATS_URL: nats.url,
+    NATS_URL: natsServers.map((server) => server.url).join(','),
     DATABASE_URL: database.url,
     TALLY_ADMIN_TOKEN: adminToken,
     TALLY_JWT_SECRET: randomBytes(24).toString('hex'),
     TALLY_KEY_SECRET: randomBytes(24).toString('hex'),
     TALLY_LEASE_MS: String(leaseMs),
     TALLY_HEARTBEAT_MS: String(options.heartbeatMs ?? 200),
+    ...options.env,
   };
   const nodes = new Map<string, NodeProcess>();
   const view = async (node: NodeProcess): Promise<ClusterAnswer> => {
@@ -65,6 +72,7 @@ export async function createTestCluster(options: { leaseMs?: number; heartbeatMs
   };
   return {
     nats,
+    natsServers,
     sql,
     adminToken,
     leaseMs,

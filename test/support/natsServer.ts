@@ -5,6 +5,7 @@
  * whatever a test left running, pass or fail.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { connect } from '@nats-io/transport-node';
 import { freePort, killGroup } from './children.js';
 import { makeTempDir } from './tmp.js';
 
@@ -73,12 +74,12 @@ export async function startNatsServer(): Promise<NatsServer> {
   return server((dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], port);
 }
 
-/** Three servers routed into one JetStream cluster (JetStream needs a meta leader: see waitForJetStream). */
+/** Three servers routed into one JetStream cluster, returned once JetStream answers (it has a meta leader). */
 export async function startNatsCluster(): Promise<NatsServer[]> {
   const ports = await Promise.all([0, 1, 2].map(() => freePort()));
   const clusterPorts = await Promise.all([0, 1, 2].map(() => freePort()));
   const routes = clusterPorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
-  return Promise.all(
+  const servers = await Promise.all(
     [0, 1, 2].map((i) =>
       server(
         (dir) => [
@@ -102,6 +103,24 @@ export async function startNatsCluster(): Promise<NatsServer[]> {
       ),
     ),
   );
+  await waitForJetStream(servers.map((one) => one.url));
+  return servers;
+}
+
+/** Until `$JS.API.INFO` answers without an error: a new JetStream cluster first elects its meta leader. */
+export async function waitForJetStream(urls: string[], timeoutMs = 30_000): Promise<void> {
+  const nc = await connect({ servers: urls });
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const reply = await nc.request('$JS.API.INFO', '', { timeout: 1000 }).catch(() => null);
+      if (reply !== null && (reply.json<{ error?: unknown }>().error ?? null) === null) return;
+      if (Date.now() > until) throw new Error(`JetStream did not answer within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } finally {
+    await nc.close();
+  }
 }
 
 export async function stopAllNatsServers(): Promise<void> {

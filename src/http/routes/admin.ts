@@ -44,7 +44,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
       responses: { 200: { description: 'the user', schema: S.AdminUser }, 404: { description: 'no such user' } },
       async handle({ params }) {
         const user = await router.user({ userId: params.id!, credential: { kind: 'trusted' }, op: 'admin.get', args: {} });
-        return { status: 200, body: adminView(user) };
+        return { status: 200, body: { ...adminView(user), ...deps.placement(user.id) } };
       },
     }),
     route({
@@ -62,7 +62,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
           op: 'admin.update',
           args: body as { tier?: string; blocked?: boolean; overrides?: Limit[] },
         });
-        return { status: 200, body: adminView(user) };
+        return { status: 200, body: { ...adminView(user), ...deps.placement(user.id) } };
       },
     }),
     route({

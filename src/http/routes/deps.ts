@@ -8,7 +8,7 @@ export interface HealthReport {
 }
 
 export interface ClusterView {
-  nodes: { id: string; self: boolean; shards: number; status: string; address?: string; lease_age_ms?: number; version?: string }[];
+  nodes: { id: string; self: boolean; shards: number; status: string; address?: string; lease_age_ms?: number; version?: string; requests?: number }[];
   /** Cluster mode: the node that writes the shard map. */
   leader?: string | null;
   /** `lost`: shards this node gave up because the fence showed another owner. */
@@ -18,6 +18,7 @@ export interface ClusterView {
     moving: number[];
     moves?: { shard: number; from: string; to: string }[];
     unassigned?: number;
+    owners?: (string | null)[];
     lost?: number[];
   };
 }
@@ -30,5 +31,7 @@ export interface RouteDeps {
   clock: () => number;
   health(): Promise<HealthReport>;
   cluster(): ClusterView;
+  /** Where an entity lives: its shard, and the node that owns that shard now. */
+  placement(entityKey: string): { shard: number; owner: string | null };
   metrics(): Promise<{ contentType: string; text: string }>;
 }

@@ -180,7 +180,7 @@ function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempo
 }
 
 /** The charge a consume or reservation asks for; a resource named both as `resource` and in `amounts` is refused. */
-function chargeOf(body: { cost?: number; resource?: string; amounts?: Record<string, number> }): Charge & { resource: string } {
+export function chargeOf(body: { cost?: number; resource?: string; amounts?: Record<string, number> }): Charge & { resource: string } {
   const charge = { cost: body.cost ?? 1, resource: body.resource ?? DEFAULT_RESOURCE, amounts: body.amounts };
   const twice = namedTwice(charge);
   if (twice !== null) throw new InvalidRequestError(twice);

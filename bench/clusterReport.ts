@@ -1,0 +1,40 @@
+/** The cluster part's result and its table: apart from cluster.ts, so that run.ts loads nothing of the node. */
+
+export interface ClusterPhase {
+  name: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  socketErrors: number;
+  forwarded: number;
+  meanBatch: number;
+}
+
+export interface ClusterResult {
+  connections: number;
+  seconds: number;
+  single: ClusterPhase;
+  three: ClusterPhase;
+  /** three.rps / single.rps */
+  ratio: number;
+  /** three.p99Ms − single.p99Ms */
+  addedP99Ms: number;
+  nats: { batch: number; inFlight: number; decisionsPerSecond: number; allowed: number; errors: number; p99Ms: number; vsHttp: number };
+}
+
+export function formatCluster(result: ClusterResult): string {
+  const row = (phase: ClusterPhase) =>
+    `| ${phase.name} | ${phase.rps.toFixed(0)} | ${phase.p50Ms.toFixed(2)} | ${phase.p99Ms.toFixed(2)} | ${phase.forwarded} | ${phase.meanBatch.toFixed(1)} | ${phase.non2xx + phase.socketErrors} |`;
+  const { nats } = result;
+  return [
+    `| setup (${result.connections} connections, ${result.seconds} s) | req/s | p50 ms | p99 ms | forwarded | mean batch | errors |`,
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    row(result.single),
+    row(result.three),
+    '',
+    `three nodes / one: ${result.ratio.toFixed(2)}×; forwarding adds ${result.addedP99Ms.toFixed(2)} ms at p99`,
+    `NATS API, batches of ${nats.batch} (${nats.inFlight} in flight): ${nats.decisionsPerSecond.toFixed(0)} decisions/s, ` +
+      `${nats.vsHttp.toFixed(2)}× HTTP's req/s on three nodes; p99 per batch ${nats.p99Ms.toFixed(1)} ms; ${nats.errors} errors`,
+  ].join('\n');
+}

@@ -1,0 +1,303 @@
+/**
+ * The internal NATS API: the NATS service `tally` (@nats-io/services, so `$SRV.PING|INFO|STATS`
+ * find it), run by every node in one queue group. A request reaches any node, names its user
+ * by `user_id`, and goes through the same router as an HTTP request: to the owner, with
+ * every guarantee of a local request.
+ *
+ * - Bodies are JSON, or MessagePack when the request's `content-type` header is
+ *   `application/msgpack`; the reply uses the request's encoding.
+ * - A decision is a normal reply, allowed or not. Bad input, an unknown user, an invalid
+ *   token or an unreachable owner is a service error: the `Nats-Service-Error-Code` header
+ *   holds the HTTP status the same error gets over HTTP, and the body is its problem.
+ * - `quota.consume` and `quota.get` also take `{items: […]}` (up to 1000): every item is
+ *   decided on its own and answered in order in `{results: […]}`, where an item that failed
+ *   is `{error: problem}`. The router sends each owner its items in batches, all in parallel.
+ * - Platform services act for a user: no session or key is checked, but a blocked user is
+ *   refused. Who may send here is NATS's business (subject permissions), as with the node
+ *   subjects.
+ */
+import { type Service, type ServiceMsg, Svcm } from '@nats-io/services';
+import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
+import type { Static, TSchema } from '@sinclair/typebox';
+import { Packr } from 'msgpackr';
+import type { Logger } from 'pino';
+import { chargeOf, compileValidator, HttpError, type problem, problemFromError, schemas as S, type SessionTokens } from '../http/index.js';
+import {
+  type Credential,
+  InvalidRequestError,
+  type LimitState,
+  limitStateView,
+  newReservationId,
+  type QuotaDecision,
+  type UserRequest,
+} from '../shards/index.js';
+import type { Router } from './router.js';
+
+export const SERVICE_NAME = 'tally';
+const QUEUE_GROUP = 'tally';
+const MSGPACK = 'application/msgpack';
+const SERVICE: Credential = Object.freeze({ kind: 'service' as const });
+const DEFAULT_RESERVATION_TTL_MS = 60_000;
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export interface NatsApiDeps {
+  router: Router;
+  tokens: SessionTokens;
+  log: Logger;
+  version: string;
+  nodeId: string;
+}
+
+/** One endpoint: its subject's last part and what it does with a validated body. */
+interface Operation {
+  name: string;
+  handle(body: unknown): unknown;
+}
+
+export class NatsApi {
+  private inFlight = 0;
+  private idle: (() => void) | null = null;
+
+  private constructor(
+    private readonly service: Service,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(nc: NatsConnection, deps: NatsApiDeps): Promise<NatsApi> {
+    const service = await new Svcm(nc).add({
+      name: SERVICE_NAME,
+      version: deps.version,
+      description: 'Tally: quota decisions, session checks and keyed limits',
+      queue: QUEUE_GROUP,
+      metadata: { node: deps.nodeId },
+    });
+    const api = new NatsApi(service, deps.log);
+    const group = service.addGroup('tally.v1');
+    for (const operation of operations(deps)) {
+      group.addEndpoint(operation.name.replace('.', '_'), { subject: operation.name, handler: (_error, msg) => api.answer(operation, msg) });
+    }
+    return api;
+  }
+
+  /** Stops taking requests, then waits (at most `timeoutMs`) for those being answered. */
+  async stop(timeoutMs: number): Promise<void> {
+    await this.service.stop().catch(() => undefined);
+    if (this.inFlight === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        this.idle = resolve;
+      }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (this.inFlight > 0) this.log.warn({ left: this.inFlight }, 'NATS API: stopping with requests still being answered');
+  }
+
+  private answer(operation: Operation, msg: ServiceMsg): void {
+    const msgpack = msg.headers?.get('content-type') === MSGPACK;
+    let answer: unknown;
+    try {
+      answer = operation.handle(decodeBody(msg.data, msgpack));
+    } catch (error) {
+      this.fail(msg, error, msgpack);
+      return;
+    }
+    if (!(answer instanceof Promise)) {
+      reply(msg, answer, msgpack);
+      return;
+    }
+    this.inFlight++;
+    answer
+      .then(
+        (value) => reply(msg, value, msgpack),
+        (error: unknown) => this.fail(msg, error, msgpack),
+      )
+      .finally(() => {
+        if (--this.inFlight === 0) this.idle?.();
+      });
+  }
+
+  private fail(msg: ServiceMsg, error: unknown, msgpack: boolean): void {
+    const { problem: body, retryAfterMs, unexpected } = problemFromError(error);
+    if (unexpected) this.log.error({ err: error, subject: msg.subject }, 'NATS API: request failed');
+    if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
+    const options = msgpack ? { headers: msgpackHeaders() } : {};
+    msg.respondError(body.status, body.detail, encodeBody(body, msgpack), options);
+  }
+}
+
+function operations({ router, tokens }: NatsApiDeps): Operation[] {
+  const consume = itemHandler(S.NatsConsume, (item) => {
+    const args: UserRequest<'quota.consume'>['args'] = chargeOf(item);
+    if (item.idempotency_key !== undefined) args.idempotencyKey = item.idempotency_key;
+    const request = { userId: item.user_id, credential: SERVICE, op: 'quota.consume' as const, args };
+    const decided = router.tryUser(request);
+    if (decided !== undefined) return consumeView(decided);
+    return router.user(request).then(consumeView);
+  });
+  const get = itemHandler(S.NatsGet, (item) =>
+    router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.get', args: {} }).then((quota) => ({ tier: quota.tier, limits: views(quota.limits) })),
+  );
+  const reserve = compileValidator(S.NatsReserve);
+  const settle = compileValidator(S.NatsSettle);
+  const release = compileValidator(S.NatsRelease);
+  const verify = compileValidator(S.NatsVerify);
+  const limiter = compileValidator(S.LimiterBody);
+  return [
+    { name: 'quota.consume', handle: batchable(consume) },
+    { name: 'quota.get', handle: batchable(get) },
+    {
+      name: 'quota.reserve',
+      async handle(body) {
+        const item = reserve(body) as Static<typeof S.NatsReserve>;
+        if (item.cost === undefined && !Object.values(item.amounts ?? {}).some((amount) => amount > 0)) {
+          throw new InvalidRequestError('send `cost`, an amount in `amounts`, or both');
+        }
+        const id = newReservationId();
+        const args = { ...chargeOf(item), id, ttlMs: item.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS };
+        const decision = await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.reserve', args });
+        const view = decisionView(decision);
+        return decision.allowed ? { ...view, id, expires_at: new Date(decision.expiresAt).toISOString() } : view;
+      },
+    },
+    {
+      name: 'quota.settle',
+      async handle(body) {
+        const item = settle(body) as Static<typeof S.NatsSettle>;
+        if (item.actual === undefined && item.amounts === undefined) throw new InvalidRequestError('send `actual`, `amounts` or both');
+        const args = { id: item.id, actual: item.actual, amounts: item.amounts };
+        const settled = await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.settle', args });
+        return { limits: views(settled.limits) };
+      },
+    },
+    {
+      name: 'quota.release',
+      async handle(body) {
+        const item = release(body) as Static<typeof S.NatsRelease>;
+        await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.release', args: { id: item.id } });
+        return { released: true };
+      },
+    },
+    {
+      name: 'sessions.verify',
+      async handle(body) {
+        const { token } = verify(body) as Static<typeof S.NatsVerify>;
+        const claims = await tokens.verify(token);
+        const credential: Credential = { kind: 'session', sessionId: claims.sessionId };
+        const verified = await router.user({ userId: claims.userId, credential, op: 'auth.verify', args: {} });
+        return { user_id: verified.userId, session_id: claims.sessionId, tier: verified.tier, expires_at: new Date(claims.expiresAt).toISOString() };
+      },
+    },
+    {
+      name: 'limiter.check',
+      async handle(body) {
+        const item = limiter(body) as Static<typeof S.LimiterBody>;
+        const decision = await router.limiter({
+          op: 'check',
+          namespace: 'service',
+          key: item.key,
+          spec: { kind: 'window', limit: item.limit, windowMs: item.window_ms },
+          cost: item.cost ?? 1,
+        });
+        const state = decision.limits[0]!;
+        return { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() };
+      },
+    },
+  ];
+}
+
+/** Validates one item and runs it; returns its answer, or a promise of it. Throws on bad input. */
+function itemHandler<T extends TSchema>(schema: T, run: (item: Static<T>) => unknown): (item: unknown) => unknown {
+  const validate = compileValidator(schema);
+  return (item) => run(validate(item) as Static<T>);
+}
+
+/**
+ * One item, or `{items}`: each item decided on its own, answered in order. All items are
+ * started before any is awaited, so the router batches those for one owner together.
+ */
+function batchable(one: (item: unknown) => unknown): (body: unknown) => unknown {
+  const envelope = compileValidator(S.NatsBatch);
+  return (body) => {
+    if (body === null || typeof body !== 'object' || !('items' in body)) return one(body);
+    const { items } = envelope(body) as Static<typeof S.NatsBatch>;
+    const results: unknown[] = new Array(items.length);
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < items.length; i++) {
+      try {
+        const answer = one(items[i]);
+        if (answer instanceof Promise) {
+          pending.push(
+            answer.then(
+              (value) => {
+                results[i] = value;
+              },
+              (error: unknown) => {
+                results[i] = itemError(error);
+              },
+            ),
+          );
+        } else {
+          results[i] = answer;
+        }
+      } catch (error) {
+        results[i] = itemError(error);
+      }
+    }
+    if (pending.length === 0) return { results };
+    return Promise.all(pending).then(() => ({ results }));
+  };
+}
+
+function itemError(error: unknown): { error: ReturnType<typeof problem> } {
+  const { problem: body, retryAfterMs } = problemFromError(error);
+  if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
+  return { error: body };
+}
+
+function consumeView(decision: QuotaDecision): Record<string, unknown> {
+  // Allowed by a `fail_open` tier without its owner: no limits are known.
+  if (decision.degraded === true) return { allowed: true, limits: [], degraded: true };
+  return decisionView(decision);
+}
+
+/**
+ * A decision as a normal reply. Refused: the limit that refused in `denied`, and when to try
+ * again; or `exceeds_capacity` (no `retry_after_ms`) when the limit can never admit as much.
+ */
+function decisionView(decision: QuotaDecision): Record<string, unknown> {
+  if (decision.allowed) return { allowed: true, limits: views(decision.limits) };
+  const refused: Record<string, unknown> = { allowed: false, limits: views(decision.limits), denied: decision.denied };
+  if (decision.exceedsCapacity) refused.exceeds_capacity = true;
+  else refused.retry_after_ms = Math.max(0, Math.ceil(decision.retryAfterMs));
+  return refused;
+}
+
+const views = (limits: readonly LimitState[]) => limits.map(limitStateView);
+
+function decodeBody(data: Uint8Array, msgpack: boolean): unknown {
+  if (data.length === 0) return {};
+  try {
+    return msgpack ? packr.unpack(data) : JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+  } catch {
+    throw new HttpError('malformed_json', msgpack ? 'the request body is not valid MessagePack' : 'the request body is not valid JSON');
+  }
+}
+
+function encodeBody(value: unknown, msgpack: boolean): Uint8Array | string {
+  return msgpack ? packr.pack(value) : JSON.stringify(value);
+}
+
+function msgpackHeaders(): MsgHdrs {
+  const headers = natsHeaders();
+  headers.set('content-type', MSGPACK);
+  return headers;
+}
+
+function reply(msg: ServiceMsg, value: unknown, msgpack: boolean): void {
+  msg.respond(encodeBody(value, msgpack), msgpack ? { headers: msgpackHeaders() } : undefined);
+}

@@ -1,0 +1,58 @@
+/**
+ * What operators ask of the cluster, through the `tally cluster` CLI: bucket
+ * `tally_operator`, key `drain.<node>` (value `{at}`) for as long as a node is to hold no
+ * shards. Every coordinator watches the bucket and leaves drained nodes out of placement,
+ * so their shards move off by planned hand-offs and none come back until the key is
+ * deleted (`undrain`). A drained node keeps answering: it forwards what it receives.
+ * Key `pin.<shard>` (value `{to}`): an operator's move; placement keeps the shard on that
+ * node while it takes shards, until a rebalance deletes the pins.
+ */
+import type { KV, KvEntry } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
+
+export const OPERATOR_BUCKET = 'tally_operator';
+const DRAIN_PREFIX = 'drain.';
+const PIN_PREFIX = 'pin.';
+
+export const drainKey = (node: string): string => `${DRAIN_PREFIX}${node}`;
+export const pinKey = (shard: number): string => `${PIN_PREFIX}${shard}`;
+
+export class OperatorRequests {
+  /** Nodes an operator has drained. */
+  readonly drained = new Set<string>();
+  /** Shards an operator moved, and where: placement keeps them there. */
+  readonly pins = new Map<number, string>();
+  /** Called when the set changes. */
+  onChange: () => void = () => {};
+  private watcher: BucketWatch | null = null;
+
+  private constructor(readonly kv: KV) {}
+
+  static async open(nc: NatsConnection, log: Logger): Promise<OperatorRequests> {
+    const requests = new OperatorRequests(await openBucket(nc, OPERATOR_BUCKET, { log }));
+    requests.watcher = await BucketWatch.start(requests.kv, (entry) => requests.observe(entry), { name: OPERATOR_BUCKET, log, probeMs: WATCH_PROBE_MS });
+    return requests;
+  }
+
+  close(): void {
+    this.watcher?.stop();
+  }
+
+  private observe(entry: KvEntry): void {
+    if (entry.key.startsWith(PIN_PREFIX)) {
+      const shard = Number(entry.key.slice(PIN_PREFIX.length));
+      if (entry.operation === 'PUT') this.pins.set(shard, entry.json<{ to: string }>().to);
+      else this.pins.delete(shard);
+      this.onChange();
+      return;
+    }
+    if (!entry.key.startsWith(DRAIN_PREFIX)) return;
+    const node = entry.key.slice(DRAIN_PREFIX.length);
+    const had = this.drained.has(node);
+    if (entry.operation === 'PUT') this.drained.add(node);
+    else this.drained.delete(node);
+    if (had !== this.drained.has(node)) this.onChange();
+  }
+}

@@ -5,15 +5,18 @@
  * 1. A private nats-server with JetStream on free ports, a fresh database on the local
  *    PostgreSQL (BENCH_DATABASE_URL, else DATABASE_URL), and 200 users with API keys on the
  *    `bench` tier, seeded by COPY.
- * 2. One node in cluster mode, alone (it owns every shard, nothing is forwarded): wrk with
- *    BENCH_CLUSTER_CONNECTIONS (default 16) connections.
- * 3. Two more nodes join. Once the map has settled, one wrk per node, the same connections
- *    in all, split between them: two requests in three reach a node that does not own the
- *    user and go to the owner over NATS. Total req/s, the worst node's p99, and the mean
- *    forward batch (items forwarded / batches, from the nodes' metrics).
+ * 2. One node in cluster mode, alone (it owns every shard, nothing is forwarded): wrk at each
+ *    concurrency of BENCH_CLUSTER_CONNECTIONS (default 16 and 128 connections).
+ * 3. Two more nodes join. Once the map has settled, at each concurrency one wrk per node, the
+ *    same connections in all, split between them: two requests in three reach a node that
+ *    does not own the user and go to the owner over NATS. Total req/s, the worst node's p99,
+ *    and the mean forward batch (items forwarded / batches, from the nodes' metrics).
+ *    Few connections show what a forward adds to a request; many show the capacity, as a
+ *    load balancer in front of many clients sees it: forwards are batched per owner only
+ *    when several requests for it are in flight at once.
  * 4. The NATS API on the same three nodes: `tally.v1.quota.consume` with batches of 100 items
  *    in MessagePack, 8 requests in flight, through the service's queue group: decisions per
- *    second, against HTTP's requests per second of step 3.
+ *    second, against HTTP's best requests per second on three nodes in step 3.
  *
  * Every node runs on this machine's two cores with PostgreSQL, nats-server and the load
  * generators: the three-node figure shows what forwarding costs when nothing is gained
@@ -29,11 +32,11 @@ import { Packr } from 'msgpackr';
 import postgres from 'postgres';
 import { seedUsers } from '../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
-import { type ClusterPhase, type ClusterResult, formatCluster } from './clusterReport.js';
+import { type ClusterLevel, type ClusterPhase, type ClusterResult, formatCluster } from './clusterReport.js';
 import { BENCH_TIER, CONSUME_PATH, KEY_COUNT } from './workload.js';
 import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from './wrk.js';
 
-const CONNECTIONS = Number(process.env.BENCH_CLUSTER_CONNECTIONS ?? 16);
+const CONCURRENCIES = (process.env.BENCH_CLUSTER_CONNECTIONS ?? '16,128').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
 const WARM_UP_SECONDS = 3;
 const NATS_BATCH = 100;
@@ -88,9 +91,9 @@ async function wrkRun(wrk: string, url: string, script: string, seconds: number,
   return readSummary(output);
 }
 
-/** wrk on every URL at once, `CONNECTIONS` split between them; req/s summed, the worst p50 and p99. */
-async function measure(name: string, wrk: string, urls: string[], script: string): Promise<ClusterPhase> {
-  const split = urls.map((_, i) => Math.floor(CONNECTIONS / urls.length) + (i < CONNECTIONS % urls.length ? 1 : 0));
+/** wrk on every URL at once, `connections` split between them; req/s summed, the worst p50 and p99. */
+async function measure(name: string, wrk: string, urls: string[], script: string, connections: number): Promise<ClusterPhase> {
+  const split = urls.map((_, i) => Math.floor(connections / urls.length) + (i < connections % urls.length ? 1 : 0));
   await Promise.all(urls.map((url, i) => wrkRun(wrk, url, script, WARM_UP_SECONDS, split[i]!)));
   const before = await forwardCounts(urls);
   const runs = await Promise.all(urls.map((url, i) => wrkRun(wrk, url, script, SECONDS, split[i]!)));
@@ -159,6 +162,9 @@ async function natsLoad(natsUrl: string, userIds: string[], seconds: number): Pr
 }
 
 export async function runCluster(): Promise<ClusterResult> {
+  if (CONCURRENCIES.some((connections) => !Number.isInteger(connections) || connections < 3)) {
+    throw new Error('BENCH_CLUSTER_CONNECTIONS is a comma-separated list of connection counts, each at least 3');
+  }
   const wrk = findOrInstallWrk();
   if (wrk === null) throw new Error('the cluster part needs wrk (apt-get install wrk)');
   const dir = mkdtempSync(join(tmpdir(), 'tally-bench-cluster-'));
@@ -229,10 +235,13 @@ export async function runCluster(): Promise<ClusterResult> {
       throw new Error('the nodes did not become ready');
     };
 
-    console.error(`[cluster] one node, ${CONNECTIONS} connections, ${SECONDS} s`);
     await start(NODE_IDS[0]!);
     await readyAll();
-    const single = await measure('1 node (cluster mode, alone)', wrk, urls, script);
+    const singles: ClusterPhase[] = [];
+    for (const connections of CONCURRENCIES) {
+      console.error(`[cluster] one node, ${connections} connections, ${SECONDS} s`);
+      singles.push(await measure('1 node (cluster mode, alone)', wrk, urls, script, connections));
+    }
 
     console.error('[cluster] two more nodes join');
     await start(NODE_IDS[1]!);
@@ -248,20 +257,18 @@ export async function runCluster(): Promise<ClusterResult> {
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     await readyAll();
-    console.error(`[cluster] three nodes, load on all three, ${CONNECTIONS} connections in all`);
-    const three = await measure('3 nodes, load on all three', wrk, urls, script);
+    const levels: ClusterLevel[] = [];
+    for (const [i, connections] of CONCURRENCIES.entries()) {
+      console.error(`[cluster] three nodes, load on all three, ${connections} connections in all`);
+      const single = singles[i]!;
+      const three = await measure('3 nodes, load on all three', wrk, urls, script, connections);
+      levels.push({ connections, single, three, ratio: three.rps / single.rps, addedP99Ms: three.p99Ms - single.p99Ms });
+    }
 
     console.error(`[cluster] NATS API, batches of ${NATS_BATCH}, ${NATS_IN_FLIGHT} in flight`);
     const natsResult = await natsLoad(natsUrl, seeded.ids, SECONDS);
-    return {
-      connections: CONNECTIONS,
-      seconds: SECONDS,
-      single,
-      three,
-      ratio: three.rps / single.rps,
-      addedP99Ms: three.p99Ms - single.p99Ms,
-      nats: { ...natsResult, vsHttp: natsResult.decisionsPerSecond / three.rps },
-    };
+    const busiest = Math.max(...levels.map((level) => level.three.rps));
+    return { seconds: SECONDS, levels, nats: { ...natsResult, vsHttp: natsResult.decisionsPerSecond / busiest } };
   } finally {
     await Promise.all(nodes.map((node) => node.stop(30_000)));
     await nats?.stop();

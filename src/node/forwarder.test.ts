@@ -52,6 +52,19 @@ describe('the forwarder', () => {
     owner.stop();
   });
 
+  it('sends the batches of one turn for several owners, each to its owner', async () => {
+    const owners = ['owner-a', 'owner-b'].map((id) => {
+      const forwarder = new Forwarder(nc, log);
+      forwarder.serve(id, async (got) => ({ ok: `${id} decided ${got.kind === 'limiter' ? got.request.key : ''}` }));
+      return forwarder;
+    });
+    const sender = new Forwarder(nc, log);
+    const results = await Promise.all([sender.send('owner-a', item('k1')), sender.send('owner-b', item('k2')), sender.send('owner-a', item('k3'))]);
+    expect(results).toEqual([{ ok: 'owner-a decided k1' }, { ok: 'owner-b decided k2' }, { ok: 'owner-a decided k3' }]);
+    expect(sender.stats).toMatchObject({ batches: 2, items: 3, failures: 0 });
+    for (const owner of owners) owner.stop();
+  });
+
   it('answers `moved` for an owner nobody listens for, and owner_unavailable for a silent one within its deadline', async () => {
     const sender = new Forwarder(nc, log, 300);
     const started = performance.now();

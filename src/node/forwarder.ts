@@ -1,8 +1,11 @@
 /**
  * Forwarding to an entity's owner over NATS, batched: items for one owner collected within
  * one turn of the event loop (or up to MAX_BATCH of them) go as one request to
- * `tally.node.<owner>` (no queue group: exactly that node). Every batch has a deadline, so
- * an owner that is gone or frozen costs the caller at most `timeoutMs`, never a hang.
+ * `tally.node.<owner>` (no queue group: exactly that node). The batches of one turn, for
+ * every owner, are published together, so nats.js writes them in one socket write: on few
+ * cores the nats-server's cost per read and write, more than the nodes', bounds a cluster.
+ * Every batch has a deadline, so an owner that is gone or frozen costs the caller at most
+ * `timeoutMs`, never a hang.
  *
  * Replies come back on one subscription of this node's own (`<inbox>.<batch id>`), and one
  * timer sweeps the deadlines, rather than a request object, an error with its stack and a
@@ -42,6 +45,7 @@ export class Forwarder {
   private readonly replies: Subscription;
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
+  private flushScheduled = false;
   private readonly sweeper: NodeJS.Timeout;
   readonly stats: ForwardStats = { batches: 0, items: 0, failures: 0 };
 
@@ -64,12 +68,21 @@ export class Forwarder {
       if (queue === undefined) {
         queue = [];
         this.queues.set(owner, queue);
-        setImmediate(() => this.flush(owner));
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          setImmediate(this.flushAll);
+        }
       }
       queue.push({ item, resolve });
       if (queue.length >= MAX_BATCH) this.flush(owner);
     });
   }
+
+  /** Every owner's batch of this turn, published together: nats.js writes them to the socket at once. */
+  private readonly flushAll = (): void => {
+    this.flushScheduled = false;
+    for (const owner of [...this.queues.keys()]) this.flush(owner);
+  };
 
   /** Answers batches sent to this node, each item by `decide`. */
   serve(nodeId: string, decide: (item: ForwardItem) => Promise<ForwardResult>): void {

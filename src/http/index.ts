@@ -17,7 +17,7 @@ export type { HttpMetrics } from './metrics.js';
 export { HttpError, type Problem, problem, problemFromError, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';
 export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
-export { chargeOf } from './routes/quota.js';
+export { chargeOf, checkServiceLimiter } from './routes/quota.js';
 export * as schemas from './schemas.js';
 export { type SessionClaims, SessionTokens } from './sessionTokens.js';
 export { compileValidator, type Validator } from './validate.js';

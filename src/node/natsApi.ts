@@ -21,7 +21,7 @@ import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
-import { chargeOf, compileValidator, HttpError, type problem, problemFromError, schemas as S, type SessionTokens } from '../http/index.js';
+import { chargeOf, checkServiceLimiter, compileValidator, HttpError, type problem, problemFromError, schemas as S, type SessionTokens } from '../http/index.js';
 import {
   type Credential,
   InvalidRequestError,
@@ -194,18 +194,7 @@ function operations({ router, tokens }: NatsApiDeps): Operation[] {
     },
     {
       name: 'limiter.check',
-      async handle(body) {
-        const item = limiter(body) as Static<typeof S.LimiterBody>;
-        const decision = await router.limiter({
-          op: 'check',
-          namespace: 'service',
-          key: item.key,
-          spec: { kind: 'window', limit: item.limit, windowMs: item.window_ms },
-          cost: item.cost ?? 1,
-        });
-        const state = decision.limits[0]!;
-        return { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() };
-      },
+      handle: (body) => checkServiceLimiter(router, limiter(body) as Static<typeof S.LimiterBody>),
     },
   ];
 }

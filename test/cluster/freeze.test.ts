@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { targetPlacement } from '../../src/node/placement.js';
 import { shardOf } from '../../src/shards/index.js';
-import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { type Api, apiClient } from '../support/http.js';
 import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -22,13 +22,8 @@ let cluster: TestCluster;
 beforeAll(async () => {
   // Long enough that a forward's 2 s deadline ends well before the others take the shards over.
   cluster = await createTestCluster({ leaseMs: 4000 });
-  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
-    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 30 * 86_400_000, burst: LIMIT },
-    { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
-  ] as never)}, false)`;
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.addTier('strict', strictLimits(LIMIT));
+  await cluster.startAll(ids);
 }, 60_000);
 afterAll(() => cluster?.stop());
 

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { targetPlacement } from '../../src/node/placement.js';
 import { shardOf } from '../../src/shards/index.js';
-import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { type Api, apiClient } from '../support/http.js';
 import { createKey, createUser, type TestUser, tokensUsed } from '../support/tally.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -18,13 +18,8 @@ let cluster: TestCluster;
 
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 3000 });
-  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
-    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 30 * 86_400_000, burst: LIMIT },
-    { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
-  ] as never)}, false)`;
-  await Promise.all(['h1', 'h2', 'h3'].map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(['h1', 'h2', 'h3']), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.addTier('strict', strictLimits(LIMIT));
+  await cluster.startAll(['h1', 'h2', 'h3']);
 }, 60_000);
 afterAll(() => cluster?.stop());
 

@@ -9,10 +9,9 @@ import { Svcm } from '@nats-io/services';
 import { connect, headers, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { apiClient } from '../support/http.js';
 import { createUser, type TestUser, tokensUsed } from '../support/tally.js';
-import { waitFor } from '../support/wait.js';
 
 const LIMIT = 60;
 const ids = ['n1', 'n2', 'n3'];
@@ -22,13 +21,8 @@ let nc: NatsConnection;
 
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 3000 });
-  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
-    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 3_600_000, burst: LIMIT },
-    { name: 'tokens', kind: 'budget', limit: 1_000, period: 'month', resource: 'tokens' },
-  ] as never)}, false)`;
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.addTier('strict', strictLimits(LIMIT, { periodMs: 3_600_000, tokens: 1_000 }));
+  await cluster.startAll(ids);
   nc = await connect({ servers: cluster.nats.url });
 }, 60_000);
 afterAll(async () => {

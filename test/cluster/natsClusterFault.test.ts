@@ -16,9 +16,7 @@ const ids = ['c1', 'c2', 'c3'];
 
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 4000, natsServers: 3 });
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 30_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.startAll(ids, 30_000);
 }, 90_000);
 afterAll(() => cluster?.stop());
 

@@ -14,9 +14,7 @@ const ids = ['n1', 'n2', 'n3'];
 
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 3000 });
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.startAll(ids);
 }, 60_000);
 afterAll(() => cluster?.stop());
 

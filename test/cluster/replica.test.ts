@@ -36,13 +36,11 @@ async function crashLoss(env: Record<string, string>): Promise<Loss> {
   let cluster: TestCluster | undefined;
   try {
     cluster = await createTestCluster({ leaseMs: 3000, env: { TALLY_FLUSH_INTERVAL_MS: String(FLUSH_MS), ...env } });
-    await cluster.sql`insert into tiers (name, limits, fail_open) values ('steady', ${cluster.sql.json([
+    await cluster.addTier('steady', [
       { name: 'requests', kind: 'rate', limit: 1_000_000, period_ms: 60_000, burst: 100_000 },
       { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
-    ] as never)}, false)`;
-    await Promise.all(ids.map((id) => cluster!.start(id)));
-    await waitFor(() => cluster!.settledOn(ids), 20_000);
-    await waitFor(() => cluster!.allReady(), 10_000);
+    ]);
+    await cluster.startAll(ids);
     const entry = apiClient(cluster.nodes.get('r1')!.baseUrl);
     const placement = targetPlacement(ids);
     let key: string | undefined;

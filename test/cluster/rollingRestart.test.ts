@@ -6,7 +6,7 @@
  * decision (200 or 429, never an error), and no usage is lost.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { apiClient } from '../support/http.js';
 import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -17,14 +17,8 @@ let cluster: TestCluster;
 
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 3000 });
-  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
-    // A month's period: the rate refills one request in 43 minutes, none during the test.
-    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 30 * 86_400_000, burst: LIMIT },
-    { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
-  ] as never)}, false)`;
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.addTier('strict', strictLimits(LIMIT));
+  await cluster.startAll(ids);
 }, 60_000);
 afterAll(() => cluster?.stop());
 

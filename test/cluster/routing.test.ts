@@ -4,7 +4,7 @@
  * exactly its limit, and a key deleted on one node is refused on every node at once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { type Api, apiClient } from '../support/http.js';
 import { createKey, createUser, tokensUsed } from '../support/tally.js';
 import { waitFor } from '../support/wait.js';
@@ -16,13 +16,8 @@ const ids = ['r1', 'r2', 'r3'];
 beforeAll(async () => {
   cluster = await createTestCluster({ leaseMs: 3000 });
   // A strict tier, in the database before any node starts (every node loads it).
-  await cluster.sql`insert into tiers (name, limits, fail_open) values ('strict', ${cluster.sql.json([
-    { name: 'requests', kind: 'rate', limit: LIMIT, period_ms: 3_600_000, burst: LIMIT },
-    { name: 'tokens', kind: 'budget', limit: 1_000_000, period: 'month', resource: 'tokens' },
-  ] as never)}, false)`;
-  await Promise.all(ids.map((id) => cluster.start(id)));
-  await waitFor(() => cluster.settledOn(ids), 20_000);
-  await waitFor(() => cluster.allReady(), 10_000);
+  await cluster.addTier('strict', strictLimits(LIMIT, { periodMs: 3_600_000 }));
+  await cluster.startAll(ids);
 }, 60_000);
 afterAll(() => cluster?.stop());
 

@@ -13,6 +13,7 @@ import { type NatsServer, startNatsCluster, startNatsServer, stopAllNatsServers 
 import { createTestDatabase } from './postgres.js';
 import { killAllNodes, type NodeProcess, spawnNode } from './process.js';
 import { makeTempDir } from './tmp.js';
+import { waitFor } from './wait.js';
 
 export interface ClusterAnswer {
   nodes: { id: string; self: boolean; shards: number; status: string }[];
@@ -30,6 +31,10 @@ export interface TestCluster {
   leaseMs: number;
   nodes: Map<string, NodeProcess>;
   start(id: string): Promise<NodeProcess>;
+  /** Starts `ids` at once and waits until the map has settled on them and every node is ready. */
+  startAll(ids: string[], settleMs?: number): Promise<void>;
+  /** A tier in the database, for nodes started after it (each loads the tiers as it starts). */
+  addTier(name: string, limits: object[], failOpen?: boolean): Promise<void>;
   /** GET /v1/admin/cluster on one node. */
   view(node: NodeProcess): Promise<ClusterAnswer>;
   /** Whether the map, as the first of `ids` sees it, is where placement wants it for `ids`, with nothing moving. */
@@ -40,6 +45,15 @@ export interface TestCluster {
   allReady(): Promise<boolean>;
   stop(): Promise<void>;
 }
+
+/**
+ * A strict tier's limits: `requests` admits exactly `limit` (its burst) and refills one
+ * request per `periodMs / limit`; the default month refills none during a test.
+ */
+export const strictLimits = (limit: number, { periodMs = 30 * 86_400_000, tokens = 1_000_000 } = {}) => [
+  { name: 'requests', kind: 'rate', limit, period_ms: periodMs, burst: limit },
+  { name: 'tokens', kind: 'budget', limit: tokens, period: 'month', resource: 'tokens' },
+];
 
 export const sortedCounts = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).sort());
 
@@ -70,7 +84,7 @@ export async function createTestCluster(
     if (answer.status !== 200) throw new Error(`GET /v1/admin/cluster answered ${answer.status}`);
     return answer.body as ClusterAnswer;
   };
-  return {
+  const cluster: TestCluster = {
     nats,
     natsServers,
     sql,
@@ -84,6 +98,14 @@ export async function createTestCluster(
         if (nodes.get(id) === node) nodes.delete(id);
       });
       return node;
+    },
+    async startAll(ids, settleMs = 20_000) {
+      await Promise.all(ids.map((id) => cluster.start(id)));
+      await waitFor(() => cluster.settledOn(ids), settleMs);
+      await waitFor(() => cluster.allReady(), 10_000);
+    },
+    async addTier(name, limits, failOpen = false) {
+      await sql`insert into tiers (name, limits, fail_open) values (${name}, ${sql.json(limits as never)}, ${failOpen})`;
     },
     view,
     async settledOn(ids) {
@@ -111,4 +133,5 @@ export async function createTestCluster(
       await database.drop();
     },
   };
+  return cluster;
 }

@@ -159,15 +159,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       body: S.LimiterBody,
       responses: { 200: { description: 'the decision, allowed or not', schema: S.LimiterReply } },
       async handle({ body }) {
-        const decision = await router.limiter({
-          op: 'check',
-          namespace: 'service',
-          key: body.key,
-          spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms },
-          cost: body.cost ?? 1,
-        });
-        const state = decision.limits[0]!;
-        return { status: 200, body: { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() } };
+        return { status: 200, body: await checkServiceLimiter(router, body) };
       },
     }),
   ];
@@ -185,6 +177,19 @@ export function chargeOf(body: { cost?: number; resource?: string; amounts?: Rec
   const twice = namedTwice(charge);
   if (twice !== null) throw new InvalidRequestError(twice);
   return charge;
+}
+
+/** A service's keyed sliding-window check (`POST /v1/limiter/check`, `tally.v1.limiter.check`). */
+export async function checkServiceLimiter(router: RouteDeps['router'], body: Body<typeof S.LimiterBody>): Promise<Body<typeof S.LimiterReply>> {
+  const decision = await router.limiter({
+    op: 'check',
+    namespace: 'service',
+    key: body.key,
+    spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms },
+    cost: body.cost ?? 1,
+  });
+  const state = decision.limits[0]!;
+  return { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() };
 }
 
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */

@@ -6,17 +6,7 @@
  * lookup shows a user's shard, owner and quota.
  */
 
-interface ClusterView {
-  nodes: { id: string; status: string; shards: number; lease_age_ms?: number; address?: string; self: boolean; requests?: number }[];
-  leader?: string | null;
-  shards: {
-    count: number;
-    by_node: Record<string, number>;
-    moving: number[];
-    moves?: { shard: number; from: string; to: string }[];
-    owners?: (string | null)[];
-  };
-}
+import type { ClusterView } from '../src/http/clusterView.js';
 
 const REFRESH_MS = 1000;
 const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];

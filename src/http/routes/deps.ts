@@ -1,26 +1,13 @@
 /** What route handlers need from the node, passed in so the HTTP folder imports no wiring. */
 import type { Accounts, Router, TierAdmin } from '../../node/index.js';
 import type { IssuedApiKey } from '../../shards/index.js';
+import type { ClusterView } from '../clusterView.js';
+
+export type { ClusterView };
 
 export interface HealthReport {
   ready: boolean;
   checks: Record<string, { ok: boolean; detail?: string }>;
-}
-
-export interface ClusterView {
-  nodes: { id: string; self: boolean; shards: number; status: string; address?: string; lease_age_ms?: number; version?: string; requests?: number }[];
-  /** Cluster mode: the node that writes the shard map. */
-  leader?: string | null;
-  /** `lost`: shards this node gave up because the fence showed another owner. */
-  shards: {
-    count: number;
-    by_node: Record<string, number>;
-    moving: number[];
-    moves?: { shard: number; from: string; to: string }[];
-    unassigned?: number;
-    owners?: (string | null)[];
-    lost?: number[];
-  };
 }
 
 export interface RouteDeps {

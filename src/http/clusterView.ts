@@ -1,0 +1,19 @@
+/**
+ * The answer of `GET /v1/admin/cluster`: the nodes and the shard map as one node sees them.
+ * It imports nothing, so that the console page (a browser bundle) shares it.
+ */
+export interface ClusterView {
+  nodes: { id: string; self: boolean; shards: number; status: string; address?: string; lease_age_ms?: number; version?: string; requests?: number }[];
+  /** Cluster mode: the node that writes the shard map. */
+  leader?: string | null;
+  /** `lost`: shards this node gave up because the fence showed another owner. */
+  shards: {
+    count: number;
+    by_node: Record<string, number>;
+    moving: number[];
+    moves?: { shard: number; from: string; to: string }[];
+    unassigned?: number;
+    owners?: (string | null)[];
+    lost?: number[];
+  };
+}

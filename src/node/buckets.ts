@@ -5,7 +5,7 @@
  * server (or two, where a replica could never form a majority) they have one replica.
  */
 import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 
 export function bucketReplicas(nc: NatsConnection): number {
@@ -39,17 +39,27 @@ export async function openBucket(nc: NatsConnection, name: string, options: { tt
 /**
  * A watch of a whole bucket that survives losing its consumer. The watch's ordered consumer
  * lives on one NATS server; when that server dies, nats.js notices only after two missed idle
- * heartbeats of 30 s, so the watch would be silent for about a minute. Every `probeMs` this
- * reads the bucket's last revision: behind it twice in a row, with nothing delivered in
- * between, the watch is made anew from the revision after the last one it delivered.
+ * heartbeats, so the watch would be silent for ten seconds or more. Every `probeMs` this
+ * reads the bucket's last revision. Behind it, the probe looks again a moment later: still
+ * behind with nothing delivered in between, the watch is made anew from the revision after
+ * the last one it delivered.
+ *
+ * Making it anew can fail for a while after a server died: the cluster may place the new
+ * consumer on the dead server, and its create request is then never answered. So each try
+ * gets `NATS_ANSWER_MS`, and tries follow one another until one succeeds.
  */
 /** How often a bucket watch compares what it delivered with the bucket. */
 export const WATCH_PROBE_MS = 1000;
+/** How soon a probe that found the watch behind looks again. */
+const RECHECK_MS = 250;
+/** How long a probe waits for JetStream: the bucket's status, or one try at making the watch anew. */
+const NATS_ANSWER_MS = 1500;
 
 export class BucketWatch {
   private last = 0;
   private iterator: { stop(): void } | null = null;
-  private behind: number | null = null;
+  /** What the watch had delivered when a probe first found it behind, and when. */
+  private behind: { delivered: number; since: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private probing = false;
@@ -63,7 +73,7 @@ export class BucketWatch {
   /** Starts the watch (from the bucket's current values) and its probes. */
   static async start(kv: KV, onEntry: (entry: KvEntry) => void, options: { name: string; log: Logger; probeMs: number }): Promise<BucketWatch> {
     const watch = new BucketWatch(kv, onEntry, options);
-    await watch.open();
+    watch.follow(await kv.watch());
     watch.timer = setInterval(() => void watch.probe(), options.probeMs);
     watch.timer.unref();
     return watch;
@@ -75,8 +85,7 @@ export class BucketWatch {
     this.iterator?.stop();
   }
 
-  private async open(): Promise<void> {
-    const updates = await this.kv.watch(this.last > 0 ? { resumeFromRevision: this.last + 1 } : {});
+  private follow(updates: QueuedIterator<KvEntry>): void {
     this.iterator = updates;
     void (async () => {
       for await (const entry of updates) {
@@ -92,23 +101,58 @@ export class BucketWatch {
     if (this.probing || this.stopped) return;
     this.probing = true;
     try {
-      const lastInBucket = (await this.kv.status()).streamInfo.state.last_seq;
+      const lastInBucket = (await within(this.kv.status(), NATS_ANSWER_MS, 'bucket status')).streamInfo.state.last_seq;
       if (lastInBucket <= this.last) {
         this.behind = null;
         return;
       }
-      if (this.behind !== this.last) {
-        this.behind = this.last;
+      if (this.behind?.delivered !== this.last) {
+        this.behind = { delivered: this.last, since: performance.now() };
+        setTimeout(() => void this.probe(), RECHECK_MS).unref();
         return;
       }
+      if (performance.now() - this.behind.since < RECHECK_MS) return;
       this.options.log.warn({ bucket: this.options.name, delivered: this.last, inBucket: lastInBucket }, 'a bucket watch fell silent; making it anew');
-      this.iterator?.stop();
       this.behind = null;
-      await this.open();
+      await this.reopen();
     } catch {
       // NATS away: nothing to compare against; the next probe tries again.
     } finally {
       this.probing = false;
     }
+  }
+
+  /** Makes the watch anew from the revision after the last it delivered, trying until it is made or stopped. */
+  private async reopen(): Promise<void> {
+    this.iterator?.stop();
+    this.iterator = null;
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        const updates = await within(this.kv.watch({ resumeFromRevision: this.last + 1 }), NATS_ANSWER_MS, 'making the watch', (late) => late.stop());
+        if (this.stopped) updates.stop();
+        else this.follow(updates);
+        return;
+      } catch (error) {
+        if (attempt === 1 || attempt % 10 === 0)
+          this.options.log.warn({ bucket: this.options.name, attempt, err: error }, 'could not make a bucket watch anew; trying again');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * attempt, this.options.probeMs)));
+      }
+    }
+  }
+}
+
+/** `promise`, given up after `timeoutMs`; what it yields after that goes to `onLate`. */
+async function within<T>(promise: Promise<T>, timeoutMs: number, what: string, onLate: (late: T) => void = () => {}): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } catch (error) {
+    promise.then(onLate, () => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
 }

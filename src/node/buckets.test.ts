@@ -4,29 +4,18 @@
  * try at making it anew is never answered (a consumer placed on a dead server).
  */
 import type { KV, KvEntry } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NatsServer, startNatsServer, stopAllNatsServers } from '../../test/support/natsServer.js';
+import { describe, expect, it } from 'vitest';
+import { useNatsServer } from '../../test/support/natsServer.js';
 import { waitFor } from '../../test/support/wait.js';
 import { BucketWatch, openBucket } from './buckets.js';
 
 const log = pino({ level: 'silent' });
-let server: NatsServer;
-let nc: NatsConnection;
-
-beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await stopAllNatsServers();
-});
+const nats = useNatsServer();
 
 describe('a bucket watch', () => {
   it('is made anew after its consumer is gone, trying again when a try is never answered', async () => {
-    const kv = await openBucket(nc, 'watch_test');
+    const kv = await openBucket(nats.nc, 'watch_test');
     await kv.put('a', '1');
     // The first watch and the first remake pass through; the second call hangs, as a create
     // request for a consumer placed on a dead server does.
@@ -52,9 +41,9 @@ describe('a bucket watch', () => {
       await waitFor(async () => seen.includes('b=2'));
       expect(calls).toBe(1);
 
-      const { consumers } = (await nc.request('$JS.API.CONSUMER.NAMES.KV_watch_test')).json<{ consumers: string[] }>();
+      const { consumers } = (await nats.nc.request('$JS.API.CONSUMER.NAMES.KV_watch_test')).json<{ consumers: string[] }>();
       expect(consumers).toHaveLength(1);
-      await nc.request(`$JS.API.CONSUMER.DELETE.KV_watch_test.${consumers[0]}`);
+      await nats.nc.request(`$JS.API.CONSUMER.DELETE.KV_watch_test.${consumers[0]}`);
       await kv.put('c', '3');
       await kv.put('a', '4');
       await waitFor(async () => seen.includes('a=4'), 6000);

@@ -3,39 +3,28 @@
  * loop travel in batches of at most 100, each answered on its own and in order, and an owner
  * that is not there is an answer (`moved`, or owner_unavailable), never a hang.
  */
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NatsServer, startNatsServer, stopAllNatsServers } from '../../test/support/natsServer.js';
+import { describe, expect, it } from 'vitest';
+import { useNatsServer } from '../../test/support/natsServer.js';
 import type { LimiterRequest } from '../shards/index.js';
 import { Forwarder } from './forwarder.js';
 import type { ForwardItem } from './wire.js';
 
 const log = pino({ level: 'silent' });
-let server: NatsServer;
-let nc: NatsConnection;
-
-beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await stopAllNatsServers();
-});
+const nats = useNatsServer();
 
 const item = (key: string): ForwardItem => ({ kind: 'limiter', request: { namespace: 'service', key, limits: [] } as unknown as LimiterRequest });
 
 describe('the forwarder', () => {
   it('batches what one turn sends to an owner, up to 100 an item, and answers each in order', async () => {
-    const owner = new Forwarder(nc, log);
+    const owner = new Forwarder(nats.nc, log);
     const sizes: number[] = [];
     owner.serve('owner-1', async (got) => {
       const key = got.kind === 'limiter' ? got.request.key : '';
       if (key === 'bad') return { err: { code: 'invalid_request', detail: 'bad key' } };
       return { ok: `decided ${key}` };
     });
-    const sender = new Forwarder(nc, log);
+    const sender = new Forwarder(nats.nc, log);
     const originalFlush = (sender as unknown as { flush(owner: string): void }).flush.bind(sender);
     (sender as unknown as { flush(owner: string): void }).flush = (to: string) => {
       const queue = (sender as unknown as { queues: Map<string, unknown[]> }).queues.get(to);
@@ -54,11 +43,11 @@ describe('the forwarder', () => {
 
   it('sends the batches of one turn for several owners, each to its owner', async () => {
     const owners = ['owner-a', 'owner-b'].map((id) => {
-      const forwarder = new Forwarder(nc, log);
+      const forwarder = new Forwarder(nats.nc, log);
       forwarder.serve(id, async (got) => ({ ok: `${id} decided ${got.kind === 'limiter' ? got.request.key : ''}` }));
       return forwarder;
     });
-    const sender = new Forwarder(nc, log);
+    const sender = new Forwarder(nats.nc, log);
     const results = await Promise.all([sender.send('owner-a', item('k1')), sender.send('owner-b', item('k2')), sender.send('owner-a', item('k3'))]);
     expect(results).toEqual([{ ok: 'owner-a decided k1' }, { ok: 'owner-b decided k2' }, { ok: 'owner-a decided k3' }]);
     expect(sender.stats).toMatchObject({ batches: 2, items: 3, failures: 0 });
@@ -66,13 +55,13 @@ describe('the forwarder', () => {
   });
 
   it('answers `moved` for an owner nobody listens for, and owner_unavailable for a silent one within its deadline', async () => {
-    const sender = new Forwarder(nc, log, 300);
+    const sender = new Forwarder(nats.nc, log, 300);
     const started = performance.now();
     // No responders: the owner has not subscribed yet, or has left; the router asks the map again.
     expect(await sender.send('nobody', item('k'))).toEqual({ moved: true });
     expect(performance.now() - started).toBeLessThan(250);
     // A subscriber that never answers: the deadline ends the wait.
-    const silent = nc.subscribe('tally.node.silent', { callback: () => {} });
+    const silent = nats.nc.subscribe('tally.node.silent', { callback: () => {} });
     const slow = performance.now();
     expect(await sender.send('silent', item('k'))).toMatchObject({ err: { code: 'owner_unavailable', retryAfterMs: 1000 } });
     expect(performance.now() - slow).toBeGreaterThanOrEqual(250);

@@ -5,7 +5,8 @@
  * whatever a test left running, pass or fail.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { connect } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll } from 'vitest';
 import { freePort, killGroup } from './children.js';
 import { makeTempDir } from './tmp.js';
 
@@ -125,4 +126,21 @@ export async function waitForJetStream(urls: string[], timeoutMs = 30_000): Prom
 
 export async function stopAllNatsServers(): Promise<void> {
   await Promise.all([...running].map(killGroup));
+}
+
+/**
+ * One nats-server and one connection to it for a test file, made in `beforeAll` and closed
+ * and stopped in `afterAll`: read `server` and `nc` inside the tests.
+ */
+export function useNatsServer(): { readonly server: NatsServer; readonly nc: NatsConnection } {
+  const nats = {} as { server: NatsServer; nc: NatsConnection };
+  beforeAll(async () => {
+    nats.server = await startNatsServer();
+    nats.nc = await connect({ servers: nats.server.url });
+  });
+  afterAll(async () => {
+    await nats.nc?.close();
+    await stopAllNatsServers();
+  });
+  return nats;
 }

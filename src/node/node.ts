@@ -234,8 +234,11 @@ export class TallyNode {
     const replica = this.replica;
     if (replica !== null) {
       this.every('replica push', config.replicaIntervalMs, async () => {
+        // While Redis is away, changed actors stay queued, each once, for the first push after.
+        if (!replica.connected) return replica.unreachable(this.runtime.replicaPending);
         const now = Date.now();
-        await replica.push(this.runtime.collectReplica(now), now);
+        const batch = this.runtime.collectReplica(now);
+        if ((await replica.push(batch.rows, now)) === null) batch.requeue();
       });
     }
     this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));

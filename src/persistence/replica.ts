@@ -163,20 +163,35 @@ export class RedisReplica implements StateReplica {
 
   /** Whether Redis answered the last push or read. */
   get up(): boolean {
-    return this.healthy && this.redis.status === 'ready';
+    return this.healthy && this.connected;
+  }
+
+  /** Whether the client has a connection to Redis at all: without one, a push cannot reach it. */
+  get connected(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /**
+   * Counts a push that waits for Redis to come back, with `pending` actors queued for it:
+   * they are not collected meanwhile, and go with the first push after it is back.
+   */
+  unreachable(pending: number): void {
+    if (pending > 0) this.stats.pushFailures++;
   }
 
   /**
    * Pushes `rows` (the runtime's `collectReplica`) at `now`: one script call per PUT_BATCH
    * snapshots, sent together. A snapshot lives for the idle time, or until its state stops
    * mattering (`expiresAt`) if that comes first: a limiter's row is deleted from Postgres
-   * after that, and no copy may outlive it. Resolves with how many Redis took; never rejects.
+   * after that, and no copy may outlive it. Resolves with how many Redis took (fewer than
+   * given when some are fenced or older than its copy), or null when the push did not reach
+   * Redis; never rejects.
    */
-  async push(rows: readonly PersistedState[], now: number): Promise<number> {
+  async push(rows: readonly PersistedState[], now: number): Promise<number | null> {
     if (rows.length === 0) return 0;
-    if (this.redis.status !== 'ready') {
+    if (!this.connected) {
       this.stats.pushFailures++;
-      return 0;
+      return null;
     }
     this.stats.pushes++;
     try {
@@ -200,7 +215,7 @@ export class RedisReplica implements StateReplica {
     } catch (error) {
       this.stats.pushFailures++;
       this.trouble('pushing snapshots to the Redis replica failed', error);
-      return 0;
+      return null;
     }
   }
 

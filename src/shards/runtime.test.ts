@@ -236,16 +236,38 @@ describe('the replica queue', () => {
     a.bump();
     a.bump();
     b.bump();
-    expect(rt.collectReplica(0).map((row) => [row.entityKey, row.seq, row.state])).toEqual([
+    expect(rt.collectReplica(0).rows.map((row) => [row.entityKey, row.seq, row.state])).toEqual([
       ['a', 2, { count: 2 }],
       ['b', 1, { count: 1 }],
     ]);
     // Nothing changed since: nothing to push. The flush's queue is its own.
-    expect(rt.collectReplica(0)).toEqual([]);
+    expect(rt.collectReplica(0).rows).toEqual([]);
     expect(rt.dirtyCount).toBe(2);
     b.bump();
     rt.mayDecide = () => false;
-    expect(rt.collectReplica(0)).toEqual([]);
+    expect(rt.collectReplica(0).rows).toEqual([]);
+  });
+
+  it('queues the actors of a push that did not reach Redis again, each once, as they are by then', async () => {
+    const rt = runtime();
+    rt.keepReplica();
+    const a = (await rt.get('a', 0, counters, 'counter')) as Counter;
+    const b = (await rt.get('b', 0, counters, 'counter')) as Counter;
+    a.bump();
+    b.bump();
+    const failed = rt.collectReplica(0);
+    expect(failed.rows.map((row) => row.entityKey)).toEqual(['a', 'b']);
+    expect(rt.replicaPending).toBe(0);
+    // `a` changes while the push is out; then the push fails.
+    a.bump();
+    failed.requeue();
+    expect(rt.replicaPending).toBe(2);
+    expect(rt.collectReplica(0).rows.map((row) => [row.entityKey, row.state])).toEqual([
+      ['a', { count: 2 }],
+      ['b', { count: 1 }],
+    ]);
+    // A push that went through is not queued again.
+    expect(rt.collectReplica(0).rows).toEqual([]);
   });
 
   it('queues nothing when no replica is kept', async () => {
@@ -253,7 +275,7 @@ describe('the replica queue', () => {
     const a = (await rt.get('a', 0, counters, 'counter')) as Counter;
     for (let i = 0; i < 3; i++) a.bump();
     rt.keepReplica();
-    expect(rt.collectReplica(0)).toEqual([]);
+    expect(rt.collectReplica(0).rows).toEqual([]);
   });
 
   it('continues the sequence of the loaded copy, and writes behind a copy newer than its row', async () => {

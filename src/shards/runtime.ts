@@ -66,6 +66,12 @@ const EVICTION_SCAN = 32;
 const SWEEP_SCAN = 20_000;
 /** Actors one replica push takes at most (a few milliseconds of serialising); the rest wait for the next. */
 const REPLICA_SLICE = 10_000;
+
+/** What one replica push takes: the rows, and a way to queue their actors again if it fails. */
+export interface ReplicaBatch {
+  rows: PersistedState[];
+  requeue(): void;
+}
 /** How far past `maxActors` activations may go while dirty actors wait for their flush. */
 const OVERSHOOT = 0.1;
 /** The outcome of a flush that wrote everything it collected. */
@@ -279,27 +285,43 @@ export class ActorRuntime {
 
   /**
    * The state of every actor changed since the last call, as it is now, for the replica
-   * cache. Nothing is queued again: a push that fails loses nothing (the write-behind flush
-   * still writes the actor, and its row then orders after the missed copy).
+   * cache. If the push does not reach Redis, `requeue()` queues those actors again for the
+   * next one; the write-behind flush writes them either way.
    */
-  collectReplica(now: number, limit = REPLICA_SLICE): PersistedState[] {
+  collectReplica(now: number, limit = REPLICA_SLICE): ReplicaBatch {
     const queue = this.replicaQueue.length <= limit ? this.replicaQueue : this.replicaQueue.slice(0, limit);
     this.replicaQueue = queue === this.replicaQueue ? [] : this.replicaQueue.slice(limit);
     const rows: PersistedState[] = [];
+    const taken: { actor: Actor; before: number }[] = [];
     // A node whose lease has lapsed pushes nothing: another may own its shards by now.
     const deciding = this.mayDecide();
     for (const actor of queue) {
       actor.replicaQueued = false;
       if (!deciding || actor.shard.actors.get(actor.key) !== actor || !actor.shard.serving) continue;
       if (actor.version === actor.replicatedVersion) continue;
-      actor.replicatedVersion = actor.version;
       try {
         rows.push(stateOf(actor, now));
       } catch {
         // State that does not serialise: the flush quarantines and logs it; the replica skips it.
+        continue;
       }
+      taken.push({ actor, before: actor.replicatedVersion });
+      actor.replicatedVersion = actor.version;
     }
-    return rows;
+    return {
+      rows,
+      requeue: () => {
+        for (const { actor, before } of taken) {
+          actor.replicatedVersion = before;
+          if (!actor.replicaQueued) this.enqueueReplica(actor);
+        }
+      },
+    };
+  }
+
+  /** Actors changed since the last replica push, waiting for the next. */
+  get replicaPending(): number {
+    return this.replicaQueue.length;
   }
 
   /** Actors queued for the write-behind flush. */

@@ -3,6 +3,7 @@
  * (copies planted in Redis by hand), and a Redis that goes away and comes back under load.
  */
 import { readFile } from 'node:fs/promises';
+import { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -120,7 +121,7 @@ describe('a Redis that stops, starts again and stalls, under load', () => {
     await redis?.stop();
   });
 
-  it('answers every request, says the replica is down and back, and loses no usage in Postgres', async () => {
+  it('answers every request, says the replica is down and back, pushes what changed meanwhile, and loses no usage in Postgres', async () => {
     const bulk = await node.api('PUT', '/v1/admin/tiers/bulk', {
       token: node.adminToken,
       body: {
@@ -144,11 +145,15 @@ describe('a Redis that stops, starts again and stalls, under load', () => {
       }
     };
     const clients = keys.map(({ key }) => hammer(node.api, key));
+    // A user who consumes only while Redis is away: the push after it is back carries the change.
+    const quiet = await createUser(node.api, { adminToken: node.adminToken, tier: 'bulk' });
+    const quietKey = await createKey(node.api, quiet);
     try {
       await waitFor(async () => (await metric(node, 'tally_replica_snapshots_total')) > 0, 3000);
       expect(await metric(node, 'tally_replica_up')).toBe(1);
       await redis.stop();
       await waitFor(async () => (await metric(node, 'tally_replica_up')) === 0, 3000);
+      expect((await node.api('POST', '/v1/quota/consume', { token: quietKey.key, body: { cost: 1, amounts: { tokens: 7 } } })).status).toBe(200);
       await sleep(700);
       const readyWhileDown = await fetch(`${node.baseUrl}/health/ready`);
       expect(readyWhileDown.status).toBe(200);
@@ -156,6 +161,14 @@ describe('a Redis that stops, starts again and stalls, under load', () => {
       // It reconnects by itself and pushes again.
       const pushedBefore = await metric(node, 'tally_replica_snapshots_total');
       await waitFor(async () => (await metric(node, 'tally_replica_up')) === 1 && (await metric(node, 'tally_replica_snapshots_total')) > pushedBefore, 5000);
+      const copies = new Redis(redis.url);
+      try {
+        await waitFor(async () => (await copies.hgetBuffer(`tally:${quiet.id}`, 's')) !== null, 3000);
+        const copy = packr.unpack((await copies.hgetBuffer(`tally:${quiet.id}`, 's'))!) as StateRow['state'];
+        expect(copy.limits.tokens.used).toBe(7);
+      } finally {
+        copies.disconnect();
+      }
       // A stalled Redis: pushes wait, and a user activated meanwhile (at login) is read from
       // Postgres once the replica has not answered for 200 ms, long before Redis answers again.
       const late = { email: `late-${Date.now()}@example.com`, password: 'correct horse battery' };

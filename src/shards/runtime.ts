@@ -60,18 +60,18 @@ export interface DirtyCollection {
   finish(outcome: FlushOutcome): void;
 }
 
+/** What one replica push takes: the rows, and a way to queue their actors again if it fails. */
+export interface ReplicaBatch {
+  rows: PersistedState[];
+  requeue(): void;
+}
+
 /** How many of the least recently used actors an activation looks through for one to evict. */
 const EVICTION_SCAN = 32;
 /** How many actors one sweep looks at, at most (about 5 ms of work). */
 const SWEEP_SCAN = 20_000;
 /** Actors one replica push takes at most (a few milliseconds of serialising); the rest wait for the next. */
 const REPLICA_SLICE = 10_000;
-
-/** What one replica push takes: the rows, and a way to queue their actors again if it fails. */
-export interface ReplicaBatch {
-  rows: PersistedState[];
-  requeue(): void;
-}
 /** How far past `maxActors` activations may go while dirty actors wait for their flush. */
 const OVERSHOOT = 0.1;
 /** The outcome of a flush that wrote everything it collected. */

@@ -16,7 +16,6 @@ import {
   COORDINATOR_BUCKET,
   drainKey,
   EPOCHS_SUBJECT,
-  initHashing,
   MEMBERS_BUCKET,
   type MemberRecord,
   OPERATOR_BUCKET,
@@ -24,7 +23,8 @@ import {
   planPlacement,
   SHARDS_BUCKET,
   type ShardEntry,
-} from '../src/node/index.js';
+} from '../src/node/cluster/index.js';
+import { initHashing } from '../src/shards/index.js';
 
 const SHARD_COUNT = 1024;
 const DEFAULT_LEASE_MS = 6000;

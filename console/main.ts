@@ -6,7 +6,7 @@
  * lookup shows a user's shard, owner and quota.
  */
 
-import type { ClusterView } from '../src/http/clusterView.js';
+import type { ClusterView } from '../src/api/index.js';
 
 const REFRESH_MS = 1000;
 const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];

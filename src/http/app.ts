@@ -9,17 +9,15 @@ import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_li
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import type { Logger } from 'pino';
+import { type Caller, checkText, compile, HttpError, problem, problemFromError, truncate, type Validator } from '../api/index.js';
 import { API_KEY_REFUSED, ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
 import type { HttpMetrics } from './metrics.js';
-import { HttpError, problem, problemFromError } from './problem.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { type Exchange, write, writeJson, writeProblem } from './respond.js';
-import { type Caller, pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
-import { checkText, truncate } from './text.js';
-import { compileValidator, type Validator } from './validate.js';
+import { pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
 
 /** No SO_REUSEPORT (the addon exports it; its typings declare it only as an enum member). */
 const LIBUS_LISTEN_EXCLUSIVE_PORT: number = (uws as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
@@ -132,7 +130,7 @@ export class HttpServer {
       const installed: InstalledRoute = {
         definition,
         params: pathParams(definition.path),
-        validate: definition.body === undefined ? null : compileValidator(definition.body),
+        validate: definition.body === undefined ? null : compile(definition.body),
         flatFields: definition.body === undefined ? null : flatFieldsOf(definition.body),
         flatMaps: definition.body === undefined ? [] : flatMapsOf(definition.body),
         keepsText: pathParams(definition.path).length > 0 || definition.clientAddress === true,

@@ -5,10 +5,9 @@
  * alive). Admin and service tokens are compared in constant time.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Caller } from '../api/index.js';
+import type { ApiKeys, SessionTokens } from '../credentials/index.js';
 import { looksLikeApiKey } from '../shards/index.js';
-import type { ApiKeys } from './apiKeys.js';
-import type { Caller } from './route.js';
-import type { SessionTokens } from './sessionTokens.js';
 
 export function bearerToken(authorization: string): string | null {
   if (authorization.length < 8) return null;

@@ -8,8 +8,7 @@
 
 import type { HttpResponse } from 'uWebSockets.js';
 import { isUtf8 } from 'node:buffer';
-import { HttpError } from './problem.js';
-import { checkJsonText } from './text.js';
+import { checkJsonText, HttpError } from '../api/index.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 const BACKSLASH = 0x5c;

@@ -4,8 +4,10 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { schemas } from '../api/index.js';
 import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
-import { ConsumeBody, LimiterBody, LoginBody, LogoutAllBody, RegisterBody, ReserveBody, SettleBody } from './schemas.js';
+
+const { ConsumeBody, LimiterBody, LoginBody, LogoutAllBody, RegisterBody, ReserveBody, SettleBody } = schemas;
 
 const FIELDS = ['cost', 'resource'] as const;
 const MAPS = ['amounts'] as const;

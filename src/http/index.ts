@@ -11,16 +11,10 @@ import { quotaRoutes } from './routes/quota.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { userRoutes } from './routes/users.js';
 
-export { ApiKeys } from './apiKeys.js';
 export { HttpServer, ListenError, probeListen } from './app.js';
 export type { HttpMetrics } from './metrics.js';
-export { HttpError, type Problem, problem, problemFromError, statusOf } from './problem.js';
 export type { RouteDefinition } from './route.js';
-export type { ClusterView, HealthReport, RouteDeps } from './routes/deps.js';
-export { chargeOf, checkServiceLimiter } from './routes/quota.js';
-export * as schemas from './schemas.js';
-export { type SessionClaims, SessionTokens } from './sessionTokens.js';
-export { compileValidator, type Validator } from './validate.js';
+export type { HealthReport, RouteDeps } from './routes/deps.js';
 
 export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
   let document: string | undefined;

@@ -9,8 +9,8 @@
  * answer they receive against this document.
  */
 import type { TSchema } from '@sinclair/typebox';
+import { schemas } from '../api/index.js';
 import { pathParams, RATE_LIMIT_HEADERS, type ResponseHeader, type ResponseSpec, type RouteDefinition } from './route.js';
-import { ProblemSchema } from './schemas.js';
 
 const HEADERS: Record<ResponseHeader | 'WWW-Authenticate', { description: string; schema: Record<string, unknown> }> = {
   'RateLimit-Policy': {
@@ -79,7 +79,7 @@ export function openApiDocument(routes: readonly RouteDefinition[], version: str
         adminToken: { type: 'http', scheme: 'bearer', description: 'TALLY_ADMIN_TOKEN' },
         serviceToken: { type: 'http', scheme: 'bearer', description: 'TALLY_SERVICE_TOKEN' },
       },
-      schemas: { Problem: plain(ProblemSchema) },
+      schemas: { Problem: plain(schemas.ProblemSchema) },
     },
   };
 }

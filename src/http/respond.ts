@@ -4,26 +4,8 @@
  * has gone: `onAborted` sets `aborted` and every write checks it.
  */
 import type { HttpResponse } from 'uWebSockets.js';
-import type { Problem } from './problem.js';
+import { type Problem, STATUS_TEXT } from '../api/index.js';
 
-/** Reason phrases (RFC 9110 §15), also the `title` of problem details. */
-export const STATUS_TEXT: Record<number, string> = {
-  200: 'OK',
-  201: 'Created',
-  204: 'No Content',
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  409: 'Conflict',
-  413: 'Content Too Large',
-  415: 'Unsupported Media Type',
-  422: 'Unprocessable Content',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
 const STATUS_LINES = new Map(Object.entries(STATUS_TEXT).map(([code, text]) => [Number(code), `${code} ${text}`]));
 
 export function statusLine(status: number): string {

@@ -4,7 +4,7 @@
  * list, so the document cannot drift from what is served.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
-import type { Credential } from '../shards/index.js';
+import type { Caller } from '../api/index.js';
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
@@ -13,11 +13,6 @@ export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
  *   which of the two the operation accepts); `admin` / `service`: the configured tokens.
  */
 export type AuthMode = 'none' | 'user' | 'admin' | 'service';
-
-export interface Caller {
-  userId: string;
-  credential: Credential;
-}
 
 export interface RequestContext<B> {
   requestId: string;

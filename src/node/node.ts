@@ -5,26 +5,23 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { ApiKeys, createHttpServer, type HealthReport, type HttpServer, probeListen, SessionTokens } from '../http/index.js';
+import { Accounts } from '../accounts/index.js';
+import { TierAdmin } from '../api/index.js';
+import { ApiKeys, deriveKeys, loadOrCreateSecret, SessionTokens } from '../credentials/index.js';
+import { createHttpServer, type HealthReport, type HttpServer, probeListen } from '../http/index.js';
+import { NatsApi } from '../nats/index.js';
 import { type Database, emptyReplicaStats, migrate, openDatabase, openReplica, type RedisReplica, Store, WriteBehind } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
-import { Accounts } from './accounts.js';
-import { ClusterNode } from './clusterNode.js';
+import { ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
-import { Forwarder } from './forwarder.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { NatsApi } from './natsApi.js';
-import { ClusterRouter, LocalRouter } from './router.js';
-import { deriveKeys, loadOrCreateSecret } from './secrets.js';
-import { TierAdmin } from './tierAdmin.js';
+import { LocalRouter } from './router.js';
 import { VERSION } from './version.js';
 
 /** Tiers are reloaded this often too, for an edit whose broadcast was missed (see tierAdmin.ts). */
 const TIER_REFRESH_MS = 5_000;
-/** Where a node says it has edited a tier; every node reloads its tiers on hearing it. */
-const TIER_EDITS_SUBJECT = 'tally.tiers.edited';
 const NEGATIVE_CACHE_TTL_MS = 5_000;
 /** Expired limiter rows are deleted this often, this many at a time. */
 const EXPIRY_SWEEP_MS = 60_000;
@@ -206,7 +203,7 @@ export class TallyNode {
       // map gives them (see clusterNode.ts).
       this.cluster = await ClusterNode.start(
         {
-          config,
+          config: { natsUrl: config.natsUrl, nodeId: config.nodeId, leaseMs: config.leaseMs, heartbeatMs: config.heartbeatMs },
           runtime: this.runtime,
           store,
           flush: () => writeBehind.flush(),

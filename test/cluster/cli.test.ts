@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { targetPlacement } from '../../src/node/placement.js';
+import { targetPlacement } from '../../src/node/cluster/index.js';
 import { createTestCluster, type TestCluster } from '../support/cluster.js';
 import { sleep, waitFor } from '../support/wait.js';
 

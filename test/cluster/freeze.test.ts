@@ -8,7 +8,7 @@
  * new owner's, with the fence's epoch.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { targetPlacement } from '../../src/node/placement.js';
+import { targetPlacement } from '../../src/node/cluster/index.js';
 import { shardOf } from '../../src/shards/index.js';
 import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { type Api, apiClient } from '../support/http.js';

@@ -6,7 +6,7 @@
  * what was flushed before it is exactly what the new owner serves.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { targetPlacement } from '../../src/node/placement.js';
+import { targetPlacement } from '../../src/node/cluster/index.js';
 import { shardOf } from '../../src/shards/index.js';
 import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { type Api, apiClient } from '../support/http.js';

@@ -114,6 +114,57 @@ describe('the NATS service', () => {
     expect((await call('tally.v1.quota.get', { user_id: user.id })).body.limits.find((l: { name: string }) => l.name === 'tokens').remaining).toBe(400);
   });
 
+  it('refuses the text HTTP refuses (U+0000, lone surrogates) in every string field, and charges nothing', async () => {
+    const user = await newUser('strict');
+    const held = await call('tally.v1.quota.reserve', { user_id: user.id, amounts: { tokens: 100 } });
+    expect(held.body.allowed).toBe(true);
+    const valid: Record<string, Record<string, unknown>> = {
+      'quota.consume': { user_id: user.id, resource: 'requests', amounts: { tokens: 1 }, idempotency_key: 'k-1' },
+      'quota.get': { user_id: user.id },
+      'quota.reserve': { user_id: user.id, resource: 'requests', amounts: { tokens: 1 } },
+      'quota.settle': { user_id: user.id, id: held.body.id, amounts: { tokens: 1 } },
+      'quota.release': { user_id: user.id, id: held.body.id },
+      'sessions.verify': { token: user.token },
+      'limiter.check': { key: `text-${user.id}`, limit: 5, window_ms: 60_000 },
+    };
+    // Each string value, and each member name of `amounts`, made ill-formed in turn.
+    const spoiled = (body: Record<string, unknown>, bad: string): Record<string, unknown>[] => {
+      const bodies: Record<string, unknown>[] = [];
+      for (const [name, value] of Object.entries(body)) {
+        if (typeof value === 'string') bodies.push({ ...body, [name]: `${value.slice(0, 2)}${bad}${value.slice(2)}` });
+        else if (name === 'amounts') bodies.push({ ...body, amounts: { [`tok${bad}ens`]: 1 } });
+      }
+      return bodies;
+    };
+    let refusals = 0;
+    for (const [operation, body] of Object.entries(valid)) {
+      // MessagePack cannot carry a lone surrogate (msgpackr decodes one as U+FFFD); JSON can, as `\ud800`.
+      for (const [bad, msgpack] of [
+        ['\u0000', false],
+        ['\u0000', true],
+        ['\ud800', false],
+        ['\udc00', false],
+      ] as const) {
+        for (const sent of spoiled(body, bad)) {
+          const answer = await call(`tally.v1.${operation}`, sent, { msgpack });
+          expect({ operation, sent, code: answer.errorCode }).toEqual({ operation, sent, code: 400 });
+          expect(answer.body.detail).toMatch(/U\+0000|lone surrogate/);
+          refusals++;
+        }
+      }
+    }
+    expect(refusals).toBe(4 * 15);
+    // In a batch, only the ill-formed item is refused.
+    const batch = await call('tally.v1.quota.consume', { items: [{ user_id: user.id, idempotency_key: 'a\u0000b' }, { user_id: user.id }] }, { msgpack: true });
+    expect(batch.body.results[0].error.status).toBe(400);
+    expect(batch.body.results[1].allowed).toBe(true);
+    // Nothing was charged but the one good consume of the batch and the hold; the hold is still open.
+    const quota = await call('tally.v1.quota.get', { user_id: user.id });
+    const remaining = Object.fromEntries(quota.body.limits.map((limit: { name: string; remaining: number }) => [limit.name, limit.remaining]));
+    expect(remaining).toEqual({ requests: LIMIT - 2, tokens: 900 });
+    expect((await call('tally.v1.quota.release', { user_id: user.id, id: held.body.id })).body).toEqual({ released: true });
+  });
+
   it('decides a batch item by item, in order, across every owner', async () => {
     const users: TestUser[] = await Promise.all(Array.from({ length: 12 }, () => newUser('strict')));
     const items: unknown[] = [];

@@ -7,7 +7,7 @@
  * interval (100 ms, the default).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { targetPlacement } from '../../src/node/placement.js';
+import { targetPlacement } from '../../src/node/cluster/index.js';
 import { shardOf } from '../../src/shards/index.js';
 import { createTestCluster, type TestCluster } from '../support/cluster.js';
 import { apiClient } from '../support/http.js';

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deriveKeys } from '../../src/node/secrets.js';
+import { deriveKeys } from '../../src/credentials/index.js';
 import { hashApiKey, issueApiKey, newUserId } from '../../src/shards/index.js';
 import { metric } from '../support/metrics.js';
 import { createKey, createUser, type StartedNode, startTestNode } from '../support/tally.js';

@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deriveKeys } from '../../src/node/secrets.js';
+import { deriveKeys } from '../../src/credentials/index.js';
 import { issueApiKey, newUserId } from '../../src/shards/index.js';
 import { metric } from '../support/metrics.js';
 import { type Backend, createKey, createUser, type StartedNode, startTestNode, type TestUser, tokensUsed } from '../support/tally.js';

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { targetPlacement } from '../../src/node/placement.js';
+import { targetPlacement } from '../../src/node/cluster/index.js';
 import { migrate } from '../../src/persistence/index.js';
 import { initHashing } from '../../src/shards/index.js';
 import { apiClient } from './http.js';

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type postgres from 'postgres';
-import { deriveKeys } from '../../src/node/secrets.js';
+import { deriveKeys } from '../../src/credentials/index.js';
 import { issueApiKey, newUserId } from '../../src/shards/index.js';
 
 export interface SeedOptions {

@@ -1,6 +1,6 @@
+import { schemas as S } from '../../api/index.js';
 import { InvalidRequestError, type Limit, type LimitState, limitStateView, validateLimits } from '../../shards/index.js';
 import { type RouteDefinition, route } from '../route.js';
-import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 const TIER_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;

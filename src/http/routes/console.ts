@@ -6,8 +6,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { schemas as S } from '../../api/index.js';
 import { type RouteDefinition, route } from '../route.js';
-import * as S from '../schemas.js';
 
 /** Where the bundle is: beside the compiled node (dist/console), or in dist/ when run from source (tests). */
 const BUNDLES = [join(import.meta.dirname, '../../../console/console.js'), join(import.meta.dirname, '../../../dist/console/console.js')];

@@ -1,7 +1,7 @@
 /** What route handlers need from the node, passed in so the HTTP folder imports no wiring. */
-import type { Accounts, Router, TierAdmin } from '../../node/index.js';
+import type { Accounts } from '../../accounts/index.js';
+import type { ClusterView, Router, TierAdmin } from '../../api/index.js';
 import type { IssuedApiKey } from '../../shards/index.js';
-import type { ClusterView } from '../clusterView.js';
 
 export type { ClusterView };
 

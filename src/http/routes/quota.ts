@@ -1,23 +1,18 @@
 import {
-  type Charge,
-  DEFAULT_RESOURCE,
-  InvalidRequestError,
-  type LimitState,
-  limitStateView,
-  limitsJson,
-  namedTwice,
-  newReservationId,
-  type QuotaDecision,
-  type UserRequest,
-} from '../../shards/index.js';
-import { problem } from '../problem.js';
+  checkServiceLimiter,
+  consumeRequest,
+  limitViews,
+  problem,
+  refusalOf,
+  releaseRequest,
+  reserveRequest,
+  schemas as S,
+  settleRequest,
+} from '../../api/index.js';
+import { type LimitState, limitsJson, type QuotaDecision } from '../../shards/index.js';
 import { rateLimitHeaders, retryAfterSeconds } from '../rateLimitHeaders.js';
-import { type Caller, RATE_LIMIT_HEADERS, type Reply, type RouteDefinition, route } from '../route.js';
-import type { Body } from '../schemas.js';
-import * as S from '../schemas.js';
+import { RATE_LIMIT_HEADERS, type Reply, type RouteDefinition, route } from '../route.js';
 import type { RouteDeps } from './deps.js';
-
-const DEFAULT_RESERVATION_TTL_MS = 60_000;
 
 export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
   const { router, clock } = deps;
@@ -54,11 +49,11 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         },
       },
       fast({ caller, body, idempotencyKey }) {
-        const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey));
+        const decision = router.tryUser(consumeRequest(caller, body, idempotencyKey ?? undefined));
         return decision === undefined ? undefined : consumeReply(decision, clock());
       },
       async handle({ caller, body, idempotencyKey }) {
-        const decision = await router.user(consumeRequest(caller, body, idempotencyKey));
+        const decision = await router.user(consumeRequest(caller, body, idempotencyKey ?? undefined));
         // Only the router's asynchronous path can degrade (the owner was not reached).
         return decision.degraded === true ? DEGRADED_REPLY : consumeReply(decision, clock());
       },
@@ -88,17 +83,9 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         },
       },
       async handle({ caller, body }) {
-        // A hold of nothing in particular is more likely a mistake than a hold of 1.
-        if (body.cost === undefined && !Object.values(body.amounts ?? {}).some((amount) => amount > 0)) {
-          throw new InvalidRequestError('send `cost`, an amount in `amounts`, or both');
-        }
-        const id = newReservationId();
-        const decision = await router.user({
-          ...caller,
-          op: 'quota.reserve',
-          args: { ...chargeOf(body), id, ttlMs: body.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS },
-        });
-        return decide(decision, clock(), { id, expires_at: new Date(decision.expiresAt).toISOString() }, 201);
+        const request = reserveRequest(caller, body);
+        const decision = await router.user(request);
+        return decide(decision, clock(), { id: request.args.id, expires_at: new Date(decision.expiresAt).toISOString() }, 201);
       },
     }),
     route({
@@ -118,9 +105,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
         },
       },
       async handle({ caller, params, body }) {
-        const { actual, amounts } = body;
-        if (actual === undefined && amounts === undefined) throw new InvalidRequestError('send `actual`, `amounts` or both');
-        const settled = await router.user({ ...caller, op: 'quota.settle', args: { id: params.id!, actual, amounts } });
+        const settled = await router.user(settleRequest(caller, params.id!, body));
         return limitsReply(200, { limits: settled.limits }, clock());
       },
     }),
@@ -133,7 +118,7 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
       apiKeys: true,
       responses: { 204: { description: 'released' }, 404: { description: 'no such hold' } },
       async handle({ caller, params }) {
-        await router.user({ ...caller, op: 'quota.release', args: { id: params.id! } });
+        await router.user(releaseRequest(caller, params.id!));
         return { status: 204 };
       },
     }),
@@ -165,33 +150,6 @@ export function quotaRoutes(deps: RouteDeps): RouteDefinition[] {
   ];
 }
 
-function consumeRequest(caller: Caller, body: Body<typeof S.ConsumeBody>, idempotencyKey: string | null): UserRequest<'quota.consume'> {
-  const args: UserRequest<'quota.consume'>['args'] = chargeOf(body);
-  if (idempotencyKey !== null) args.idempotencyKey = idempotencyKey;
-  return { userId: caller.userId, credential: caller.credential, op: 'quota.consume', args };
-}
-
-/** The charge a consume or reservation asks for; a resource named both as `resource` and in `amounts` is refused. */
-export function chargeOf(body: { cost?: number; resource?: string; amounts?: Record<string, number> }): Charge & { resource: string } {
-  const charge = { cost: body.cost ?? 1, resource: body.resource ?? DEFAULT_RESOURCE, amounts: body.amounts };
-  const twice = namedTwice(charge);
-  if (twice !== null) throw new InvalidRequestError(twice);
-  return charge;
-}
-
-/** A service's keyed sliding-window check (`POST /v1/limiter/check`, `tally.v1.limiter.check`). */
-export async function checkServiceLimiter(router: RouteDeps['router'], body: Body<typeof S.LimiterBody>): Promise<Body<typeof S.LimiterReply>> {
-  const decision = await router.limiter({
-    op: 'check',
-    namespace: 'service',
-    key: body.key,
-    spec: { kind: 'window', limit: body.limit, windowMs: body.window_ms },
-    cost: body.cost ?? 1,
-  });
-  const state = decision.limits[0]!;
-  return { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() };
-}
-
 /** The hottest answer of all, so its JSON is written directly (same text as `JSON.stringify`). */
 function consumeReply(decision: QuotaDecision, now: number): Reply {
   if (!decision.allowed) return decide(decision, now, {}, 200);
@@ -217,10 +175,10 @@ const DEGRADED_REPLY: Reply = Object.freeze({
  */
 function decide(decision: QuotaDecision, now: number, fields: Record<string, unknown>, status: number): Reply {
   if (decision.allowed) return limitsReply(status, { ...fields, limits: decision.limits }, now);
-  const limits = decision.limits.map(limitStateView);
-  if (decision.exceedsCapacity) {
-    const detail = `limit "${decision.denied}" can never admit as much as this request asks of it; nothing was charged`;
-    return { status: 422, body: problem('exceeds_limit', detail, { limit: decision.denied, limits }), contentType: 'application/problem+json' };
+  const limits = limitViews(decision.limits);
+  const refusal = refusalOf(decision);
+  if (refusal.kind === 'exceeds_capacity') {
+    return { status: 422, body: problem('exceeds_limit', refusal.detail, { limit: refusal.limit, limits }), contentType: 'application/problem+json' };
   }
   const body = problem('rate_limited', 'a limit is exhausted; nothing was charged', { limits });
   return {
@@ -232,5 +190,5 @@ function decide(decision: QuotaDecision, now: number, fields: Record<string, unk
 }
 
 function limitsReply(status: number, body: { limits: LimitState[] } & Record<string, unknown>, now: number): Reply {
-  return { status, body: { ...body, limits: body.limits.map(limitStateView) }, headers: rateLimitHeaders(body.limits, now) };
+  return { status, body: { ...body, limits: limitViews(body.limits) }, headers: rateLimitHeaders(body.limits, now) };
 }

@@ -1,5 +1,5 @@
+import { schemas as S } from '../../api/index.js';
 import { type RouteDefinition, route } from '../route.js';
-import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 export function sessionRoutes(deps: RouteDeps): RouteDefinition[] {

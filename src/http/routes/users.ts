@@ -1,6 +1,6 @@
+import { schemas as S } from '../../api/index.js';
 import { ForbiddenError, type JsonObject } from '../../shards/index.js';
 import { type RouteDefinition, route } from '../route.js';
-import * as S from '../schemas.js';
 import type { RouteDeps } from './deps.js';
 
 export function userRoutes(deps: RouteDeps): RouteDefinition[] {

@@ -1,5 +1,5 @@
-import { encodeStateRow } from './actorState.js';
-import type { ActorStateRow } from './rows.js';
+import { encodeStateRow } from '../../src/persistence/actorState.js';
+import type { ActorStateRow } from '../../src/persistence/index.js';
 /**
  * The epoch fence, on both databases: a write-behind row is accepted only under its shard's
  * current epoch, and Postgres itself refuses a stale one, whatever the application does.
@@ -7,8 +7,8 @@ import type { ActorStateRow } from './rows.js';
 
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
-import { SQLSTATE, Store } from './index.js';
+import { SQLSTATE, Store } from '../../src/persistence/index.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../support/database.js';
 
 const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
 const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;

@@ -19,23 +19,30 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import type { Store } from '../persistence/index.js';
-import { type ActorRuntime, SHARD_COUNT, type Shard } from '../shards/index.js';
-import type { Config } from './config.js';
+import type { Store } from '../../persistence/index.js';
+import { type ActorRuntime, SHARD_COUNT, type Shard } from '../../shards/index.js';
 import { Coordinator } from './coordinator.js';
 import { Membership } from './membership.js';
 import { OperatorRequests } from './operator.js';
+import { EPOCHS_SUBJECT } from './protocol.js';
 import { ShardMap } from './shardMap.js';
 
 /** Where every node answers with the epochs of the shards it serves (the CLI's `shards`). */
-export const EPOCHS_SUBJECT = 'tally.cluster.epochs';
 /** Planned moves in flight across the cluster, at most. */
 const MAX_MOVES = 32;
 /** How long a hand-off waits for the shard's requests in flight before it flushes anyway. */
 const IN_FLIGHT_WAIT_MS = 2000;
 
+/** The settings a cluster node runs with (a part of the node's configuration). */
+export interface ClusterSettings {
+  natsUrl: string;
+  nodeId: string;
+  leaseMs: number;
+  heartbeatMs: number;
+}
+
 export interface ClusterDeps {
-  config: Config;
+  config: ClusterSettings;
   runtime: ActorRuntime;
   store: Store;
   /** Writes every dirty actor now (after a flush in progress). */

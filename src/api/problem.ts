@@ -3,7 +3,25 @@
  * switch over codes is exhaustive, so a new domain code without a status fails to compile.
  */
 import { type ErrorCode, TallyError } from '../shards/index.js';
-import { STATUS_TEXT } from './respond.js';
+
+/** Reason phrases (RFC 9110 §15), also the `title` of problem details. */
+export const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  204: 'No Content',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
 
 /** Errors of the transport itself, before the domain is reached. */
 export type HttpErrorCode = 'malformed_json' | 'payload_too_large' | 'unsupported_media_type' | 'route_not_found' | 'method_not_allowed' | 'rate_limited';

@@ -5,10 +5,10 @@
  */
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { useNatsServer } from '../../test/support/natsServer.js';
-import type { LimiterRequest } from '../shards/index.js';
-import { Forwarder } from './forwarder.js';
-import type { ForwardItem } from './wire.js';
+import type { ForwardItem } from '../../src/node/cluster/index.js';
+import { Forwarder } from '../../src/node/cluster/index.js';
+import type { LimiterRequest } from '../../src/shards/index.js';
+import { useNatsServer } from '../support/natsServer.js';
 
 const log = pino({ level: 'silent' });
 const nats = useNatsServer();

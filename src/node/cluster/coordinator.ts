@@ -18,15 +18,14 @@
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { SHARD_COUNT } from '../shards/index.js';
-import { openBucket } from './buckets.js';
+import { SHARD_COUNT } from '../../shards/index.js';
+import { openBucket } from './kv.js';
 import type { Membership } from './membership.js';
 import type { OperatorRequests } from './operator.js';
 import { planPlacement } from './placement.js';
+import { COORDINATOR_BUCKET, LEADER_KEY } from './protocol.js';
 import type { ShardMap } from './shardMap.js';
 
-export const COORDINATOR_BUCKET = 'tally_coordinator';
-const LEADER_KEY = 'leader';
 /** Map writes sent at once. */
 const WRITE_CHUNK = 64;
 

@@ -5,8 +5,8 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REDIS_URL, redisPrefix } from '../../test/support/redis.js';
-import { chooseCopy, openReplica, type RedisReplica } from './replica.js';
+import { chooseCopy, openReplica, type RedisReplica } from '../../src/persistence/index.js';
+import { REDIS_URL, redisPrefix } from '../support/redis.js';
 
 const log = pino({ level: 'silent' });
 const row = (epoch: number, seq: number, state: unknown = { at: 'postgres' }) => ({ state, epoch, seq });

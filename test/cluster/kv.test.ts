@@ -6,9 +6,9 @@
 import type { KV, KvEntry } from '@nats-io/kv';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { useNatsServer } from '../../test/support/natsServer.js';
-import { waitFor } from '../../test/support/wait.js';
-import { BucketWatch, openBucket } from './buckets.js';
+import { BucketWatch, openBucket } from '../../src/node/cluster/index.js';
+import { useNatsServer } from '../support/natsServer.js';
+import { waitFor } from '../support/wait.js';
 
 const log = pino({ level: 'silent' });
 const nats = useNatsServer();

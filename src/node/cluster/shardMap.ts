@@ -15,10 +15,9 @@
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { SHARD_COUNT } from '../shards/index.js';
-import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
-
-export const SHARDS_BUCKET = 'tally_shards';
+import { SHARD_COUNT } from '../../shards/index.js';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
+import { SHARDS_BUCKET, shardKey } from './protocol.js';
 
 export interface ShardEntry {
   owner: string;
@@ -31,8 +30,6 @@ export interface MapEntry {
   entry: ShardEntry;
   revision: number;
 }
-
-const keyOf = (shard: number) => `shard.${shard}`;
 
 function shardOfKey(key: string): number | null {
   if (!key.startsWith('shard.')) return null;
@@ -117,8 +114,8 @@ export class ShardMap {
   private async write(shard: number, entry: ShardEntry, revision: number): Promise<boolean> {
     const value = JSON.stringify(entry);
     try {
-      if (revision === 0) await this.kv.create(keyOf(shard), value);
-      else await this.kv.update(keyOf(shard), value, revision);
+      if (revision === 0) await this.kv.create(shardKey(shard), value);
+      else await this.kv.update(shardKey(shard), value, revision);
       return true;
     } catch (error) {
       this.log.debug({ shard, err: error }, 'shard map write lost its compare-and-set');

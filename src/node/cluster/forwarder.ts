@@ -14,7 +14,8 @@
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { decode, encode, type ForwardBatch, type ForwardItem, type ForwardReply, type ForwardResult, WIRE_VERSION } from './wire.js';
+import { nodeSubject, WIRE_VERSION } from './protocol.js';
+import { decode, encode, type ForwardBatch, type ForwardItem, type ForwardReply, type ForwardResult } from './wire.js';
 
 const MAX_BATCH = 100;
 
@@ -28,8 +29,6 @@ interface Waiting {
   item: ForwardItem;
   resolve: (result: ForwardResult) => void;
 }
-
-export const nodeSubject = (nodeId: string) => `tally.node.${nodeId}`;
 
 /** A batch sent and not answered yet. */
 interface InFlight {

@@ -2,7 +2,7 @@
  * Body validation with TypeBox's compiled checkers: one compiled function per schema, built
  * when the routes are installed, so a request pays for a check, not for interpreting a schema.
  */
-import { FormatRegistry, type TSchema } from '@sinclair/typebox';
+import { FormatRegistry, type Static, type TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import { InvalidRequestError } from '../shards/index.js';
 
@@ -11,11 +11,12 @@ if (!FormatRegistry.Has('date-time')) {
   FormatRegistry.Set('date-time', (value) => RFC3339.test(value) && !Number.isNaN(Date.parse(value)));
 }
 
-export type Validator = (value: unknown) => unknown;
+/** Checks a value against a schema: returns it, typed, or throws `InvalidRequestError` listing what is wrong. */
+export type Validator<T = unknown> = (value: unknown) => T;
 
-export function compileValidator(schema: TSchema): Validator {
-  const check: TypeCheck<TSchema> = TypeCompiler.Compile(schema);
-  return function validateBody(value) {
+export function compile<T extends TSchema>(schema: T): Validator<Static<T>> {
+  const check: TypeCheck<T> = TypeCompiler.Compile(schema);
+  return function validate(value) {
     if (check.Check(value)) return value;
     const errors: string[] = [];
     for (const error of check.Errors(value)) {

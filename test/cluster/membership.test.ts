@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NatsServer, startNatsServer, stopAllNatsServers } from '../../test/support/natsServer.js';
-import { sleep, waitFor } from '../../test/support/wait.js';
-import { Membership, type MembershipOptions } from './membership.js';
+import { Membership, type MembershipOptions } from '../../src/node/cluster/index.js';
+import { type NatsServer, startNatsServer, stopAllNatsServers } from '../support/natsServer.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 const LEASE_MS = 600;
 const HEARTBEAT_MS = 100;

@@ -10,7 +10,7 @@
  *   (`maxMoves` per round), those on nodes that are leaving or draining first, then those
  *   on nodes over the cap.
  */
-import { placementWeight, SHARD_COUNT } from '../shards/index.js';
+import { placementWeight, SHARD_COUNT } from '../../shards/index.js';
 
 export interface PlacementInput {
   /** Nodes that may take shards: live and not draining. */

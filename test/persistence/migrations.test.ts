@@ -6,10 +6,10 @@ import { existsSync } from 'node:fs';
 import { copyFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../../test/support/database.js';
-import { createTestDatabase } from '../../test/support/postgres.js';
-import { makeTempDir } from '../../test/support/tmp.js';
-import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from './index.js';
+import { defaultMigrationsDir, MigrationError, migrate, openDatabase } from '../../src/persistence/index.js';
+import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../support/database.js';
+import { createTestDatabase } from '../support/postgres.js';
+import { makeTempDir } from '../support/tmp.js';
 
 const FILES = [
   '001_init.sql',

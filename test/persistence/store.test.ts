@@ -4,10 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
-import { encodeStateRow } from './actorState.js';
-import { type ApiKeyRow, EmailTakenError, type SessionRow, Store, UnknownTierError, type UserRow } from './index.js';
-import type { ActorStateRow } from './rows.js';
+import { encodeStateRow } from '../../src/persistence/actorState.js';
+import type { ActorStateRow } from '../../src/persistence/index.js';
+import { type ApiKeyRow, EmailTakenError, type SessionRow, Store, UnknownTierError, type UserRow } from '../../src/persistence/index.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../support/database.js';
 
 const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
 const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;

@@ -8,13 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NatsServer, startNatsServer, stopAllNatsServers } from '../../test/support/natsServer.js';
-import { waitFor } from '../../test/support/wait.js';
-import { initHashing, SHARD_COUNT } from '../shards/index.js';
-import { Coordinator } from './coordinator.js';
-import { Membership } from './membership.js';
-import { targetPlacement } from './placement.js';
-import { ShardMap } from './shardMap.js';
+import { Coordinator, Membership, ShardMap, targetPlacement } from '../../src/node/cluster/index.js';
+import { initHashing, SHARD_COUNT } from '../../src/shards/index.js';
+import { type NatsServer, startNatsServer, stopAllNatsServers } from '../support/natsServer.js';
+import { waitFor } from '../support/wait.js';
 
 const LEASE_MS = 600;
 const HEARTBEAT_MS = 100;

@@ -11,7 +11,9 @@
  */
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { SessionTokens } from '../http/index.js';
+import type { Router } from '../api/index.js';
+import type { SessionTokens } from '../credentials/index.js';
+import { hashPassword, needsRehash, verifyNothing, verifyPassword } from '../credentials/index.js';
 import {
   type LimiterNamespace,
   type LimiterSpec,
@@ -26,8 +28,6 @@ import {
   type UserRecord,
   type UserView,
 } from '../shards/index.js';
-import { hashPassword, needsRehash, verifyNothing, verifyPassword } from './passwords.js';
-import type { Router } from './router.js';
 
 export interface AccountStore {
   insertUser(user: Omit<UserRecord, 'createdAt'>): Promise<UserRecord>;

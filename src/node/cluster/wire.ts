@@ -6,9 +6,7 @@
  * does not serve the item's shard now: the sender refreshes its map and tries again).
  */
 import { Packr } from 'msgpackr';
-import { type ErrorCode, InvalidRequestError, type LimiterRequest, OwnerUnavailableError, TallyError, type UserRequest } from '../shards/index.js';
-
-export const WIRE_VERSION = 1;
+import { type ErrorCode, InvalidRequestError, type LimiterRequest, OwnerUnavailableError, TallyError, type UserRequest } from '../../shards/index.js';
 
 export type ForwardItem = { kind: 'user'; request: UserRequest } | { kind: 'limiter'; request: LimiterRequest };
 

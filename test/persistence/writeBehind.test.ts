@@ -7,11 +7,11 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../../test/support/database.js';
-import { Actor, ActorRuntime, initHashing, SHARD_COUNT, type Shard } from '../shards/index.js';
-import type { EncodedStateRow } from './actorState.js';
-import { Store } from './store.js';
-import { type FlushMetrics, type StateStore, WriteBehind, type WriteBehindOptions } from './writeBehind.js';
+import type { EncodedStateRow } from '../../src/persistence/actorState.js';
+import { Store } from '../../src/persistence/index.js';
+import { type FlushMetrics, type StateStore, WriteBehind, type WriteBehindOptions } from '../../src/persistence/writeBehind.js';
+import { Actor, ActorRuntime, initHashing, SHARD_COUNT, type Shard } from '../../src/shards/index.js';
+import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../support/database.js';
 
 /** An actor whose written-behind state is whatever the test sets. */
 class Box extends Actor {

@@ -26,9 +26,8 @@ import { performance } from 'node:perf_hooks';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
-
-export const MEMBERS_BUCKET = 'tally_members';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
+import { MEMBERS_BUCKET } from './protocol.js';
 
 /** Own renewals unseen for this many heartbeats: the watch stalled, and nobody ages meanwhile. */
 const STALL_HEARTBEATS = 3;

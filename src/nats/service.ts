@@ -21,23 +21,30 @@ import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
-import { chargeOf, checkServiceLimiter, compileValidator, HttpError, type problem, problemFromError, schemas as S, type SessionTokens } from '../http/index.js';
 import {
-  type Credential,
-  InvalidRequestError,
-  type LimitState,
-  limitStateView,
-  newReservationId,
-  type QuotaDecision,
-  type UserRequest,
-} from '../shards/index.js';
-import type { Router } from './router.js';
+  type Caller,
+  checkJsonText,
+  checkServiceLimiter,
+  compile,
+  consumeRequest,
+  HttpError,
+  limitViews,
+  type Problem,
+  problemFromError,
+  type Router,
+  refusalOf,
+  releaseRequest,
+  reserveRequest,
+  schemas as S,
+  settleRequest,
+} from '../api/index.js';
+import type { SessionTokens } from '../credentials/index.js';
+import type { Credential, QuotaDecision } from '../shards/index.js';
 
 export const SERVICE_NAME = 'tally';
 const QUEUE_GROUP = 'tally';
 const MSGPACK = 'application/msgpack';
 const SERVICE: Credential = Object.freeze({ kind: 'service' as const });
-const DEFAULT_RESERVATION_TTL_MS = 60_000;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -130,62 +137,59 @@ export class NatsApi {
   }
 }
 
+/** A platform service acts for the user it names: no session or key is checked, a blocked user is refused. */
+const serviceCaller = (userId: string): Caller => ({ userId, credential: SERVICE });
+
 function operations({ router, tokens }: NatsApiDeps): Operation[] {
   const consume = itemHandler(S.NatsConsume, (item) => {
-    const args: UserRequest<'quota.consume'>['args'] = chargeOf(item);
-    if (item.idempotency_key !== undefined) args.idempotencyKey = item.idempotency_key;
-    const request = { userId: item.user_id, credential: SERVICE, op: 'quota.consume' as const, args };
+    const request = consumeRequest(serviceCaller(item.user_id), item, item.idempotency_key);
     const decided = router.tryUser(request);
     if (decided !== undefined) return consumeView(decided);
     return router.user(request).then(consumeView);
   });
   const get = itemHandler(S.NatsGet, (item) =>
-    router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.get', args: {} }).then((quota) => ({ tier: quota.tier, limits: views(quota.limits) })),
+    router
+      .user({ userId: item.user_id, credential: SERVICE, op: 'quota.get', args: {} })
+      .then((quota) => ({ tier: quota.tier, limits: limitViews(quota.limits) })),
   );
-  const reserve = compileValidator(S.NatsReserve);
-  const settle = compileValidator(S.NatsSettle);
-  const release = compileValidator(S.NatsRelease);
-  const verify = compileValidator(S.NatsVerify);
-  const limiter = compileValidator(S.LimiterBody);
+  const reserve = reader(S.NatsReserve);
+  const settle = reader(S.NatsSettle);
+  const release = reader(S.NatsRelease);
+  const verify = reader(S.NatsVerify);
+  const limiter = reader(S.LimiterBody);
   return [
     { name: 'quota.consume', handle: batchable(consume) },
     { name: 'quota.get', handle: batchable(get) },
     {
       name: 'quota.reserve',
       async handle(body) {
-        const item = reserve(body) as Static<typeof S.NatsReserve>;
-        if (item.cost === undefined && !Object.values(item.amounts ?? {}).some((amount) => amount > 0)) {
-          throw new InvalidRequestError('send `cost`, an amount in `amounts`, or both');
-        }
-        const id = newReservationId();
-        const args = { ...chargeOf(item), id, ttlMs: item.ttl_ms ?? DEFAULT_RESERVATION_TTL_MS };
-        const decision = await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.reserve', args });
+        const item = reserve(body);
+        const request = reserveRequest(serviceCaller(item.user_id), item);
+        const decision = await router.user(request);
         const view = decisionView(decision);
-        return decision.allowed ? { ...view, id, expires_at: new Date(decision.expiresAt).toISOString() } : view;
+        return decision.allowed ? { ...view, id: request.args.id, expires_at: new Date(decision.expiresAt).toISOString() } : view;
       },
     },
     {
       name: 'quota.settle',
       async handle(body) {
-        const item = settle(body) as Static<typeof S.NatsSettle>;
-        if (item.actual === undefined && item.amounts === undefined) throw new InvalidRequestError('send `actual`, `amounts` or both');
-        const args = { id: item.id, actual: item.actual, amounts: item.amounts };
-        const settled = await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.settle', args });
-        return { limits: views(settled.limits) };
+        const item = settle(body);
+        const settled = await router.user(settleRequest(serviceCaller(item.user_id), item.id, item));
+        return { limits: limitViews(settled.limits) };
       },
     },
     {
       name: 'quota.release',
       async handle(body) {
-        const item = release(body) as Static<typeof S.NatsRelease>;
-        await router.user({ userId: item.user_id, credential: SERVICE, op: 'quota.release', args: { id: item.id } });
+        const item = release(body);
+        await router.user(releaseRequest(serviceCaller(item.user_id), item.id));
         return { released: true };
       },
     },
     {
       name: 'sessions.verify',
       async handle(body) {
-        const { token } = verify(body) as Static<typeof S.NatsVerify>;
+        const { token } = verify(body);
         const claims = await tokens.verify(token);
         const credential: Credential = { kind: 'session', sessionId: claims.sessionId };
         const verified = await router.user({ userId: claims.userId, credential, op: 'auth.verify', args: {} });
@@ -194,15 +198,28 @@ function operations({ router, tokens }: NatsApiDeps): Operation[] {
     },
     {
       name: 'limiter.check',
-      handle: (body) => checkServiceLimiter(router, limiter(body) as Static<typeof S.LimiterBody>),
+      handle: (body) => checkServiceLimiter(router, limiter(body)),
     },
   ];
 }
 
-/** Validates one item and runs it; returns its answer, or a promise of it. Throws on bad input. */
+/**
+ * Reads a request body as HTTP reads one: every string well-formed (no U+0000, no lone
+ * surrogate, in names and values alike), then the schema. A MessagePack body can carry any
+ * string, so the text check runs on every body, not only on JSON with escapes.
+ */
+function reader<T extends TSchema>(schema: T): (body: unknown) => Static<T> {
+  const validate = compile(schema);
+  return function readBody(body) {
+    checkJsonText(body);
+    return validate(body);
+  };
+}
+
+/** Reads one item and runs it; returns its answer, or a promise of it. Throws on bad input. */
 function itemHandler<T extends TSchema>(schema: T, run: (item: Static<T>) => unknown): (item: unknown) => unknown {
-  const validate = compileValidator(schema);
-  return (item) => run(validate(item) as Static<T>);
+  const read = reader(schema);
+  return (item) => run(read(item));
 }
 
 /**
@@ -210,10 +227,10 @@ function itemHandler<T extends TSchema>(schema: T, run: (item: Static<T>) => unk
  * started before any is awaited, so the router batches those for one owner together.
  */
 function batchable(one: (item: unknown) => unknown): (body: unknown) => unknown {
-  const envelope = compileValidator(S.NatsBatch);
+  const envelope = compile(S.NatsBatch);
   return (body) => {
     if (body === null || typeof body !== 'object' || !('items' in body)) return one(body);
-    const { items } = envelope(body) as Static<typeof S.NatsBatch>;
+    const { items } = envelope(body);
     const results: unknown[] = new Array(items.length);
     const pending: Promise<void>[] = [];
     for (let i = 0; i < items.length; i++) {
@@ -242,7 +259,7 @@ function batchable(one: (item: unknown) => unknown): (body: unknown) => unknown 
   };
 }
 
-function itemError(error: unknown): { error: ReturnType<typeof problem> } {
+function itemError(error: unknown): { error: Problem } {
   const { problem: body, retryAfterMs } = problemFromError(error);
   if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
   return { error: body };
@@ -259,14 +276,13 @@ function consumeView(decision: QuotaDecision): Record<string, unknown> {
  * again; or `exceeds_capacity` (no `retry_after_ms`) when the limit can never admit as much.
  */
 function decisionView(decision: QuotaDecision): Record<string, unknown> {
-  if (decision.allowed) return { allowed: true, limits: views(decision.limits) };
-  const refused: Record<string, unknown> = { allowed: false, limits: views(decision.limits), denied: decision.denied };
-  if (decision.exceedsCapacity) refused.exceeds_capacity = true;
-  else refused.retry_after_ms = Math.max(0, Math.ceil(decision.retryAfterMs));
+  if (decision.allowed) return { allowed: true, limits: limitViews(decision.limits) };
+  const refused: Record<string, unknown> = { allowed: false, limits: limitViews(decision.limits), denied: decision.denied };
+  const refusal = refusalOf(decision);
+  if (refusal.kind === 'exceeds_capacity') refused.exceeds_capacity = true;
+  else refused.retry_after_ms = refusal.retryAfterMs;
   return refused;
 }
-
-const views = (limits: readonly LimitState[]) => limits.map(limitStateView);
 
 function decodeBody(data: Uint8Array, msgpack: boolean): unknown {
   if (data.length === 0) return {};

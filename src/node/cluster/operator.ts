@@ -10,14 +10,9 @@
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { BucketWatch, openBucket, WATCH_PROBE_MS } from './buckets.js';
+import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
 
-export const OPERATOR_BUCKET = 'tally_operator';
-const DRAIN_PREFIX = 'drain.';
-const PIN_PREFIX = 'pin.';
-
-export const drainKey = (node: string): string => `${DRAIN_PREFIX}${node}`;
-export const pinKey = (shard: number): string => `${PIN_PREFIX}${shard}`;
+import { drainedNode, OPERATOR_BUCKET, pinnedShard } from './protocol.js';
 
 export class OperatorRequests {
   /** Nodes an operator has drained. */
@@ -41,15 +36,15 @@ export class OperatorRequests {
   }
 
   private observe(entry: KvEntry): void {
-    if (entry.key.startsWith(PIN_PREFIX)) {
-      const shard = Number(entry.key.slice(PIN_PREFIX.length));
+    const shard = pinnedShard(entry.key);
+    if (shard !== null) {
       if (entry.operation === 'PUT') this.pins.set(shard, entry.json<{ to: string }>().to);
       else this.pins.delete(shard);
       this.onChange();
       return;
     }
-    if (!entry.key.startsWith(DRAIN_PREFIX)) return;
-    const node = entry.key.slice(DRAIN_PREFIX.length);
+    const node = drainedNode(entry.key);
+    if (node === null) return;
     const had = this.drained.has(node);
     if (entry.operation === 'PUT') this.drained.add(node);
     else this.drained.delete(node);

@@ -7,8 +7,9 @@
  * by a prober, whatever user id it names, costs an HMAC and nothing else: no load, and in a
  * cluster no forward.
  */
+
+import type { Caller } from '../api/index.js';
 import { apiKeyMacMatches, type Credential, INVALID_API_KEY, type IssuedApiKey, issueApiKey, parseApiKey, UnauthenticatedError } from '../shards/index.js';
-import type { Caller } from './route.js';
 
 /** Keys remembered at most: two generations of half as many each. */
 const RECENT_KEYS_MAX = 16_384;

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initHashing, SHARD_COUNT } from '../shards/index.js';
+import { initHashing, SHARD_COUNT } from '../../shards/index.js';
 import { planPlacement, targetPlacement } from './placement.js';
 
 beforeAll(() => initHashing());

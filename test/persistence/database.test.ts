@@ -7,11 +7,11 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../../test/support/database.js';
-import { makeTempDir } from '../../test/support/tmp.js';
-import { encodeStateRow } from './actorState.js';
-import { DataDirInUseError, migrate, openDatabase, Store } from './index.js';
-import type { ActorStateRow } from './rows.js';
+import { encodeStateRow } from '../../src/persistence/actorState.js';
+import type { ActorStateRow } from '../../src/persistence/index.js';
+import { DataDirInUseError, migrate, openDatabase, Store } from '../../src/persistence/index.js';
+import { DATABASE_KINDS, openTestDatabase, silentLog, type TestDatabase } from '../support/database.js';
+import { makeTempDir } from '../support/tmp.js';
 
 const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
 const foundState = async (store: Store, key: string) => (await store.loadState(key, 0)).found;

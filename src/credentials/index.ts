@@ -1,0 +1,8 @@
+/**
+ * Secrets and the credentials made from them: scrypt password hashes, the keys derived from
+ * `TALLY_KEY_SECRET`, session tokens (JWT) and API keys. Nothing here logs a secret.
+ */
+export { ApiKeys } from './apiKeys.js';
+export { hashPassword, needsRehash, verifyNothing, verifyPassword } from './passwords.js';
+export { deriveKeys, type KeySecretKeys, loadOrCreateSecret } from './secrets.js';
+export { type SessionClaims, SessionTokens } from './sessionTokens.js';

@@ -1,0 +1,48 @@
+/**
+ * The cluster protocol's names, all in one place: every NATS subject a node publishes or
+ * subscribes to, every JetStream KV bucket and key format, and the wire version of the
+ * forwarded batches. Who may write what under these names is the trust argument of
+ * docs/architecture.md; check it against this file and the transitions that use it.
+ *
+ * The NATS API for platform services (`tally.v1.>`) is not cluster protocol: it is the
+ * service's public contract and lives with it, in src/nats.
+ */
+
+/** Version of the forwarded batch format (wire.ts); a node refuses a batch of another version. */
+export const WIRE_VERSION = 1;
+
+// --- Subjects ---------------------------------------------------------------------------
+
+/** Forwarded batches for the entities a node owns: exactly that node subscribes, no queue group. */
+export const nodeSubject = (nodeId: string): string => `tally.node.${nodeId}`;
+/** Where nodes announce the fence epochs they claimed; the CLI listens to show moves as they land. */
+export const EPOCHS_SUBJECT = 'tally.cluster.epochs';
+/** Where a node says it has edited a tier; every node reloads its tiers on hearing it. */
+export const TIER_EDITS_SUBJECT = 'tally.tiers.edited';
+
+// --- KV buckets and their keys ---------------------------------------------------------
+
+/** One entry per node, keyed by node id, renewed by its heartbeat (membership.ts). */
+export const MEMBERS_BUCKET = 'tally_members';
+/** The coordinator's lease: one entry, taken and renewed by compare-and-set (coordinator.ts). */
+export const COORDINATOR_BUCKET = 'tally_coordinator';
+export const LEADER_KEY = 'leader';
+/** The shard map: one entry per shard, written by the coordinator only (shardMap.ts). */
+export const SHARDS_BUCKET = 'tally_shards';
+export const shardKey = (shard: number): string => `shard.${shard}`;
+/** What operators ask for: drained nodes and pinned shards (operator.ts, the CLI). */
+export const OPERATOR_BUCKET = 'tally_operator';
+const DRAIN_PREFIX = 'drain.';
+const PIN_PREFIX = 'pin.';
+export const drainKey = (node: string): string => `${DRAIN_PREFIX}${node}`;
+export const pinKey = (shard: number): string => `${PIN_PREFIX}${shard}`;
+/** The node a drain key names, or null for any other key. */
+export const drainedNode = (key: string): string | null => (key.startsWith(DRAIN_PREFIX) ? key.slice(DRAIN_PREFIX.length) : null);
+/** The shard a pin key names, or null for any other key. */
+export const pinnedShard = (key: string): number | null => {
+  if (!key.startsWith(PIN_PREFIX)) return null;
+  const shard = Number(key.slice(PIN_PREFIX.length));
+  return Number.isInteger(shard) ? shard : null;
+};
+/** Every pin key, as a KV key filter. */
+export const ALL_PINS = `${PIN_PREFIX}>`;

@@ -1,0 +1,113 @@
+import type { Router } from '../../api/index.js';
+import {
+  type ActorRuntime,
+  type LimiterDecision,
+  type LimiterRequest,
+  LimiterService,
+  OwnerUnavailableError,
+  type QuotaDecision,
+  shardOf,
+  type UserOpName,
+  type UserOps,
+  type UserRequest,
+  type UserService,
+} from '../../shards/index.js';
+import { type ForwardItem, type ForwardResult, fromWireError, toWireError } from './wire.js';
+
+/** The answer for a consume whose owner could not be reached: degraded where the tier allows, else the error again. */
+export interface FailOpenPolicy {
+  consume(error: unknown, request: UserRequest<'quota.consume'>): Promise<QuotaDecision>;
+}
+
+/** Where the cluster router learns owners and reaches them; set once the node has joined. */
+export interface ClusterRouting {
+  nodeId: string;
+  owner(shard: number): string | undefined;
+  forward(owner: string, item: ForwardItem): Promise<ForwardResult>;
+}
+
+/** Tries after a `moved` answer or while a shard is being claimed here, and the pause before each. */
+const RETRY_DELAYS_MS = [5, 20, 50, 100, 200];
+
+/**
+ * The router of a cluster node: a request whose shard this node owns runs here; any other
+ * goes to its owner (forwarder.ts), and comes back as the answer, or the error, the owner
+ * gave. A `moved` answer, or a shard the map gives this node that it has not claimed yet,
+ * is tried again after a short pause with the map as it is then (a few times, about 0.4 s
+ * in all); the caller sees a normal answer, or an unavailable owner.
+ */
+export class ClusterRouter implements Router {
+  private routing: ClusterRouting | null = null;
+
+  constructor(
+    private readonly runtime: ActorRuntime,
+    private readonly users: UserService,
+    private readonly limiters: LimiterService,
+    private readonly failOpen: FailOpenPolicy,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  attach(routing: ClusterRouting): void {
+    this.routing = routing;
+  }
+
+  user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
+    const answer = this.route(request.userId, { kind: 'user', request }, () => this.users.execute(request, this.clock())) as Promise<UserOps[K]['result']>;
+    if (request.op !== 'quota.consume') return answer;
+    return answer.catch((error: unknown) => this.failOpen.consume(error, request as UserRequest<'quota.consume'>)) as Promise<UserOps[K]['result']>;
+  }
+
+  tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined {
+    if (this.routing === null || this.routing.owner(shardOf(request.userId)) !== this.routing.nodeId) return undefined;
+    return this.users.tryExecute(request, this.clock());
+  }
+
+  limiter(request: LimiterRequest): Promise<LimiterDecision> {
+    const key = LimiterService.entityKey(request.namespace, request.key);
+    return this.route(key, { kind: 'limiter', request }, () => this.limiters.perform(request, this.clock())) as Promise<LimiterDecision>;
+  }
+
+  /** Decides a forwarded item here: `moved` when this node does not serve its shard now. */
+  async decide(item: ForwardItem): Promise<ForwardResult> {
+    const key = item.kind === 'user' ? item.request.userId : LimiterService.entityKey(item.request.namespace, item.request.key);
+    if (!this.deciding(key)) return { moved: true };
+    try {
+      const ok = item.kind === 'user' ? await this.users.execute(item.request, this.clock()) : await this.limiters.perform(item.request, this.clock());
+      return { ok };
+    } catch (error) {
+      if (error instanceof OwnerUnavailableError && !this.deciding(key)) return { moved: true };
+      return { err: toWireError(error) };
+    }
+  }
+
+  /** Whether this node decides for `key` now: it serves the shard and may decide at all. */
+  private deciding(key: string): boolean {
+    return this.runtime.shardFor(key).serving && this.runtime.mayDecide();
+  }
+
+  private async route(entityKey: string, item: ForwardItem, local: () => Promise<unknown>): Promise<unknown> {
+    const shard = shardOf(entityKey);
+    for (let attempt = 0; ; attempt++) {
+      const routing = this.routing;
+      const owner = routing?.owner(shard);
+      const retry = attempt < RETRY_DELAYS_MS.length;
+      if (routing !== null && owner === routing.nodeId) {
+        try {
+          return await local();
+        } catch (error) {
+          // Ours in the map but not claimed yet (or just handed off), or this node's lease is
+          // being renewed or checked: wait for the claim, or for the map to name the owner.
+          if (!(error instanceof OwnerUnavailableError) || (this.runtime.shards[shard]!.serving && this.runtime.mayDecide()) || !retry) throw error;
+        }
+      } else if (routing !== null && owner !== undefined) {
+        const result = await routing.forward(owner, item);
+        if ('ok' in result) return result.ok;
+        if ('err' in result) throw fromWireError(result.err);
+        if (!retry) throw new OwnerUnavailableError(`shard ${shard} is moving; try again shortly`);
+      } else if (!retry) {
+        throw new OwnerUnavailableError(`shard ${shard} has no owner yet`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+    }
+  }
+}

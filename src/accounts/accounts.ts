@@ -59,7 +59,7 @@ export interface LoginResult {
 }
 
 /** Failed logins allowed per window before the account or the address is refused for a while. */
-export const LOGIN_FAILURES = {
+const LOGIN_FAILURES = {
   perEmail: { limit: 10, windowMs: 15 * 60_000 },
   perAddress: { limit: 100, windowMs: 15 * 60_000 },
 } as const;

@@ -49,7 +49,7 @@ export interface Problem {
 /** Problem types are URNs: stable identifiers that promise no documentation host. */
 const TYPE_BASE = 'urn:tally:problem:';
 
-export function statusOf(code: ErrorCode | HttpErrorCode): number {
+function statusOf(code: ErrorCode | HttpErrorCode): number {
   switch (code) {
     case 'invalid_request':
     case 'malformed_json':
@@ -83,7 +83,6 @@ export function statusOf(code: ErrorCode | HttpErrorCode): number {
     case 'owner_unavailable':
     case 'at_capacity':
     case 'storage_unavailable':
-    case 'shutting_down':
       return 503;
     default:
       return assertNever(code);

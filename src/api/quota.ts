@@ -20,7 +20,7 @@ import type { Caller, Router } from './router.js';
 import type { Body, LimiterBody, LimiterReply } from './schemas.js';
 
 /** How long a reservation holds when the request names no `ttl_ms`. */
-export const DEFAULT_RESERVATION_TTL_MS = 60_000;
+const DEFAULT_RESERVATION_TTL_MS = 60_000;
 
 interface ChargeFields {
   cost?: number;
@@ -29,7 +29,7 @@ interface ChargeFields {
 }
 
 /** The charge a consume or reservation asks for; a resource named both as `resource` and in `amounts` is refused. */
-export function chargeOf(body: ChargeFields): Charge & { resource: string } {
+function chargeOf(body: ChargeFields): Charge & { resource: string } {
   const charge = { cost: body.cost ?? 1, resource: body.resource ?? DEFAULT_RESOURCE, amounts: body.amounts };
   const twice = namedTwice(charge);
   if (twice !== null) throw new InvalidRequestError(twice);

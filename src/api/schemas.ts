@@ -14,14 +14,14 @@ const Name = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:
 const Amount = (minimum: number, options?: { description: string }) => Type.Integer({ ...options, minimum, maximum: MAX_AMOUNT });
 const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
 
-export const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' });
-export const Password = Type.String({ minLength: 8, maxLength: 256 });
-export const DisplayName = Type.Union([Type.String({ minLength: 1, maxLength: 200 }), Type.Null()]);
+const Email = Type.String({ minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' });
+const Password = Type.String({ minLength: 8, maxLength: 256 });
+const DisplayName = Type.Union([Type.String({ minLength: 1, maxLength: 200 }), Type.Null()]);
 /** A resource name, as a limit's `resource`, the resource a request names, or a member of `amounts`. */
 const RESOURCE_NAME = { minLength: 1, maxLength: 64 } as const;
-export const Resource = Type.String(RESOURCE_NAME);
+const Resource = Type.String(RESOURCE_NAME);
 
-export const Limit = Type.Union([
+const Limit = Type.Union([
   Type.Object(
     {
       name: Name,
@@ -54,9 +54,9 @@ export const Limit = Type.Union([
     Strict,
   ),
 ]);
-export const Limits = Type.Array(Limit, { maxItems: 32 });
+const Limits = Type.Array(Limit, { maxItems: 32 });
 
-export const LimitState = Type.Object({
+const LimitState = Type.Object({
   name: Type.String(),
   kind: Type.Union([Type.Literal('rate'), Type.Literal('window'), Type.Literal('budget')]),
   limit: Type.Integer(),
@@ -77,7 +77,7 @@ export const Profile = Type.Composite([User, Type.Object({ preferences: Preferen
 export const ProfilePatch = Type.Object({ name: Type.Optional(DisplayName), email: Type.Optional(Email) }, { ...Strict, minProperties: 1 });
 export const MergePatch = Type.Unknown({ description: 'a JSON Merge Patch (RFC 7396)' });
 
-export const Device = Type.Object(
+const Device = Type.Object(
   {
     name: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
     type: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])),
@@ -85,7 +85,7 @@ export const Device = Type.Object(
   Strict,
 );
 export const LoginBody = Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: 256 }), device: Type.Optional(Device) }, Strict);
-export const Session = Type.Object({
+const Session = Type.Object({
   id: Type.String(),
   device: Type.Object({ name: Type.Union([Type.String(), Type.Null()]), type: Type.Union([Type.String(), Type.Null()]) }),
   ip: Type.Union([Type.String(), Type.Null()]),
@@ -107,7 +107,7 @@ export const KeyCreateBody = Type.Object(
   },
   Strict,
 );
-export const Key = Type.Object({
+const Key = Type.Object({
   id: Type.String(),
   prefix: Type.String(),
   name: Type.Union([Type.String(), Type.Null()]),
@@ -230,7 +230,7 @@ export type Body<T extends TSchema> = Static<T>;
 // The NATS API (src/node/natsApi.ts): the same operations, naming the user in the body.
 const UserId = Type.String({ pattern: '^u[a-z2-7]{20}$', description: 'the user the operation is for' });
 const IdempotencyKey = Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'as the HTTP `Idempotency-Key` header' }));
-export const MAX_NATS_BATCH = 1000;
+const MAX_NATS_BATCH = 1000;
 export const NatsConsume = Type.Object({ user_id: UserId, cost: Cost, resource: ChargedResource, amounts: Charged, idempotency_key: IdempotencyKey }, Strict);
 export const NatsGet = Type.Object({ user_id: UserId }, Strict);
 export const NatsBatch = Type.Object({ items: Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_NATS_BATCH }) }, Strict);

@@ -4,5 +4,5 @@
  */
 export { ApiKeys } from './apiKeys.js';
 export { hashPassword, needsRehash, verifyNothing, verifyPassword } from './passwords.js';
-export { deriveKeys, type KeySecretKeys, loadOrCreateSecret } from './secrets.js';
-export { type SessionClaims, SessionTokens } from './sessionTokens.js';
+export { deriveKeys, loadOrCreateSecret } from './secrets.js';
+export { SessionTokens } from './sessionTokens.js';

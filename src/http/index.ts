@@ -13,10 +13,10 @@ import { userRoutes } from './routes/users.js';
 
 export { HttpServer, ListenError, probeListen } from './app.js';
 export type { HttpMetrics } from './metrics.js';
-export type { RouteDefinition } from './route.js';
+
 export type { HealthReport, RouteDeps } from './routes/deps.js';
 
-export function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
+function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
   let document: string | undefined;
   const routes: RouteDefinition[] = [
     ...userRoutes(deps),

@@ -8,7 +8,7 @@ import { type Problem, STATUS_TEXT } from '../api/index.js';
 
 const STATUS_LINES = new Map(Object.entries(STATUS_TEXT).map(([code, text]) => [Number(code), `${code} ${text}`]));
 
-export function statusLine(status: number): string {
+function statusLine(status: number): string {
   return STATUS_LINES.get(status) ?? String(status);
 }
 

@@ -6,13 +6,13 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { Caller } from '../api/index.js';
 
-export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
+type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
 /**
  * - `none`: anyone; `user`: a session token or API key of a user (the owner then decides
  *   which of the two the operation accepts); `admin` / `service`: the configured tokens.
  */
-export type AuthMode = 'none' | 'user' | 'admin' | 'service';
+type AuthMode = 'none' | 'user' | 'admin' | 'service';
 
 export interface RequestContext<B> {
   requestId: string;

@@ -1,2 +1,2 @@
 /** The NATS service `tally`: the internal request/reply API, on the commands of `src/api`. */
-export { NatsApi, type NatsApiDeps } from './service.js';
+export { NatsApi } from './service.js';

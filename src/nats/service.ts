@@ -41,7 +41,7 @@ import {
 import type { SessionTokens } from '../credentials/index.js';
 import type { Credential, QuotaDecision } from '../shards/index.js';
 
-export const SERVICE_NAME = 'tally';
+const SERVICE_NAME = 'tally';
 const QUEUE_GROUP = 'tally';
 const MSGPACK = 'application/msgpack';
 const SERVICE: Credential = Object.freeze({ kind: 'service' as const });

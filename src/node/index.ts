@@ -2,7 +2,6 @@
  * One Tally process: its configuration, logging and lifecycle. This folder is the only one
  * that wires the others together (see node.ts); what it offers outside is the node itself.
  */
-export { type Config, ConfigError, loadConfig } from './config.js';
+export { loadConfig } from './config.js';
 export { createLogger } from './logger.js';
 export { TallyNode } from './node.js';
-export { VERSION } from './version.js';

@@ -34,7 +34,7 @@ export interface MetricSources {
   replica?: () => { stats: ReplicaStats; up: boolean };
 }
 
-export interface ClusterCounts {
+interface ClusterCounts {
   forwardBatches: number;
   forwardedItems: number;
   forwardFailures: number;

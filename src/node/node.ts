@@ -476,7 +476,7 @@ function urlHosts(urls: string): string {
 }
 
 /** `start()` ended early because `stop()` was called meanwhile. */
-export class StartAbortedError extends Error {
+class StartAbortedError extends Error {
   override readonly name = 'StartAbortedError';
   constructor() {
     super('stopped while starting');

@@ -10,7 +10,7 @@
 import type { Metric, Registry } from 'prom-client';
 
 /** Upper bounds in seconds; a synchronous answer takes tens of microseconds. */
-export const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2] as const;
+const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2] as const;
 
 interface RouteStats {
   readonly byStatus: Map<number, number>;

@@ -52,7 +52,7 @@ function driverOptions(log: Logger) {
  * up to 20 s, shared by the whole pool, so after a 10 s outage a node would wait up to 20 s
  * more before it saw the database back; here the wait doubles from 50 ms and stops at 1 s.
  */
-export function reconnectDelay(retries: number): number {
+function reconnectDelay(retries: number): number {
   return Math.min(0.05 * 2 ** retries, 1) * (0.5 + Math.random() / 2);
 }
 

@@ -5,10 +5,10 @@
 
 /** The domain's errors that `Store` throws for a taken email and a missing tier. */
 export { EmailTakenError, UnknownTierError } from '../shards/index.js';
-export { type Database, type DatabaseOptions, openDatabase, type Sql } from './database.js';
+export { type Database, openDatabase } from './database.js';
 export { DataDirInUseError, MigrationError, SQLSTATE } from './errors.js';
 export { defaultMigrationsDir, migrate } from './migrations.js';
-export { chooseCopy, emptyReplicaStats, openReplica, RedisReplica, type ReplicaCopy, type ReplicaStats } from './replica.js';
-export type { ActivityTouch, ActorStateRow, ApiKeyRow, SessionRow, TierRow, UserRow } from './rows.js';
+export { chooseCopy, emptyReplicaStats, openReplica, RedisReplica, type ReplicaStats } from './replica.js';
+export type { ActorStateRow, ApiKeyRow, SessionRow, UserRow } from './rows.js';
 export { Store } from './store.js';
-export { type FlushMetrics, type FlushResult, type StateStore, WriteBehind } from './writeBehind.js';
+export { type FlushMetrics, WriteBehind } from './writeBehind.js';

@@ -81,7 +81,7 @@ export interface ReplicaRedis {
  * Redis in order on its one connection. A key that is not a hash is left alone. Returns how
  * many snapshots it wrote.
  */
-export const PUT_SCRIPT = `
+const PUT_SCRIPT = `
 local written = 0
 for i = 2, #KEYS do
   local at = (i - 2) * 5
@@ -106,7 +106,7 @@ return written`;
  * Raises each shard's fence to its epoch, never lowers it; returns the shards whose fence was
  * already past the epoch given (Redis is ahead of this database).
  */
-export const FENCE_SCRIPT = `
+const FENCE_SCRIPT = `
 local ahead = {}
 for i = 1, #ARGV, 2 do
   local held = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))

@@ -50,7 +50,7 @@ export interface WriteBehindOptions {
   clock: () => number;
 }
 
-export const WRITE_BEHIND_DEFAULTS: WriteBehindOptions = {
+const WRITE_BEHIND_DEFAULTS: WriteBehindOptions = {
   maxRows: 1000,
   maxBytes: 1 << 20,
   retryBaseMs: 1000,

@@ -19,7 +19,6 @@ export type ErrorCode =
   | 'owner_unavailable'
   | 'at_capacity'
   | 'storage_unavailable'
-  | 'shutting_down'
   | 'internal';
 
 export class TallyError extends Error {
@@ -129,11 +128,5 @@ export class CapacityError extends TallyError {
 export class StorageUnavailableError extends TallyError {
   constructor(options?: { cause?: unknown }) {
     super('storage_unavailable', 'the database cannot be reached; try again shortly', { ...options, retryAfterMs: 1000 });
-  }
-}
-
-export class ShuttingDownError extends TallyError {
-  constructor() {
-    super('shutting_down', 'this node is shutting down', { retryAfterMs: 1000 });
   }
 }

@@ -32,10 +32,9 @@ function randomBase32(length: number): string {
 
 export const newUserId = (): string => `u${randomBase32(20)}`;
 export const newSessionId = (): string => `s${randomBase32(20)}`;
-export const newKeyId = (): string => `k${randomBase32(12)}`;
+const newKeyId = (): string => `k${randomBase32(12)}`;
 export const newReservationId = (): string => `r${randomBase32(20)}`;
 
-const USER_ID = /^u[a-z2-7]{20}$/;
 /**
  * After the key id: an 11-character MAC, ".", a 32-character secret; or, before MACs, a
  * 43-character secret. The "." (never in base64url) keeps the two from ever being confused.
@@ -43,10 +42,6 @@ const USER_ID = /^u[a-z2-7]{20}$/;
 const KEY = /^tk_(u[a-z2-7]{20})_(k[a-z2-7]{12})_(?:([A-Za-z0-9_-]{11})\.[A-Za-z0-9_-]{32}|[A-Za-z0-9_-]{43})$/;
 const MAC_BYTES = 8;
 const SECRET_BYTES = 24;
-
-export function isUserId(value: string): boolean {
-  return USER_ID.test(value);
-}
 
 export interface ParsedApiKey {
   userId: string;
@@ -75,7 +70,7 @@ export function issueApiKey(userId: string, macKey: Uint8Array): IssuedApiKey {
 }
 
 /** The MAC of a key's routing part, as the key spells it. */
-export function apiKeyMac(macKey: Uint8Array, userId: string, keyId: string): string {
+function apiKeyMac(macKey: Uint8Array, userId: string, keyId: string): string {
   return createHmac('sha256', macKey).update(`${userId}_${keyId}`).digest().subarray(0, MAC_BYTES).toString('base64url');
 }
 

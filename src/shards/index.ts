@@ -11,24 +11,22 @@ export {
   hashApiKey,
   type IssuedApiKey,
   issueApiKey,
-  isUserId,
   looksLikeApiKey,
   newReservationId,
   newSessionId,
   newUserId,
-  type ParsedApiKey,
   parseApiKey,
 } from './ids.js';
 export type { LimiterDecision } from './limiterActor.js';
 export { type LimiterNamespace, type LimiterRequest, LimiterService, type LimiterSpec } from './limiterService.js';
 export { LimitTexts } from './limitTexts.js';
 export type { ApiKeyRecord, FencedLoad, LoadedUser, SessionRecord, UserRecord, UserStore } from './ports.js';
-export { isJsonObject, type JsonObject, MAX_PREFERENCES_BYTES, mergePatch } from './preferences.js';
+export type { JsonObject } from './preferences.js';
 export * from './quota/index.js';
-export type { BudgetLimit, BudgetPeriod, Limit, LimitState, RateLimit, WindowLimit } from './quota/limits.js';
-export { type ActorLoader, ActorRuntime, ALL_WRITTEN, type DirtyCollection, type FlushOutcome, type Loaded, type RuntimeOptions } from './runtime.js';
-export { Shard, type ShardStatus } from './shard.js';
-export { effectiveLimits, type Tier, type TierDefinition, TierRegistry } from './tiers.js';
-export { type Credential, type Principal, type QuotaDecision, UserActor } from './userActor.js';
-export { API_KEY_REFUSED, KEY_SCOPES, type NewKey, type NewSession, type UserOpName, type UserOps, type UserRequest, UserService } from './userService.js';
+export type { Limit, LimitState } from './quota/limits.js';
+export { ActorRuntime, ALL_WRITTEN } from './runtime.js';
+export { Shard } from './shard.js';
+export { TierRegistry } from './tiers.js';
+export { type Credential, type QuotaDecision, UserActor } from './userActor.js';
+export { API_KEY_REFUSED, KEY_SCOPES, type UserOpName, type UserOps, type UserRequest, UserService } from './userService.js';
 export * from './views.js';

@@ -1,13 +1,13 @@
 /** The preferences document: a JSON object, edited by JSON Merge Patch (RFC 7396). */
 import { InvalidRequestError, TooLargeError } from './errors.js';
 
-export const MAX_PREFERENCES_BYTES = 16 * 1024;
+const MAX_PREFERENCES_BYTES = 16 * 1024;
 /** Deeper documents are refused before any recursive walk could exhaust the stack. */
-export const MAX_PREFERENCES_DEPTH = 32;
+const MAX_PREFERENCES_DEPTH = 32;
 
 export type JsonObject = Record<string, unknown>;
 
-export function isJsonObject(value: unknown): value is JsonObject {
+function isJsonObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
@@ -49,7 +49,7 @@ export function serializePreferences(document: unknown): string {
 }
 
 /** Iterative depth check: refuses documents nested deeper than MAX_PREFERENCES_DEPTH. */
-export function assertShallow(value: unknown): void {
+function assertShallow(value: unknown): void {
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [current, depth] = stack.pop()!;

@@ -73,7 +73,7 @@ export interface LimitStateView {
   reset_at: string;
 }
 
-export function userView(user: UserActor): UserView {
+function userView(user: UserActor): UserView {
   return { id: user.key, email: user.email, name: user.name, tier: user.tier, created_at: iso(user.createdAt) };
 }
 

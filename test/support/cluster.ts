@@ -15,7 +15,7 @@ import { killAllNodes, type NodeProcess, spawnNode } from './process.js';
 import { makeTempDir } from './tmp.js';
 import { waitFor } from './wait.js';
 
-export interface ClusterAnswer {
+interface ClusterAnswer {
   nodes: { id: string; self: boolean; shards: number; status: string }[];
   leader: string | null;
   shards: { count: number; by_node: Record<string, number>; moving: number[]; unassigned: number };

@@ -5,14 +5,14 @@
  */
 import { conformanceOf } from './openapi.js';
 
-export interface ApiResponse<T = any> {
+interface ApiResponse<T = any> {
   status: number;
   headers: Headers;
   body: T;
   text: string;
 }
 
-export interface ApiOptions {
+interface ApiOptions {
   token?: string;
   body?: unknown;
   /** Sent as is (for malformed bodies); wins over `body`. */

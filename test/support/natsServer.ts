@@ -109,7 +109,7 @@ export async function startNatsCluster(): Promise<NatsServer[]> {
 }
 
 /** Until `$JS.API.INFO` answers without an error: a new JetStream cluster first elects its meta leader. */
-export async function waitForJetStream(urls: string[], timeoutMs = 30_000): Promise<void> {
+async function waitForJetStream(urls: string[], timeoutMs = 30_000): Promise<void> {
   const nc = await connect({ servers: urls });
   try {
     const until = Date.now() + timeoutMs;

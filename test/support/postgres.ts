@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 
-export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ADMIN_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `tally_test_${process.pid}_${randomBytes(4).toString('hex')}`;

@@ -3,8 +3,6 @@ import type { Accounts } from '../../accounts/index.js';
 import type { ClusterView, Router, TierAdmin } from '../../api/index.js';
 import type { IssuedApiKey } from '../../shards/index.js';
 
-export type { ClusterView };
-
 export interface HealthReport {
   ready: boolean;
   checks: Record<string, { ok: boolean; detail?: string }>;

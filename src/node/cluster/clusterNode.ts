@@ -34,7 +34,7 @@ const MAX_MOVES = 32;
 const IN_FLIGHT_WAIT_MS = 2000;
 
 /** The settings a cluster node runs with (a part of the node's configuration). */
-export interface ClusterSettings {
+interface ClusterSettings {
   natsUrl: string;
   nodeId: string;
   leaseMs: number;

@@ -8,7 +8,7 @@ import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 
-export function bucketReplicas(nc: NatsConnection): number {
+function bucketReplicas(nc: NatsConnection): number {
   const info = nc.info;
   if (info?.cluster === undefined) return 1;
   // Every server of the cluster that advertises itself to clients, this one included.

@@ -79,10 +79,6 @@ interface Seen {
   changedAt: number;
 }
 
-export class LeaseLostError extends Error {
-  override readonly name = 'LeaseLostError';
-}
-
 export class Membership {
   private revision = 0;
   private beat = 0;

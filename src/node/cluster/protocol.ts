@@ -44,5 +44,3 @@ export const pinnedShard = (key: string): number | null => {
   const shard = Number(key.slice(PIN_PREFIX.length));
   return Number.isInteger(shard) ? shard : null;
 };
-/** Every pin key, as a KV key filter. */
-export const ALL_PINS = `${PIN_PREFIX}>`;

@@ -3,7 +3,7 @@
  * `a + b > limit`, and stored sums saturate at 2^53−1: past that a float stops counting
  * single units, and an extra charged past a limit must not wrap a counter into nonsense.
  */
-export const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
+const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
 
 export function addSaturating(a: number, b: number): number {
   return b > MAX_AMOUNT - a ? MAX_AMOUNT : a + b;

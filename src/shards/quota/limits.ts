@@ -20,14 +20,14 @@ export interface RateLimit extends LimitBase {
 }
 
 /** Sliding-window counter: at most `limit` units in any `window_ms`. */
-export interface WindowLimit extends LimitBase {
+interface WindowLimit extends LimitBase {
   kind: 'window';
   limit: number;
   window_ms: number;
 }
 
 /** An allowance per UTC calendar day or month. */
-export interface BudgetLimit extends LimitBase {
+interface BudgetLimit extends LimitBase {
   kind: 'budget';
   limit: number;
   period: BudgetPeriod;

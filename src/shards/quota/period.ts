@@ -1,7 +1,7 @@
 /** UTC calendar periods for budgets: a day starts at 00:00 UTC, a month on its 1st. */
 import type { BudgetPeriod } from './limits.js';
 
-export const DAY_MS = 86_400_000;
+const DAY_MS = 86_400_000;
 
 /** The shortest a period can be: a day, or February in a common year. */
 const SHORTEST_MS: Record<BudgetPeriod, number> = { day: DAY_MS, month: 28 * DAY_MS };

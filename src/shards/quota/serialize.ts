@@ -14,12 +14,12 @@ import { carryCells } from './migrate.js';
 import { MAX_DURATION_MS } from './validate.js';
 import { RING } from './window.js';
 
-export type LimitCellsJSON =
+type LimitCellsJSON =
   | { kind: 'rate'; tat: number; anchor: number; units: number; limit: number; period_ms: number }
   | { kind: 'window'; window_ms: number; newest: number; slots: number[] }
   | { kind: 'budget'; used: number; period_start: number };
 
-export interface HoldJSON {
+interface HoldJSON {
   id: string;
   cost: number;
   resource: string;

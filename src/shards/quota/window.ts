@@ -13,7 +13,7 @@
  */
 import { addSaturating } from './amounts.js';
 
-export const SLOTS = 10;
+const SLOTS = 10;
 export const RING = SLOTS + 1;
 export const WINDOW_CELLS = RING + 1;
 

@@ -87,6 +87,11 @@ export abstract class Actor {
     return this.tail !== null;
   }
 
+  /** Settles once every exclusive task started so far has settled (at once when there is none). */
+  idle(): Promise<void> {
+    return this.tail === null ? Promise.resolve() : this.tail.then(() => undefined);
+  }
+
   /** The written-behind state as JSON, or null when this kind keeps none. */
   abstract persistedState(): unknown;
   /**

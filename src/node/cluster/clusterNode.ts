@@ -26,8 +26,8 @@ import { Membership } from './membership.js';
 import { OperatorRequests } from './operator.js';
 import { EPOCHS_SUBJECT } from './protocol.js';
 import { ShardMap } from './shardMap.js';
+import { CLAIMING, claimStands, handOffStands, nextStep, type ShardActivity, STEADY } from './shardState.js';
 
-/** Where every node answers with the epochs of the shards it serves (the CLI's `shards`). */
 /** Planned moves in flight across the cluster, at most. */
 const MAX_MOVES = 32;
 /** How long a hand-off waits for the shard's requests in flight before it flushes anyway. */
@@ -76,22 +76,26 @@ export interface ClusterView {
   };
 }
 
+/**
+ * The node's standing in the cluster:
+ * - `member`: it decides for the shards it serves while its lease is valid;
+ * - `recovering`: its lease lapsed and was renewed; it decides nothing until the fence has
+ *   been read (see `recover`);
+ * - `evicted`: another process took its member entry; it serves nothing, for good;
+ * - `stopped`: it has left (or is leaving) the cluster.
+ */
+type NodePhase = 'member' | 'recovering' | 'evicted' | 'stopped';
+
 export class ClusterNode {
-  private readonly claiming = new Set<number>();
-  private readonly handingOff = new Set<number>();
-  /**
-   * Shard → the map revision a hand-off of this node replaced. Until the watch brings the
-   * hand-off's own write, the copy still shows the shard moving from here; this keeps the
-   * round from starting the same hand-off again.
-   */
-  private readonly handedOff = new Map<number, number>();
+  /** What this node is doing with each shard, beyond serving it (shardState.ts). */
+  private readonly activity: ShardActivity[] = new Array<ShardActivity>(SHARD_COUNT).fill(STEADY);
+  private phase: NodePhase = 'member';
   private timer: NodeJS.Timeout | null = null;
   private round: Promise<void> | null = null;
+  /** A change arrived during a round: run one more right after it. */
   private again = false;
-  private stopped = false;
-  private leaseLost = false;
-  /** After a lapsed lease: the fence check that must pass before this node decides again. */
-  private recovering: Promise<void> | null = null;
+  /** Woken at every change of the map, the members or the operator requests (drain waits on it). */
+  private readonly changed = new Wakeup();
   readonly counts = { shardsClaimed: 0, shardsHandedOff: 0, leaseLosses: 0 };
 
   private constructor(
@@ -139,6 +143,7 @@ export class ClusterNode {
       node.begin();
       return node;
     } catch (error) {
+      // The start's own error is the one to report; a failure to close adds nothing to it.
       await nc.close().catch(() => undefined);
       throw error;
     }
@@ -146,12 +151,13 @@ export class ClusterNode {
 
   private begin(): void {
     const { runtime, config } = this.deps;
-    runtime.mayDecide = () => this.membership.leaseValid && this.recovering === null;
+    runtime.mayDecide = () => this.membership.leaseValid && this.phase === 'member';
     this.membership.onLeaseResumed = (gapMs) => this.recover(gapMs);
     this.membership.onLeaseLost = () => {
-      this.leaseLost = true;
+      if (this.phase !== 'stopped') this.phase = 'evicted';
       this.counts.leaseLosses++;
       for (const shard of runtime.shards) if (shard.status !== 'not_owned') runtime.releaseShard(shard);
+      this.changed.notify();
     };
     this.map.onChange = () => this.schedule();
     this.membership.onMembersChanged = () => this.schedule();
@@ -179,24 +185,24 @@ export class ClusterNode {
    */
   private recover(gapMs: number): void {
     const { log, checkFences, config } = this.deps;
-    if (this.recovering !== null) return;
+    if (this.phase !== 'member') return;
     log.warn({ gapMs: Math.round(gapMs) }, 'this node could not renew its lease for half a lease or more; checking the fence before deciding again');
-    this.recovering = (async () => {
+    this.phase = 'recovering';
+    void (async () => {
       for (;;) {
         try {
           await checkFences();
           break;
         } catch (error) {
-          if (this.stopped || this.leaseLost) return;
+          if (this.phase !== 'recovering') return;
           log.warn({ err: error }, 'fence check after a lapsed lease failed; not deciding until it succeeds');
-          await new Promise((resolve) => setTimeout(resolve, config.heartbeatMs));
+          await sleep(config.heartbeatMs);
         }
       }
       this.dropShardsGivenElsewhere();
-    })().finally(() => {
-      this.recovering = null;
+      if (this.phase === 'recovering') this.phase = 'member';
       this.schedule();
-    });
+    })();
   }
 
   /** Shards the map gives this node that it serves, and whether every shard has an owner. */
@@ -210,7 +216,7 @@ export class ClusterNode {
       if (this.deps.runtime.shards[shard]!.serving) served++;
     }
     const { unassigned } = this.map.summary();
-    if (this.leaseLost) return { ok: false, detail: 'this node lost its member entry to another process; it serves nothing' };
+    if (this.phase === 'evicted') return { ok: false, detail: 'this node lost its member entry to another process; it serves nothing' };
     if (!this.membership.leaseValid) return { ok: false, detail: 'this node’s lease has lapsed (NATS unreachable?)' };
     const ok = served === mine && unassigned === 0;
     return { ok, detail: `${served}/${mine} of this node's shards served; ${unassigned} shards without an owner` };
@@ -260,7 +266,7 @@ export class ClusterNode {
     const started = performance.now();
     const before = this.ownedInMap();
     const result = (drained: boolean) => ({ drained, moved: before - this.ownedInMap(), ms: Math.round(performance.now() - started) });
-    if (timeoutMs === 0 || this.leaseLost || before === 0) return result(before === 0);
+    if (timeoutMs === 0 || this.phase === 'evicted' || before === 0) return result(before === 0);
     if (!this.othersCanTake()) {
       log.info('draining: no other active node to take this node’s shards');
       return result(false);
@@ -273,13 +279,20 @@ export class ClusterNode {
     }
     log.info({ shards: before }, 'draining: handing this node’s shards to the others');
     this.schedule();
-    while (this.ownedInMap() > 0 && performance.now() - started < timeoutMs && this.othersCanTake() && !this.leaseLost) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    // Every hand-off changes the map, and every change wakes this loop.
+    while (this.ownedInMap() > 0 && this.othersCanTake() && !this.evicted) {
+      const left = timeoutMs - (performance.now() - started);
+      if (left <= 0) break;
+      await this.changed.wait(left);
     }
     const done = result(this.ownedInMap() === 0);
     if (done.drained) log.info(done, 'drained: every shard handed off');
     else log.warn({ ...done, left: this.ownedInMap() }, 'draining stopped before every shard was handed off; the rest is released');
     return done;
+  }
+
+  private get evicted(): boolean {
+    return this.phase === 'evicted';
   }
 
   /** Shards the map gives this node, moving away or not. */
@@ -301,15 +314,23 @@ export class ClusterNode {
    * after a lease.
    */
   async stop(): Promise<void> {
-    this.stopped = true;
+    const { log } = this.deps;
+    this.phase = 'stopped';
     if (this.timer !== null) clearInterval(this.timer);
+    this.changed.notify();
+    // A failed round has been logged by the round itself.
     await this.round?.catch(() => undefined);
-    await this.coordinator.resign().catch(() => undefined);
-    await this.membership.leave().catch(() => undefined);
+    // Each step is tried even when one before it failed: what is not undone here, the lease undoes.
+    await this.coordinator
+      .resign()
+      .catch((error: unknown) => log.warn({ err: error }, 'leaving: could not give the coordinator lease up; another node takes it after a lease'));
+    await this.membership
+      .leave()
+      .catch((error: unknown) => log.warn({ err: error }, 'leaving: could not delete the member entry; the others take its shards after a lease'));
     this.membership.close();
     this.map.close();
     this.operator.close();
-    await this.connection.drain().catch(() => undefined);
+    await this.connection.drain().catch((error: unknown) => log.warn({ err: error }, 'leaving: draining the NATS connection failed'));
   }
 
   /**
@@ -318,7 +339,8 @@ export class ClusterNode {
    * mid-round is followed up at once, not at the next heartbeat.
    */
   private schedule(): void {
-    if (this.stopped) return;
+    this.changed.notify();
+    if (this.phase === 'stopped') return;
     if (this.round !== null) {
       this.again = true;
       return;
@@ -339,50 +361,58 @@ export class ClusterNode {
     })();
   }
 
+  /** Takes, for every shard, the step `nextStep` gives; the claims found in one round go in one statement. */
   private async reconcile(): Promise<void> {
-    if (this.leaseLost || this.stopped) return;
-    const { runtime, config } = this.deps;
+    if (this.phase === 'evicted' || this.phase === 'stopped') return;
+    const { runtime, config, log } = this.deps;
     const me = config.nodeId;
+    const mayClaim = this.membership.leaseValid;
     const toClaim: number[] = [];
-    this.dropShardsGivenElsewhere();
     for (const shard of runtime.shards) {
-      const entry = this.map.get(shard.index)?.entry;
-      if (entry?.owner !== me) continue;
-      if (entry.status === 'moving') {
-        const revision = this.map.get(shard.index)!.revision;
-        if (this.handedOff.get(shard.index) === revision) continue;
-        this.handedOff.delete(shard.index);
-        if (!this.handingOff.has(shard.index)) void this.handOff(shard, entry.to!);
-      } else if (!shard.serving && !this.claiming.has(shard.index)) {
-        toClaim.push(shard.index);
+      const step = nextStep(me, mayClaim, { activity: this.activity[shard.index]!, serving: shard.serving, map: this.map.get(shard.index) });
+      switch (step.kind) {
+        case 'none':
+          break;
+        case 'claim':
+          toClaim.push(shard.index);
+          break;
+        case 'handOff':
+          void this.handOff(shard, step.to);
+          break;
+        case 'drop':
+          log.warn({ shard: shard.index, owner: step.owner }, 'the shard map gives a shard this node serves to another node: dropping it');
+          runtime.releaseShard(shard);
+          break;
+        case 'forget':
+          this.activity[shard.index] = STEADY;
+          break;
       }
     }
-    if (toClaim.length > 0 && this.membership.leaseValid) await this.claim(toClaim);
+    if (toClaim.length > 0) await this.claim(toClaim);
   }
 
   /**
-   * A shard the map gives another node while this one still serves it: this node was taken
-   * for dead. It is dropped at once; the new owner's claim fences any write this node tries.
+   * After a lapsed lease, before deciding again: the `drop` steps alone (a shard the map now
+   * gives another node is dropped with its actors, their state being stale).
    */
   private dropShardsGivenElsewhere(): void {
     const { runtime, config, log } = this.deps;
     for (const shard of runtime.shards) {
-      if (shard.status !== 'owned' || this.handingOff.has(shard.index)) continue;
-      const owner = this.map.owner(shard.index);
-      if (owner === config.nodeId) continue;
-      log.warn({ shard: shard.index, owner: owner ?? null }, 'the shard map gives a shard this node serves to another node: dropping it');
+      const step = nextStep(config.nodeId, false, { activity: this.activity[shard.index]!, serving: shard.serving, map: this.map.get(shard.index) });
+      if (step.kind !== 'drop') continue;
+      log.warn({ shard: shard.index, owner: step.owner }, 'the shard map gives a shard this node serves to another node: dropping it');
       runtime.releaseShard(shard);
     }
   }
 
   private async claim(shards: number[]): Promise<void> {
     const { runtime, store, config, log } = this.deps;
-    for (const shard of shards) this.claiming.add(shard);
+    for (const shard of shards) this.activity[shard] = CLAIMING;
     try {
       const epochs = await store.claimShards(shards, config.nodeId);
       for (const index of shards) {
         // The map may have moved on while the claim was in flight.
-        if (this.map.owner(index) !== config.nodeId || this.map.get(index)!.entry.status !== 'owned') continue;
+        if (!claimStands(config.nodeId, this.map.get(index))) continue;
         const shard = runtime.shards[index]!;
         shard.epoch = epochs.get(index)!;
         shard.status = 'owned';
@@ -390,26 +420,24 @@ export class ClusterNode {
       }
       log.info({ shards: shards.length }, 'claimed shards');
     } finally {
-      for (const shard of shards) this.claiming.delete(shard);
+      for (const shard of shards) this.activity[shard] = STEADY;
     }
   }
 
   /** Stops admitting for `shard`, lets what is in flight finish, flushes, releases, hands the entry on. */
   private async handOff(shard: Shard, to: string): Promise<void> {
     const { runtime, flush, log } = this.deps;
-    this.handingOff.add(shard.index);
+    this.activity[shard.index] = { kind: 'handingOff', to };
+    let handedOff: ShardActivity = STEADY;
     try {
       if (shard.status === 'owned') shard.status = 'not_owned';
-      const until = performance.now() + IN_FLIGHT_WAIT_MS;
-      while ([...shard.actors.values()].some((actor) => actor.busy) && performance.now() < until) {
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await inFlightSettled(shard, IN_FLIGHT_WAIT_MS);
       await flush();
       const current = this.map.get(shard.index);
-      if (current === undefined || current.entry.status !== 'moving' || current.entry.to !== to) return;
+      if (!handOffStands(to, current)) return;
       runtime.releaseShard(shard);
-      if (await this.map.handOff(shard.index, to, current.revision)) {
-        this.handedOff.set(shard.index, current.revision);
+      if (await this.map.handOff(shard.index, to, current!.revision)) {
+        handedOff = { kind: 'handedOff', revision: current!.revision };
         this.counts.shardsHandedOff++;
       } else {
         log.warn({ shard: shard.index, to }, 'hand-off lost its compare-and-set');
@@ -417,7 +445,46 @@ export class ClusterNode {
     } catch (error) {
       log.warn({ shard: shard.index, to, err: error }, 'hand-off failed (the flush?): trying again next round');
     } finally {
-      this.handingOff.delete(shard.index);
+      this.activity[shard.index] = handedOff;
     }
+  }
+}
+
+/** Resolves when every request in flight on `shard`'s actors has settled, or after `timeoutMs`. */
+async function inFlightSettled(shard: Shard, timeoutMs: number): Promise<void> {
+  const busy: Promise<void>[] = [];
+  for (const actor of shard.actors.values()) if (actor.busy) busy.push(actor.idle());
+  if (busy.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(busy),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Lets callers sleep until something changes (`notify`) or their time runs out. */
+class Wakeup {
+  private readonly waiting = new Set<() => void>();
+
+  notify(): void {
+    for (const wake of this.waiting) wake();
+    this.waiting.clear();
+  }
+
+  wait(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waiting.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, timeoutMs);
+      this.waiting.add(wake);
+    });
   }
 }

@@ -1,7 +1,9 @@
 /**
- * One Tally process. `start` brings it up in dependency order; `stop` takes it down in the
- * written order — not ready → stop accepting → finish in-flight → flush → release shards →
- * close connections — so that no admitted request and no counted unit is lost.
+ * One Tally process, and the only place that wires the folders together. `start` opens
+ * everything in dependency order (a failed start closes what it opened, newest first);
+ * `stop` runs the shutdown steps, a list in `shutdownSteps`: not ready → hand shards over →
+ * stop accepting → finish in-flight → stop deciding → flush → release shards → leave the
+ * cluster → close connections, so that no admitted request and no counted unit is lost.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
@@ -15,12 +17,13 @@ import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, sha
 import { ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
+import { OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { LocalRouter } from './router.js';
 import { VERSION } from './version.js';
 
-/** Tiers are reloaded this often too, for an edit whose broadcast was missed (see tierAdmin.ts). */
+/** Tiers are reloaded this often too, for an edit whose broadcast was missed (see src/api/tiers.ts). */
 const TIER_REFRESH_MS = 5_000;
 const NEGATIVE_CACHE_TTL_MS = 5_000;
 /** Expired limiter rows are deleted this often, this many at a time. */
@@ -30,8 +33,6 @@ const EXPIRY_BATCH = 10_000;
 const REPLICA_READ_TIMEOUT_MS = 200;
 /** A readiness probe waits this long for the database's answer. */
 const DATABASE_CHECK_MS = 2_000;
-/** A periodic task that keeps failing is logged once, then at most this often. */
-const FAILURE_LOG_MS = 30_000;
 /**
  * How often every served shard's epoch is compared with the fence. A load or a refused write
  * finds a newer owner of its own shard at once; this finds the rest (one lost shard also
@@ -39,21 +40,39 @@ const FAILURE_LOG_MS = 30_000;
  */
 const FENCE_CHECK_MS = 5_000;
 
+/** What a cluster node runs besides what a single node runs. */
+interface ClusterParts {
+  node: ClusterNode;
+  forwarder: Forwarder;
+  natsApi: NatsApi;
+}
+
+/** Everything a started node runs: made by `open`, taken apart by the shutdown steps. */
+interface Parts {
+  database: Database;
+  store: Store;
+  replica: RedisReplica | null;
+  http: HttpServer;
+  writeBehind: WriteBehind;
+  /** Null on a single node. */
+  cluster: ClusterParts | null;
+}
+
 export class TallyNode {
   readonly log: Logger;
   readonly runtime: ActorRuntime;
   readonly tiers = new TierRegistry();
   readonly metrics: Metrics;
-  private database: Database | null = null;
-  private store: Store | null = null;
-  private replica: RedisReplica | null = null;
+  /** Set once `open` has finished; null before, after a failed start, and after shutdown. */
+  private parts: Parts | null = null;
+  /**
+   * The two parts observed while the node starts and stops, as soon as they exist: the HTTP
+   * server (requests in flight, for the metrics) and the database (for readiness).
+   */
   private http: HttpServer | null = null;
-  private writeBehind: WriteBehind | null = null;
-  private cluster: ClusterNode | null = null;
-  private forwarder: Forwarder | null = null;
-  private natsApi: NatsApi | null = null;
+  private database: Database | null = null;
+  private readonly tasks: PeriodicTasks;
   private readonly startAbort = new AbortController();
-  private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private starting: Promise<this> | null = null;
   private stopping: Promise<void> | null = null;
@@ -68,6 +87,7 @@ export class TallyNode {
     log?: Logger,
   ) {
     this.log = log ?? createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId });
+    this.tasks = new PeriodicTasks(this.log);
     this.runtime = new ActorRuntime({
       maxActors: config.maxActors,
       idleMs: config.actorIdleMs,
@@ -81,20 +101,25 @@ export class TallyNode {
       ownedShards: () => this.servedShards(),
       lostShards: () => this.lostShards().length,
       requestsInFlight: () => this.http?.inFlight ?? 0,
-      quarantinedRows: () => this.writeBehind?.quarantined ?? 0,
-      storeLoads: () => this.store?.loads ?? { user: 0, state: 0 },
+      quarantinedRows: () => this.parts?.writeBehind.quarantined ?? 0,
+      storeLoads: () => this.parts?.store.loads ?? { user: 0, state: 0 },
       refusedAtCapacity: () => this.runtime.stats.refusedAtCapacity,
       evicted: () => this.runtime.stats.evictions,
       passivated: () => this.runtime.stats.passivations,
-      ...(config.redisUrl === undefined ? {} : { replica: () => ({ stats: this.replica?.stats ?? emptyReplicaStats(), up: this.replica?.up ?? false }) }),
-      cluster: () => ({
-        forwardBatches: this.forwarder?.stats.batches ?? 0,
-        forwardedItems: this.forwarder?.stats.items ?? 0,
-        forwardFailures: this.forwarder?.stats.failures ?? 0,
-        shardsClaimed: this.cluster?.counts.shardsClaimed ?? 0,
-        shardsHandedOff: this.cluster?.counts.shardsHandedOff ?? 0,
-        leaseLosses: this.cluster?.counts.leaseLosses ?? 0,
-      }),
+      ...(config.redisUrl === undefined
+        ? {}
+        : { replica: () => ({ stats: this.parts?.replica?.stats ?? emptyReplicaStats(), up: this.parts?.replica?.up ?? false }) }),
+      cluster: () => {
+        const cluster = this.parts?.cluster;
+        return {
+          forwardBatches: cluster?.forwarder.stats.batches ?? 0,
+          forwardedItems: cluster?.forwarder.stats.items ?? 0,
+          forwardFailures: cluster?.forwarder.stats.failures ?? 0,
+          shardsClaimed: cluster?.node.counts.shardsClaimed ?? 0,
+          shardsHandedOff: cluster?.node.counts.shardsHandedOff ?? 0,
+          leaseLosses: cluster?.node.counts.leaseLosses ?? 0,
+        };
+      },
     });
   }
 
@@ -104,14 +129,20 @@ export class TallyNode {
    * and then shuts down as usual.
    */
   start(): Promise<this> {
-    this.starting ??= this.open().catch(async (error: unknown) => {
-      this.http?.stopAccepting();
-      await this.database?.close().catch(() => undefined);
-      this.database = null;
-      await this.replica?.close();
-      this.replica = null;
-      throw error;
-    });
+    this.starting ??= (async () => {
+      const opened = new OpenedResources();
+      try {
+        this.parts = await this.open(opened);
+      } catch (error) {
+        await opened.closeAll(this.log);
+        this.http = null;
+        this.database = null;
+        throw error;
+      }
+      this.ready = true;
+      this.log.info(this.describe(), 'tally is serving');
+      return this;
+    })();
     return this.starting;
   }
 
@@ -120,7 +151,8 @@ export class TallyNode {
     if (this.stopRequested) throw new StartAbortedError();
   }
 
-  private async open(): Promise<this> {
+  /** Opens and wires everything, in dependency order; each resource is added to `opened` as soon as it exists. */
+  private async open(opened: OpenedResources): Promise<Parts> {
     const { config, log } = this;
     // Fail at once, not after opening the database, when the port is not ours to take.
     if (config.httpPort !== 0) {
@@ -128,20 +160,7 @@ export class TallyNode {
       if (busy !== null) throw busy;
     }
     await initHashing();
-    this.database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
-    this.checkpoint();
-    const { sql } = this.database;
-    const { applied } = await migrate(sql);
-    this.checkpoint();
-    if (applied.length > 0) log.info({ applied }, 'migrations applied');
-    if (config.redisUrl !== undefined) {
-      // Keys expire once an actor would have been passivated: Redis holds the active ones.
-      this.replica = await openReplica(config.redisUrl, { prefix: config.redisPrefix, ttlMs: config.actorIdleMs, readTimeoutMs: REPLICA_READ_TIMEOUT_MS }, log);
-      this.runtime.keepReplica();
-    }
-    const store = new Store(sql, this.replica);
-    this.store = store;
-
+    const { database, store, replica } = await this.openStorage(opened);
     const tierAdmin = new TierAdmin(store, this.tiers);
     await tierAdmin.refresh();
     this.checkpoint();
@@ -157,7 +176,7 @@ export class TallyNode {
     const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
 
-    this.http = createHttpServer(
+    const http = createHttpServer(
       {
         router,
         accounts,
@@ -168,7 +187,8 @@ export class TallyNode {
         cluster: () => this.clusterView(),
         placement: (key) => {
           const shard = shardOf(key);
-          return { shard, owner: this.cluster === null ? this.config.nodeId : (this.cluster.map.owner(shard) ?? null) };
+          const cluster = this.parts?.cluster;
+          return { shard, owner: config.natsUrl === undefined ? config.nodeId : (cluster?.node.map.owner(shard) ?? null) };
         },
         metrics: async () => ({ contentType: this.metrics.contentType, text: await this.metrics.text() }),
       },
@@ -182,15 +202,17 @@ export class TallyNode {
         version: VERSION,
       },
     );
+    this.http = http;
     // The port is bound before any shard is claimed: a node that cannot serve (the port is
     // another process's) must not take the shards of one that can. Until the claim, requests
     // find no owned shard and the node is not ready.
-    this.port = await this.http.listen(config.httpHost, config.httpPort);
+    this.port = await http.listen(config.httpHost, config.httpPort);
+    opened.add('stop accepting', () => http.stopAccepting());
     this.checkpoint();
 
     const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
-    this.writeBehind = writeBehind;
-    if (config.natsUrl === undefined) {
+    let cluster: ClusterParts | null = null;
+    if (clusterRouter === null || config.natsUrl === undefined) {
       // A single node serves every shard, each under a freshly bumped epoch, so that any
       // write a previous process might still attempt is refused by the fence.
       const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
@@ -199,38 +221,17 @@ export class TallyNode {
         shard.status = 'owned';
       }
     } else {
-      // In a cluster the shard map says which shards are this node's; it claims them as the
-      // map gives them (see clusterNode.ts).
-      this.cluster = await ClusterNode.start(
-        {
-          config: { natsUrl: config.natsUrl, nodeId: config.nodeId, leaseMs: config.leaseMs, heartbeatMs: config.heartbeatMs },
-          runtime: this.runtime,
-          store,
-          flush: () => writeBehind.flush(),
-          checkFences: () => this.checkFences(),
-          requests: () => this.http?.requestsReceived ?? 0,
-          log,
-          address: this.describe().url as string,
-          version: VERSION,
-          onConnected: (nc) => {
-            this.forwarder = new Forwarder(nc, log);
-            this.forwarder.serve(config.nodeId, (item) => clusterRouter!.decide(item));
-          },
-        },
-        this.startAbort.signal,
-      );
-      this.checkpoint();
-      const cluster = this.cluster;
-      const forwarder = this.forwarder!;
-      clusterRouter!.attach({ nodeId: config.nodeId, owner: (shard) => cluster.map.owner(shard), forward: (owner, item) => forwarder.send(owner, item) });
-      this.listenForTierEdits(cluster.connection, tierAdmin);
-      this.natsApi = await NatsApi.start(cluster.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
+      const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, opened);
+      this.listenForTierEdits(node.connection, tierAdmin);
+      const natsApi = await NatsApi.start(node.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
+      opened.add('stop the NATS API', () => natsApi.stop(0));
+      cluster = { node, forwarder, natsApi };
     }
 
-    this.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
-    const replica = this.replica;
+    const { tasks } = this;
+    tasks.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
     if (replica !== null) {
-      this.every('replica push', config.replicaIntervalMs, async () => {
+      tasks.every('replica push', config.replicaIntervalMs, async () => {
         // While Redis is away, changed actors stay queued, each once, for the first push after.
         if (!replica.connected) return replica.unreachable(this.runtime.replicaPending);
         const now = Date.now();
@@ -238,14 +239,78 @@ export class TallyNode {
         if ((await replica.push(batch.rows, now)) === null) batch.requeue();
       });
     }
-    this.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
-    this.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
-    this.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
-    this.every('fence check', FENCE_CHECK_MS, () => this.checkFences());
+    tasks.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
+    tasks.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
+    tasks.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
+    tasks.every('fence check', FENCE_CHECK_MS, () => this.checkFences(store));
+    opened.add('stop periodic tasks', () => tasks.stopAll());
+    return { database, store, replica, http, writeBehind, cluster };
+  }
 
-    this.ready = true;
-    log.info(this.describe(), 'tally is serving');
-    return this;
+  /** The database (migrated), the optional Redis replica, and the store over both. */
+  private async openStorage(opened: OpenedResources): Promise<{ database: Database; store: Store; replica: RedisReplica | null }> {
+    const { config, log } = this;
+    const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
+    this.database = database;
+    opened.add('close the database', () => database.close());
+    this.checkpoint();
+    const { applied } = await migrate(database.sql);
+    this.checkpoint();
+    if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    let replica: RedisReplica | null = null;
+    if (config.redisUrl !== undefined) {
+      // Keys expire once an actor would have been passivated: Redis holds the active ones.
+      const opening = await openReplica(
+        config.redisUrl,
+        { prefix: config.redisPrefix, ttlMs: config.actorIdleMs, readTimeoutMs: REPLICA_READ_TIMEOUT_MS },
+        log,
+      );
+      replica = opening;
+      opened.add('close the replica', () => opening.close());
+      this.runtime.keepReplica();
+    }
+    return { database, store: new Store(database.sql, replica), replica };
+  }
+
+  /**
+   * Joins the cluster: the shard map says which shards are this node's, and it claims them
+   * as the map gives them (see cluster/clusterNode.ts). Forwarded requests are answered from
+   * the moment the connection is up, before the node joins.
+   */
+  private async joinCluster(
+    natsUrl: string,
+    store: Store,
+    writeBehind: WriteBehind,
+    router: ClusterRouter,
+    opened: OpenedResources,
+  ): Promise<Omit<ClusterParts, 'natsApi'>> {
+    const { config, log } = this;
+    let forwarder: Forwarder | null = null;
+    const node = await ClusterNode.start(
+      {
+        config: { natsUrl, nodeId: config.nodeId, leaseMs: config.leaseMs, heartbeatMs: config.heartbeatMs },
+        runtime: this.runtime,
+        store,
+        flush: () => writeBehind.flush(),
+        checkFences: () => this.checkFences(store),
+        requests: () => this.http?.requestsReceived ?? 0,
+        log,
+        address: this.describe().url as string,
+        version: VERSION,
+        onConnected: (nc) => {
+          forwarder = new Forwarder(nc, log);
+          forwarder.serve(config.nodeId, (item) => router.decide(item));
+        },
+      },
+      this.startAbort.signal,
+    );
+    opened.add('leave the cluster', () => node.stop());
+    this.checkpoint();
+    // Set by onConnected, which ClusterNode.start calls before it resolves.
+    const connected = forwarder as Forwarder | null;
+    if (connected === null) throw new Error('the cluster node started without connecting');
+    router.attach({ nodeId: config.nodeId, owner: (shard) => node.map.owner(shard), forward: (owner, item) => connected.send(owner, item) });
+    return { node, forwarder: connected };
   }
 
   /** Tier edits made on other nodes, installed here at once; all tiers reloaded after NATS reconnects. */
@@ -282,87 +347,84 @@ export class TallyNode {
     this.stopRequested = true;
     this.startAbort.abort(new StartAbortedError());
     this.stopping ??= (async () => {
+      // A start that failed has closed what it opened, and logged nothing yet: its error is the caller's.
       await this.starting?.catch(() => undefined);
-      await this.shutdown();
+      const parts = this.parts;
+      if (parts !== null) await runStopSteps(this.shutdownSteps(parts), this.log);
+      this.parts = null;
+      this.http = null;
+      this.database = null;
+      this.log.info('stopped');
     })();
     return this.stopping;
   }
 
-  private async shutdown(): Promise<void> {
-    const { log } = this;
-    this.ready = false;
-    // In a cluster the shards go to the others first, by planned hand-offs, while this node
-    // still answers: no request waits for a lease or sees an owner missing.
-    await this.cluster?.drain(this.config.drainTimeoutMs).catch((error: unknown) => log.warn({ err: error }, 'draining failed'));
-    this.http?.stopAccepting();
-    const [left] = await Promise.all([this.http?.waitIdle(this.config.shutdownTimeoutMs) ?? 0, this.natsApi?.stop(this.config.shutdownTimeoutMs)]);
-    if (left > 0) log.warn({ left }, 'shutting down with requests still in flight');
-    for (const timer of this.timers) clearInterval(timer);
-    this.timers = [];
-    // Nothing is decided here from now on: a request forwarded by another node is answered
-    // `moved` (its sender asks the next owner), so every change made so far is in the final
-    // flush. Deciding during the flush would change state the flush had already taken.
-    for (const shard of this.runtime.shards) if (shard.status === 'owned') shard.status = 'not_owned';
-    if (this.writeBehind !== null) {
-      await this.writeBehind.settle();
-      this.runtime.activityDueNow();
-      try {
-        const result = await this.writeBehind.flush({ ignoreBackoff: true });
-        log.info(result, 'final flush');
-        if (this.writeBehind.quarantined > 0) {
-          log.error({ rows: this.writeBehind.quarantined }, 'final flush: the database refused some actors’ state; it is lost');
-        }
-      } catch (error) {
-        log.error({ err: error, unwritten: this.runtime.unwrittenCount }, 'final flush failed: usage since the last flush is lost');
-      }
-    }
-    for (const shard of this.runtime.shards) this.runtime.releaseShard(shard);
-    this.forwarder?.close();
-    // Only now, with everything written: the others take this node's shards at once.
-    await this.cluster?.stop().catch((error: unknown) => log.warn({ err: error }, 'leaving the cluster failed; its shards move after a lease'));
-    this.cluster = null;
-    try {
-      await this.database?.close();
-    } finally {
-      this.database = null;
-      await this.replica?.close();
-      this.replica = null;
-    }
-    log.info('stopped');
-  }
-
   /**
-   * Runs `task` every `intervalMs`, never two at a time. A task that keeps failing is logged
-   * when it starts failing, then at most every FAILURE_LOG_MS, and once more when it recovers.
+   * The shutdown, in the order it runs: not ready → hand the shards to the others → stop
+   * accepting → finish what is in flight → stop deciding → flush → release the shards →
+   * leave the cluster → close connections. No admitted request and no counted unit is lost.
    */
-  private every(name: string, intervalMs: number, task: () => Promise<unknown>): void {
-    let running = false;
-    let failures = 0;
-    let loggedAt = 0;
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      task()
-        .then(
-          () => {
-            if (failures > 0) this.log.info({ task: name, failures }, 'periodic task recovered');
-            failures = 0;
-          },
-          (error: unknown) => {
-            failures++;
-            const now = Date.now();
-            if (failures === 1 || now - loggedAt >= FAILURE_LOG_MS) {
-              loggedAt = now;
-              this.log.error({ err: error, task: name, failures }, 'periodic task failed; it keeps being retried');
+  private shutdownSteps({ database, replica, http, writeBehind, cluster }: Parts): StopStep[] {
+    const { config, log, runtime } = this;
+    return [
+      {
+        name: 'fail readiness',
+        run: () => {
+          this.ready = false;
+        },
+      },
+      {
+        // In a cluster the shards go to the others first, by planned hand-offs, while this node
+        // still answers: no request waits for a lease or sees an owner missing.
+        name: 'hand the shards to the other nodes',
+        run: () => cluster?.node.drain(config.drainTimeoutMs),
+      },
+      { name: 'stop accepting', run: () => http.stopAccepting() },
+      {
+        name: 'finish requests in flight',
+        run: async () => {
+          const [left] = await Promise.all([http.waitIdle(config.shutdownTimeoutMs), cluster?.natsApi.stop(config.shutdownTimeoutMs)]);
+          if (left > 0) log.warn({ left }, 'shutting down with requests still in flight');
+        },
+      },
+      { name: 'stop periodic tasks', run: () => this.tasks.stopAll() },
+      {
+        // Nothing is decided from now on: a request forwarded by another node is answered
+        // `moved` (its sender asks the next owner), so every change made so far is in the final
+        // flush. Deciding during the flush would change state the flush had already taken.
+        name: 'stop deciding',
+        run: () => {
+          for (const shard of runtime.shards) if (shard.status === 'owned') shard.status = 'not_owned';
+        },
+      },
+      {
+        name: 'final flush',
+        run: async () => {
+          await writeBehind.settle();
+          runtime.activityDueNow();
+          try {
+            const result = await writeBehind.flush({ ignoreBackoff: true });
+            log.info(result, 'final flush');
+            if (writeBehind.quarantined > 0) {
+              log.error({ rows: writeBehind.quarantined }, 'final flush: the database refused some actors’ state; it is lost');
             }
-          },
-        )
-        .finally(() => {
-          running = false;
-        });
-    }, intervalMs);
-    timer.unref();
-    this.timers.push(timer);
+          } catch (error) {
+            log.error({ err: error, unwritten: runtime.unwrittenCount }, 'final flush failed: usage since the last flush is lost');
+          }
+        },
+      },
+      {
+        name: 'release the shards',
+        run: () => {
+          for (const shard of runtime.shards) runtime.releaseShard(shard);
+        },
+      },
+      { name: 'stop forwarding', run: () => cluster?.forwarder.close() },
+      // Only now, with everything written: the others take this node's shards at once.
+      { name: 'leave the cluster', run: () => cluster?.node.stop() },
+      { name: 'close the database', run: () => database.close() },
+      { name: 'close the replica', run: () => replica?.close() },
+    ];
   }
 
   private shardLost(shard: Shard, newerEpoch: number | null): void {
@@ -373,7 +435,8 @@ export class TallyNode {
       'the epoch fence shows another node owns this shard: no longer serving it (is a second node running on this database?)',
     );
     // Whoever claimed this shard may well have claimed others: look at all of them now.
-    if (this.ready) void this.checkFences().catch((error: unknown) => this.log.error({ err: error }, 'fence check failed'));
+    const parts = this.parts;
+    if (this.ready && parts !== null) void this.checkFences(parts.store).catch((error: unknown) => this.log.error({ err: error }, 'fence check failed'));
   }
 
   private lostShards(): number[] {
@@ -381,10 +444,10 @@ export class TallyNode {
   }
 
   /** Gives up every served shard whose fence epoch has moved past this node's. */
-  private checkFences(): Promise<void> {
+  private checkFences(store: Store): Promise<void> {
     this.checking ??= (async () => {
       try {
-        const lost = this.runtime.checkFences(await this.store!.fenceEpochs());
+        const lost = this.runtime.checkFences(await store.fenceEpochs());
         if (lost > 0) {
           this.log.warn(
             { lost, served: this.servedShards() },
@@ -412,8 +475,9 @@ export class TallyNode {
     const checks: HealthReport['checks'] = {};
     checks.accepting = { ok: this.ready, ...(this.ready ? {} : { detail: 'starting or shutting down' }) };
     checks.database = await this.databaseCheck();
-    if (this.cluster !== null) {
-      checks.shards = this.cluster.health();
+    const cluster = this.parts?.cluster;
+    if (cluster) {
+      checks.shards = cluster.node.health();
     } else {
       const served = this.servedShards();
       const lostCount = this.lostShards().length;
@@ -442,8 +506,9 @@ export class TallyNode {
   }
 
   private clusterView() {
-    if (this.cluster !== null) {
-      const view = this.cluster.view();
+    const cluster = this.parts?.cluster;
+    if (cluster) {
+      const view = cluster.node.view();
       return { ...view, shards: { ...view.shards, lost: this.lostShards() } };
     }
     const served = this.servedShards();

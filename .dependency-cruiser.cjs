@@ -101,6 +101,13 @@ module.exports = {
       to: { path: '^src/', pathNot: ['^src/node/cluster/index\\.ts$', '^src/shards/index\\.ts$', '^src/node/index\\.ts$'] },
     },
     {
+      name: 'bench-on-front-doors',
+      severity: 'error',
+      comment: 'The benchmarks measure the product through its front doors (and seed with the test harness), never a private module.',
+      from: { path: '^bench/' },
+      to: { path: '^src/', pathNot: '^src/([^/]+|node/cluster)/index\\.ts$' },
+    },
+    {
       name: 'console-shares-types-only',
       severity: 'error',
       comment: 'The browser console shares the cluster view’s type with the server, nothing that runs on Node.',

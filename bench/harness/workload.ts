@@ -20,7 +20,7 @@ export const KEY_COUNT = 200;
  * rate limit.
  */
 export const BENCH_RATE_LIMIT = { name: 'requests', kind: 'rate', limit: 1_000_000_000, period_ms: 60_000, burst: 1_000_000 } as const;
-export const BENCH_BUDGET_LIMIT = { name: 'tokens', kind: 'budget', limit: 1_000_000_000_000, period: 'month' } as const;
+const BENCH_BUDGET_LIMIT = { name: 'tokens', kind: 'budget', limit: 1_000_000_000_000, period: 'month' } as const;
 export const BENCH_TIER = { limits: [BENCH_RATE_LIMIT, BENCH_BUDGET_LIMIT] };
 export const BENCH_TOKENS_TIER = { limits: [BENCH_RATE_LIMIT, { ...BENCH_BUDGET_LIMIT, resource: 'tokens' }] };
 

@@ -1,7 +1,7 @@
 /**
  * The scale part: one node on a real PostgreSQL holding many active users, against the same
- * node with 200, in one run (`BENCH_ONLY=scale node dist/bench/run.js`, or alone:
- * `node dist/bench/scale.js`).
+ * node with 200, in one run (`BENCH_ONLY=scale node dist/bench/suites/run.js`, or alone:
+ * `npm run bench:scale`).
  *
  * 1. Seeds BENCH_SCALE_USERS users (default 300,000), each with an API key, straight into a
  *    fresh database with COPY (the keys are issued with the node's own key secret, so they
@@ -24,11 +24,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import { seedUsers } from '../test/support/seed.js';
-import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
-import { formatScale, type Phase, type ScaleResult } from './scaleReport.js';
-import { BENCH_TIER, CONSUME_PATH } from './workload.js';
-import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from './wrk.js';
+import { seedUsers } from '../../test/support/seed.js';
+import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
+import { formatScale, type Phase, type ScaleResult } from '../harness/scaleReport.js';
+import { BENCH_TIER, CONSUME_PATH } from '../harness/workload.js';
+import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
+import { TALLY_MAIN } from '../targets/tally.js';
 
 const USERS = Number(process.env.BENCH_SCALE_USERS ?? 300_000);
 const SMALL = 200;
@@ -37,7 +38,6 @@ const WARM_SECONDS = Number(process.env.BENCH_DURATION ?? 15);
 const WARM_UP_SECONDS = 3;
 const IDLE_SECONDS = 15;
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const TALLY_MAIN = join(import.meta.dirname, '../src/node/main.js');
 
 interface Metrics {
   lagMaxMs: number;

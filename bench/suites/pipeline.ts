@@ -16,7 +16,7 @@
  * hand over the headers and the body as uWebSockets.js would and measure the answer's
  * bytes (as uWebSockets.js converts them).
  *
- * Run as its own process: `node dist/bench/pipeline.js` prints `PIPELINE_RESULT <json>`.
+ * Run as its own process: `node dist/bench/suites/pipeline.js` prints `PIPELINE_RESULT <json>`.
  */
 
 import uws, { type HttpRequest, type HttpResponse } from 'uWebSockets.js';
@@ -24,9 +24,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createLogger, loadConfig, TallyNode } from '../src/node/index.js';
-import { seed } from './tally.js';
-import { BENCH_TOKENS_TIER, CONSUME_BODY, CONSUME_PATH, KEY_COUNT, TOKENS_BODY } from './workload.js';
+import { createLogger, loadConfig, TallyNode } from '../../src/node/index.js';
+import { seed } from '../harness/seed.js';
+import { BENCH_TOKENS_TIER, CONSUME_BODY, CONSUME_PATH, KEY_COUNT, TOKENS_BODY } from '../harness/workload.js';
 
 const WARM_UP_CALLS = 300_000;
 const CALLS_PER_ROUND = 300_000;

@@ -3,13 +3,13 @@
  * then measured as often as asked, one at a time, and stopped.
  */
 import { join } from 'node:path';
-import { startNode, waitForLine } from './children.js';
-import { addCpuTime, type CpuTime, processCpuTime, redisCpuTime } from './cpu.js';
-import { type Generator, type LoadOptions, runLoad } from './load.js';
-import { type Measured, TARGETS, type TargetName } from './report.js';
-import type { Settings } from './settings.js';
+import { startNode, waitForLine } from '../harness/children.js';
+import { addCpuTime, type CpuTime, processCpuTime, redisCpuTime } from '../harness/cpu.js';
+import { type Generator, type LoadOptions, runLoad } from '../harness/load.js';
+import { type Measured, TARGETS, type TargetName } from '../harness/report.js';
+import type { Settings } from '../harness/settings.js';
+import { CONSUME_PATH, KEY_COUNT, randomApiKeys } from '../harness/workload.js';
 import { startTally } from './tally.js';
-import { CONSUME_PATH, KEY_COUNT, randomApiKeys } from './workload.js';
 
 /** A target that is listening, with the keys to send it and how to stop it. */
 export interface Running {
@@ -22,7 +22,7 @@ export interface Running {
 
 const here = import.meta.dirname;
 
-/** Starts `node dist/bench/<script> <args>` and waits for its `listening <port>` line. */
+/** Starts `node dist/bench/targets/<script> <args>` (a server next to this module) and waits for its `listening <port>` line. */
 async function startServerScript(name: string, script: string, args: string[]): Promise<Running> {
   const child = startNode(name, [join(here, script), ...args]);
   try {

@@ -5,7 +5,7 @@
  * - heap per active user: heap growth, after full collections, per object that a factory
  *   creates and the measurement keeps alive.
  *
- * As a script (`node --expose-gc dist/bench/micro.js`) it prints one JSON line, `MicroResult`.
+ * As a script (`node --expose-gc dist/bench/suites/micro.js`) it prints one JSON line, `MicroResult`.
  */
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -21,8 +21,8 @@ import {
   newUserId,
   TierRegistry,
   UserActor,
-} from '../src/shards/index.js';
-import { BENCH_TIER } from './workload.js';
+} from '../../src/shards/index.js';
+import { BENCH_TIER } from '../harness/workload.js';
 
 const WARM_UP_ITERATIONS = 100_000;
 export const HEAP_OBJECTS = 100_000;
@@ -93,7 +93,7 @@ export async function heapPerObject(subject: HeapSubject | ((i: number) => unkno
 // BENCH HOOK (lead): the active user actor whose heap is measured, and the decision timed
 // through it. Written against today's `src/shards/index.ts` (ActorRuntime.get with a loader,
 // UserActor(loaded, shard, tiers), actor.consume(tiers, now, request)); when that API
-// changes, change only this section. Run `BENCH_ONLY=micro node dist/bench/run.js` to check.
+// changes, change only this section. Run `BENCH_ONLY=micro node dist/bench/suites/run.js` to check.
 // ---------------------------------------------------------------------------------------
 
 const BENCH_MAC_KEY = randomBytes(32);

@@ -1,7 +1,7 @@
 /** Every BENCH_* variable, read and checked once; a bad value stops the run naming it. */
 
-export const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'replica', 'micro', 'pipeline', 'cluster', 'scale'] as const;
-export type Part = (typeof PARTS)[number];
+const PARTS = ['ceiling', 'shaped', 'redis', 'tally', 'replica', 'micro', 'pipeline', 'cluster', 'scale'] as const;
+type Part = (typeof PARTS)[number];
 
 export interface Settings {
   /** BENCH_ONLY: the parts to run, of ceiling,shaped,redis,tally,replica,micro,pipeline,cluster,scale (default all). */

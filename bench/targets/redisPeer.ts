@@ -4,7 +4,7 @@
  * (EVALSHA through ioredis `defineCommand`), keyed by the caller's API key: one network
  * round trip and one script per decision, every counter in one shared store.
  *
- * Run as its own process: `node dist/bench/redisPeer.js <port> <redisUrl> <keyPrefix>
+ * Run as its own process: `node dist/bench/targets/redisPeer.js <port> <redisUrl> <keyPrefix>
  * [autopipeline]`; it prints `listening <port>` once Redis answers and the port is open.
  * On SIGTERM or SIGINT it deletes every key under its prefix, then exits.
  */
@@ -12,8 +12,8 @@
 import uws from 'uWebSockets.js';
 import { pathToFileURL } from 'node:url';
 import { Redis, type RedisOptions } from 'ioredis';
+import { BENCH_RATE_LIMIT, CONSUME_PATH } from '../harness/workload.js';
 import { listen } from './uws.js';
-import { BENCH_RATE_LIMIT, CONSUME_PATH } from './workload.js';
 
 /**
  * GCRA (ITU-T I.371), the usual Redis form (as in redis-gcra and redis-cell), with the

@@ -9,16 +9,16 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startNode, stopAll, waitForLine } from './children.js';
-import { type ClusterResult, formatCluster } from './clusterReport.js';
-import { chooseGenerator, describeGenerator, type Generator } from './load.js';
+import { startNode, stopAll, waitForLine } from '../harness/children.js';
+import { type ClusterResult, formatCluster } from '../harness/clusterReport.js';
+import { chooseGenerator, describeGenerator, type Generator } from '../harness/load.js';
+import { type BenchReport, formatReport, type Measured, ratios, TARGETS, type TargetName } from '../harness/report.js';
+import { formatScale, type ScaleResult } from '../harness/scaleReport.js';
+import { readSettings, type Settings } from '../harness/settings.js';
+import { KEY_COUNT } from '../harness/workload.js';
+import { measureTarget, median, type Running, startTarget } from '../targets/targets.js';
 import type { MicroResult } from './micro.js';
 import type { PipelineResult } from './pipeline.js';
-import { type BenchReport, formatReport, type Measured, ratios, TARGETS, type TargetName } from './report.js';
-import { formatScale, type ScaleResult } from './scaleReport.js';
-import { readSettings, type Settings } from './settings.js';
-import { measureTarget, median, type Running, startTarget } from './targets.js';
-import { KEY_COUNT } from './workload.js';
 
 /**
  * Starts every target, then measures them in turn, `rounds` times over: never two at once,
@@ -67,9 +67,9 @@ async function measureTargets(targets: TargetName[], generator: Generator, setti
   }
 }
 
-/** Runs `node [flags] dist/bench/<script>` and returns the JSON of its `<TAG> {…}` line. */
+/** Runs `node [flags] dist/bench/suites/<script>` (a suite next to this one) and returns the JSON of its `<TAG> {…}` line. */
 async function runResultChild<T>(name: string, flags: string[], script: string, tag: string, timeoutMs = 300_000): Promise<T> {
-  console.error(`[bench] ${name} (node ${[...flags, `dist/bench/${script}`].join(' ')})`);
+  console.error(`[bench] ${name} (node ${[...flags, `dist/bench/suites/${script}`].join(' ')})`);
   const child = startNode(name, [...flags, join(import.meta.dirname, script)]);
   try {
     const [, json] = await waitForLine(child, new RegExp(`^${tag} (.*)$`), timeoutMs);

@@ -1,6 +1,6 @@
 /**
- * The cluster part (`BENCH_ONLY=cluster node dist/bench/run.js`, or alone:
- * `node dist/bench/cluster.js`): what routing to owners over NATS costs, in one run.
+ * The cluster part (`BENCH_ONLY=cluster node dist/bench/suites/run.js`, or alone:
+ * `node dist/bench/suites/cluster.js`): what routing to owners over NATS costs, in one run.
  *
  * 1. A private nats-server with JetStream on free ports, a fresh database on the local
  *    PostgreSQL (BENCH_DATABASE_URL, else DATABASE_URL), and 200 users with API keys on the
@@ -30,11 +30,12 @@ import { join } from 'node:path';
 import { connect, headers } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import postgres from 'postgres';
-import { seedUsers } from '../test/support/seed.js';
-import { type Child, startNode, startProcess, stopAll, waitForLine } from './children.js';
-import { type ClusterLevel, type ClusterPhase, type ClusterResult, formatCluster } from './clusterReport.js';
-import { BENCH_TIER, CONSUME_PATH, KEY_COUNT } from './workload.js';
-import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from './wrk.js';
+import { seedUsers } from '../../test/support/seed.js';
+import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
+import { type ClusterLevel, type ClusterPhase, type ClusterResult, formatCluster } from '../harness/clusterReport.js';
+import { BENCH_TIER, CONSUME_PATH, KEY_COUNT } from '../harness/workload.js';
+import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
+import { TALLY_MAIN } from '../targets/tally.js';
 
 const CONCURRENCIES = (process.env.BENCH_CLUSTER_CONNECTIONS ?? '16,128').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
@@ -42,7 +43,6 @@ const WARM_UP_SECONDS = 3;
 const NATS_BATCH = 100;
 const NATS_IN_FLIGHT = 8;
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const TALLY_MAIN = join(import.meta.dirname, '../src/node/main.js');
 const NODE_IDS = ['bench-1', 'bench-2', 'bench-3'];
 
 async function untilNatsAnswers(natsUrl: string): Promise<void> {

@@ -9,14 +9,14 @@
  * the answer's size costs, and the difference between the shaped ceiling and Tally is
  * what Tally's own work costs.
  *
- * Run as its own process: `node dist/bench/ceiling.js <port> [plain|shaped]` (port 0 for
+ * Run as its own process: `node dist/bench/targets/ceiling.js <port> [plain|shaped]` (port 0 for
  * any free port); it prints `listening <port>` once it accepts connections.
  */
 
 import uws from 'uWebSockets.js';
 import { pathToFileURL } from 'node:url';
+import { CONSUME_PATH } from '../harness/workload.js';
 import { listen } from './uws.js';
-import { CONSUME_PATH } from './workload.js';
 
 const REPLY = '{"allowed":true,"limits":[]}';
 

@@ -6,7 +6,7 @@
  */
 import uws from 'uWebSockets.js';
 
-export function requireNativeUws(): void {
+function requireNativeUws(): void {
   // Only the native module has the SSL and HTTP/3 apps; the fallback exports App alone.
   if (typeof (uws as unknown as Record<string, unknown>).SSLApp !== 'function') {
     throw new Error('uWebSockets.js is running its pure-Node fallback, not the native server: refusing to benchmark it');

@@ -1,7 +1,8 @@
 /** The results of one bench run, as the table a reader compares and as JSON. */
+
+import type { MicroResult } from '../suites/micro.js';
+import type { PipelineResult } from '../suites/pipeline.js';
 import type { LoadResult } from './load.js';
-import type { MicroResult } from './micro.js';
-import type { PipelineResult } from './pipeline.js';
 import { TOKENS_BODY } from './workload.js';
 
 export const TARGETS = {

@@ -437,6 +437,7 @@ function safeDecode(value: string): string {
   try {
     return decodeURIComponent(value);
   } catch {
+    // A malformed escape (a lone %): the raw text is the parameter; the text checks and the route judge it.
     return value;
   }
 }

@@ -89,7 +89,9 @@ export class NatsApi {
 
   /** Stops taking requests, then waits (at most `timeoutMs`) for those being answered. */
   async stop(timeoutMs: number): Promise<void> {
-    await this.service.stop().catch(() => undefined);
+    await this.service
+      .stop()
+      .catch((error: unknown) => this.log.warn({ err: error }, 'NATS API: stopping the service failed; waiting for the requests in flight all the same'));
     if (this.inFlight === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([

@@ -237,6 +237,7 @@ export function redactUrl(raw: string): string {
     url.password = '';
     return url.toString();
   } catch {
+    // Not a URL the WHATWG parser takes: hide whatever stands where credentials would.
     return raw.replace(/\/\/.*@/, '//***@');
   }
 }

@@ -37,6 +37,7 @@ export class FailOpen {
     try {
       tier = await this.tierOf(request.userId);
     } catch {
+      // The tier cannot be learnt (the database is away too): the strict answer, the owner's error.
       throw error;
     }
     if (tier === null || this.tiers.get(tier)?.failOpen !== true) throw error;

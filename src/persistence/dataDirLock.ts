@@ -32,6 +32,7 @@ export async function lockDataDir(file: string): Promise<DataDirLock> {
       };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      // A lock file that cannot be read (removed meanwhile, half written) names no live holder.
       const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
       // After a crash the pid may be ours again (pid 1 in a container): stale as well.
       if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) throw new DataDirInUseError(path, holder);

@@ -66,6 +66,7 @@ async function fetchTypes(sql: Sql): Promise<void> {
   try {
     await sql`select 1`;
   } catch (error) {
+    // The first error is why the database cannot be used; a failure to close adds nothing.
     await sql.end({ timeout: 1 }).catch(() => undefined);
     throw error;
   }

@@ -74,12 +74,14 @@ export async function migrate(sql: Sql, dir = defaultMigrationsDir()): Promise<{
           await connection`insert into schema_migrations (version, name) values (${file.version}, ${file.name})`;
           await connection`commit`;
         } catch (error) {
+          // The migration's own error is the one to report; a broken connection rolls back by itself.
           await connection`rollback`.catch(() => undefined);
           throw new MigrationError(file.name, { cause: error });
         }
         applied.push(file.name);
       }
     } finally {
+      // A session's advisory locks end with the session: an unlock that fails leaves nothing held for long.
       await connection`select pg_advisory_unlock(${LOCK_KEY}::bigint)`.catch(() => undefined);
     }
   } finally {

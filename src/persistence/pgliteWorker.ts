@@ -39,6 +39,7 @@ try {
   parentPort.postMessage({ type: 'ready', address: server.getServerConn() });
 } catch (error) {
   parentPort.postMessage({ type: 'failed', error: describe(error) });
+  // The start's failure has been reported to the parent; the process exits next, closing everything.
   await db?.close().catch(() => {});
   process.exit(1);
 }

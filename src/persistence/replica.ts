@@ -282,6 +282,7 @@ export class RedisReplica implements StateReplica {
   }
 
   async close(): Promise<void> {
+    // A Redis that does not answer QUIT is cut off: closing must not wait on it.
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
@@ -306,6 +307,7 @@ function decodeCopy(answer: [Error | null, unknown] | undefined): ReplicaCopy | 
   try {
     return { epoch: Number(epoch.toString()), seq: Number(seq.toString()), state: packr.unpack(state) };
   } catch {
+    // A copy that does not decode is no copy: the activation uses Postgres's.
     return null;
   }
 }

@@ -117,6 +117,7 @@ export class WriteBehind {
    * quarantined rows too (the last flush before the node stops).
    */
   async flush(options: { ignoreBackoff?: boolean } = {}): Promise<FlushResult> {
+    // A flush that failed was counted and logged by its caller; this one only waits its turn.
     while (this.running !== null) await this.running.catch(() => undefined);
     this.running = this.flushDirtyActors(options.ignoreBackoff === true);
     try {
@@ -128,6 +129,7 @@ export class WriteBehind {
 
   /** Waits for a flush in progress, if any. */
   async settle(): Promise<void> {
+    // Its outcome belongs to whoever started it.
     await this.running?.catch(() => undefined);
   }
 

@@ -75,6 +75,7 @@ export abstract class Actor {
   /** Runs `task` after every earlier exclusive task of this actor has settled. */
   exclusive<T>(task: () => Promise<T>): Promise<T> {
     const run = (this.tail ?? Promise.resolve()).then(task, task);
+    // The task's error goes to its caller through `run`; the queue only needs to know it settled.
     const tail = run.catch(() => undefined);
     this.tail = tail;
     void tail.then(() => {

@@ -15,10 +15,11 @@
  * - Losing the lead: a renewal refused (another node took the entry over while this one was
  *   frozen or cut off) stops this node writing the map at once.
  */
-import type { KV } from '@nats-io/kv';
+import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../../shards/index.js';
+import { isRevisionConflict } from './errors.js';
 import { openBucket } from './kv.js';
 import type { Membership } from './membership.js';
 import type { OperatorRequests } from './operator.js';
@@ -158,7 +159,10 @@ export class Coordinator {
     if (this.revision === 0) return;
     const revision = this.revision;
     this.revision = 0;
-    await this.kv.delete(LEADER_KEY, { previousSeq: revision }).catch(() => undefined);
+    await this.kv.delete(LEADER_KEY, { previousSeq: revision }).catch((error: unknown) => {
+      // Another node took the lead meanwhile: there is nothing of this node's left to give up.
+      if (!isRevisionConflict(error)) throw error;
+    });
   }
 
   /** Renews the lead, or takes it when it is free or its holder has gone silent for a lease. */
@@ -173,9 +177,9 @@ export class Coordinator {
         return true;
       } catch (error) {
         // NATS away or slow: the lead is kept, but lapses on its own after half a lease.
-        if (!/wrong last sequence|10071/.test(String((error as Error).message))) return this.leading;
+        if (!isRevisionConflict(error)) return this.leading;
         // A renewal stored whose answer was lost: the entry is still this node's own write.
-        const entry = await this.kv.get(LEADER_KEY).catch(() => null);
+        const entry = await this.readLeader();
         const holder = entry?.operation === 'PUT' ? entry.json<LeaderRecord>() : null;
         if (entry !== null && holder?.node === nodeId && holder.incarnation === incarnation) {
           this.revision = entry.revision;
@@ -185,9 +189,9 @@ export class Coordinator {
         log.warn({ node: nodeId }, 'lost the coordinator lead to another node: no longer writing the shard map');
       }
     }
-    const entry = await this.kv.get(LEADER_KEY).catch(() => null);
+    const entry = await this.readLeader();
     if (entry === null || entry.operation !== 'PUT') {
-      this.revision = await this.kv.create(LEADER_KEY, record()).catch(() => 0);
+      this.revision = await this.compareAndSet(() => this.kv.create(LEADER_KEY, record()));
       this.renewedAt = sentAt;
       if (this.revision > 0) log.info({ node: nodeId }, 'took the coordinator lead');
       this.leader = this.revision > 0 ? nodeId : null;
@@ -200,12 +204,36 @@ export class Coordinator {
       return false;
     }
     if (this.clock() - this.seen.since < leaseMs) return false;
-    this.revision = await this.kv.update(LEADER_KEY, record(), entry.revision).catch(() => 0);
+    this.revision = await this.compareAndSet(() => this.kv.update(LEADER_KEY, record(), entry.revision));
     this.renewedAt = sentAt;
     if (this.revision > 0) {
       this.leader = nodeId;
       log.info({ node: nodeId, previous: holder.node }, 'took the coordinator lead from a silent leader');
     }
     return this.revision > 0;
+  }
+
+  /**
+   * The leader entry, or null when there is none or it cannot be read now. Not being able to
+   * read it means not taking the lead this round, which is right: NATS being away is seen,
+   * and logged, by the membership, whose lease lapses with it.
+   */
+  private readLeader(): Promise<KvEntry | null> {
+    return this.kv.get(LEADER_KEY).catch((error: unknown) => {
+      this.options.log.debug({ err: error }, 'coordinator: could not read the leader entry');
+      return null;
+    });
+  }
+
+  /**
+   * A write of the leader entry that may lose: the new revision, or 0 when another node won
+   * (a compare-and-set conflict) or NATS could not be reached (seen and logged by the
+   * membership); the lead is then tried again next round.
+   */
+  private compareAndSet(write: () => Promise<number>): Promise<number> {
+    return write().catch((error: unknown) => {
+      if (!isRevisionConflict(error)) this.options.log.debug({ err: error }, 'coordinator: could not write the leader entry');
+      return 0;
+    });
   }
 }

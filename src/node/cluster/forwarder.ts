@@ -155,6 +155,7 @@ export class Forwarder {
     try {
       ({ results } = decode<ForwardReply>(msg.data));
     } catch {
+      // The owner's answer is unreadable: every item of the batch fails as unreachable, which is what it is.
       this.fail(id, 'the owner’s answer could not be read');
       return;
     }

@@ -78,3 +78,14 @@ export class MigrationError extends Error {
     return 'MigrationError';
   }
 }
+
+/** The Redis replica did not answer within its deadline: the caller goes on without it. */
+export class ReplicaTimeoutError extends Error {
+  override readonly name = 'ReplicaTimeoutError';
+  constructor(
+    readonly what: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${what}: no answer from Redis within ${timeoutMs} ms`);
+  }
+}

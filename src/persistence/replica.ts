@@ -18,6 +18,7 @@
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { PersistedState } from '../shards/index.js';
+import { ReplicaTimeoutError } from './errors.js';
 
 /** A snapshot as read back from Redis. */
 export interface ReplicaCopy {
@@ -236,7 +237,7 @@ export class RedisReplica implements StateReplica {
     });
     try {
       const ahead = await Promise.race([this.redis.tallyReplicaFence(1, this.options.prefix + FENCE_KEY, ...args), late]);
-      if (ahead === 'late') throw new Error(`no answer within ${this.options.readTimeoutMs} ms`);
+      if (ahead === 'late') throw new ReplicaTimeoutError('raising the fence', this.options.readTimeoutMs);
       if (ahead.length > 0) {
         this.log.error(
           { shards: ahead.length, prefix: this.options.prefix },
@@ -266,7 +267,7 @@ export class RedisReplica implements StateReplica {
       const pipeline = this.redis.pipeline();
       for (const key of keys) pipeline.hmgetBuffer(this.options.prefix + key, 'e', 'q', 's');
       const answer = await Promise.race([pipeline.exec(), late]);
-      if (answer === 'late') throw new Error(`no answer within ${this.options.readTimeoutMs} ms`);
+      if (answer === 'late') throw new ReplicaTimeoutError('reading copies', this.options.readTimeoutMs);
       return keys.map((_, i) => decodeCopy(answer?.[i]));
     } catch (error) {
       this.stats.readFailures++;

@@ -7,54 +7,17 @@
 
 import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import type { Logger } from 'pino';
 import { type Caller, checkText, compile, HttpError, problem, problemFromError, truncate, type Validator } from '../api/index.js';
 import { API_KEY_REFUSED, ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
+import { LIBUS_LISTEN_EXCLUSIVE_PORT, listenFailure } from './listen.js';
 import type { HttpMetrics } from './metrics.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
 import { type Exchange, write, writeJson, writeProblem } from './respond.js';
 import { pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
-
-/** No SO_REUSEPORT (the addon exports it; its typings declare it only as an enum member). */
-const LIBUS_LISTEN_EXCLUSIVE_PORT: number = (uws as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
-
-/** The port could not be bound; `code` is the system's reason (EADDRINUSE, EACCES, EADDRNOTAVAIL…) when known. */
-export class ListenError extends Error {
-  override readonly name = 'ListenError';
-  constructor(
-    readonly host: string,
-    readonly port: number,
-    readonly code: string | undefined,
-  ) {
-    super(`cannot listen on ${host}:${port}: ${LISTEN_REASONS[code ?? ''] ?? code ?? 'the address is not available'}`);
-  }
-}
-
-const LISTEN_REASONS: Record<string, string> = {
-  EADDRINUSE: 'the port is already in use by another process',
-  EACCES: 'permission denied (ports below 1024 need privileges)',
-  EADDRNOTAVAIL: 'the address is not one of this machine’s',
-};
-
-/**
- * Binds `host:port` for a moment and lets go: the error it would meet, or null. uWebSockets.js
- * says only that listening failed, and a node checks this before it opens anything else.
- */
-export function probeListen(host: string, port: number): Promise<ListenError | null> {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.once('error', (error: NodeJS.ErrnoException) => resolve(new ListenError(host, port, error.code)));
-    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(null)));
-  });
-}
-
-async function listenFailure(host: string, port: number): Promise<ListenError> {
-  return (await probeListen(host, port)) ?? new ListenError(host, port, undefined);
-}
 
 export interface HttpServerOptions {
   routes: readonly RouteDefinition[];

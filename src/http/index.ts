@@ -11,7 +11,8 @@ import { quotaRoutes } from './routes/quota.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { userRoutes } from './routes/users.js';
 
-export { HttpServer, ListenError, probeListen } from './app.js';
+export { HttpServer } from './app.js';
+export { ListenError, probeListen } from './listen.js';
 export type { HttpMetrics } from './metrics.js';
 
 export type { HealthReport, RouteDeps } from './routes/deps.js';

@@ -1,8 +1,9 @@
 import { createServer } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HttpServer, ListenError } from './app.js';
+import { HttpServer } from './app.js';
 import type { Credentials } from './auth.js';
+import { ListenError } from './listen.js';
 
 function server(): HttpServer {
   return new HttpServer({

@@ -94,6 +94,20 @@ module.exports = {
       to: { path: '^test/' },
     },
     {
+      name: 'cli-is-a-leaf',
+      severity: 'error',
+      comment: 'Only the `tally` command (src/node/main.ts) loads the cluster CLI, through its index; nothing else in src/ depends on it.',
+      from: { path: '^src/', pathNot: '^src/node/main\\.ts$' },
+      to: { path: '^cluster/' },
+    },
+    {
+      name: 'cli-entry',
+      severity: 'error',
+      comment: 'src/node/main.ts reaches the cluster CLI through cluster/index.ts only.',
+      from: { path: '^src/node/main\\.ts$' },
+      to: { path: '^cluster/', pathNot: '^cluster/index\\.ts$' },
+    },
+    {
       name: 'cli-on-readers',
       severity: 'error',
       comment: 'The operator CLI reads the cluster through src/node/cluster/index.ts (and the domain’s front door), never a private module.',

@@ -13,6 +13,7 @@ import { DataDirInUseError, MigrationError, migrate, openDatabase } from '../per
 import { type Config, ConfigError, ENVIRONMENT, loadConfig, redactUrl } from './config.js';
 import { createLogger } from './logger.js';
 import { TallyNode } from './node.js';
+import { UsageError } from './usageError.js';
 import { VERSION } from './version.js';
 
 interface Command {
@@ -56,9 +57,6 @@ const COMMANDS: Record<string, Command> = {
     run: async () => 0,
   },
 };
-
-/** A mistake in how the command was called: usage is printed and the exit code is 2. */
-class UsageError extends Error {}
 
 function overview(): string {
   const width = Math.max(...ENVIRONMENT.map((variable) => variable.name.length));

@@ -7,18 +7,10 @@ export { ClusterNode } from './clusterNode.js';
 export { Coordinator } from './coordinator.js';
 export { Forwarder } from './forwarder.js';
 export { BucketWatch, openBucket } from './kv.js';
-export { type MemberRecord, Membership, type MembershipOptions } from './membership.js';
+export { Membership, type MembershipOptions } from './membership.js';
 export { planPlacement, targetPlacement } from './placement.js';
-export {
-  COORDINATOR_BUCKET,
-  drainKey,
-  EPOCHS_SUBJECT,
-  MEMBERS_BUCKET,
-  OPERATOR_BUCKET,
-  pinKey,
-  SHARDS_BUCKET,
-  TIER_EDITS_SUBJECT,
-} from './protocol.js';
+export { drainKey, OPERATOR_BUCKET, pinKey, TIER_EDITS_SUBJECT } from './protocol.js';
+export { ClusterNotFoundError, ClusterReader, readEpochs } from './readers.js';
 export { ClusterRouter } from './router.js';
-export { type ShardEntry, ShardMap } from './shardMap.js';
+export { ShardMap, type ShardMapView } from './shardMap.js';
 export type { ForwardItem } from './wire.js';

@@ -4,9 +4,10 @@
  * three ways, so that losing one server loses no entry and stops no watch; on a single
  * server (or two, where a replica could never form a majority) they have one replica.
  */
-import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import { type KV, type KvEntry, Kvm, type RoKV } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { RequestTimeoutError } from './errors.js';
 
 function bucketReplicas(nc: NatsConnection): number {
   const info = nc.info;
@@ -56,6 +57,14 @@ const RECHECK_MS = 250;
 const NATS_ANSWER_MS = 1500;
 
 export class BucketWatch {
+  private resolveLoaded!: () => void;
+  /**
+   * Resolves once the watch has delivered every entry stored when it started: the entry with
+   * nothing pending after it, or at once for an empty bucket (which sends nothing).
+   */
+  readonly loaded = new Promise<void>((resolve) => {
+    this.resolveLoaded = resolve;
+  });
   private last = 0;
   private iterator: { stop(): void } | null = null;
   /** What the watch had delivered when a probe first found it behind, and when. */
@@ -65,15 +74,17 @@ export class BucketWatch {
   private probing = false;
 
   private constructor(
-    private readonly kv: KV,
+    private readonly kv: RoKV,
     private readonly onEntry: (entry: KvEntry) => void,
     private readonly options: { name: string; log: Logger; probeMs: number },
   ) {}
 
   /** Starts the watch (from the bucket's current values) and its probes. */
-  static async start(kv: KV, onEntry: (entry: KvEntry) => void, options: { name: string; log: Logger; probeMs: number }): Promise<BucketWatch> {
+  static async start(kv: RoKV, onEntry: (entry: KvEntry) => void, options: { name: string; log: Logger; probeMs: number }): Promise<BucketWatch> {
     const watch = new BucketWatch(kv, onEntry, options);
+    const empty = (await kv.status()).values === 0;
     watch.follow(await kv.watch());
+    if (empty) watch.resolveLoaded();
     watch.timer = setInterval(() => void watch.probe(), options.probeMs);
     watch.timer.unref();
     return watch;
@@ -91,6 +102,7 @@ export class BucketWatch {
       for await (const entry of updates) {
         if (entry.revision > this.last) this.last = entry.revision;
         this.onEntry(entry);
+        if (entry.delta === 0) this.resolveLoaded();
       }
     })().catch((error: unknown) => {
       if (!this.stopped) this.options.log.warn({ err: error, bucket: this.options.name }, 'a bucket watch failed; the next probe makes it anew');
@@ -145,7 +157,7 @@ export class BucketWatch {
 async function within<T>(promise: Promise<T>, timeoutMs: number, what: string, onLate: (late: T) => void = () => {}): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(new RequestTimeoutError(what, timeoutMs)), timeoutMs);
   });
   try {
     return await Promise.race([promise, expired]);

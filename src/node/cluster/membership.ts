@@ -26,6 +26,7 @@ import { performance } from 'node:perf_hooks';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { isRevisionConflict } from './errors.js';
 import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
 import { MEMBERS_BUCKET } from './protocol.js';
 
@@ -167,6 +168,13 @@ export class Membership {
     let waitingFor: { revision: number; since: number } | null = null;
     let said = false;
     let unreachableSaid = false;
+    /** A write of the entry that did not land: null, and the loop looks again (a conflict is expected; anything else is said once). */
+    const joinWriteFailed = (error: unknown): null => {
+      if (isRevisionConflict(error)) return null;
+      if (!unreachableSaid) log.warn({ node: nodeId, err: error }, 'joining: the members bucket refused a write; retrying');
+      unreachableSaid = true;
+      return null;
+    };
     for (;;) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       let entry: KvEntry | null;
@@ -181,15 +189,15 @@ export class Membership {
       }
       const sentAt = this.clock();
       if (entry === null || entry.operation !== 'PUT') {
-        const revision = await this.kv.create(nodeId, this.encode()).catch(() => null);
+        const revision = await this.kv.create(nodeId, this.encode()).catch(joinWriteFailed);
         if (revision !== null) return this.started(revision, sentAt);
       } else if (waitingFor === null || waitingFor.revision !== entry.revision) {
         // Someone holds the id and renewed it since we last looked: wait a lease from now.
         waitingFor = { revision: entry.revision, since: this.clock() };
       } else if (this.clock() - waitingFor.since >= leaseMs) {
-        const revision = await this.kv.update(nodeId, this.encode(), entry.revision).catch(() => null);
+        const revision = await this.kv.update(nodeId, this.encode(), entry.revision).catch(joinWriteFailed);
         if (revision !== null) {
-          log.info({ node: nodeId, previous: decode(entry).incarnation }, 'took over the entry of this node id from a previous incarnation');
+          log.info({ node: nodeId, previous: decodeMember(entry).incarnation }, 'took over the entry of this node id from a previous incarnation');
           return this.started(revision, sentAt);
         }
         waitingFor = null;
@@ -214,8 +222,12 @@ export class Membership {
   /** Removes this node's entry and stops renewing it (a planned leave). */
   async leave(): Promise<void> {
     this.stopTimer();
+    // A renewal that failed has been logged where it failed.
     await this.renewing?.catch(() => undefined);
-    if (!this.lost && this.revision > 0) await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(() => undefined);
+    if (!this.lost && this.revision > 0) {
+      // Deleting a revision that moved on (a successor took the id) leaves the successor's entry alone, as it should.
+      await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(lostCompareAndSet);
+    }
     this.lost = true;
   }
 
@@ -247,8 +259,8 @@ export class Membership {
         this.failures = 0;
         if (gapMs >= this.options.leaseMs / 2) this.onLeaseResumed(gapMs);
       } catch (error) {
-        if (isWrongRevision(error) && (await this.adoptOwnWrite())) return;
-        if (isWrongRevision(error)) {
+        if (isRevisionConflict(error) && (await this.adoptOwnWrite())) return;
+        if (isRevisionConflict(error)) {
           this.lost = true;
           this.stopTimer();
           const reason = 'this node no longer holds its member entry (taken over, or expired while the node was not running)';
@@ -277,11 +289,13 @@ export class Membership {
    * write, it is still ours: take its revision and go on.
    */
   private async adoptOwnWrite(): Promise<boolean> {
+    // Unreadable now: the renewal fails as it would have, and the next one looks again.
     const entry = await this.kv.get(this.options.nodeId).catch(() => null);
     if (entry === null || entry.operation !== 'PUT') return false;
     try {
-      if (decode(entry).incarnation !== this.options.incarnation) return false;
+      if (decodeMember(entry).incarnation !== this.options.incarnation) return false;
     } catch {
+      // Not a member record: not this incarnation's write.
       return false;
     }
     this.revision = entry.revision;
@@ -319,7 +333,7 @@ export class Membership {
     }
     let record: MemberRecord;
     try {
-      record = decode(entry);
+      record = decodeMember(entry);
     } catch {
       return; // not ours to read; ignored
     }
@@ -342,15 +356,19 @@ export class Membership {
 
 const FAILURE_LOG_MS = 10_000;
 
-function decode(entry: KvEntry): MemberRecord {
+/** A member entry's record: what every node's watch and the operator CLI read. Throws on an entry that is not JSON. */
+export function decodeMember(entry: KvEntry): MemberRecord {
   return entry.json<MemberRecord>();
 }
 
-/** JetStream's "wrong last sequence": the entry moved on since the revision this node knew. */
-function isWrongRevision(error: unknown): boolean {
-  const text =
-    error instanceof Error ? `${error.message} ${String((error as { api_error?: { err_code?: number } }).api_error?.err_code ?? '')}` : String(error);
-  return /wrong last sequence|10071/.test(text);
+/**
+ * A compare-and-set on the member entry that lost: null, the caller looks again. Any other
+ * failure (NATS away, JetStream not answering) is thrown: the join logs it and retries, and a
+ * leave reports it.
+ */
+function lostCompareAndSet(error: unknown): null {
+  if (isRevisionConflict(error)) return null;
+  throw error;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

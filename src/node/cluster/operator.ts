@@ -11,10 +11,42 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
-
+import type { MemberRecord } from './membership.js';
 import { drainedNode, OPERATOR_BUCKET, pinnedShard } from './protocol.js';
 
-export class OperatorRequests {
+/** What operators have asked for, as read from the bucket. */
+export interface OperatorRequestSet {
+  /** Nodes an operator has drained. */
+  readonly drained: Set<string>;
+  /** Shards an operator moved, and where: placement keeps them there. */
+  readonly pins: Map<number, string>;
+}
+
+/**
+ * Applies one entry of the operator bucket (a put or a delete) to `requests`. True when the
+ * requests changed: any pin entry, a drain only when it drains or undrains a node.
+ */
+export function applyOperatorEntry(requests: OperatorRequestSet, entry: KvEntry): boolean {
+  const shard = pinnedShard(entry.key);
+  if (shard !== null) {
+    if (entry.operation === 'PUT') requests.pins.set(shard, entry.json<{ to: string }>().to);
+    else requests.pins.delete(shard);
+    return true;
+  }
+  const node = drainedNode(entry.key);
+  if (node === null) return false;
+  const had = requests.drained.has(node);
+  if (entry.operation === 'PUT') requests.drained.add(node);
+  else requests.drained.delete(node);
+  return had !== requests.drained.has(node);
+}
+
+/** A member's status as operators see it: an active node they drained shows as `drained`. */
+export function statusWithDrain(record: MemberRecord, requests: OperatorRequestSet): string {
+  return record.status === 'active' && requests.drained.has(record.id) ? 'drained' : record.status;
+}
+
+export class OperatorRequests implements OperatorRequestSet {
   /** Nodes an operator has drained. */
   readonly drained = new Set<string>();
   /** Shards an operator moved, and where: placement keeps them there. */
@@ -36,18 +68,6 @@ export class OperatorRequests {
   }
 
   private observe(entry: KvEntry): void {
-    const shard = pinnedShard(entry.key);
-    if (shard !== null) {
-      if (entry.operation === 'PUT') this.pins.set(shard, entry.json<{ to: string }>().to);
-      else this.pins.delete(shard);
-      this.onChange();
-      return;
-    }
-    const node = drainedNode(entry.key);
-    if (node === null) return;
-    const had = this.drained.has(node);
-    if (entry.operation === 'PUT') this.drained.add(node);
-    else this.drained.delete(node);
-    if (had !== this.drained.has(node)) this.onChange();
+    if (applyOperatorEntry(this, entry)) this.onChange();
   }
 }

@@ -9,10 +9,11 @@
  *   for the shard, finishes what is in flight, flushes it, and hands it over by writing
  *   `{owner: B, status: 'owned'}`. B then bumps the shard's epoch in the fence and serves.
  *
- * Every node watches the whole bucket and keeps its own copy: routing reads that copy, and
- * a request that reaches a node which no longer owns its shard is answered `moved`.
+ * Every node watches the whole bucket and keeps its own copy (`ShardMapView`): routing reads
+ * that copy, and a request that reaches a node which no longer owns its shard is answered
+ * `moved`. The operator CLI keeps the same copy, read-only; `ShardMap` adds the writes.
  */
-import type { KV, KvEntry } from '@nats-io/kv';
+import type { KV, KvEntry, RoKV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../../shards/index.js';
@@ -37,9 +38,22 @@ function shardOfKey(key: string): number | null {
   return Number.isInteger(shard) && shard >= 0 && shard < SHARD_COUNT ? shard : null;
 }
 
-export class ShardMap {
-  private readonly entries = new Map<number, MapEntry>();
-  private watcher: { stop(): void } | null = null;
+/** The map counted: what the admin view, the health check and the CLI show. */
+export interface ShardSummary {
+  /** Shards per owner. */
+  byNode: Record<string, number>;
+  /** Planned moves under way, by shard. */
+  moves: { shard: number; from: string; to: string }[];
+  /** How many are moving (`moves.length`). */
+  moving: number;
+  /** Shards without an owner. */
+  unassigned: number;
+}
+
+/** The shard map as one watch keeps it: read-only, and up to date while the watch runs. */
+export class ShardMapView {
+  protected readonly entries = new Map<number, MapEntry>();
+  private watcher: BucketWatch | null = null;
   private resolveLoaded!: () => void;
   /** Resolves once the watch has delivered every entry stored when it started. */
   readonly loaded = new Promise<void>((resolve) => {
@@ -48,16 +62,13 @@ export class ShardMap {
   /** Called for every change of an entry (null: deleted), after the copy is updated. */
   onChange: (shard: number, now: ShardEntry | null, before: ShardEntry | null) => void = () => {};
 
-  private constructor(
-    private readonly kv: KV,
-    private readonly log: Logger,
-  ) {}
+  protected constructor(protected readonly log: Logger) {}
 
-  static async open(nc: NatsConnection, log: Logger): Promise<ShardMap> {
-    const kv = await openBucket(nc, SHARDS_BUCKET, { log });
-    const map = new ShardMap(kv, log);
-    await map.watch();
-    return map;
+  /** Follows a shard-map bucket opened by the caller (the CLI opens it without creating it). */
+  static async follow(kv: RoKV, log: Logger): Promise<ShardMapView> {
+    const view = new ShardMapView(log);
+    await view.watch(kv);
+    return view;
   }
 
   get(shard: number): MapEntry | undefined {
@@ -76,15 +87,70 @@ export class ShardMap {
     return owners;
   }
 
-  /** Shards per owner, and how many are moving. */
-  summary(): { byNode: Record<string, number>; moving: number; unassigned: number } {
+  /**
+   * Shards per owner, and the moves under way. Given the live nodes, a shard whose owner is
+   * not among them counts as unassigned (it has no one to serve it until it is claimed).
+   */
+  summary(live?: ReadonlySet<string>): ShardSummary {
     const byNode: Record<string, number> = {};
-    let moving = 0;
-    for (const { entry } of this.entries.values()) {
+    const moves: ShardSummary['moves'] = [];
+    let unassigned = 0;
+    for (let shard = 0; shard < SHARD_COUNT; shard++) {
+      const entry = this.entries.get(shard)?.entry;
+      if (entry === undefined || (live !== undefined && !live.has(entry.owner))) {
+        unassigned++;
+        continue;
+      }
       byNode[entry.owner] = (byNode[entry.owner] ?? 0) + 1;
-      if (entry.status === 'moving') moving++;
+      if (entry.status === 'moving') moves.push({ shard, from: entry.owner, to: entry.to! });
     }
-    return { byNode, moving, unassigned: SHARD_COUNT - this.entries.size };
+    return { byNode, moves, moving: moves.length, unassigned };
+  }
+
+  close(): void {
+    this.watcher?.stop();
+  }
+
+  protected async watch(kv: RoKV): Promise<void> {
+    this.watcher = await BucketWatch.start(kv, (entry) => this.observe(entry), { name: SHARDS_BUCKET, log: this.log, probeMs: WATCH_PROBE_MS });
+    void this.watcher.loaded.then(this.resolveLoaded);
+  }
+
+  private observe(kvEntry: KvEntry): void {
+    const shard = shardOfKey(kvEntry.key);
+    if (shard === null) return;
+    const before = this.entries.get(shard);
+    if (before !== undefined && before.revision >= kvEntry.revision) return;
+    if (kvEntry.operation !== 'PUT') {
+      this.entries.delete(shard);
+      this.onChange(shard, null, before?.entry ?? null);
+      return;
+    }
+    let entry: ShardEntry;
+    try {
+      entry = kvEntry.json<ShardEntry>();
+    } catch {
+      return;
+    }
+    this.entries.set(shard, { entry, revision: kvEntry.revision });
+    this.onChange(shard, entry, before?.entry ?? null);
+  }
+}
+
+/** The shard map a node writes: the coordinator plans and cancels moves, an owner hands off. */
+export class ShardMap extends ShardMapView {
+  private constructor(
+    private readonly kv: KV,
+    log: Logger,
+  ) {
+    super(log);
+  }
+
+  static async open(nc: NatsConnection, log: Logger): Promise<ShardMap> {
+    const kv = await openBucket(nc, SHARDS_BUCKET, { log });
+    const map = new ShardMap(kv, log);
+    await map.watch(kv);
+    return map;
   }
 
   /** Gives `shard` to `to` outright (it has no live owner). False when the entry moved on since `revision` (0: absent). */
@@ -107,10 +173,6 @@ export class ShardMap {
     return this.write(shard, { owner: to, status: 'owned' }, revision);
   }
 
-  close(): void {
-    this.watcher?.stop();
-  }
-
   private async write(shard: number, entry: ShardEntry, revision: number): Promise<boolean> {
     const value = JSON.stringify(entry);
     try {
@@ -121,37 +183,5 @@ export class ShardMap {
       this.log.debug({ shard, err: error }, 'shard map write lost its compare-and-set');
       return false;
     }
-  }
-
-  private async watch(): Promise<void> {
-    const empty = (await this.kv.status()).values === 0;
-    const onEntry = (entry: KvEntry) => {
-      this.observe(entry);
-      if (entry.delta === 0) this.resolveLoaded();
-    };
-    this.watcher = await BucketWatch.start(this.kv, onEntry, { name: SHARDS_BUCKET, log: this.log, probeMs: WATCH_PROBE_MS });
-    // Loaded when the watch has nothing more pending from before it began (an empty bucket
-    // sends nothing, so it is loaded at once).
-    if (empty) this.resolveLoaded();
-  }
-
-  private observe(kvEntry: KvEntry): void {
-    const shard = shardOfKey(kvEntry.key);
-    if (shard === null) return;
-    const before = this.entries.get(shard);
-    if (before !== undefined && before.revision >= kvEntry.revision) return;
-    if (kvEntry.operation !== 'PUT') {
-      this.entries.delete(shard);
-      this.onChange(shard, null, before?.entry ?? null);
-      return;
-    }
-    let entry: ShardEntry;
-    try {
-      entry = kvEntry.json<ShardEntry>();
-    } catch {
-      return;
-    }
-    this.entries.set(shard, { entry, revision: kvEntry.revision });
-    this.onChange(shard, entry, before?.entry ?? null);
   }
 }

@@ -149,6 +149,7 @@ export async function runClusterCli(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     cluster?.close();
+    // The command's outcome is decided; a connection that fails to close changes nothing of it.
     await nc.close().catch(() => undefined);
   }
 }

@@ -3,7 +3,7 @@
  * undoing the moves an operator made with `move`. The coordinator plans the same moves on
  * its own once the pins are gone, so this deletes them and waits; it writes no moves itself.
  */
-import { pinKey, planPlacement } from '../src/node/cluster/index.js';
+import { ALL_PINS, planPlacement } from '../src/node/cluster/index.js';
 import { initHashing, SHARD_COUNT } from '../src/shards/index.js';
 import { NotDoneError } from './errors.js';
 import { type Context, operatorBucket, printJson, printTable, waitForMoves } from './io.js';
@@ -24,10 +24,13 @@ export async function rebalance(context: Context): Promise<number> {
     if (options.json && !options.dryRun) printJson({ moves, done: true });
     return 0;
   }
-  // The coordinator carries the plan out itself, 32 moves in flight at a time.
+  // Moves made by `move` are undone: every pin goes (those set since this command read them
+  // too), and the coordinator carries the plan out itself, 32 moves in flight at a time.
   if (cluster.requests.pins.size > 0) {
     const requests = await operatorBucket(nc);
-    for (const shard of cluster.requests.pins.keys()) await requests.delete(pinKey(shard));
+    const pins: string[] = [];
+    for await (const key of await requests.keys(ALL_PINS)) pins.push(key);
+    for (const key of pins) await requests.delete(key);
   }
   const target = plan.target;
   const left = await waitForMoves(

@@ -8,6 +8,7 @@ export { HttpError, type Problem, problem, problemFromError, STATUS_TEXT } from 
 export {
   checkServiceLimiter,
   consumeRequest,
+  DEGRADED_ANSWER,
   limitViews,
   refusalOf,
   releaseRequest,

@@ -75,6 +75,12 @@ export async function checkServiceLimiter(router: Router, body: Body<typeof Limi
   return { allowed: decision.allowed, remaining: state.remaining, reset_at: new Date(state.reset_at).toISOString() };
 }
 
+/**
+ * The answer to a consume a `fail_open` tier allowed without its owner: no limits are known.
+ * HTTP sends it with `Tally-Degraded: 1`; NATS adds `degraded: true`.
+ */
+export const DEGRADED_ANSWER = Object.freeze({ allowed: true, limits: Object.freeze([]) });
+
 export const limitViews = (limits: readonly LimitState[]) => limits.map(limitStateView);
 
 /**

@@ -227,7 +227,7 @@ export const LimitProblem = Type.Composite([
 
 export type Body<T extends TSchema> = Static<T>;
 
-// The NATS API (src/node/natsApi.ts): the same operations, naming the user in the body.
+// The NATS API (src/nats/service.ts): the same operations, naming the user in the body.
 const UserId = Type.String({ pattern: '^u[a-z2-7]{20}$', description: 'the user the operation is for' });
 const IdempotencyKey = Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'as the HTTP `Idempotency-Key` header' }));
 const MAX_NATS_BATCH = 1000;

@@ -32,29 +32,59 @@ export function checkText(value: string, field: string): void {
 }
 
 /**
- * Refuses a parsed JSON body holding an ill-formed string anywhere, as a member name or a
- * value, naming it by JSON Pointer (RFC 6901). Iterative: a body may nest as deep as its
- * 64 KiB allow.
+ * Refuses a parsed body (JSON, or MessagePack over NATS) holding an ill-formed string
+ * anywhere, as a member name or a value, naming it by JSON Pointer (RFC 6901). Iterative: a
+ * body may nest as deep as its size allows. The pointer is built only for the string refused,
+ * and binary values (MessagePack bins) are left to the schema, which refuses them: a large
+ * body costs one pass over its strings, not a string per element.
  */
 export function checkJsonText(body: unknown): void {
   if (typeof body === 'string') {
     checkText(body, 'the body');
     return;
   }
-  if (typeof body !== 'object' || body === null) return;
-  const stack: [value: object, pointer: string][] = [[body, '']];
+  if (!isContainer(body)) return;
+  const stack: Place[] = [{ value: body, parent: null, key: '' }];
   while (stack.length > 0) {
-    const [value, pointer] = stack.pop()!;
+    const place = stack.pop()!;
+    const { value } = place;
     if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) visit(value[i], `${pointer}/${i}`, stack);
+      for (let i = 0; i < value.length; i++) visit(value[i], place, i, stack);
       continue;
     }
     for (const name of Object.keys(value)) {
       const problem = textProblem(name);
-      if (problem !== null) throw new InvalidRequestError(`a member name in ${pointer === '' ? 'the body' : pointer} ${problem}`);
-      visit((value as Record<string, unknown>)[name], `${pointer}/${escapePointer(name)}`, stack);
+      if (problem !== null) throw new InvalidRequestError(`a member name in ${place.parent === null ? 'the body' : pointerOf(place)} ${problem}`);
+      visit((value as Record<string, unknown>)[name], place, name, stack);
     }
   }
+}
+
+/** A container met on the way down, and how it was reached (for the pointer of a refusal). */
+interface Place {
+  value: object;
+  parent: Place | null;
+  key: string | number;
+}
+
+function isContainer(value: unknown): value is object {
+  return typeof value === 'object' && value !== null && !ArrayBuffer.isView(value);
+}
+
+function visit(value: unknown, parent: Place, key: string | number, stack: Place[]): void {
+  if (typeof value === 'string') {
+    const problem = textProblem(value);
+    if (problem !== null) throw new InvalidRequestError(`${pointerOf({ value: parent.value, parent, key })} ${problem}`);
+  } else if (isContainer(value)) {
+    stack.push({ value, parent, key });
+  }
+}
+
+/** The JSON Pointer of `place`, from the body's root. */
+function pointerOf(place: Place): string {
+  const parts: string[] = [];
+  for (let at: Place | null = place; at !== null && at.parent !== null; at = at.parent) parts.push(escapePointer(String(at.key)));
+  return `/${parts.reverse().join('/')}`;
 }
 
 /** At most `length` UTF-16 units, never ending inside a surrogate pair. */
@@ -62,11 +92,6 @@ export function truncate(value: string, length: number): string {
   if (value.length <= length) return value;
   const last = value.charCodeAt(length - 1);
   return value.slice(0, last >= 0xd800 && last <= 0xdbff ? length - 1 : length);
-}
-
-function visit(value: unknown, pointer: string, stack: [object, string][]): void {
-  if (typeof value === 'string') checkText(value, pointer);
-  else if (typeof value === 'object' && value !== null) stack.push([value, pointer]);
 }
 
 /** RFC 6901 §3: "~" is written "~0" and "/" is written "~1". */

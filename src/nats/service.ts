@@ -27,6 +27,7 @@ import {
   checkServiceLimiter,
   compile,
   consumeRequest,
+  DEGRADED_ANSWER,
   HttpError,
   limitViews,
   type Problem,
@@ -41,8 +42,10 @@ import {
 import type { SessionTokens } from '../credentials/index.js';
 import type { Credential, QuotaDecision } from '../shards/index.js';
 
+/** The service's name, its queue group (every node answers in one), and the prefix of its subjects. */
 const SERVICE_NAME = 'tally';
 const QUEUE_GROUP = 'tally';
+const SUBJECT_PREFIX = 'tally.v1';
 const MSGPACK = 'application/msgpack';
 const SERVICE: Credential = Object.freeze({ kind: 'service' as const });
 
@@ -80,7 +83,7 @@ export class NatsApi {
       metadata: { node: deps.nodeId },
     });
     const api = new NatsApi(service, deps.log);
-    const group = service.addGroup('tally.v1');
+    const group = service.addGroup(SUBJECT_PREFIX);
     for (const operation of operations(deps)) {
       group.addEndpoint(operation.name.replace('.', '_'), { subject: operation.name, handler: (_error, msg) => api.answer(operation, msg) });
     }
@@ -269,7 +272,7 @@ function itemError(error: unknown): { error: Problem } {
 
 function consumeView(decision: QuotaDecision): Record<string, unknown> {
   // Allowed by a `fail_open` tier without its owner: no limits are known.
-  if (decision.degraded === true) return { allowed: true, limits: [], degraded: true };
+  if (decision.degraded === true) return { ...DEGRADED_ANSWER, degraded: true };
   return decisionView(decision);
 }
 

@@ -2,7 +2,7 @@
  * The pieces a process's life is made of: the resources a start has opened (closed again,
  * newest first, when the start fails), the ordered steps of a shutdown, and the periodic
  * tasks in between. Keeping them as data lets node.ts state the shutdown order as a list
- * that a reader checks against docs/operations.md.
+ * that a reader checks against docs/architecture.md ("Shutdown").
  */
 import type { Logger } from 'pino';
 
@@ -10,21 +10,35 @@ import type { Logger } from 'pino';
 export interface StopStep {
   name: string;
   run(): unknown;
+  /**
+   * A failure the shutdown expects and gets past (a drain cut short, a leave the lease
+   * completes): logged at warn with this message, not reported. Any other failure is logged
+   * at error and reported by `runStopSteps`.
+   */
+  tolerated?: string;
 }
 
 /**
  * Runs `steps` one after the other. A step that fails is logged with its name and the
  * shutdown goes on: what one step could not do, the next ones (and, in a cluster, the lease)
- * still make safe.
+ * still make safe. Failures not `tolerated` are thrown together at the end.
  */
 export async function runStopSteps(steps: readonly StopStep[], log: Logger): Promise<void> {
+  const failures: unknown[] = [];
   for (const step of steps) {
     try {
       await step.run();
     } catch (error) {
-      log.error({ err: error, step: step.name }, 'shutdown step failed; going on with the next');
+      if (step.tolerated !== undefined) {
+        log.warn({ err: error, step: step.name }, step.tolerated);
+      } else {
+        log.error({ err: error, step: step.name }, 'shutdown step failed; going on with the next');
+        failures.push(error);
+      }
     }
   }
+  if (failures.length === 1) throw failures[0];
+  if (failures.length > 1) throw new AggregateError(failures, `${failures.length} shutdown steps failed`);
 }
 
 /** What a start has opened so far, to be closed (newest first) if the start fails. */
@@ -32,10 +46,13 @@ export class OpenedResources {
   private readonly closers: StopStep[] = [];
 
   add(name: string, close: () => unknown): void {
-    this.closers.push({ name, run: close });
+    this.closers.push({ name, run: close, tolerated: 'closing after a failed start: this step failed too' });
   }
 
-  /** Closes everything added, newest first; a close that fails is logged, and the rest still close. */
+  /**
+   * Closes everything added, newest first. A close that fails is logged at warn and the rest
+   * still close; the start's own error is the one its caller sees.
+   */
   closeAll(log: Logger): Promise<void> {
     const steps = this.closers.reverse();
     this.closers.length = 0;

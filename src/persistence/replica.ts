@@ -319,7 +319,7 @@ function decodeCopy(answer: [Error | null, unknown] | undefined): ReplicaCopy | 
  *
  * ioredis is loaded here, only when a replica is configured: merely importing it made every
  * consume of a node without Redis about 0.5 µs slower (3.1 → 3.65 µs of JavaScript,
- * bench/pipeline, four runs each), for a reason not found in its code.
+ * bench/suites/pipeline, four runs each), for a reason not found in its code.
  */
 export async function openReplica(url: string, options: ReplicaOptions, log: Logger): Promise<RedisReplica> {
   const { Redis } = await import('ioredis');

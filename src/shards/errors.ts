@@ -1,5 +1,5 @@
 /**
- * Domain errors. Each carries a stable `code`; `src/http/problem.ts` maps every code to an
+ * Domain errors. Each carries a stable `code`; `src/api/problem.ts` maps every code to an
  * HTTP status with an exhaustive switch, and the NATS service sends the code as is, so a
  * code is part of the contract and never reused for something else.
  */

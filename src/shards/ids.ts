@@ -16,7 +16,7 @@
  *
  * Why these sizes: a key is hashed and copied on every request it comes with, and each
  * character costs (the MAC with the old 43-character secret made a consume ~5 % slower,
- * bench/pipeline). An 11-character MAC and a 32-character secret keep a new key within one
+ * bench/suites/pipeline). An 11-character MAC and a 32-character secret keep a new key within one
  * character of the old ones.
  */
 import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';

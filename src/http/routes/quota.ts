@@ -1,6 +1,7 @@
 import {
   checkServiceLimiter,
   consumeRequest,
+  DEGRADED_ANSWER,
   limitViews,
   problem,
   refusalOf,
@@ -164,7 +165,7 @@ function consumeReply(decision: QuotaDecision, now: number): Reply {
 /** Allowed by a `fail_open` tier without its owner: no limits are known, so no rate-limit headers. */
 const DEGRADED_REPLY: Reply = Object.freeze({
   status: 200,
-  text: '{"allowed":true,"limits":[]}',
+  text: JSON.stringify(DEGRADED_ANSWER),
   contentType: 'application/json',
   headers: Object.freeze({ 'tally-degraded': '1' }),
 });

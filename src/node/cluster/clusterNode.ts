@@ -17,6 +17,7 @@
  * Requests for shards this node does not own go to their owner (router.ts, forwarder.ts).
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Store } from '../../persistence/index.js';
@@ -111,7 +112,7 @@ export class ClusterNode {
   static async start(deps: ClusterDeps, signal?: AbortSignal): Promise<ClusterNode> {
     const { config, log } = deps;
     const nc = await connect({
-      servers: config.natsUrl!.split(',').map((url) => url.trim()),
+      servers: config.natsUrl.split(',').map((url) => url.trim()),
       name: `tally-${config.nodeId}`,
       maxReconnectAttempts: -1,
     });
@@ -450,22 +451,28 @@ export class ClusterNode {
   }
 }
 
-/** Resolves when every request in flight on `shard`'s actors has settled, or after `timeoutMs`. */
+/**
+ * Resolves when no actor of `shard` has an exclusive task running or queued, or after
+ * `timeoutMs`. Tasks queued while it waits count too: it looks again each time those it
+ * waited for have settled.
+ */
 async function inFlightSettled(shard: Shard, timeoutMs: number): Promise<void> {
-  const busy: Promise<void>[] = [];
-  for (const actor of shard.actors.values()) if (actor.busy) busy.push(actor.idle());
-  if (busy.length === 0) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    Promise.all(busy),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-    }),
-  ]);
-  clearTimeout(timer);
+  const until = performance.now() + timeoutMs;
+  for (;;) {
+    const busy: Promise<void>[] = [];
+    for (const actor of shard.actors.values()) if (actor.busy) busy.push(actor.idle());
+    const left = until - performance.now();
+    if (busy.length === 0 || left <= 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(busy),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, left);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Lets callers sleep until something changes (`notify`) or their time runs out. */
 class Wakeup {

@@ -13,6 +13,11 @@ export function isRevisionConflict(error: unknown): boolean {
   return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamWrongLastSequence;
 }
 
+/** JetStream has no such stream: the KV bucket does not exist (API error 10059). */
+export function isMissingBucket(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound;
+}
+
 /** A request to NATS or JetStream that got no answer within its deadline. */
 export class RequestTimeoutError extends Error {
   override readonly name = 'RequestTimeoutError';

@@ -9,7 +9,7 @@ export { Forwarder } from './forwarder.js';
 export { BucketWatch, openBucket } from './kv.js';
 export { Membership, type MembershipOptions } from './membership.js';
 export { planPlacement, targetPlacement } from './placement.js';
-export { drainKey, OPERATOR_BUCKET, pinKey, TIER_EDITS_SUBJECT } from './protocol.js';
+export { ALL_PINS, drainKey, OPERATOR_BUCKET, pinKey, TIER_EDITS_SUBJECT } from './protocol.js';
 export { ClusterNotFoundError, ClusterReader, readEpochs } from './readers.js';
 export { ClusterRouter } from './router.js';
 export { ShardMap, type ShardMapView } from './shardMap.js';

@@ -123,10 +123,6 @@ export class Membership {
     return membership;
   }
 
-  get nodeId(): string {
-    return this.options.nodeId;
-  }
-
   /** A renewal not answered within this is given up (the lease decides what that means). */
   private get requestTimeoutMs(): number {
     const { heartbeatMs, leaseMs } = this.options;
@@ -224,11 +220,15 @@ export class Membership {
     this.stopTimer();
     // A renewal that failed has been logged where it failed.
     await this.renewing?.catch(() => undefined);
-    if (!this.lost && this.revision > 0) {
-      // Deleting a revision that moved on (a successor took the id) leaves the successor's entry alone, as it should.
-      await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(lostCompareAndSet);
+    try {
+      if (!this.lost && this.revision > 0) {
+        // Deleting a revision that moved on (a successor took the id) leaves the successor's entry alone, as it should.
+        await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(lostCompareAndSet);
+      }
+    } finally {
+      // Left, even when the delete failed: the entry then expires as after a crash.
+      this.lost = true;
     }
-    this.lost = true;
   }
 
   /** Stops renewing and watching; the entry stays until it expires (as after a crash). */
@@ -362,8 +362,8 @@ export function decodeMember(entry: KvEntry): MemberRecord {
 }
 
 /**
- * A compare-and-set on the member entry that lost: null, the caller looks again. Any other
- * failure (NATS away, JetStream not answering) is thrown: the join logs it and retries, and a
+ * A delete of the member entry that lost its compare-and-set (a successor holds the id):
+ * nothing to do. Any other failure (NATS away, JetStream not answering) is thrown, and the
  * leave reports it.
  */
 function lostCompareAndSet(error: unknown): null {

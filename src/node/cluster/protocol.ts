@@ -29,13 +29,22 @@ export const COORDINATOR_BUCKET = 'tally_coordinator';
 export const LEADER_KEY = 'leader';
 /** The shard map: one entry per shard, written by the coordinator only (shardMap.ts). */
 export const SHARDS_BUCKET = 'tally_shards';
-export const shardKey = (shard: number): string => `shard.${shard}`;
+const SHARD_PREFIX = 'shard.';
+export const shardKey = (shard: number): string => `${SHARD_PREFIX}${shard}`;
+/** The shard a map key names, or null for any other key (the shard count is the caller's to check). */
+export const keyedShard = (key: string): number | null => {
+  if (!key.startsWith(SHARD_PREFIX)) return null;
+  const shard = Number(key.slice(SHARD_PREFIX.length));
+  return Number.isInteger(shard) ? shard : null;
+};
 /** What operators ask for: drained nodes and pinned shards (operator.ts, the CLI). */
 export const OPERATOR_BUCKET = 'tally_operator';
 const DRAIN_PREFIX = 'drain.';
 const PIN_PREFIX = 'pin.';
 export const drainKey = (node: string): string => `${DRAIN_PREFIX}${node}`;
 export const pinKey = (shard: number): string => `${PIN_PREFIX}${shard}`;
+/** Every pin key, as a KV key filter. */
+export const ALL_PINS = `${PIN_PREFIX}>`;
 /** The node a drain key names, or null for any other key. */
 export const drainedNode = (key: string): string | null => (key.startsWith(DRAIN_PREFIX) ? key.slice(DRAIN_PREFIX.length) : null);
 /** The shard a pin key names, or null for any other key. */

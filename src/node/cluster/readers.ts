@@ -10,9 +10,11 @@
  * them change; a reader that looks once has no such clock, so it ages an entry by the
  * server's timestamp of the entry's last renewal.
  */
+
 import { type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type Logger, pino } from 'pino';
+import { isMissingBucket } from './errors.js';
 import { BucketWatch, WATCH_PROBE_MS } from './kv.js';
 import { decodeMember, type MemberRecord } from './membership.js';
 import { applyOperatorEntry, type OperatorRequestSet, statusWithDrain } from './operator.js';
@@ -23,8 +25,6 @@ import { ShardMapView } from './shardMap.js';
 const LOAD_TIMEOUT_MS = 10_000;
 /** How long the nodes have to answer for their epochs. */
 const EPOCHS_WAIT_MS = 1000;
-/** JetStream's API error code for a stream (a bucket) that does not exist. */
-const STREAM_NOT_FOUND = 10059;
 
 /** The NATS reached holds no Tally cluster: one of its buckets does not exist. */
 export class ClusterNotFoundError extends Error {
@@ -113,7 +113,7 @@ const silent: Logger = pino({ level: 'silent' });
 /** Opening a bucket does not look at it: the first read finds out whether it exists. */
 function missingAs<T>(bucket: string, read: Promise<T>): Promise<T> {
   return read.catch((error: unknown) => {
-    if ((error as { code?: unknown }).code === STREAM_NOT_FOUND) throw new ClusterNotFoundError(bucket, { cause: error });
+    if (isMissingBucket(error)) throw new ClusterNotFoundError(bucket, { cause: error });
     throw error;
   });
 }

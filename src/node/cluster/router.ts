@@ -1,3 +1,8 @@
+/**
+ * The router of a cluster node: the same interface the transports use on a single node,
+ * with the owner found in the shard map and reached over NATS (forwarder.ts) when it is
+ * another node.
+ */
 import type { Router } from '../../api/index.js';
 import {
   type ActorRuntime,

@@ -17,8 +17,9 @@ import type { KV, KvEntry, RoKV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../../shards/index.js';
+import { isRevisionConflict } from './errors.js';
 import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
-import { SHARDS_BUCKET, shardKey } from './protocol.js';
+import { keyedShard, SHARDS_BUCKET, shardKey } from './protocol.js';
 
 export interface ShardEntry {
   owner: string;
@@ -33,9 +34,8 @@ export interface MapEntry {
 }
 
 function shardOfKey(key: string): number | null {
-  if (!key.startsWith('shard.')) return null;
-  const shard = Number(key.slice(6));
-  return Number.isInteger(shard) && shard >= 0 && shard < SHARD_COUNT ? shard : null;
+  const shard = keyedShard(key);
+  return shard !== null && shard >= 0 && shard < SHARD_COUNT ? shard : null;
 }
 
 /** The map counted: what the admin view, the health check and the CLI show. */
@@ -130,6 +130,7 @@ export class ShardMapView {
     try {
       entry = kvEntry.json<ShardEntry>();
     } catch {
+      // Not a map entry (no node writes one like it): the shard keeps what it had.
       return;
     }
     this.entries.set(shard, { entry, revision: kvEntry.revision });
@@ -180,7 +181,8 @@ export class ShardMap extends ShardMapView {
       else await this.kv.update(shardKey(shard), value, revision);
       return true;
     } catch (error) {
-      this.log.debug({ shard, err: error }, 'shard map write lost its compare-and-set');
+      if (isRevisionConflict(error)) this.log.debug({ shard, err: error }, 'shard map write lost its compare-and-set');
+      else this.log.warn({ shard, err: error }, 'shard map write failed; the next round tries again');
       return false;
     }
   }

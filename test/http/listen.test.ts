@@ -1,9 +1,9 @@
 import { createServer } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HttpServer } from './app.js';
-import type { Credentials } from './auth.js';
-import { ListenError } from './listen.js';
+import { HttpServer } from '../../src/http/app.js';
+import type { Credentials } from '../../src/http/auth.js';
+import { ListenError } from '../../src/http/listen.js';
 
 function server(): HttpServer {
   return new HttpServer({

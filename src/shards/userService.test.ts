@@ -1,0 +1,141 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ForbiddenError, TallyError } from './errors.js';
+import { initHashing } from './hash.js';
+import { issueApiKey, newSessionId, newUserId } from './ids.js';
+import type { LoadedUser, UserStore } from './ports.js';
+import { ActorRuntime } from './runtime.js';
+import { TierRegistry } from './tiers.js';
+import type { Credential } from './userActor.js';
+import { API_KEY_REFUSED, type UserOpName, type UserRequest, UserService } from './userService.js';
+
+beforeAll(() => initHashing());
+
+const t0 = Date.UTC(2026, 10, 22, 12, 0, 0);
+
+/** A service over one user with a session, an unscoped key and a `quota:read` key; its store keeps preferences in memory. */
+function serviceWithUser() {
+  const userId = newUserId();
+  const sessionId = newSessionId();
+  const anyKey = issueApiKey(userId, new Uint8Array(32));
+  const readKey = issueApiKey(userId, new Uint8Array(32));
+  const keyRecord = (key: typeof anyKey, scopes: string[]) => ({
+    id: key.keyId,
+    userId,
+    prefix: key.prefix,
+    hash: key.hash,
+    name: null,
+    scopes,
+    createdAt: new Date(t0),
+    expiresAt: null,
+    lastUsedAt: null,
+  });
+  const loaded: LoadedUser = {
+    user: {
+      id: userId,
+      email: 'a@example.com',
+      name: null,
+      tier: 'free',
+      passwordHash: 'x',
+      preferences: {},
+      blocked: false,
+      overrides: [],
+      createdAt: new Date(t0),
+    },
+    sessions: [
+      {
+        id: sessionId,
+        userId,
+        deviceName: null,
+        deviceType: null,
+        ip: null,
+        userAgent: null,
+        createdAt: new Date(t0),
+        expiresAt: new Date(t0 + 86_400_000),
+        lastActiveAt: new Date(t0),
+      },
+    ],
+    keys: [keyRecord(anyKey, []), keyRecord(readKey, ['quota:read'])],
+    state: null,
+  };
+  const written: Record<string, unknown>[] = [];
+  const unused = () => Promise.reject(new Error('not used by these tests'));
+  const store: UserStore = {
+    loadUser: async (_id, shard) => ({ found: loaded, fenceEpoch: runtime.shards[shard]!.epoch }),
+    loadState: unused,
+    async updatePreferences(_id, preferences) {
+      // A write that takes a while, so that a second edit arrives while the first is in flight.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      written.push(preferences);
+    },
+    updateProfile: unused,
+    updateAdmin: unused,
+    insertSession: unused,
+    revokeSessions: unused,
+    insertApiKey: unused,
+    deleteApiKey: unused,
+  };
+  const tiers = new TierRegistry();
+  tiers.put([{ name: 'free', limits: [{ name: 'per-minute', kind: 'window', limit: 10, window_ms: 60_000 }], failOpen: false, updatedAt: t0 }]);
+  const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
+  for (const shard of runtime.shards) shard.status = 'owned';
+  const service = new UserService(runtime, store, tiers);
+  const credentials: Record<'session' | 'anyKey' | 'readKey', Credential> = {
+    session: { kind: 'session', sessionId },
+    anyKey: { kind: 'key', keyId: anyKey.keyId, hash: anyKey.hash, signed: true },
+    readKey: { kind: 'key', keyId: readKey.keyId, hash: readKey.hash, signed: true },
+  };
+  const request = <K extends UserOpName>(op: K, args: UserRequest<K>['args'], credential = credentials.session): UserRequest<K> => ({
+    userId,
+    credential,
+    op,
+    args,
+  });
+  return { service, request, credentials, written };
+}
+
+describe('UserService dispatch', () => {
+  it('answers in-memory operations synchronously once the actor is active, and no others', async () => {
+    const { service, request } = serviceWithUser();
+    expect(service.tryExecute(request('quota.consume', { cost: 1, resource: 'requests' }), t0)).toBeUndefined(); // not loaded yet
+    await service.execute(request('profile.get', {}), t0);
+    expect(service.tryExecute(request('quota.consume', { cost: 1, resource: 'requests' }), t0)).toMatchObject({ allowed: true });
+    expect(service.tryExecute(request('auth.verify', {}), t0)).toMatchObject({ via: 'session' });
+    expect(service.tryExecute(request('profile.get', {}), t0)).toBeUndefined();
+    expect(service.tryExecute(request('preferences.put', { document: {} }), t0)).toBeUndefined();
+  });
+
+  it('lets API keys run only the operations their scope allows', async () => {
+    const { service, request, credentials } = serviceWithUser();
+    await expect(service.execute(request('quota.get', {}, credentials.readKey), t0)).resolves.toMatchObject({ tier: 'free' });
+    await expect(service.execute(request('quota.consume', { cost: 1, resource: 'requests' }, credentials.anyKey), t0)).resolves.toMatchObject({
+      allowed: true,
+    });
+    expect(() => service.tryExecute(request('quota.consume', { cost: 1, resource: 'requests' }, credentials.readKey), t0)).toThrow(
+      'this API key lacks the "quota:consume" scope',
+    );
+    await expect(service.execute(request('profile.get', {}, credentials.anyKey), t0)).rejects.toThrow(new ForbiddenError(API_KEY_REFUSED));
+  });
+
+  it('writes one edit of a user through at a time, so that concurrent edits keep each other', async () => {
+    const { service, request, written } = serviceWithUser();
+    const [first, second] = await Promise.all([
+      service.execute(request('preferences.merge', { patch: { a: 1 } }), t0),
+      service.execute(request('preferences.merge', { patch: { b: 2 } }), t0),
+    ]);
+    expect(first).toEqual({ a: 1 });
+    expect(second).toEqual({ a: 1, b: 2 });
+    expect(written).toEqual([{ a: 1 }, { a: 1, b: 2 }]);
+  });
+
+  it('answers an operation name it does not know, such as a member of Object.prototype, with an internal error', async () => {
+    const { service, request, credentials } = serviceWithUser();
+    for (const op of ['users.delete', 'toString', '__proto__']) {
+      const unknown = request(op as UserOpName, {});
+      await expect(service.execute(unknown, t0)).rejects.toMatchObject({ code: 'internal' });
+      expect(service.tryExecute(unknown, t0)).toBeUndefined();
+      // Refused to an API key before anything else, as every operation without a key scope is.
+      await expect(service.execute({ ...unknown, credential: credentials.anyKey }, t0)).rejects.toThrow(API_KEY_REFUSED);
+    }
+    await expect(service.execute(request('toString' as UserOpName, {}), t0)).rejects.toBeInstanceOf(TallyError);
+  });
+});

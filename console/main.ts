@@ -6,7 +6,8 @@
  * lookup shows a user's shard, owner and quota.
  */
 
-import type { ClusterView } from '../src/api/index.js';
+// The view's own file, not src/api's front door: the page is type-checked without Node's types.
+import type { ClusterView } from '../src/api/clusterView.js';
 
 const REFRESH_MS = 1000;
 const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];

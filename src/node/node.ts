@@ -8,7 +8,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { Accounts } from '../accounts/index.js';
-import { TierAdmin } from '../api/index.js';
+import { type Router, TierAdmin } from '../api/index.js';
 import { ApiKeys, deriveKeys, loadOrCreateSecret, SessionTokens } from '../credentials/index.js';
 import { createHttpServer, type HealthReport, type HttpServer, probeListen } from '../http/index.js';
 import { NatsApi } from '../nats/index.js';
@@ -45,6 +45,16 @@ interface ClusterParts {
   node: ClusterNode;
   forwarder: Forwarder;
   natsApi: NatsApi;
+}
+
+/** What `openServices` makes: credentials, routers and accounts. */
+interface Services {
+  tokens: SessionTokens;
+  apiKeys: ApiKeys;
+  /** Null on a single node. */
+  clusterRouter: ClusterRouter | null;
+  router: Router;
+  accounts: Accounts;
 }
 
 /** Everything a started node runs: made by `open`, taken apart by the shutdown steps. */
@@ -165,18 +175,60 @@ export class TallyNode {
     await tierAdmin.refresh();
     this.checkpoint();
 
+    const services = await this.openServices(store);
+    this.checkpoint();
+    const http = this.createHttp(services, tierAdmin);
+    this.http = http;
+    // The port is bound before any shard is claimed: a node that cannot serve (the port is
+    // another process's) must not take the shards of one that can. Until the claim, requests
+    // find no owned shard and the node is not ready.
+    this.port = await http.listen(config.httpHost, config.httpPort);
+    opened.add('stop accepting', () => http.stopAccepting());
+    this.checkpoint();
+
+    const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
+    let cluster: ClusterParts | null = null;
+    const { clusterRouter, router, tokens } = services;
+    if (clusterRouter === null || config.natsUrl === undefined) {
+      // A single node serves every shard, each under a freshly bumped epoch, so that any
+      // write a previous process might still attempt is refused by the fence.
+      const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
+      for (const shard of this.runtime.shards) {
+        shard.epoch = epochs.get(shard.index)!;
+        shard.status = 'owned';
+      }
+    } else {
+      const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, opened);
+      this.listenForTierEdits(node.connection, tierAdmin);
+      const natsApi = await NatsApi.start(node.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
+      opened.add('stop the NATS API', () => natsApi.stop(0));
+      cluster = { node, forwarder, natsApi };
+    }
+
+    this.startTasks(store, writeBehind, replica, tierAdmin);
+    opened.add('stop periodic tasks', () => this.tasks.stopAll());
+    return { database, store, replica, http, writeBehind, cluster };
+  }
+
+  /** Credentials, the domain services, the router that reaches their owners, and accounts. */
+  private async openServices(store: Store): Promise<Services> {
+    const { config, log } = this;
     const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
     const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
     const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeys());
-    this.checkpoint();
     const users = new UserService(this.runtime, store, this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
     const clusterRouter = config.natsUrl === undefined ? null : new ClusterRouter(this.runtime, users, limiters, failOpen);
     const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
+    return { tokens, apiKeys, clusterRouter, router, accounts };
+  }
 
-    const http = createHttpServer(
+  /** The HTTP server, its routes wired to the services and to this node's health, view and metrics. */
+  private createHttp({ router, accounts, apiKeys, tokens }: Services, tierAdmin: TierAdmin): HttpServer {
+    const { config, log } = this;
+    return createHttpServer(
       {
         router,
         accounts,
@@ -202,33 +254,11 @@ export class TallyNode {
         version: VERSION,
       },
     );
-    this.http = http;
-    // The port is bound before any shard is claimed: a node that cannot serve (the port is
-    // another process's) must not take the shards of one that can. Until the claim, requests
-    // find no owned shard and the node is not ready.
-    this.port = await http.listen(config.httpHost, config.httpPort);
-    opened.add('stop accepting', () => http.stopAccepting());
-    this.checkpoint();
+  }
 
-    const writeBehind = new WriteBehind(this.runtime, store, this.metrics, log);
-    let cluster: ClusterParts | null = null;
-    if (clusterRouter === null || config.natsUrl === undefined) {
-      // A single node serves every shard, each under a freshly bumped epoch, so that any
-      // write a previous process might still attempt is refused by the fence.
-      const epochs = await store.claimShards([...Array(SHARD_COUNT).keys()], config.nodeId);
-      for (const shard of this.runtime.shards) {
-        shard.epoch = epochs.get(shard.index)!;
-        shard.status = 'owned';
-      }
-    } else {
-      const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, opened);
-      this.listenForTierEdits(node.connection, tierAdmin);
-      const natsApi = await NatsApi.start(node.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
-      opened.add('stop the NATS API', () => natsApi.stop(0));
-      cluster = { node, forwarder, natsApi };
-    }
-
-    const { tasks } = this;
+  /** The periodic tasks: flush, replica push, sweep, tier refresh, expired-state deletion, fence check. */
+  private startTasks(store: Store, writeBehind: WriteBehind, replica: RedisReplica | null, tierAdmin: TierAdmin): void {
+    const { config, tasks } = this;
     tasks.every('write-behind flush', config.flushIntervalMs, () => writeBehind.flush());
     if (replica !== null) {
       tasks.every('replica push', config.replicaIntervalMs, async () => {
@@ -243,8 +273,6 @@ export class TallyNode {
     tasks.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
     tasks.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
     tasks.every('fence check', FENCE_CHECK_MS, () => this.checkFences(store));
-    opened.add('stop periodic tasks', () => tasks.stopAll());
-    return { database, store, replica, http, writeBehind, cluster };
   }
 
   /** The database (migrated), the optional Redis replica, and the store over both. */

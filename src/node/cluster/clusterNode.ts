@@ -20,11 +20,12 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import type { ClusterView } from '../../api/index.js';
 import type { Store } from '../../persistence/index.js';
 import { type ActorRuntime, SHARD_COUNT, type Shard } from '../../shards/index.js';
 import { Coordinator } from './coordinator.js';
 import { Membership } from './membership.js';
-import { OperatorRequests } from './operator.js';
+import { OperatorRequests, statusWithDrain } from './operator.js';
 import { EPOCHS_SUBJECT } from './protocol.js';
 import { ShardMap } from './shardMap.js';
 import { CLAIMING, claimStands, handOffStands, nextStep, type ShardActivity, STEADY } from './shardState.js';
@@ -62,19 +63,6 @@ export interface ClusterDeps {
    * before this node listens for them.
    */
   onConnected?: (nc: NatsConnection) => void;
-}
-
-export interface ClusterView {
-  nodes: { id: string; status: string; address: string; shards: number; self: boolean; lease_age_ms: number; version: string; requests: number }[];
-  leader: string | null;
-  shards: {
-    count: number;
-    by_node: Record<string, number>;
-    moving: number[];
-    moves: { shard: number; from: string; to: string }[];
-    unassigned: number;
-    owners: (string | null)[];
-  };
 }
 
 /**
@@ -225,16 +213,11 @@ export class ClusterNode {
 
   view(): ClusterView {
     const me = this.deps.config.nodeId;
-    const { byNode, unassigned } = this.map.summary();
-    const moves: ClusterView['shards']['moves'] = [];
-    for (let shard = 0; shard < SHARD_COUNT; shard++) {
-      const entry = this.map.get(shard)?.entry;
-      if (entry?.status === 'moving') moves.push({ shard, from: entry.owner, to: entry.to! });
-    }
+    const { byNode, unassigned, moves } = this.map.summary();
     return {
       nodes: this.membership.live().map(({ record, silentMs }) => ({
         id: record.id,
-        status: record.status === 'active' && this.operator.drained.has(record.id) ? 'drained' : record.status,
+        status: statusWithDrain(record, this.operator),
         address: record.address,
         shards: byNode[record.id] ?? 0,
         self: record.id === me,

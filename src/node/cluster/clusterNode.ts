@@ -70,15 +70,19 @@ export interface ClusterDeps {
  * - `member`: it decides for the shards it serves while its lease is valid;
  * - `recovering`: its lease lapsed and was renewed; it decides nothing until the fence has
  *   been read (see `recover`);
+ * - `leaving`: it is shutting down: it hands shards off and decides for those it still
+ *   serves, but claims none (a claim now would bump epochs and fence its own final flush);
  * - `evicted`: another process took its member entry; it serves nothing, for good;
  * - `stopped`: it has left (or is leaving) the cluster.
  */
-type NodePhase = 'member' | 'recovering' | 'evicted' | 'stopped';
+type NodePhase = 'member' | 'recovering' | 'leaving' | 'evicted' | 'stopped';
 
 export class ClusterNode {
   /** What this node is doing with each shard, beyond serving it (shardState.ts). */
   private readonly activity: ShardActivity[] = new Array<ShardActivity>(SHARD_COUNT).fill(STEADY);
   private phase: NodePhase = 'member';
+  /** A shutdown has begun: a recovery that ends now ends in `leaving`, not `member`. */
+  private shuttingDown = false;
   private timer: NodeJS.Timeout | null = null;
   private round: Promise<void> | null = null;
   /** A change arrived during a round: run one more right after it. */
@@ -140,7 +144,7 @@ export class ClusterNode {
 
   private begin(): void {
     const { runtime, config } = this.deps;
-    runtime.mayDecide = () => this.membership.leaseValid && this.phase === 'member';
+    runtime.mayDecide = () => this.membership.leaseValid && (this.phase === 'member' || this.phase === 'leaving');
     this.membership.onLeaseResumed = (gapMs) => this.recover(gapMs);
     this.membership.onLeaseLost = () => {
       if (this.phase !== 'stopped') this.phase = 'evicted';
@@ -189,7 +193,7 @@ export class ClusterNode {
         }
       }
       this.dropShardsGivenElsewhere();
-      if (this.phase === 'recovering') this.phase = 'member';
+      if (this.phase === 'recovering') this.phase = this.shuttingDown ? 'leaving' : 'member';
       this.schedule();
     })();
   }
@@ -247,6 +251,8 @@ export class ClusterNode {
    */
   async drain(timeoutMs: number): Promise<{ drained: boolean; moved: number; ms: number }> {
     const { log } = this.deps;
+    this.shuttingDown = true;
+    if (this.phase === 'member') this.phase = 'leaving';
     const started = performance.now();
     const before = this.ownedInMap();
     const result = (drained: boolean) => ({ drained, moved: before - this.ownedInMap(), ms: Math.round(performance.now() - started) });
@@ -350,7 +356,8 @@ export class ClusterNode {
     if (this.phase === 'evicted' || this.phase === 'stopped') return;
     const { runtime, config, log } = this.deps;
     const me = config.nodeId;
-    const mayClaim = this.membership.leaseValid;
+    // From the first step of a shutdown on, nothing is claimed (see NodePhase).
+    const mayClaim = this.membership.leaseValid && this.phase === 'member';
     const toClaim: number[] = [];
     for (const shard of runtime.shards) {
       const step = nextStep(me, mayClaim, { activity: this.activity[shard.index]!, serving: shard.serving, map: this.map.get(shard.index) });

@@ -38,6 +38,7 @@ interface ClusterCounts {
   forwardBatches: number;
   forwardedItems: number;
   forwardFailures: number;
+  forwardRefused: number;
   shardsClaimed: number;
   shardsHandedOff: number;
   leaseLosses: number;
@@ -119,6 +120,7 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
     cluster('tally_cluster_forward_batches_total', 'Batches of requests forwarded to other nodes', 'forwardBatches');
     cluster('tally_cluster_forwarded_total', 'Requests forwarded to their owner on another node', 'forwardedItems');
     cluster('tally_cluster_forward_failures_total', 'Forwarded batches that got no answer (owner unreachable, deadline passed)', 'forwardFailures');
+    cluster('tally_cluster_forward_refused_total', 'Batches received that were not answered: unreadable, of another version, or too large', 'forwardRefused');
     cluster('tally_cluster_shards_claimed_total', 'Shards this node claimed in the fence as the map gave them', 'shardsClaimed');
     cluster('tally_cluster_shards_handed_off_total', 'Shards this node flushed and handed to another node', 'shardsHandedOff');
     cluster('tally_cluster_lease_losses_total', 'Times this node found its member entry taken over and gave up every shard', 'leaseLosses');

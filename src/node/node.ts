@@ -125,6 +125,7 @@ export class TallyNode {
           forwardBatches: cluster?.forwarder.stats.batches ?? 0,
           forwardedItems: cluster?.forwarder.stats.items ?? 0,
           forwardFailures: cluster?.forwarder.stats.failures ?? 0,
+          forwardRefused: cluster?.forwarder.stats.refusedBatches ?? 0,
           shardsClaimed: cluster?.node.counts.shardsClaimed ?? 0,
           shardsHandedOff: cluster?.node.counts.shardsHandedOff ?? 0,
           leaseLosses: cluster?.node.counts.leaseLosses ?? 0,

@@ -1,8 +1,11 @@
 /**
  * Forwarding over a real nats-server: items for one owner sent in one turn of the event
  * loop travel in batches of at most 100, each answered on its own and in order, and an owner
- * that is not there is an answer (`moved`, or owner_unavailable), never a hang.
+ * that is not there is an answer (`moved`, or owner_unavailable), never a hang. A batch from
+ * a stranger is read as one: a malformed item is answered with an error, an unreadable or
+ * oversized batch is not answered, and neither reaches `decide` nor throws.
  */
+import { Packr } from 'msgpackr';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ForwardItem } from '../../src/node/cluster/index.js';
@@ -13,7 +16,7 @@ import { useNatsServer } from '../support/natsServer.js';
 const log = pino({ level: 'silent' });
 const nats = useNatsServer();
 
-const item = (key: string): ForwardItem => ({ kind: 'limiter', request: { namespace: 'service', key, limits: [] } as unknown as LimiterRequest });
+const item = (key: string): ForwardItem => ({ kind: 'limiter', request: { op: 'check', namespace: 'service', key, cost: 1 } as unknown as LimiterRequest });
 
 describe('the forwarder', () => {
   it('batches what one turn sends to an owner, up to 100 an item, and answers each in order', async () => {
@@ -67,5 +70,65 @@ describe('the forwarder', () => {
     expect(performance.now() - slow).toBeGreaterThanOrEqual(250);
     expect(performance.now() - slow).toBeLessThan(1500);
     silent.unsubscribe();
+  });
+
+  it('answers malformed items with an error, leaves unreadable and oversized batches unanswered, and never throws', async () => {
+    const owner = new Forwarder(nats.nc, log);
+    const decided: unknown[] = [];
+    owner.serve('owner-x', async (got) => {
+      decided.push(got);
+      // A decide that throws (as a domain service does on a request it cannot read).
+      if (got.kind === 'limiter' && got.request.key === 'throws') throw new TypeError('cannot read it');
+      return { ok: 'fine' };
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const ask = async (batch: unknown) => {
+      try {
+        const reply = await nats.nc.request('tally.node.owner-x', packr.pack(batch), { timeout: 500 });
+        return packr.unpack(reply.data) as { results: unknown[] };
+      } catch {
+        return 'no answer';
+      }
+    };
+    const malformed = { err: { code: 'invalid_request', detail: 'a forwarded item of an unknown shape' } };
+    try {
+      const answer = await ask({
+        v: 1,
+        items: [
+          null,
+          7,
+          { kind: 'user' },
+          { kind: 'user', request: { userId: 'u', credential: null, op: 'quota.get', args: {} } },
+          { kind: 'nonsense', request: {} },
+          { kind: 'limiter', request: { namespace: 'service', key: 'throws', op: 'check' } },
+          { kind: 'limiter', request: { namespace: 'service', key: 'good', op: 'check' } },
+        ],
+      });
+      expect(answer).toEqual({
+        results: [
+          malformed,
+          malformed,
+          malformed,
+          malformed,
+          malformed,
+          { err: { code: 'internal', detail: 'the owner failed to answer this request' } },
+          { ok: 'fine' },
+        ],
+      });
+      expect(decided).toHaveLength(2);
+      expect(await ask({ v: 2, items: [] })).toBe('no answer');
+      expect(await ask([null])).toBe('no answer');
+      expect(await ask({ v: 1, items: Array.from({ length: 1001 }, () => null) })).toBe('no answer');
+      expect((await ask({ v: 1, items: Array.from({ length: 1000 }, () => null) })) as { results: unknown[] }).toMatchObject({ results: { length: 1000 } });
+      expect(owner.stats.refusedBatches).toBe(3);
+      expect(decided).toHaveLength(2);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      owner.stop();
+    }
   });
 });

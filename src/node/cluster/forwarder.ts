@@ -14,8 +14,21 @@
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { nodeSubject, WIRE_VERSION } from './protocol.js';
-import { decode, encode, type ForwardBatch, type ForwardItem, type ForwardReply, type ForwardResult } from './wire.js';
+import { MAX_BATCH_ITEMS, nodeSubject, WIRE_VERSION } from './protocol.js';
+import {
+  decode,
+  encode,
+  type ForwardBatch,
+  type ForwardItem,
+  type ForwardReply,
+  type ForwardResult,
+  MALFORMED_ITEM,
+  readForwardItem,
+  toWireError,
+} from './wire.js';
+
+/** A refused batch is logged at most this often (a flood of them says no more than the first). */
+const REFUSAL_LOG_MS = 60_000;
 
 const MAX_BATCH = 100;
 
@@ -23,6 +36,8 @@ export interface ForwardStats {
   batches: number;
   items: number;
   failures: number;
+  /** Batches received that were not answered: unreadable, of another version, or too large. */
+  refusedBatches: number;
 }
 
 interface Waiting {
@@ -46,7 +61,7 @@ export class Forwarder {
   private nextId = 1;
   private flushScheduled = false;
   private readonly sweeper: NodeJS.Timeout;
-  readonly stats: ForwardStats = { batches: 0, items: 0, failures: 0 };
+  readonly stats: ForwardStats = { batches: 0, items: 0, failures: 0, refusedBatches: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -91,7 +106,7 @@ export class Forwarder {
           this.log.warn({ err: error }, 'forwarded-request subscription failed');
           return;
         }
-        void this.answer(msg, decide);
+        this.answer(msg, decide).catch((error: unknown) => this.log.warn({ err: error }, 'a forwarded batch could not be answered'));
       },
     });
   }
@@ -110,17 +125,39 @@ export class Forwarder {
     for (const [id, batch] of this.inFlight) this.settle(id, batch, (waiting) => waiting.resolve(unreachable(batch.owner, 'this node is shutting down')));
   }
 
+  /**
+   * Answers one batch: every item on its own, a malformed one with an error, never a throw.
+   * A batch that cannot be read, of another version, or of more than MAX_BATCH_ITEMS items is
+   * not answered (its sender's deadline answers for it), and said at most once a minute.
+   */
   private async answer(msg: Msg, decide: (item: ForwardItem) => Promise<ForwardResult>): Promise<void> {
     let batch: ForwardBatch;
     try {
       batch = decode<ForwardBatch>(msg.data);
-      if (batch.v !== WIRE_VERSION || !Array.isArray(batch.items)) throw new Error(`unknown batch version ${String(batch.v)}`);
     } catch (error) {
-      this.log.warn({ err: error }, 'a forwarded batch could not be read; not answered');
+      this.refuse('a forwarded batch could not be read; not answered', error);
       return;
     }
-    const results = await Promise.all(batch.items.map((item) => decide(item)));
+    if (typeof batch !== 'object' || batch === null || batch.v !== WIRE_VERSION || !Array.isArray(batch.items)) {
+      this.refuse('a forwarded batch of an unknown version or shape; not answered');
+      return;
+    }
+    if (batch.items.length > MAX_BATCH_ITEMS) {
+      this.refuse(`a forwarded batch of more than ${MAX_BATCH_ITEMS} items; not answered`);
+      return;
+    }
+    const results = await Promise.all(batch.items.map((raw) => decideSafely(readForwardItem(raw), decide)));
     msg.respond(encode({ results } satisfies ForwardReply));
+  }
+
+  private refusedSaidAt = Number.NEGATIVE_INFINITY;
+
+  private refuse(message: string, error?: unknown): void {
+    this.stats.refusedBatches++;
+    const now = performance.now();
+    if (now - this.refusedSaidAt < REFUSAL_LOG_MS) return;
+    this.refusedSaidAt = now;
+    this.log.warn({ err: error, refused: this.stats.refusedBatches }, message);
   }
 
   private flush(owner: string): void {
@@ -182,4 +219,14 @@ export class Forwarder {
 
 function unreachable(owner: string, why: string): ForwardResult {
   return { err: { code: 'owner_unavailable', detail: `the owner of this entity (node ${owner}) cannot be reached: ${why}`, retryAfterMs: 1000 } };
+}
+
+/** `decide`'s answer for an item, or the error it threw as the owner's answer: one bad item never fails its batch. */
+async function decideSafely(item: ForwardItem | null, decide: (item: ForwardItem) => Promise<ForwardResult>): Promise<ForwardResult> {
+  if (item === null) return MALFORMED_ITEM;
+  try {
+    return await decide(item);
+  } catch (error) {
+    return { err: toWireError(error) };
+  }
 }

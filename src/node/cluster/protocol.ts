@@ -10,6 +10,8 @@
 
 /** Version of the forwarded batch format (wire.ts); a node refuses a batch of another version. */
 export const WIRE_VERSION = 1;
+/** Items in one forwarded batch, at most: senders send up to 100; a larger batch is not answered. */
+export const MAX_BATCH_ITEMS = 1000;
 
 // --- Subjects ---------------------------------------------------------------------------
 

@@ -39,6 +39,32 @@ export function decode<T extends ForwardBatch | ForwardReply>(bytes: Uint8Array)
   return packr.unpack(bytes) as T;
 }
 
+/** The answer to a forwarded item of an unknown shape. */
+export const MALFORMED_ITEM: ForwardResult = Object.freeze({
+  err: Object.freeze({ code: 'invalid_request' as const, detail: 'a forwarded item of an unknown shape' }),
+});
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * A forwarded item as it arrived, checked for the shape the owner's services read (whoever
+ * sent it, a batch is read as a stranger's): the item, or null (answered MALFORMED_ITEM).
+ */
+export function readForwardItem(raw: unknown): ForwardItem | null {
+  if (!isRecord(raw) || !isRecord(raw.request)) return null;
+  const request = raw.request;
+  if (raw.kind === 'user') {
+    const { userId, credential, op, args } = request;
+    if (typeof userId === 'string' && isRecord(credential) && typeof credential.kind === 'string' && typeof op === 'string' && isRecord(args)) {
+      return raw as ForwardItem;
+    }
+  } else if (raw.kind === 'limiter') {
+    const { namespace, key, op } = request;
+    if (typeof namespace === 'string' && typeof key === 'string' && typeof op === 'string') return raw as ForwardItem;
+  }
+  return null;
+}
+
 /** A thrown value as the owner sends it back. Errors that are not the domain's become `internal`, revealing nothing. */
 export function toWireError(error: unknown): WireError {
   if (error instanceof TallyError) {

@@ -17,7 +17,7 @@ import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, sha
 import { ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
-import { OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
+import { coalesced, OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { LocalRouter } from './router.js';
@@ -344,8 +344,12 @@ export class TallyNode {
 
   /** Tier edits made on other nodes, installed here at once; all tiers reloaded after NATS reconnects. */
   private listenForTierEdits(nc: NatsConnection, tierAdmin: TierAdmin): void {
+    // Any number of edit messages while a reload runs ask for one more reload, not one each.
+    const refresh = coalesced(async () => {
+      await tierAdmin.refresh();
+    });
     const reload = (why: string) =>
-      void tierAdmin.refresh().catch((error: unknown) => this.log.warn({ err: error, why }, 'tier reload failed; the periodic reload retries'));
+      void refresh().catch((error: unknown) => this.log.warn({ err: error, why }, 'tier reload failed; the periodic reload retries'));
     tierAdmin.onEdited = (name) => nc.publish(TIER_EDITS_SUBJECT, name);
     nc.subscribe(TIER_EDITS_SUBJECT, { callback: () => reload('a tier was edited on another node') });
     void (async () => {

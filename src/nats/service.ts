@@ -40,7 +40,7 @@ import {
   settleRequest,
 } from '../api/index.js';
 import type { SessionTokens } from '../credentials/index.js';
-import type { Credential, QuotaDecision } from '../shards/index.js';
+import { type Credential, type QuotaDecision, TallyError } from '../shards/index.js';
 
 /** The service's name, its queue group (every node answers in one), and the prefix of its subjects. */
 const SERVICE_NAME = 'tally';
@@ -57,6 +57,8 @@ export interface NatsApiDeps {
   log: Logger;
   version: string;
   nodeId: string;
+  /** Decisions in flight at once (a batch counts each item); a request past it is answered 503. */
+  maxInFlight: number;
 }
 
 /** One endpoint: its subject's last part and what it does with a validated body. */
@@ -72,6 +74,7 @@ export class NatsApi {
   private constructor(
     private readonly service: Service,
     private readonly log: Logger,
+    private readonly maxInFlight: number,
   ) {}
 
   static async start(nc: NatsConnection, deps: NatsApiDeps): Promise<NatsApi> {
@@ -82,7 +85,7 @@ export class NatsApi {
       queue: QUEUE_GROUP,
       metadata: { node: deps.nodeId },
     });
-    const api = new NatsApi(service, deps.log);
+    const api = new NatsApi(service, deps.log, deps.maxInFlight);
     const group = service.addGroup(SUBJECT_PREFIX);
     for (const operation of operations(deps)) {
       group.addEndpoint(operation.name.replace('.', '_'), { subject: operation.name, handler: (_error, msg) => api.answer(operation, msg) });
@@ -112,8 +115,13 @@ export class NatsApi {
   private answer(operation: Operation, msg: ServiceMsg): void {
     const msgpack = msg.headers?.get('content-type') === MSGPACK;
     let answer: unknown;
+    let weight = 1;
     try {
-      answer = operation.handle(decodeBody(msg.data, msgpack));
+      const body = decodeBody(msg.data, msgpack);
+      weight = decisionsIn(body);
+      // Refused before any work: a flood of requests cannot queue without bound.
+      if (this.inFlight + weight > this.maxInFlight) throw AT_CAPACITY;
+      answer = operation.handle(body);
     } catch (error) {
       this.fail(msg, error, msgpack);
       return;
@@ -122,14 +130,15 @@ export class NatsApi {
       reply(msg, answer, msgpack);
       return;
     }
-    this.inFlight++;
+    this.inFlight += weight;
     answer
       .then(
         (value) => reply(msg, value, msgpack),
         (error: unknown) => this.fail(msg, error, msgpack),
       )
       .finally(() => {
-        if (--this.inFlight === 0) this.idle?.();
+        this.inFlight -= weight;
+        if (this.inFlight === 0) this.idle?.();
       });
   }
 
@@ -140,6 +149,14 @@ export class NatsApi {
     const options = msgpack ? { headers: msgpackHeaders() } : {};
     msg.respondError(body.status, body.detail, encodeBody(body, msgpack), options);
   }
+}
+
+const AT_CAPACITY = new TallyError('at_capacity', 'this node has as many NATS API requests in flight as it takes; try again shortly', { retryAfterMs: 100 });
+
+/** How many decisions a body asks for: the items of a batch, or one. */
+function decisionsIn(body: unknown): number {
+  if (typeof body !== 'object' || body === null || !('items' in body) || !Array.isArray(body.items)) return 1;
+  return Math.max(1, body.items.length);
 }
 
 /** A platform service acts for the user it names: no session or key is checked, a blocked user is refused. */

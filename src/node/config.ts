@@ -41,6 +41,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Cluster: how long SIGTERM waits for this node's shards to be handed to the others. */
   readonly drainTimeoutMs: number;
+  /** Cluster: NATS API decisions (a batch counts each item) in flight at once; past it, 503. */
+  readonly natsMaxInFlight: number;
 }
 
 export class ConfigError extends Error {
@@ -80,6 +82,7 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   { name: 'TALLY_LEASE_MS', default: '6000', meaning: 'cluster: a node silent this long loses its shards' },
   { name: 'TALLY_HEARTBEAT_MS', default: '1000', meaning: 'cluster: how often a node renews its lease (at most a third of it)' },
   { name: 'TALLY_DRAIN_TIMEOUT_MS', default: '30000', meaning: 'cluster: how long SIGTERM waits for this node’s shards to move to the others' },
+  { name: 'TALLY_NATS_MAX_IN_FLIGHT', default: '10000', meaning: 'cluster: NATS API decisions in flight at once (a batch counts each item); past it, 503' },
   { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
   { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
   { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
@@ -111,6 +114,7 @@ export const CONFIG_DEFAULTS = {
   TALLY_LEASE_MS: 6000,
   TALLY_HEARTBEAT_MS: 1000,
   TALLY_DRAIN_TIMEOUT_MS: 30_000,
+  TALLY_NATS_MAX_IN_FLIGHT: 10_000,
 } as const;
 
 /**
@@ -225,6 +229,7 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     trustProxy: trustProxy === 'true',
     shutdownTimeoutMs: int('TALLY_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
     drainTimeoutMs: int('TALLY_DRAIN_TIMEOUT_MS', 0, 3_600_000),
+    natsMaxInFlight: int('TALLY_NATS_MAX_IN_FLIGHT', 1, 1_000_000),
   });
 }
 

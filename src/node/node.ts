@@ -201,7 +201,14 @@ export class TallyNode {
     } else {
       const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, opened);
       this.listenForTierEdits(node.connection, tierAdmin);
-      const natsApi = await NatsApi.start(node.connection, { router, tokens, log, version: VERSION, nodeId: config.nodeId });
+      const natsApi = await NatsApi.start(node.connection, {
+        router,
+        tokens,
+        log,
+        version: VERSION,
+        nodeId: config.nodeId,
+        maxInFlight: config.natsMaxInFlight,
+      });
       opened.add('stop the NATS API', () => natsApi.stop(0));
       cluster = { node, forwarder, natsApi };
     }

@@ -54,6 +54,40 @@ function runtime(options: Partial<ConstructorParameters<typeof ActorRuntime>[0]>
 beforeAll(() => initHashing());
 
 describe('ActorRuntime', () => {
+  it('checks the lease again after a load: one that returns after the lease lapsed decides nothing', async () => {
+    const rt = runtime();
+    let lease = true;
+    rt.mayDecide = () => lease;
+    let finish: () => void = () => {};
+    const slow = (key: string, shard: Shard) =>
+      new Promise<{ actor: Counter; fenceEpoch: number }>((resolve) => {
+        finish = () => resolve({ actor: new Counter(key, shard), fenceEpoch: shard.epoch });
+      });
+    const first = rt.get('slow', 0, slow, 'counter');
+    const second = rt.get('slow', 0, slow, 'counter');
+    // The load takes longer than half a lease: the lease lapses meanwhile (another node may own the shard by now).
+    lease = false;
+    finish();
+    await expect(first).rejects.toThrow(OwnerUnavailableError);
+    await expect(second).rejects.toThrow(OwnerUnavailableError);
+    // The loaded actor stays; once the lease is valid again it is used, not loaded twice.
+    lease = true;
+    expect(rt.get('slow', 0, slow, 'counter')).toBeInstanceOf(Counter);
+  });
+
+  it('checks the shard again after a load: one released meanwhile decides nothing', async () => {
+    const rt = runtime();
+    let finish: () => void = () => {};
+    const slow = (key: string, shard: Shard) =>
+      new Promise<{ actor: Counter; fenceEpoch: number }>((resolve) => {
+        finish = () => resolve({ actor: new Counter(key, shard), fenceEpoch: shard.epoch });
+      });
+    const pending = rt.get('moving', 0, slow, 'counter');
+    rt.releaseShard(rt.shardFor('moving'));
+    finish();
+    await expect(pending).rejects.toThrow(OwnerUnavailableError);
+  });
+
   it('activates an actor once however many callers ask at the same time', async () => {
     const rt = runtime();
     let loads = 0;

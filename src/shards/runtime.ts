@@ -166,6 +166,10 @@ export class ActorRuntime {
     }
     const actor = await pending;
     if (actor === null) throw new NotFoundError(what);
+    // The lease and the shard are checked again after the load: one that took more than half
+    // a lease may return after another node has taken the shard over and begun deciding.
+    if (!actor.shard.serving) throw new OwnerUnavailableError(`shard ${actor.shard.index} moved while activating`);
+    if (!this.mayDecide()) throw new OwnerUnavailableError('this node’s cluster lease lapsed while activating');
     return actor as A;
   }
 

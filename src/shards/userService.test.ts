@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ForbiddenError, TallyError } from './errors.js';
+import { ForbiddenError, OwnerUnavailableError, TallyError } from './errors.js';
 import { initHashing } from './hash.js';
 import { issueApiKey, newSessionId, newUserId } from './ids.js';
 import type { LoadedUser, UserStore } from './ports.js';
@@ -90,7 +90,7 @@ function serviceWithUser() {
     op,
     args,
   });
-  return { service, request, credentials, written };
+  return { service, request, credentials, written, runtime, userId };
 }
 
 describe('UserService dispatch', () => {
@@ -125,6 +125,19 @@ describe('UserService dispatch', () => {
     expect(first).toEqual({ a: 1 });
     expect(second).toEqual({ a: 1, b: 2 });
     expect(written).toEqual([{ a: 1 }, { a: 1, b: 2 }]);
+  });
+
+  it('refuses a write-through whose turn comes after its shard moved away, and writes nothing for it', async () => {
+    const { service, request, written, runtime, userId } = serviceWithUser();
+    const first = service.execute(request('preferences.merge', { patch: { a: 1 } }), t0);
+    const second = service.execute(request('preferences.merge', { patch: { b: 2 } }), t0);
+    // While the first edit is being written, the shard is handed off: the queued second edit
+    // must not be written by this node, which no longer owns the user.
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    runtime.shardFor(userId).status = 'not_owned';
+    await expect(first).resolves.toEqual({ a: 1 });
+    await expect(second).rejects.toThrow(OwnerUnavailableError);
+    expect(written).toEqual([{ a: 1 }]);
   });
 
   it('answers an operation name it does not know, such as a member of Object.prototype, with an internal error', async () => {

@@ -7,7 +7,7 @@
  * Requests are plain data (`UserRequest`), so the router can run them here or send them to
  * the owner over NATS unchanged.
  */
-import { ForbiddenError, INVALID_API_KEY, NotFoundError, TallyError, UnauthenticatedError } from './errors.js';
+import { ForbiddenError, INVALID_API_KEY, NotFoundError, OwnerUnavailableError, TallyError, UnauthenticatedError } from './errors.js';
 import type { UserStore } from './ports.js';
 import type { JsonObject } from './preferences.js';
 import type { Settlement } from './quota/index.js';
@@ -142,7 +142,12 @@ export class UserService {
     if (handler === undefined) throw new TallyError('internal', `unknown operation ${String(request.op)}`);
     const { args } = request;
     if (handler.kind !== 'write-through') return handler.run(user, args, now, this.deps, principal);
-    return user.exclusive(() => handler.run(user, args, now, this.deps, principal));
+    return user.exclusive(() => {
+      // Its turn may come long after the request arrived: the shard may have moved, or the
+      // lease lapsed, meanwhile. Refused then; the caller asks the owner of the moment.
+      if (!user.shard.serving || !this.runtime.mayDecide()) throw new OwnerUnavailableError(`shard ${user.shard.index} is not served by this node`);
+      return handler.run(user, args, now, this.deps, principal);
+    });
   }
 }
 

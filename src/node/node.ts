@@ -12,7 +12,17 @@ import { type Router, TierAdmin } from '../api/index.js';
 import { ApiKeys, deriveKeys, loadOrCreateSecret, SessionTokens } from '../credentials/index.js';
 import { createHttpServer, type HealthReport, type HttpServer, probeListen } from '../http/index.js';
 import { NatsApi } from '../nats/index.js';
-import { type Database, emptyReplicaStats, migrate, openDatabase, openReplica, type RedisReplica, Store, WriteBehind } from '../persistence/index.js';
+import {
+  type Database,
+  emptyReplicaStats,
+  migrate,
+  openDatabase,
+  openReplica,
+  type RedisReplica,
+  readIncarnation,
+  Store,
+  WriteBehind,
+} from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
 import { ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
@@ -298,7 +308,12 @@ export class TallyNode {
       // Keys expire once an actor would have been passivated: Redis holds the active ones.
       const opening = await openReplica(
         config.redisUrl,
-        { prefix: config.redisPrefix, ttlMs: config.actorIdleMs, readTimeoutMs: REPLICA_READ_TIMEOUT_MS },
+        {
+          prefix: config.redisPrefix,
+          incarnation: await readIncarnation(database.sql),
+          ttlMs: config.actorIdleMs,
+          readTimeoutMs: REPLICA_READ_TIMEOUT_MS,
+        },
         log,
       );
       replica = opening;

@@ -7,7 +7,7 @@
 export { EmailTakenError, UnknownTierError } from '../shards/index.js';
 export { type Database, openDatabase } from './database.js';
 export { DataDirInUseError, MigrationError, SQLSTATE } from './errors.js';
-export { defaultMigrationsDir, migrate } from './migrations.js';
+export { defaultMigrationsDir, migrate, readIncarnation } from './migrations.js';
 export { chooseCopy, emptyReplicaStats, openReplica, RedisReplica, type ReplicaStats } from './replica.js';
 export type { ActorStateRow, ApiKeyRow, SessionRow, UserRow } from './rows.js';
 export { Store } from './store.js';

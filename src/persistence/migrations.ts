@@ -89,3 +89,10 @@ export async function migrate(sql: Sql, dir = defaultMigrationsDir()): Promise<{
   }
   return { applied };
 }
+
+/** The database's incarnation (migration 008): made once, and kept for the life of the database. */
+export async function readIncarnation(sql: Sql): Promise<string> {
+  const [row] = await sql<{ incarnation: string }[]>`select incarnation from database_incarnation`;
+  if (row === undefined) throw new Error('the database has no incarnation: run the migrations first');
+  return row.incarnation;
+}

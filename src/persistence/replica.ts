@@ -5,9 +5,13 @@
  * Postgres stays the source of truth: the write-behind flush is not changed or slowed, and a
  * Redis that is down, slow or flushed costs freshness only, never an answer.
  *
- * One hash per actor, `<prefix><entity key>` → `e` (the shard epoch the state was decided
- * under), `q` (its sequence: the actor's change counter) and `s` (the state, MessagePack).
- * Keys expire after the actor idle time, so Redis holds about the active actors and no more.
+ * One hash per actor, `<prefix><incarnation>:<entity key>` → `e` (the shard epoch the state
+ * was decided under), `q` (its sequence: the actor's change counter) and `s` (the state,
+ * MessagePack). Keys expire after the actor idle time, so Redis holds about the active actors
+ * and no more. `<incarnation>` is the database's (migration 008): copies and the fence kept
+ * for another database under the same prefix (re-created, restored) are never read as this
+ * one's; `<prefix>#incarnation` names the database the prefix serves now, and the first node
+ * of a new one deletes the former fence and says so once (the former copies expire).
  *
  * Which copy is newer is decided by `(epoch, seq)`, compared in that order, in two places:
  * - Redis itself refuses a push that is not newer than what it holds (one Lua script per
@@ -67,6 +71,7 @@ export interface ReplicaRedis {
   };
   tallyReplicaPut(numberOfKeys: number, ...args: (string | Buffer)[]): Promise<number>;
   tallyReplicaFence(numberOfKeys: number, ...args: string[]): Promise<string[]>;
+  tallyReplicaAdopt(numberOfKeys: number, ...args: string[]): Promise<string | null>;
   on(event: 'ready' | 'error' | 'end', listener: (...args: unknown[]) => void): unknown;
   quit(): Promise<unknown>;
   disconnect(): void;
@@ -120,9 +125,31 @@ for i = 1, #ARGV, 2 do
 end
 return ahead`;
 
+/**
+ * KEYS[1]: `<prefix>#incarnation`; KEYS[2]: the fence of the layout before incarnations.
+ * ARGV[1]: this database's incarnation; ARGV[2]: the prefix.
+ *
+ * Makes the prefix this database's: returns false when it already was; otherwise records the
+ * incarnation, deletes the former database's fence (or the old layout's), and returns the
+ * former incarnation ('' for the old layout; false too for a prefix never used before).
+ * Nothing else is deleted: the former copies expire.
+ */
+const ADOPT_SCRIPT = `
+local former = redis.call('GET', KEYS[1])
+if former == ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1])
+if former then
+  redis.call('DEL', ARGV[2] .. former .. ':#fence')
+  return former
+end
+if redis.call('DEL', KEYS[2]) == 1 then return '' end
+return false`;
+
 export interface ReplicaOptions {
   /** Prepended to every key. */
   prefix: string;
+  /** The database's incarnation (`readIncarnation`): every key but the marker is under it. */
+  incarnation: string;
   /** A snapshot not pushed again for this long expires. */
   ttlMs: number;
   /** An activation waits this long for Redis, then goes on with Postgres alone. */
@@ -141,6 +168,8 @@ export interface ReplicaStats {
 const PUT_BATCH = 200;
 /** The fence hash, beside the actors' keys (an entity key never starts with '#'). */
 const FENCE_KEY = '#fence';
+/** `<prefix>#incarnation`: the incarnation of the database the prefix serves now. */
+const INCARNATION_KEY = '#incarnation';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -159,7 +188,35 @@ export class RedisReplica implements StateReplica {
     private readonly log: Logger,
   ) {
     redis.on('error', (error) => this.trouble('the Redis connection failed', error));
-    redis.on('ready', () => this.recovered('Redis connection ready'));
+    redis.on('ready', () => {
+      this.recovered('Redis connection ready');
+      void this.adoptPrefix();
+    });
+  }
+
+  /** Every key of this database's replica starts with this. */
+  private get keys(): string {
+    return `${this.options.prefix}${this.options.incarnation}:`;
+  }
+
+  /**
+   * Makes the prefix this database's (at each connection): when it served another database
+   * (or the layout before incarnations), that database's fence is deleted, once, with one
+   * info line. Its copies are never read (they are under another incarnation) and expire.
+   */
+  private async adoptPrefix(): Promise<void> {
+    const { prefix, incarnation } = this.options;
+    try {
+      const former = await this.redis.tallyReplicaAdopt(2, prefix + INCARNATION_KEY, prefix + FENCE_KEY, incarnation, prefix);
+      if (former !== null) {
+        this.log.info(
+          { prefix, former: former === '' ? 'none (keys from before incarnations)' : former, incarnation },
+          'the Redis replica under this prefix served another database: its copies are ignored and expire; its fence was deleted',
+        );
+      }
+    } catch (error) {
+      this.trouble('claiming the Redis replica’s prefix failed', error);
+    }
   }
 
   /** Whether Redis answered the last push or read. */
@@ -196,12 +253,12 @@ export class RedisReplica implements StateReplica {
     }
     this.stats.pushes++;
     try {
-      const fence = this.options.prefix + FENCE_KEY;
+      const fence = this.keys + FENCE_KEY;
       // Every call's arguments first: nothing is sent if a state does not encode.
       const batches: (string | Buffer)[][] = [];
       for (let from = 0; from < rows.length; from += PUT_BATCH) {
         const batch = rows.slice(from, from + PUT_BATCH);
-        const args: (string | Buffer)[] = [fence, ...batch.map((row) => this.options.prefix + row.entityKey)];
+        const args: (string | Buffer)[] = [fence, ...batch.map((row) => this.keys + row.entityKey)];
         for (const row of batch) {
           const ttl = row.expiresAt == null ? this.options.ttlMs : Math.max(1, Math.min(this.options.ttlMs, row.expiresAt - now));
           args.push(String(row.shard), String(row.epoch), String(row.seq ?? 0), String(ttl), packr.pack(row.state));
@@ -236,7 +293,7 @@ export class RedisReplica implements StateReplica {
       timer = setTimeout(() => resolve('late'), this.options.readTimeoutMs);
     });
     try {
-      const ahead = await Promise.race([this.redis.tallyReplicaFence(1, this.options.prefix + FENCE_KEY, ...args), late]);
+      const ahead = await Promise.race([this.redis.tallyReplicaFence(1, this.keys + FENCE_KEY, ...args), late]);
       if (ahead === 'late') throw new ReplicaTimeoutError('raising the fence', this.options.readTimeoutMs);
       if (ahead.length > 0) {
         this.log.error(
@@ -265,7 +322,7 @@ export class RedisReplica implements StateReplica {
     });
     try {
       const pipeline = this.redis.pipeline();
-      for (const key of keys) pipeline.hmgetBuffer(this.options.prefix + key, 'e', 'q', 's');
+      for (const key of keys) pipeline.hmgetBuffer(this.keys + key, 'e', 'q', 's');
       const answer = await Promise.race([pipeline.exec(), late]);
       if (answer === 'late') throw new ReplicaTimeoutError('reading copies', this.options.readTimeoutMs);
       return keys.map((_, i) => decodeCopy(answer?.[i]));
@@ -332,5 +389,6 @@ export async function openReplica(url: string, options: ReplicaOptions, log: Log
   });
   redis.defineCommand('tallyReplicaPut', { lua: PUT_SCRIPT });
   redis.defineCommand('tallyReplicaFence', { lua: FENCE_SCRIPT });
+  redis.defineCommand('tallyReplicaAdopt', { lua: ADOPT_SCRIPT });
   return new RedisReplica(redis as unknown as ReplicaRedis, options, log);
 }

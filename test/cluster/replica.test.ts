@@ -4,7 +4,7 @@
  * kill -9 right after a consume returns; once its shards are served again, the usage the new
  * owner starts from is compared with what was admitted. Write-behind alone may lose up to a
  * flush interval (1 s here, the default); with the replica, at most about one replica
- * interval (100 ms, the default).
+ * interval (100 ms, the default), also when the Redis prefix was kept from another database.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { targetPlacement } from '../../src/node/cluster/index.js';
@@ -110,6 +110,25 @@ describe('a kill -9 of an owner under steady load', () => {
     expect(loss.used).toBeLessThanOrEqual(loss.admitted);
     // One interval of consumption, and the push in flight when the owner died.
     expect(loss.admitted - loss.used).toBeLessThanOrEqual(Math.ceil((loss.rate * (REPLICA_MS + 30)) / 1000) + 1);
+  }, 60_000);
+
+  it('with a Redis prefix kept from another database (its fence far ahead), still loses at most about one replica interval', async () => {
+    // A re-created or restored database, while Redis kept the prefix: the former database's
+    // fence stands at epochs this one will not reach for a long time, in the layout before
+    // incarnations and under another incarnation.
+    const stale = redisPrefix();
+    try {
+      const ahead = Object.fromEntries(Array.from({ length: 1024 }, (_, shard) => [String(shard), '1000000']));
+      await stale.redis.hset(`${stale.prefix}#fence`, ahead);
+      await stale.redis.set(`${stale.prefix}#incarnation`, 'former');
+      await stale.redis.hset(`${stale.prefix}former:#fence`, ahead);
+      const loss = await crashLoss({ REDIS_URL, TALLY_REDIS_PREFIX: stale.prefix, TALLY_REPLICA_INTERVAL_MS: String(REPLICA_MS) });
+      losses['with Redis, stale prefix'] = loss;
+      expect(loss.used).toBeLessThanOrEqual(loss.admitted);
+      expect(loss.admitted - loss.used).toBeLessThanOrEqual(Math.ceil((loss.rate * (REPLICA_MS + 30)) / 1000) + 1);
+    } finally {
+      await stale.clear();
+    }
   }, 60_000);
 
   it('without it, loses what came since the last flush: most of a flush interval, this late in one', async () => {

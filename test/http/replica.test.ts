@@ -32,6 +32,12 @@ interface StateRow {
   state: { limits: { tokens: { used: number } } };
 }
 
+/** The key of `userId`'s copy in Redis: under the prefix and the database's incarnation. */
+async function copyKey(prefix: string, userId: string): Promise<string> {
+  const [row] = await sql<{ incarnation: string }[]>`select incarnation from database_incarnation`;
+  return `${prefix}${row!.incarnation}:${userId}`;
+}
+
 async function stateRow(userId: string): Promise<StateRow> {
   const [row] = await sql<{ epoch: string; seq: string; state: StateRow['state'] }[]>`select epoch, seq, state from actor_state where entity_key = ${userId}`;
   if (row === undefined) throw new Error(`no state row for ${userId}`);
@@ -59,10 +65,10 @@ describe('activation with a replica', () => {
   };
 
   /** Writes a copy of `row`'s state with `used` tokens into Redis, as an owner under `epoch` would. */
-  const plant = (userId: string, row: StateRow, epoch: number, seq: number, used: number) => {
+  const plant = async (userId: string, row: StateRow, epoch: number, seq: number, used: number) => {
     const state = structuredClone(row.state);
     state.limits.tokens.used = used;
-    return keys.redis.hset(`${keys.prefix}${userId}`, 'e', String(epoch), 'q', String(seq), 's', packr.pack(state));
+    return keys.redis.hset(await copyKey(keys.prefix, userId), 'e', String(epoch), 'q', String(seq), 's', packr.pack(state));
   };
 
   it('ignores a copy of an older epoch or past the fence, and takes a newer one and writes it to Postgres', async () => {
@@ -72,7 +78,7 @@ describe('activation with a replica', () => {
     for (let i = 0; i < 5; i++)
       expect((await node.api('POST', '/v1/quota/consume', { token: key, body: { cost: 1, amounts: { tokens: 10 } } })).status).toBe(200);
     // The owner pushed its copy: Redis holds the state the row will hold.
-    await waitFor(async () => (await keys.redis.hget(`${keys.prefix}${user.id}`, 'q')) !== null, 2000);
+    await waitFor(async () => (await keys.redis.hget(await copyKey(keys.prefix, user.id), 'q')) !== null, 2000);
     await node.stop();
     const written = await stateRow(user.id);
     expect(written.state.limits.tokens.used).toBe(50);
@@ -163,8 +169,9 @@ describe('a Redis that stops, starts again and stalls, under load', () => {
       await waitFor(async () => (await metric(node, 'tally_replica_up')) === 1 && (await metric(node, 'tally_replica_snapshots_total')) > pushedBefore, 5000);
       const copies = new Redis(redis.url);
       try {
-        await waitFor(async () => (await copies.hgetBuffer(`tally:${quiet.id}`, 's')) !== null, 3000);
-        const copy = packr.unpack((await copies.hgetBuffer(`tally:${quiet.id}`, 's'))!) as StateRow['state'];
+        const quietKey = await copyKey('tally:', quiet.id);
+        await waitFor(async () => (await copies.hgetBuffer(quietKey, 's')) !== null, 3000);
+        const copy = packr.unpack((await copies.hgetBuffer(quietKey, 's'))!) as StateRow['state'];
         expect(copy.limits.tokens.used).toBe(7);
       } finally {
         copies.disconnect();

@@ -19,6 +19,7 @@ const FILES = [
   '005_token_budgets_on_tokens.sql',
   '006_fence_per_statement.sql',
   '007_state_sequence.sql',
+  '008_database_incarnation.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -47,6 +48,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [5, '005_token_budgets_on_tokens.sql'],
       [6, '006_fence_per_statement.sql'],
       [7, '007_state_sequence.sql'],
+      [8, '008_database_incarnation.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

@@ -39,7 +39,7 @@ describe('the Redis replica', () => {
   const now = Date.now();
 
   beforeAll(async () => {
-    replica = await openReplica(REDIS_URL, { prefix: keys.prefix, ttlMs: 60_000, readTimeoutMs: 1000 }, log);
+    replica = await openReplica(REDIS_URL, { prefix: keys.prefix, incarnation: 'db1', ttlMs: 60_000, readTimeoutMs: 1000 }, log);
     await waitReady(replica);
   });
   afterAll(async () => {
@@ -70,7 +70,7 @@ describe('the Redis replica', () => {
     // A newer owner: taken.
     expect(await put(6, 1)).toBe(1);
     expect(await replica.read(['u-order', 'u-absent'])).toEqual([{ epoch: 6, seq: 1, state: { epoch: 6, seq: 1 } }, null]);
-    const ttl = await keys.redis.pttl(`${keys.prefix}u-order`);
+    const ttl = await keys.redis.pttl(`${keys.prefix}db1:u-order`);
     expect(ttl).toBeGreaterThan(50_000);
     expect(ttl).toBeLessThanOrEqual(60_000);
   });
@@ -83,22 +83,77 @@ describe('the Redis replica', () => {
     expect((await replica.read(['u-fenced']))[0]).toBeNull();
     expect(await put(7)).toBe(1);
     await replica.fence(new Map([[9, 5]]));
-    expect(await keys.redis.hget(`${keys.prefix}#fence`, '9')).toBe('7');
+    expect(await keys.redis.hget(`${keys.prefix}db1:#fence`, '9')).toBe('7');
   });
 
   it('lets a snapshot whose state stops mattering expire with it', async () => {
     await replica.push([{ entityKey: 'lim:x', shard: 2, epoch: 1, seq: 1, state: {}, expiresAt: now + 5000 }], now);
-    const ttl = await keys.redis.pttl(`${keys.prefix}lim:x`);
+    const ttl = await keys.redis.pttl(`${keys.prefix}db1:lim:x`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(5000);
   });
 
   it('writes many actors in one push, each under its own rule, past a key that is not its own', async () => {
-    await keys.redis.set(`${keys.prefix}u-many-7`, 'not a hash');
+    await keys.redis.set(`${keys.prefix}db1:u-many-7`, 'not a hash');
     const rows = Array.from({ length: 450 }, (_, i) => ({ entityKey: `u-many-${i}`, shard: 100 + (i % 500), epoch: 2, seq: i + 1, state: { i } }));
     expect(await replica.push(rows, now)).toBe(449);
     const found = await replica.read(rows.map((r) => r.entityKey));
     expect(found.map((f) => (f === null ? null : (f.state as { i: number }).i))).toEqual(rows.map((_, i) => (i === 7 ? null : i)));
+  });
+});
+
+describe('a prefix that served another database', () => {
+  const keys = redisPrefix();
+  afterAll(() => keys.clear());
+
+  const captured = () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    return { lines, log: pino({ level: 'info' }, sink) };
+  };
+  const open = async (incarnation: string, logger = log) => {
+    const replica = await openReplica(REDIS_URL, { prefix: keys.prefix, incarnation, ttlMs: 60_000, readTimeoutMs: 1000 }, logger);
+    await waitReady(replica);
+    // The prefix is claimed on connection; its answer follows the ready event.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return replica;
+  };
+  const now = Date.now();
+
+  it('is taken over by a new database: the old copies are never read, the old fence is deleted, with one info line', async () => {
+    // The layout from before incarnations, with a fence far ahead (a database that lived longer).
+    await keys.redis.hset(`${keys.prefix}#fence`, '3', '1000');
+    const first = captured();
+    const old = await open('db-old', first.log);
+    expect(first.lines.filter((line) => line.includes('served another database'))).toHaveLength(1);
+    expect(await keys.redis.exists(`${keys.prefix}#fence`)).toBe(0);
+    await old.fence(new Map([[3, 900]]));
+    expect(await old.push([{ entityKey: 'u-kept', shard: 3, epoch: 900, seq: 5, state: { by: 'old' } }], now)).toBe(1);
+    await old.close();
+
+    // A fresh database under the same prefix: its epochs start low again.
+    const second = captured();
+    const fresh = await open('db-new', second.log);
+    expect(second.lines.filter((line) => line.includes('served another database') && line.includes('db-old'))).toHaveLength(1);
+    expect(await keys.redis.exists(`${keys.prefix}db-old:#fence`)).toBe(0);
+    expect(await fresh.read(['u-kept'])).toEqual([null]);
+    await fresh.fence(new Map([[3, 1]]));
+    // Its own snapshots are taken, though the former database's fence stood at 900.
+    expect(await fresh.push([{ entityKey: 'u-kept', shard: 3, epoch: 1, seq: 1, state: { by: 'new' } }], now)).toBe(1);
+    expect(await fresh.read(['u-kept'])).toEqual([{ epoch: 1, seq: 1, state: { by: 'new' } }]);
+    await fresh.close();
+
+    // The same database again: nothing to take over, nothing said.
+    const third = captured();
+    const again = await open('db-new', third.log);
+    expect(third.lines.filter((line) => line.includes('served another database'))).toHaveLength(0);
+    expect(await again.read(['u-kept'])).toEqual([{ epoch: 1, seq: 1, state: { by: 'new' } }]);
+    await again.close();
   });
 });
 
@@ -112,7 +167,7 @@ describe('a replica whose Redis is not there', () => {
       },
     });
     const captured = pino({ level: 'warn' }, sink);
-    const replica = await openReplica('redis://127.0.0.1:1', { prefix: 'none:', ttlMs: 1000, readTimeoutMs: 1000 }, captured);
+    const replica = await openReplica('redis://127.0.0.1:1', { prefix: 'none:', incarnation: 'db1', ttlMs: 1000, readTimeoutMs: 1000 }, captured);
     try {
       const started = Date.now();
       expect(await replica.push([{ entityKey: 'u', shard: 0, epoch: 1, seq: 1, state: {} }], started)).toBeNull();

@@ -1,11 +1,10 @@
 /**
- * `tally cluster drain <node>`: asks that the node hold no shards (key `drain.<node>`) and,
+ * `tally cluster drain <node>`: asks that the node hold no shards (key `drain.<node>`, which a node writes) and,
  * unless --no-wait, waits until the coordinator has moved every one off it. Drain twice is
  * drain once: the request is the same key put again.
  */
-import { drainKey } from '../src/node/cluster/index.js';
 import { NotDoneError } from './errors.js';
-import { type Context, operatorBucket, report, waitForMoves } from './io.js';
+import { askNode, type Context, report, waitForMoves } from './io.js';
 
 export async function drain(context: Context, node: string): Promise<number> {
   const { nc, cluster, options, signal } = context;
@@ -13,7 +12,7 @@ export async function drain(context: Context, node: string): Promise<number> {
     throw new NotDoneError(`no node "${node}" in this cluster (tally cluster nodes lists them)`);
   const others = cluster.live().filter((member) => member.record.id !== node && member.status === 'active');
   if (others.length === 0) throw new NotDoneError(`refused: no other active node could take the shards of "${node}"`);
-  await (await operatorBucket(nc)).put(drainKey(node), JSON.stringify({ at: new Date().toISOString() }));
+  await askNode(nc, { op: 'drain', node });
   const total = cluster.map.summary().byNode[node] ?? 0;
   if (!options.wait) {
     report(options, { node, drained: false, requested: true, shards: total });

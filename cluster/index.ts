@@ -13,7 +13,7 @@
 import { parseArgs } from 'node:util';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ClusterNotFoundError, ClusterReader } from '../src/node/cluster/index.js';
-import { CONFIG_DEFAULTS, UsageError } from '../src/node/index.js';
+import { CONFIG_DEFAULTS, loadNatsAuth, UsageError } from '../src/node/index.js';
 import { SHARD_COUNT } from '../src/shards/index.js';
 import { drain } from './drain.js';
 import { NotDoneError } from './errors.js';
@@ -102,6 +102,7 @@ function parse(argv: string[]): Invocation | null {
     options: {
       json: parsed.values.json === true,
       nats,
+      natsAuth: loadNatsAuth(),
       node: parsed.values.node,
       wait: parsed.values['no-wait'] !== true,
       dryRun: parsed.values['dry-run'] === true,
@@ -130,7 +131,7 @@ export async function runClusterCli(argv: string[]): Promise<number> {
   const { command, options } = invocation;
   let nc: NatsConnection;
   try {
-    nc = await connectNats(options.nats);
+    nc = await connectNats(options.nats, options.natsAuth);
   } catch (error) {
     process.stderr.write(`tally cluster ${command.name}: cannot reach NATS at ${options.nats}: ${(error as Error).message}\n`);
     return 1;

@@ -3,14 +3,24 @@
  * cluster (one NATS connection and one reader), and how it answers: a table or JSON on
  * standard output, the progress of a wait on standard error.
  */
-import type { KV } from '@nats-io/kv';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection, NoRespondersError } from '@nats-io/transport-node';
 import { SingleBar } from 'cli-progress';
-import { type ClusterReader, OPERATOR_BUCKET, openBucket, type ShardMapView } from '../src/node/cluster/index.js';
+import {
+  type ClusterReader,
+  type NatsAuth,
+  natsConnectOptions,
+  OPERATOR_INBOX_PREFIX,
+  OPERATOR_REQUESTS_SUBJECT,
+  type OperatorRequest,
+  type ShardMapView,
+} from '../src/node/cluster/index.js';
+import { NotDoneError } from './errors.js';
 
 export interface Options {
   json: boolean;
   nats: string;
+  /** The operator's NATS credentials (NATS_USER…, as for nodes). */
+  natsAuth: NatsAuth;
   /** `shards --node`: only the shards of this node. */
   node: string | undefined;
   wait: boolean;
@@ -27,13 +37,38 @@ export interface Context {
   signal: AbortSignal;
 }
 
-export function connectNats(servers: string): Promise<NatsConnection> {
-  return connect({ servers: servers.split(',').map((url) => url.trim()), name: 'tally-cluster-cli', timeout: 5000 });
+/**
+ * The CLI's connection: the operator's credentials (NATS_USER… as for nodes), and replies on
+ * inboxes of its own prefix, the only ones the shipped configuration lets the operator user
+ * subscribe to.
+ */
+export function connectNats(servers: string, auth: NatsAuth): Promise<NatsConnection> {
+  return connect({
+    ...natsConnectOptions(auth),
+    servers: servers.split(',').map((url) => url.trim()),
+    name: 'tally-cluster-cli',
+    timeout: 5000,
+    inboxPrefix: OPERATOR_INBOX_PREFIX,
+  });
 }
 
-/** Where requests go. The nodes create the bucket, but a request may come first: then it is created as they would. */
-export function operatorBucket(nc: NatsConnection): Promise<KV> {
-  return openBucket(nc, OPERATOR_BUCKET);
+/** How long a node has to carry out a request. */
+const ASK_TIMEOUT_MS = 10_000;
+
+/**
+ * Asks a node to write an operator request (the entries are sealed with the key secret,
+ * which the CLI does not hold). Throws NotDoneError when no node answers or a node refuses.
+ */
+export async function askNode(nc: NatsConnection, request: OperatorRequest): Promise<{ removed?: number }> {
+  let answer: { ok?: true; removed?: number; error?: string };
+  try {
+    answer = (await nc.request(OPERATOR_REQUESTS_SUBJECT, JSON.stringify(request), { timeout: ASK_TIMEOUT_MS })).json();
+  } catch (error) {
+    const why = error instanceof NoRespondersError || (error as Error)?.cause instanceof NoRespondersError ? 'no node is running' : (error as Error).message;
+    throw new NotDoneError(`no node carried out the request (${why})`, { cause: error });
+  }
+  if (answer.ok !== true) throw new NotDoneError(`a node refused the request: ${answer.error ?? 'no reason given'}`);
+  return answer;
 }
 
 export function printJson(value: unknown, indent?: number): void {

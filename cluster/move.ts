@@ -1,11 +1,10 @@
 /**
- * `tally cluster move <shard> <node>`: pins the shard to the node (key `pin.<shard>`); the
+ * `tally cluster move <shard> <node>`: pins the shard to the node (key `pin.<shard>`, which a node writes); the
  * coordinator moves it there by a planned hand-off and keeps it there until a rebalance
  * deletes the pin. Waits until the node owns it.
  */
-import { pinKey } from '../src/node/cluster/index.js';
 import { NotDoneError } from './errors.js';
-import { type Context, operatorBucket, report, waitForMoves } from './io.js';
+import { askNode, type Context, report, waitForMoves } from './io.js';
 
 export async function move(context: Context, shard: number, node: string): Promise<number> {
   const { nc, cluster, options, signal } = context;
@@ -13,7 +12,7 @@ export async function move(context: Context, shard: number, node: string): Promi
   if (member === undefined) throw new NotDoneError(`no live node "${node}" in this cluster (tally cluster nodes lists them)`);
   if (member.status !== 'active') throw new NotDoneError(`refused: node "${node}" is ${member.status} and takes no shards`);
   const from = cluster.map.owner(shard) ?? null;
-  await (await operatorBucket(nc)).put(pinKey(shard), JSON.stringify({ to: node, at: new Date().toISOString() }));
+  await askNode(nc, { op: 'pin', shard, to: node });
   const left = await waitForMoves(
     context,
     1,

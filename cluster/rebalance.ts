@@ -3,10 +3,10 @@
  * undoing the moves an operator made with `move`. The coordinator plans the same moves on
  * its own once the pins are gone, so this deletes them and waits; it writes no moves itself.
  */
-import { ALL_PINS, planPlacement } from '../src/node/cluster/index.js';
+import { planPlacement } from '../src/node/cluster/index.js';
 import { initHashing, SHARD_COUNT } from '../src/shards/index.js';
 import { NotDoneError } from './errors.js';
-import { type Context, operatorBucket, printJson, printTable, waitForMoves } from './io.js';
+import { askNode, type Context, printJson, printTable, waitForMoves } from './io.js';
 
 export async function rebalance(context: Context): Promise<number> {
   const { nc, cluster, options, signal } = context;
@@ -26,12 +26,7 @@ export async function rebalance(context: Context): Promise<number> {
   }
   // Moves made by `move` are undone: every pin goes (those set since this command read them
   // too), and the coordinator carries the plan out itself, 32 moves in flight at a time.
-  if (cluster.requests.pins.size > 0) {
-    const requests = await operatorBucket(nc);
-    const pins: string[] = [];
-    for await (const key of await requests.keys(ALL_PINS)) pins.push(key);
-    for (const key of pins) await requests.delete(key);
-  }
+  if (cluster.requests.pins.size > 0) await askNode(nc, { op: 'unpin-all' });
   const target = plan.target;
   const left = await waitForMoves(
     context,

@@ -38,9 +38,11 @@ export interface KeySecretKeys {
   apiKeyMac: Uint8Array;
   /** Hashes emails into the keys of the login-attempt counters. */
   loginEmail: Uint8Array;
+  /** MACs what nodes tell each other: forwarded batches and the cluster's KV entries. */
+  clusterMac: Uint8Array;
 }
 
 export function deriveKeys(keySecret: string): KeySecretKeys {
   const derive = (info: string) => new Uint8Array(hkdfSync('sha256', keySecret, 'tally', info, 32));
-  return { apiKeyMac: derive('api-key-mac'), loginEmail: derive('login-email') };
+  return { apiKeyMac: derive('api-key-mac'), loginEmail: derive('login-email'), clusterMac: derive('cluster-mac') };
 }

@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_DEFAULTS, ConfigError, ENVIRONMENT, loadConfig } from './config.js';
 
@@ -57,6 +59,44 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('NATS credentials', () => {
+    const file = (name: string) => {
+      const path = join(mkdtempSync(join(tmpdir(), 'tally-config-')), name);
+      writeFileSync(path, 'SUAFAKESEED\n');
+      return path;
+    };
+
+    it('takes one way to authenticate, and TLS files, under the names the nats CLI uses', () => {
+      expect(loadConfig({}).natsAuth).toEqual({});
+      expect(loadConfig({ NATS_USER: 'tally-node', NATS_PASSWORD: ' p@ss word ' }).natsAuth).toEqual({ user: { name: 'tally-node', password: ' p@ss word ' } });
+      expect(loadConfig({ NATS_TOKEN: 'secret-token' }).natsAuth).toEqual({ token: 'secret-token' });
+      const seed = file('seed.nk');
+      expect(loadConfig({ NATS_NKEY: seed }).natsAuth).toEqual({ nkeyFile: seed });
+      const [ca, cert, key] = [file('ca.pem'), file('cert.pem'), file('key.pem')];
+      expect(loadConfig({ NATS_CA: ca }).natsAuth).toEqual({ tls: { caFile: ca } });
+      expect(loadConfig({ NATS_CA: ca, NATS_CERT: cert, NATS_KEY: key }).natsAuth).toEqual({ tls: { caFile: ca, certFile: cert, keyFile: key } });
+    });
+
+    it.each([
+      [{ NATS_USER: 'tally-node' }, 'NATS_PASSWORD', 'go together'],
+      [{ NATS_PASSWORD: 'hunter2-secret' }, 'NATS_USER', 'go together'],
+      [{ NATS_USER: 'u', NATS_PASSWORD: 'hunter2-secret', NATS_TOKEN: 'tok-secret' }, 'NATS_TOKEN', 'one way to authenticate'],
+      [{ NATS_CREDS: '/nonexistent/tally.creds' }, 'NATS_CREDS', 'cannot read the file'],
+      [{ NATS_CERT: '/etc/hostname' }, 'NATS_KEY', 'go together'],
+    ])('refuses %o, naming %s, and echoes no secret', (env, variable, reason) => {
+      let thrown: unknown;
+      try {
+        loadConfig(env);
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown).toBeInstanceOf(ConfigError);
+      expect((thrown as ConfigError).variable).toBe(variable);
+      expect((thrown as Error).message).toContain(reason);
+      expect((thrown as Error).message).not.toMatch(/hunter2|tok-secret/);
+    });
+  });
+
   it('never echoes a password from a bad URL', () => {
     let message = '';
     try {
@@ -108,7 +148,7 @@ describe('the documented configuration', () => {
 
   it('every variable the code reads is listed', () => {
     const source = read('src/node/config.ts');
-    const readNames = [...source.matchAll(/(?:read|int|url|token)\('([A-Z_]+)'/g)].map((m) => m[1]!);
+    const readNames = [...source.matchAll(/(?:read|int|url|token|file)\('([A-Z_]+)'|env\.([A-Z_]+)/g)].map((m) => (m[1] ?? m[2])!);
     expect(new Set(readNames)).toEqual(new Set(ENVIRONMENT.map((variable) => variable.name)));
   });
 });

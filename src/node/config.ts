@@ -4,6 +4,8 @@
  * the program receives the frozen `Config`.
  */
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants } from 'node:fs';
+import type { NatsAuth } from './cluster/index.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 /** `pretty`: one readable line per entry (for a terminal); `json`: one JSON object per line. */
@@ -16,6 +18,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly natsUrl: string | undefined;
+  /** How this node proves itself to NATS (NATS_USER…NATS_KEY); secrets, never logged. */
+  readonly natsAuth: NatsAuth;
   readonly redisUrl: string | undefined;
   /** With REDIS_URL: how often changed actors are pushed to the replica, and the prefix of its keys. */
   readonly replicaIntervalMs: number;
@@ -71,6 +75,14 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
     default: 'none: a single node',
     meaning: 'NATS servers, comma-separated: cluster mode (needs DATABASE_URL, TALLY_NODE_ID and both secrets)',
   },
+  { name: 'NATS_USER', default: 'none', meaning: 'NATS user name (with NATS_PASSWORD); for nodes, the TALLY account’s node user' },
+  { name: 'NATS_PASSWORD', default: 'none', meaning: 'NATS password of NATS_USER' },
+  { name: 'NATS_TOKEN', default: 'none', meaning: 'NATS token (instead of a user)' },
+  { name: 'NATS_NKEY', default: 'none', meaning: 'file holding an NATS nkey seed (instead of a user)' },
+  { name: 'NATS_CREDS', default: 'none', meaning: 'NATS creds file, JWT and seed (instead of a user)' },
+  { name: 'NATS_CA', default: 'none', meaning: 'CA certificate file that signed the NATS servers’ certificates (TLS)' },
+  { name: 'NATS_CERT', default: 'none', meaning: 'client certificate file for NATS (mutual TLS, with NATS_KEY)' },
+  { name: 'NATS_KEY', default: 'none', meaning: 'private key file of NATS_CERT' },
   {
     name: 'REDIS_URL',
     default: 'none: no replica cache',
@@ -86,7 +98,11 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
   { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
   { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
-  { name: 'TALLY_KEY_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'MACs API keys and hashes login emails (>= 32 characters)' },
+  {
+    name: 'TALLY_KEY_SECRET',
+    default: 'generated once into TALLY_DATA_DIR',
+    meaning: 'MACs API keys and what nodes tell each other, hashes login emails (>= 32 characters)',
+  },
   { name: 'TALLY_FLUSH_INTERVAL_MS', default: '1000', meaning: 'write-behind interval' },
   { name: 'TALLY_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug (adds an access log), trace or silent' },
   { name: 'TALLY_LOG_FORMAT', default: 'pretty on a terminal, json otherwise', meaning: 'pretty or json' },
@@ -210,6 +226,7 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     databaseUrl,
     dataDir: read('TALLY_DATA_DIR') ?? CONFIG_DEFAULTS.TALLY_DATA_DIR,
     natsUrl,
+    natsAuth: loadNatsAuth(env),
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
     replicaIntervalMs: int('TALLY_REPLICA_INTERVAL_MS', 10, 60_000),
     redisPrefix,
@@ -230,6 +247,60 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     shutdownTimeoutMs: int('TALLY_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
     drainTimeoutMs: int('TALLY_DRAIN_TIMEOUT_MS', 0, 3_600_000),
     natsMaxInFlight: int('TALLY_NATS_MAX_IN_FLIGHT', 1, 1_000_000),
+  });
+}
+
+/**
+ * NATS credentials, under the names the `nats` CLI uses: at most one way to authenticate
+ * (a user and password, a token, an nkey seed file or a creds file), and TLS when a CA, or a
+ * client certificate and its key, are given. Files must be readable now. For nodes and the
+ * operator CLI alike.
+ */
+export function loadNatsAuth(env: Env = process.env): NatsAuth {
+  const read = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  const file = (name: string): string | undefined => {
+    const path = read(name);
+    if (path === undefined) return undefined;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch (_cause) {
+      throw new ConfigError(name, `cannot read the file "${path}"`);
+    }
+    return path;
+  };
+  const user = read('NATS_USER');
+  // A password is a secret: taken as given (spaces and all), never trimmed or echoed.
+  const password = env.NATS_PASSWORD === undefined || env.NATS_PASSWORD === '' ? undefined : env.NATS_PASSWORD;
+  if ((user === undefined) !== (password === undefined))
+    throw new ConfigError(user === undefined ? 'NATS_USER' : 'NATS_PASSWORD', 'NATS_USER and NATS_PASSWORD go together');
+  const token = read('NATS_TOKEN');
+  const nkeyFile = file('NATS_NKEY');
+  const credsFile = file('NATS_CREDS');
+  const ways = [
+    user === undefined ? null : 'NATS_USER',
+    token === undefined ? null : 'NATS_TOKEN',
+    nkeyFile === undefined ? null : 'NATS_NKEY',
+    credsFile === undefined ? null : 'NATS_CREDS',
+  ].filter((way) => way !== null);
+  if (ways.length > 1) throw new ConfigError(ways[1]!, `set one way to authenticate to NATS, not ${ways.join(' and ')}`);
+  const caFile = file('NATS_CA');
+  const certFile = file('NATS_CERT');
+  const keyFile = file('NATS_KEY');
+  if ((certFile === undefined) !== (keyFile === undefined))
+    throw new ConfigError(certFile === undefined ? 'NATS_CERT' : 'NATS_KEY', 'NATS_CERT and NATS_KEY go together (mutual TLS)');
+  const tls =
+    caFile === undefined && certFile === undefined
+      ? undefined
+      : { ...(caFile === undefined ? {} : { caFile }), ...(certFile === undefined ? {} : { certFile, keyFile }) };
+  return Object.freeze({
+    ...(user === undefined || password === undefined ? {} : { user: { name: user, password } }),
+    ...(token === undefined ? {} : { token }),
+    ...(nkeyFile === undefined ? {} : { nkeyFile }),
+    ...(credsFile === undefined ? {} : { credsFile }),
+    ...(tls === undefined ? {} : { tls }),
   });
 }
 

@@ -39,6 +39,8 @@ interface ClusterCounts {
   forwardedItems: number;
   forwardFailures: number;
   forwardRefused: number;
+  /** Batches and bucket entries refused for want of a valid MAC, by kind. */
+  unsealed: Readonly<Record<string, number>>;
   shardsClaimed: number;
   shardsHandedOff: number;
   leaseLosses: number;
@@ -116,11 +118,21 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
           this.inc(read());
         },
       });
-    const cluster = (name: string, help: string, field: keyof ClusterCounts) => counter(name, help, () => sources.cluster()[field]);
+    const cluster = (name: string, help: string, field: Exclude<keyof ClusterCounts, 'unsealed'>) => counter(name, help, () => sources.cluster()[field]);
     cluster('tally_cluster_forward_batches_total', 'Batches of requests forwarded to other nodes', 'forwardBatches');
     cluster('tally_cluster_forwarded_total', 'Requests forwarded to their owner on another node', 'forwardedItems');
     cluster('tally_cluster_forward_failures_total', 'Forwarded batches that got no answer (owner unreachable, deadline passed)', 'forwardFailures');
     cluster('tally_cluster_forward_refused_total', 'Batches received that were not answered: unreadable, of another version, or too large', 'forwardRefused');
+    new Counter({
+      name: 'tally_cluster_unsealed_total',
+      help: 'Forwarded batches (kind="batch") and bucket entries (kind=the bucket) ignored for want of a valid MAC: not from a node holding TALLY_KEY_SECRET',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [kind, count] of Object.entries(sources.cluster().unsealed)) this.inc({ kind }, count);
+      },
+    });
     cluster('tally_cluster_shards_claimed_total', 'Shards this node claimed in the fence as the map gave them', 'shardsClaimed');
     cluster('tally_cluster_shards_handed_off_total', 'Shards this node flushed and handed to another node', 'shardsHandedOff');
     cluster('tally_cluster_lease_losses_total', 'Times this node found its member entry taken over and gave up every shard', 'leaseLosses');

@@ -24,12 +24,13 @@ import {
   WriteBehind,
 } from '../persistence/index.js';
 import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
-import { ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
+import { ClusterMac, ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
 import { coalesced, OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { announcing, Revocations } from './revocations.js';
 import { LocalRouter } from './router.js';
 import { VERSION } from './version.js';
 
@@ -54,6 +55,7 @@ const FENCE_CHECK_MS = 5_000;
 interface ClusterParts {
   node: ClusterNode;
   forwarder: Forwarder;
+  mac: ClusterMac;
   natsApi: NatsApi;
 }
 
@@ -65,6 +67,10 @@ interface Services {
   clusterRouter: ClusterRouter | null;
   router: Router;
   accounts: Accounts;
+  /** Announces committed revocations; in a cluster, hears the other nodes' (revocations.ts). */
+  revocations: Revocations;
+  /** Seals what this node tells the others (a cluster node's). */
+  clusterMac: ClusterMac;
 }
 
 /** Everything a started node runs: made by `open`, taken apart by the shutdown steps. */
@@ -136,6 +142,7 @@ export class TallyNode {
           forwardedItems: cluster?.forwarder.stats.items ?? 0,
           forwardFailures: cluster?.forwarder.stats.failures ?? 0,
           forwardRefused: cluster?.forwarder.stats.refusedBatches ?? 0,
+          unsealed: cluster?.mac.refused ?? {},
           shardsClaimed: cluster?.node.counts.shardsClaimed ?? 0,
           shardsHandedOff: cluster?.node.counts.shardsHandedOff ?? 0,
           leaseLosses: cluster?.node.counts.leaseLosses ?? 0,
@@ -209,8 +216,9 @@ export class TallyNode {
         shard.status = 'owned';
       }
     } else {
-      const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, opened);
+      const { node, forwarder } = await this.joinCluster(config.natsUrl, store, writeBehind, clusterRouter, services.clusterMac, opened);
       this.listenForTierEdits(node.connection, tierAdmin);
+      services.revocations.listen(node.connection);
       const natsApi = await NatsApi.start(node.connection, {
         router,
         tokens,
@@ -220,7 +228,7 @@ export class TallyNode {
         maxInFlight: config.natsMaxInFlight,
       });
       opened.add('stop the NATS API', () => natsApi.stop(0));
-      cluster = { node, forwarder, natsApi };
+      cluster = { node, forwarder, natsApi, mac: services.clusterMac };
     }
 
     this.startTasks(store, writeBehind, replica, tierAdmin);
@@ -234,13 +242,14 @@ export class TallyNode {
     const keys = deriveKeys(config.keySecret ?? (await loadOrCreateSecret(config.dataDir, 'key-secret')));
     const tokens = new SessionTokens(config.jwtSecret ?? (await loadOrCreateSecret(config.dataDir, 'jwt-secret')));
     const apiKeys = new ApiKeys(keys.apiKeyMac, await store.unsignedKeys());
-    const users = new UserService(this.runtime, store, this.tiers);
-    const limiters = new LimiterService(this.runtime, store, this.tiers);
     const failOpen = new FailOpen(this.tiers, (userId) => store.findTier(userId), this.metrics);
+    const revocations = new Revocations(failOpen, log);
+    const users = new UserService(this.runtime, announcing(store, revocations.announce), this.tiers);
+    const limiters = new LimiterService(this.runtime, store, this.tiers);
     const clusterRouter = config.natsUrl === undefined ? null : new ClusterRouter(this.runtime, users, limiters, failOpen);
     const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
-    return { tokens, apiKeys, clusterRouter, router, accounts };
+    return { tokens, apiKeys, clusterRouter, router, accounts, revocations, clusterMac: new ClusterMac(keys.clusterMac, log) };
   }
 
   /** The HTTP server, its routes wired to the services and to this node's health, view and metrics. */
@@ -333,23 +342,25 @@ export class TallyNode {
     store: Store,
     writeBehind: WriteBehind,
     router: ClusterRouter,
+    mac: ClusterMac,
     opened: OpenedResources,
-  ): Promise<Omit<ClusterParts, 'natsApi'>> {
+  ): Promise<Omit<ClusterParts, 'natsApi' | 'mac'>> {
     const { config, log } = this;
     let forwarder: Forwarder | null = null;
     const node = await ClusterNode.start(
       {
-        config: { natsUrl, nodeId: config.nodeId, leaseMs: config.leaseMs, heartbeatMs: config.heartbeatMs },
+        config: { natsUrl, natsAuth: config.natsAuth, nodeId: config.nodeId, leaseMs: config.leaseMs, heartbeatMs: config.heartbeatMs },
+        mac,
         runtime: this.runtime,
         store,
-        flush: () => writeBehind.flush(),
+        flushShard: async (shard) => (await writeBehind.flushShards([shard])).unwritten.get(shard.index) ?? [],
         checkFences: () => this.checkFences(store),
         requests: () => this.http?.requestsReceived ?? 0,
         log,
         address: this.describe().url as string,
         version: VERSION,
         onConnected: (nc) => {
-          forwarder = new Forwarder(nc, log);
+          forwarder = new Forwarder(nc, log, mac);
           forwarder.serve(config.nodeId, (item) => router.decide(item));
         },
       },
@@ -460,22 +471,25 @@ export class TallyNode {
         name: 'final flush',
         run: async () => {
           await writeBehind.settle();
-          runtime.activityDueNow();
           try {
-            const result = await writeBehind.flush({ ignoreBackoff: true });
-            log.info(result, 'final flush');
-            if (writeBehind.quarantined > 0) {
-              log.error({ rows: writeBehind.quarantined }, 'final flush: the database refused some actors’ state; it is lost');
-            }
+            // Every actor, with every use not yet written, and quarantined rows whatever their back-off.
+            const { flushed, unwritten } = await writeBehind.flushShards(runtime.shards, { ignoreBackoff: true });
+            log.info(flushed, 'final flush');
+            if (unwritten.size > 0) log.error({ shards: [...unwritten.keys()] }, 'final flush: the database refused some actors’ state');
           } catch (error) {
-            log.error({ err: error, unwritten: runtime.unwrittenCount }, 'final flush failed: usage since the last flush is lost');
+            log.error({ err: error, unwritten: runtime.unwrittenCount }, 'final flush failed');
           }
         },
       },
       {
+        // A shard released with an actor whose state is not written loses that actor's usage
+        // since its last written row. That is no clean release: the step fails, naming the
+        // shards and actors, and the process exits 1.
         name: 'release the shards',
         run: () => {
+          const unwritten = runtime.unwrittenIn(runtime.shards);
           for (const shard of runtime.shards) runtime.releaseShard(shard);
+          if (unwritten.size > 0) throw new UnwrittenShardsError(unwritten);
         },
       },
       { name: 'stop forwarding', run: () => cluster?.forwarder.close() },
@@ -597,6 +611,22 @@ function urlHosts(urls: string): string {
       }
     })
     .join(', ');
+}
+
+/** The shutdown released shards with actors whose state is not written: their usage since their last written row is lost. */
+class UnwrittenShardsError extends Error {
+  override readonly name = 'UnwrittenShardsError';
+  readonly shards: number[];
+  /** The entity keys, the first hundred. */
+  readonly entities: string[];
+  readonly count: number;
+  constructor(unwritten: ReadonlyMap<number, readonly string[]>) {
+    const entities = [...unwritten.values()].flat();
+    super(`released ${unwritten.size} shard(s) with ${entities.length} actor(s) whose state is not written; their usage since their last written row is lost`);
+    this.shards = [...unwritten.keys()];
+    this.entities = entities.slice(0, 100);
+    this.count = entities.length;
+  }
 }
 
 /** `start()` ended early because `stop()` was called meanwhile. */

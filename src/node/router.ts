@@ -1,7 +1,8 @@
 /**
  * The router of a single node: every entity's owner is this node, so requests go straight to
  * the local services. A consume that finds its owner unavailable (its shard not served, the
- * database down while loading) gets the fail-open answer where its tier allows it.
+ * database down while loading) gets the fail-open answer where its tier allows it, for a
+ * credential verified here on the slow path within the last minute.
  */
 import type { Router } from '../api/index.js';
 import type { LimiterDecision, LimiterRequest, LimiterService, UserOpName, UserOps, UserRequest, UserService } from '../shards/index.js';
@@ -16,7 +17,13 @@ export class LocalRouter implements Router {
   ) {}
 
   user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
-    const answer = this.users.execute(request, this.clock());
+    // The slow path only: here the owner's acceptance of the credential is recorded for
+    // fail-open (failOpen.ts); `tryUser` stays free of it.
+    const stamp = this.failOpen.stamp();
+    const answer = this.users.execute(request, this.clock()).then((result) => {
+      this.failOpen.verified(request, stamp);
+      return result;
+    });
     if (request.op !== 'quota.consume') return answer;
     return answer.catch((error: unknown) => this.failOpen.consume(error, request as UserRequest<'quota.consume'>)) as Promise<UserOps[K]['result']>;
   }

@@ -37,11 +37,81 @@ export interface EncodedStateRow {
   state: string;
   /** ISO 8601, or null: kept for good. */
   expiresAt: string | null;
+  /** Something in the state or its expiry was not storable as it was, and was replaced (see `encodeStateRow`). */
+  mended?: true;
 }
 
+/**
+ * A row Postgres takes, whatever the actor's memory holds: encoding is total, so that no
+ * value can make an actor's row unwritable (its usage would then live in memory only, and
+ * be lost with it). What Postgres would refuse, and what is written instead:
+ * - text `jsonb` refuses: U+0000 (`\u0000`) and lone surrogates (`\ud800`), in member names
+ *   and values alike. Each is written as U+FFFD. The edges refuse both (src/api/text.ts), so
+ *   this mends only state that came another way.
+ * - values JSON.stringify refuses: a BigInt is written as a number, a cycle as null.
+ *   (NaN and ±Infinity it writes as null itself.)
+ * - an expiry outside what `timestamptz` reads in ISO form (years 1 to 9999): a later one, or
+ *   none that is a number, is written as null (kept for good); an earlier one as 1970 (expired).
+ * Size needs nothing here: an actor's state is bounded (32 limits, 1,000 holds, 256
+ * idempotency answers: a few MB at most, far below what `jsonb` holds).
+ * The common case costs one search of the JSON text for `\u`.
+ */
 export function encodeStateRow(row: ActorStateRow): EncodedStateRow {
-  const expiresAt = row.expiresAt === undefined || row.expiresAt === null ? null : new Date(row.expiresAt).toISOString();
-  return { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: JSON.stringify(row.state), expiresAt };
+  const { text, mended: stateMended } = stateText(row.state);
+  const { expiresAt, mended: expiryMended } = expiryText(row.expiresAt);
+  const encoded: EncodedStateRow = { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: text, expiresAt };
+  if (stateMended || expiryMended) encoded.mended = true;
+  return encoded;
+}
+
+/**
+ * An escape JSON.stringify writes only for text `jsonb` refuses: `\u0000`, or a surrogate
+ * (escaped only when it stands alone). It can also match an escaped backslash followed by
+ * "u0000" as text: then the state is copied for nothing, and written as it was.
+ */
+const REFUSED_ESCAPE = /\\u(?:0000|d[89a-f][0-9a-f]{2})/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is exactly what this replaces.
+const ILL_FORMED = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+/** The earliest and latest times `timestamptz` reads in ISO 8601 form. */
+const EARLIEST_EXPIRY = Date.parse('0001-01-01T00:00:00.000Z');
+const LATEST_EXPIRY = Date.parse('9999-12-31T23:59:59.999Z');
+
+function stateText(state: unknown): { text: string; mended: boolean } {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(state);
+  } catch {
+    // A BigInt, or a cycle: copied below.
+  }
+  // `includes` first: most states hold no escape at all, and it is the cheaper scan.
+  if (text !== undefined && (!text.includes('\\u') || !REFUSED_ESCAPE.test(text))) return { text, mended: false };
+  const mendedText = JSON.stringify(storable(state, new Set())) ?? 'null';
+  return { text: mendedText, mended: mendedText !== text };
+}
+
+/** `value` as JSON can say it and `jsonb` takes it (see `encodeStateRow`). */
+function storable(value: unknown, seen: Set<object>): unknown {
+  if (typeof value === 'string') return value.replace(ILL_FORMED, '\uFFFD');
+  if (typeof value === 'bigint') return Number(value);
+  if (typeof value !== 'object' || value === null) return value;
+  if (seen.has(value)) return null;
+  const toJSON = (value as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON === 'function') return storable(toJSON.call(value), seen);
+  seen.add(value);
+  try {
+    if (Array.isArray(value)) return value.map((item) => storable(item, seen));
+    // fromEntries, not assignment: a member may be named "__proto__".
+    return Object.fromEntries(Object.entries(value).map(([name, item]) => [name.replace(ILL_FORMED, '\uFFFD'), storable(item, seen)]));
+  } finally {
+    seen.delete(value);
+  }
+}
+
+function expiryText(expiresAt: number | null | undefined): { expiresAt: string | null; mended: boolean } {
+  if (expiresAt === undefined || expiresAt === null) return { expiresAt: null, mended: false };
+  if (!(expiresAt <= LATEST_EXPIRY)) return { expiresAt: null, mended: true }; // later, or NaN
+  if (expiresAt < EARLIEST_EXPIRY) return { expiresAt: new Date(0).toISOString(), mended: true };
+  return { expiresAt: new Date(expiresAt).toISOString(), mended: false };
 }
 
 /**

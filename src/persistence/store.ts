@@ -1,13 +1,25 @@
 /**
  * Every query Tally makes. Users, sessions, keys and tiers are written through: the call
- * returns once the row is committed. Actor state and activity times arrive in batches from
- * the write-behind flusher and are fenced by shard epoch (see actorState.ts).
+ * returns once the row is committed. A written-through change of a user carries the epoch its
+ * shard is served under and is made only while the fence still holds it (`fenced`). Actor
+ * state and activity times arrive in batches from the write-behind flusher and are fenced by
+ * shard epoch too (see actorState.ts).
  *
  * A query the database never answered (it is down, or restarting) fails with
  * `StorageUnavailableError`, which the edge answers with 503 and Retry-After; the flusher
  * tells those apart from errors a row's content caused (errors.ts).
  */
-import { EmailTakenError, type FencedLoad, type LoadedUser, StorageUnavailableError, UnknownTierError, type UserStore } from '../shards/index.js';
+import type postgres from 'postgres';
+import {
+  EmailTakenError,
+  type FencedLoad,
+  type LoadedUser,
+  StaleEpochError,
+  StorageUnavailableError,
+  UnknownTierError,
+  type UserStore,
+  type WriteFence,
+} from '../shards/index.js';
 import type { EncodedStateRow } from './actorState.js';
 import * as actorState from './actorState.js';
 import type { Sql } from './database.js';
@@ -154,22 +166,21 @@ export class Store implements UserStore {
   }
 
   /** Absent fields stay as they are; `name: null` clears the name. Throws `EmailTakenError`. */
-  async updateProfile(id: string, patch: { name?: string | null; email?: string }): Promise<void> {
+  async updateProfile(id: string, patch: { name?: string | null; email?: string }, fence: WriteFence): Promise<void> {
     if (patch.name === undefined && patch.email === undefined) return;
-    try {
-      await this.sql`
+    await this.fenced(
+      fence,
+      (sql) => sql`
         update users set
           name = case when ${patch.name !== undefined} then ${patch.name ?? null}::text else name end,
           email = coalesce(${patch.email ?? null}::text, email),
           updated_at = now()
-        where id = ${id}`;
-    } catch (error) {
-      throw translate(error, undefined);
-    }
+        where id = ${id}`,
+    );
   }
 
-  async updatePreferences(id: string, preferences: Record<string, unknown>): Promise<void> {
-    await this.sql`update users set preferences = ${this.sql.json(preferences as never)}, updated_at = now() where id = ${id}`.catch(rethrow);
+  async updatePreferences(id: string, preferences: Record<string, unknown>, fence: WriteFence): Promise<void> {
+    await this.fenced(fence, (sql) => sql`update users set preferences = ${sql.json(preferences as never)}, updated_at = now() where id = ${id}`);
   }
 
   async updatePasswordHash(id: string, previous: string, next: string): Promise<void> {
@@ -177,53 +188,83 @@ export class Store implements UserStore {
   }
 
   /** Absent fields stay as they are. Throws `UnknownTierError` for a tier not in `tiers`. */
-  async updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }): Promise<void> {
+  async updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }, fence: WriteFence): Promise<void> {
     if (patch.tier === undefined && patch.blocked === undefined && patch.overrides === undefined) return;
-    const { sql } = this;
-    try {
-      await sql`
+    await this.fenced(
+      fence,
+      (sql) => sql`
         update users set
           tier = coalesce(${patch.tier ?? null}::text, tier),
           blocked = coalesce(${patch.blocked ?? null}::boolean, blocked),
           overrides = coalesce(${patch.overrides === undefined ? null : sql.json(patch.overrides as never)}::jsonb, overrides),
           updated_at = now()
-        where id = ${id}`;
-    } catch (error) {
-      throw translate(error, patch.tier);
-    }
+        where id = ${id}`,
+      patch.tier,
+    );
   }
 
-  async insertSession(s: SessionRow): Promise<void> {
-    await this.sql`
-      insert into sessions (id, user_id, device_name, device_type, ip, user_agent, created_at, expires_at, last_active_at)
-      values (${s.id}, ${s.userId}, ${s.deviceName}, ${s.deviceType}, ${s.ip}, ${s.userAgent}, ${s.createdAt}, ${s.expiresAt}, ${s.lastActiveAt})`.catch(
-      rethrow,
+  async insertSession(s: SessionRow, fence: WriteFence): Promise<void> {
+    await this.fenced(
+      fence,
+      (sql) => sql`
+        insert into sessions (id, user_id, device_name, device_type, ip, user_agent, created_at, expires_at, last_active_at)
+        values (${s.id}, ${s.userId}, ${s.deviceName}, ${s.deviceType}, ${s.ip}, ${s.userAgent}, ${s.createdAt}, ${s.expiresAt}, ${s.lastActiveAt})`,
     );
   }
 
   /** Revokes those of `ids` that are the user's and still live; returns how many. */
-  async revokeSessions(userId: string, ids: string[]): Promise<number> {
+  async revokeSessions(userId: string, ids: string[], fence: WriteFence): Promise<number> {
     if (ids.length === 0) return 0;
-    const rows = await this.sql`
-      update sessions set revoked_at = now()
-      where user_id = ${userId} and id = any(${this.sql.array(ids)}::text[]) and revoked_at is null
-      returning id`.catch(rethrow);
+    const rows = await this.fenced(
+      fence,
+      (sql) => sql`
+        update sessions set revoked_at = now()
+        where user_id = ${userId} and id = any(${sql.array(ids)}::text[]) and revoked_at is null
+        returning id`,
+    );
     return rows.length;
   }
 
   /** A new key: it carries a MAC (`signed`), as every key issued since migrations/004 does. */
-  async insertApiKey(k: ApiKeyRow): Promise<void> {
-    await this.sql`
-      insert into api_keys (id, user_id, prefix, hash, name, scopes, created_at, expires_at, last_used_at, signed)
-      values (${k.id}, ${k.userId}, ${k.prefix}, ${k.hash}, ${k.name}, ${this.sql.array(k.scopes)}::text[],
-              ${k.createdAt}, ${k.expiresAt}, ${k.lastUsedAt}, true)`.catch(rethrow);
+  async insertApiKey(k: ApiKeyRow, fence: WriteFence): Promise<void> {
+    await this.fenced(
+      fence,
+      (sql) => sql`
+        insert into api_keys (id, user_id, prefix, hash, name, scopes, created_at, expires_at, last_used_at, signed)
+        values (${k.id}, ${k.userId}, ${k.prefix}, ${k.hash}, ${k.name}, ${sql.array(k.scopes)}::text[],
+                ${k.createdAt}, ${k.expiresAt}, ${k.lastUsedAt}, true)`,
+    );
   }
 
   /** Soft delete; false if the key is not the user's or is already deleted. */
-  async deleteApiKey(userId: string, id: string): Promise<boolean> {
-    const rows = await this.sql`
-      update api_keys set deleted_at = now() where user_id = ${userId} and id = ${id} and deleted_at is null returning id`.catch(rethrow);
+  async deleteApiKey(userId: string, id: string, fence: WriteFence): Promise<boolean> {
+    const rows = await this.fenced(
+      fence,
+      (sql) => sql`
+        update api_keys set deleted_at = now() where user_id = ${userId} and id = ${id} and deleted_at is null returning id`,
+    );
     return rows.length > 0;
+  }
+
+  /**
+   * Runs a written-through change only under its shard's current epoch: one transaction that
+   * first locks the shard's fence row FOR SHARE, in the same order as everything else that
+   * locks fence rows, and compares the epoch. A claim that committed first is seen, and the
+   * change is refused (`StaleEpochError`) with nothing written. A claim that comes later
+   * waits for this transaction to end, and its node loads the user only after the claim, so
+   * it sees the change. `tier`: the tier the change names, for `UnknownTierError`.
+   */
+  private async fenced<T>(fence: WriteFence, write: (sql: postgres.TransactionSql) => Promise<T>, tier?: string): Promise<T> {
+    try {
+      return (await this.sql.begin(async (sql) => {
+        const [row] = await sql<{ epoch: number }[]>`select epoch from shard_fence where shard = ${fence.shard} for share`;
+        const current = row?.epoch ?? null;
+        if (current !== fence.epoch) throw new StaleEpochError(fence.shard, fence.epoch, current);
+        return write(sql);
+      })) as T;
+    } catch (error) {
+      throw translate(error, tier);
+    }
   }
 
   async listTiers(): Promise<TierRow[]> {

@@ -10,7 +10,12 @@
  * - One row cannot be written (its content is refused: class 22, 23 or 54): the batch is
  *   split until the row is alone, the rest is written, and the row is quarantined — kept in
  *   memory, logged by entity key, counted, and retried with exponential back-off. One bad
- *   row never blocks anyone else's flush.
+ *   row never blocks anyone else's flush. No value an actor can hold makes its row refused
+ *   (encoding is total: actorState.ts); what is left is the database's own refusal (a
+ *   trigger, a full disk reported as a data exception).
+ * - A shard is handed off, or the node stops: `flushShards` writes its actors and names those
+ *   still unwritten. Such a shard is not handed off, and a shutdown that releases it reports
+ *   it: those actors' usage exists nowhere else.
  * - A row is refused by the fence (its shard's epoch moved on): another node owns the shard,
  *   and the runtime gives the whole shard up (runtime.ts).
  *
@@ -19,7 +24,7 @@
  * what Postgres accepts in one parameter), and lets the event loop run between slices.
  */
 import type { Logger } from 'pino';
-import type { ActivityTouches, ActorRuntime } from '../shards/index.js';
+import type { ActivityTouches, ActorRuntime, Shard } from '../shards/index.js';
 import { type EncodedStateRow, encodeStateRow } from './actorState.js';
 import { isRowError, SQLSTATE, sqlState } from './errors.js';
 import type { ActivityTouch } from './rows.js';
@@ -92,10 +97,15 @@ interface Tally {
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Rows whose state had to be mended to be stored are logged at most this often. */
+const MENDED_LOG_MS = 60_000;
+
 export class WriteBehind {
   private running: Promise<FlushResult> | null = null;
   private readonly quarantine = new Map<string, Quarantined>();
   private readonly options: WriteBehindOptions;
+  /** Rows written mended since the last line that said so, and when that line was. */
+  private mended = { rows: 0, loggedAt: Number.NEGATIVE_INFINITY };
 
   constructor(
     private readonly runtime: ActorRuntime,
@@ -117,9 +127,28 @@ export class WriteBehind {
    * quarantined rows too (the last flush before the node stops).
    */
   async flush(options: { ignoreBackoff?: boolean } = {}): Promise<FlushResult> {
+    return this.flushNow(options.ignoreBackoff === true);
+  }
+
+  /**
+   * Before `shards` leave this node (a hand-off, the shutdown): writes everything dirty now,
+   * as `flush` does, with every use of their actors not yet written, and returns, by shard,
+   * their actors still unwritten (their rows were refused, now or before and their back-off
+   * has not run out). A shard is handed over, or released cleanly, only when it has none.
+   * Throws as `flush` does when the database fails.
+   */
+  async flushShards(shards: Iterable<Shard>, options: { ignoreBackoff?: boolean } = {}): Promise<{ flushed: FlushResult; unwritten: Map<number, string[]> }> {
+    const leaving = [...shards];
+    // Their actors are about to leave memory: every use is written now, not within a minute.
+    for (const shard of leaving) for (const actor of shard.actors.values()) actor.activityDueNow();
+    const flushed = await this.flushNow(options.ignoreBackoff === true);
+    return { flushed, unwritten: this.runtime.unwrittenIn(leaving) };
+  }
+
+  private async flushNow(ignoreBackoff: boolean): Promise<FlushResult> {
     // A flush that failed was counted and logged by its caller; this one only waits its turn.
     while (this.running !== null) await this.running.catch(() => undefined);
-    this.running = this.flushDirtyActors(options.ignoreBackoff === true);
+    this.running = this.flushDirtyActors(ignoreBackoff);
     try {
       return await this.running;
     } finally {
@@ -166,6 +195,7 @@ export class WriteBehind {
     this.metrics.fencedRows.inc(result.fenced);
     this.metrics.quarantinedRows.inc(result.quarantined);
     this.metrics.flushes.inc({ result: failure === null ? 'ok' : 'error' });
+    this.logMended();
     if (failure !== null) throw failure;
     return result;
   }
@@ -188,6 +218,7 @@ export class WriteBehind {
       }
       try {
         const encoded = encodeStateRow(row);
+        if (encoded.mended === true) this.mended.rows++;
         pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.state) + encoded.entityKey.length + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
@@ -286,6 +317,18 @@ export class WriteBehind {
       { err: error, entity: row.entityKey, shard: row.shard, attempts, retryInMs: delay },
       'the database refused an actor’s state; it stays in memory and is retried with back-off',
     );
+  }
+
+  /**
+   * Says, at most once a minute, that states were written with values replaced (see
+   * encodeStateRow): the edges refuse those values, so something else let them in.
+   */
+  private logMended(): void {
+    const { rows, loggedAt } = this.mended;
+    const now = this.options.clock();
+    if (rows === 0 || now - loggedAt < MENDED_LOG_MS) return;
+    this.mended = { rows: 0, loggedAt: now };
+    this.log.warn({ rows }, 'actor states held values Postgres refuses (U+0000, a lone surrogate, a BigInt, a time out of range); written with them replaced');
   }
 
   private release(entityKey: string): void {

@@ -115,6 +115,22 @@ export class OwnerUnavailableError extends TallyError {
 }
 
 /**
+ * A written-through change refused by the epoch fence: it was made under an epoch of its
+ * shard that another node's claim has since moved past, so nothing was written. Retryable
+ * like any unavailable owner: the router asks the owner of the moment.
+ */
+export class StaleEpochError extends OwnerUnavailableError {
+  constructor(
+    readonly shard: number,
+    readonly epoch: number,
+    /** The fence's epoch for the shard when the change was refused; null when it has no fence row. */
+    readonly fenceEpoch: number | null,
+  ) {
+    super(`shard ${shard} has been taken over by another node; nothing was changed, try again`);
+  }
+}
+
+/**
  * The node holds as many actors as it may and none of them can be dropped (their state is
  * not yet written): a new one is refused until the database takes the writes again.
  */

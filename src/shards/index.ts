@@ -20,7 +20,7 @@ export {
 export type { LimiterDecision } from './limiterActor.js';
 export { type LimiterNamespace, type LimiterRequest, LimiterService, type LimiterSpec } from './limiterService.js';
 export { LimitTexts } from './limitTexts.js';
-export type { ApiKeyRecord, FencedLoad, LoadedUser, SessionRecord, UserRecord, UserStore } from './ports.js';
+export type { ApiKeyRecord, FencedLoad, LoadedUser, SessionRecord, UserRecord, UserStore, WriteFence } from './ports.js';
 export type { JsonObject } from './preferences.js';
 export * from './quota/index.js';
 export type { Limit, LimitState } from './quota/limits.js';

@@ -59,14 +59,27 @@ export interface FencedLoad<T> {
   unwritten?: boolean;
 }
 
+/**
+ * The shard and epoch a written-through change is made under (those the owner served the
+ * user under when the change began). The store writes the change only while the fence still
+ * holds that epoch for the shard, in the same transaction, and refuses it otherwise with
+ * `StaleEpochError`: whichever node serves the user next either loaded it after the change
+ * committed, or the change was never made.
+ */
+export interface WriteFence {
+  shard: number;
+  epoch: number;
+}
+
+/** Storage for users. Every written-through change carries its `WriteFence`, last. */
 export interface UserStore {
   loadUser(id: string, shard: number): Promise<FencedLoad<LoadedUser>>;
   loadState(entityKey: string, shard: number): Promise<FencedLoad<unknown>>;
-  updateProfile(id: string, patch: { name?: string | null; email?: string }): Promise<void>;
-  updatePreferences(id: string, preferences: Record<string, unknown>): Promise<void>;
-  updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }): Promise<void>;
-  insertSession(session: SessionRecord): Promise<void>;
-  revokeSessions(userId: string, ids: string[]): Promise<number>;
-  insertApiKey(key: ApiKeyRecord): Promise<void>;
-  deleteApiKey(userId: string, id: string): Promise<boolean>;
+  updateProfile(id: string, patch: { name?: string | null; email?: string }, fence: WriteFence): Promise<void>;
+  updatePreferences(id: string, preferences: Record<string, unknown>, fence: WriteFence): Promise<void>;
+  updateAdmin(id: string, patch: { tier?: string; blocked?: boolean; overrides?: unknown[] }, fence: WriteFence): Promise<void>;
+  insertSession(session: SessionRecord, fence: WriteFence): Promise<void>;
+  revokeSessions(userId: string, ids: string[], fence: WriteFence): Promise<number>;
+  insertApiKey(key: ApiKeyRecord, fence: WriteFence): Promise<void>;
+  deleteApiKey(userId: string, id: string, fence: WriteFence): Promise<boolean>;
 }

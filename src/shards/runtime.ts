@@ -448,6 +448,24 @@ export class ActorRuntime {
     for (const actor of this.active.values()) actor.activityDueNow();
   }
 
+  /**
+   * By shard, the actors of `shards` with a change not yet in the database (state, or a use).
+   * Empty for a shard whose actors are all written: only then may it be handed over or
+   * released without losing anything.
+   */
+  unwrittenIn(shards: Iterable<Shard>): Map<number, string[]> {
+    const unwritten = new Map<number, string[]>();
+    for (const shard of shards) {
+      for (const actor of shard.actors.values()) {
+        if (!actor.dirty) continue;
+        const keys = unwritten.get(shard.index);
+        if (keys === undefined) unwritten.set(shard.index, [actor.key]);
+        else keys.push(actor.key);
+      }
+    }
+    return unwritten;
+  }
+
   /** Stops serving a shard and drops its actors (after a handoff flushed it, or at shutdown). */
   releaseShard(shard: Shard): number {
     shard.status = 'not_owned';

@@ -8,7 +8,7 @@
  * every operation.
  */
 import { ForbiddenError, InvalidRequestError, NotFoundError, UnknownTierError } from './errors.js';
-import type { SessionRecord, UserStore } from './ports.js';
+import type { SessionRecord, UserStore, WriteFence } from './ports.js';
 import { type JsonObject, mergePatch, serializePreferences } from './preferences.js';
 import { validateLimits } from './quota/index.js';
 import type { TierRegistry } from './tiers.js';
@@ -22,6 +22,14 @@ export interface UserDeps {
   readonly tiers: TierRegistry;
 }
 
+/**
+ * What a written-through operation gets besides: the fence its writes carry, taken when the
+ * service found the shard served (so every write of one operation carries the same epoch).
+ */
+interface WriteDeps extends UserDeps {
+  readonly fence: WriteFence;
+}
+
 type Args<K extends UserOpName> = UserOps[K]['args'];
 type Result<K extends UserOpName> = UserOps[K]['result'];
 
@@ -29,7 +37,7 @@ type Result<K extends UserOpName> = UserOps[K]['result'];
  * Arguments by position rather than in a context object: the hot path (`quota.consume`
  * through `tryExecute`) then allocates nothing to call its handler.
  */
-type Run<K extends UserOpName, R> = (user: UserActor, args: Args<K>, now: number, deps: UserDeps, principal: Principal) => R;
+type Run<K extends UserOpName, R, D = UserDeps> = (user: UserActor, args: Args<K>, now: number, deps: D, principal: Principal) => R;
 
 /**
  * How an operation runs on the owner, with `keyScope` the API key scope that may run it
@@ -39,12 +47,12 @@ type Run<K extends UserOpName, R> = (user: UserActor, args: Args<K>, now: number
  * - `read`: answered from the actor's memory too, but through `execute` only.
  * - `write-through`: written to Postgres before the actor's memory changes. The service runs
  *   it under `Actor.exclusive`, so two concurrent edits of one user cannot lose each
- *   other's update.
+ *   other's update, and its writes carry the shard's epoch (`WriteDeps.fence`).
  */
 export type Handler<K extends UserOpName> =
   | { kind: 'in-memory'; keyScope?: KeyScope; run: Run<K, Result<K>> }
   | { kind: 'read'; keyScope?: KeyScope; run: Run<K, Result<K>> }
-  | { kind: 'write-through'; keyScope?: KeyScope; run: Run<K, Promise<Result<K>>> };
+  | { kind: 'write-through'; keyScope?: KeyScope; run: Run<K, Promise<Result<K>>, WriteDeps> };
 
 type Handlers = { readonly [K in UserOpName]: Handler<K> };
 
@@ -91,9 +99,9 @@ const HANDLERS: Handlers = {
   'preferences.get': { kind: 'read', run: (user) => JSON.parse(user.preferencesJson) as JsonObject },
   'preferences.merge': {
     kind: 'write-through',
-    run: (user, { patch }, _now, { store }) => writePreferences(store, user, mergePatch(JSON.parse(user.preferencesJson), patch)),
+    run: (user, { patch }, _now, deps) => writePreferences(deps, user, mergePatch(JSON.parse(user.preferencesJson), patch)),
   },
-  'preferences.put': { kind: 'write-through', run: (user, { document }, _now, { store }) => writePreferences(store, user, document) },
+  'preferences.put': { kind: 'write-through', run: (user, { document }, _now, deps) => writePreferences(deps, user, document) },
   'sessions.list': {
     kind: 'read',
     run: (user, _args, now, _deps, principal) => ({
@@ -124,21 +132,21 @@ export function handlerOf<K extends UserOpName>(op: K): Handler<K> | undefined {
   return BY_NAME.get(op) as Handler<K> | undefined;
 }
 
-async function updateProfile(user: UserActor, patch: Args<'profile.update'>, _now: number, { store }: UserDeps): Promise<Result<'profile.update'>> {
-  await store.updateProfile(user.key, patch);
+async function updateProfile(user: UserActor, patch: Args<'profile.update'>, _now: number, { store, fence }: WriteDeps): Promise<Result<'profile.update'>> {
+  await store.updateProfile(user.key, patch, fence);
   if (patch.name !== undefined) user.name = patch.name;
   if (patch.email !== undefined) user.email = patch.email;
   return profileView(user);
 }
 
-async function writePreferences(store: UserStore, user: UserActor, document: unknown): Promise<JsonObject> {
+async function writePreferences({ store, fence }: WriteDeps, user: UserActor, document: unknown): Promise<JsonObject> {
   const text = serializePreferences(document);
-  await store.updatePreferences(user.key, document as JsonObject);
+  await store.updatePreferences(user.key, document as JsonObject, fence);
   user.preferencesJson = text;
   return JSON.parse(text) as JsonObject;
 }
 
-async function createSession(user: UserActor, session: NewSession, now: number, { store }: UserDeps): Promise<SessionView> {
+async function createSession(user: UserActor, session: NewSession, now: number, { store, fence }: WriteDeps): Promise<SessionView> {
   // Checked here, by the owner, so that a block set on any node is seen at once.
   if (user.blocked) throw new ForbiddenError('this user is blocked');
   // Past the cap, the sessions idle the longest are logged out to make room.
@@ -152,7 +160,7 @@ async function createSession(user: UserActor, session: NewSession, now: number, 
           .map((s) => s.id)
       : [];
   const expired = user.sessions.filter((s) => s.expiresAt <= now).map((s) => s.id);
-  if (evicted.length > 0) await store.revokeSessions(user.key, evicted);
+  if (evicted.length > 0) await store.revokeSessions(user.key, evicted, fence);
   const record: SessionRecord = {
     ...session,
     userId: user.key,
@@ -160,15 +168,15 @@ async function createSession(user: UserActor, session: NewSession, now: number, 
     expiresAt: new Date(session.expiresAt),
     lastActiveAt: new Date(now),
   };
-  await store.insertSession(record);
+  await store.insertSession(record, fence);
   const gone = new Set([...evicted, ...expired]);
   user.sessions = [...user.sessions.filter((s) => !gone.has(s.id)), toSession(record)];
   return sessionView(user.sessions[user.sessions.length - 1]!);
 }
 
-async function revokeSession(user: UserActor, { id }: Args<'sessions.revoke'>, _now: number, { store }: UserDeps): Promise<null> {
+async function revokeSession(user: UserActor, { id }: Args<'sessions.revoke'>, _now: number, { store, fence }: WriteDeps): Promise<null> {
   if (user.findSession(id) === undefined) throw new NotFoundError('session');
-  await store.revokeSessions(user.key, [id]);
+  await store.revokeSessions(user.key, [id], fence);
   user.sessions = user.sessions.filter((s) => s.id !== id);
   return null;
 }
@@ -177,17 +185,17 @@ async function revokeAll(
   user: UserActor,
   { keepCurrent }: Args<'sessions.revokeAll'>,
   _now: number,
-  { store }: UserDeps,
+  { store, fence }: WriteDeps,
   principal: Principal,
 ): Promise<Result<'sessions.revokeAll'>> {
   const keep = keepCurrent ? principal.sessionId : undefined;
   const ids = user.sessions.filter((s) => s.id !== keep).map((s) => s.id);
-  if (ids.length > 0) await store.revokeSessions(user.key, ids);
+  if (ids.length > 0) await store.revokeSessions(user.key, ids, fence);
   user.sessions = user.sessions.filter((s) => s.id === keep);
   return { revoked: ids.length };
 }
 
-async function createKey(user: UserActor, key: NewKey, now: number, { store }: UserDeps): Promise<KeyView> {
+async function createKey(user: UserActor, key: NewKey, now: number, { store, fence }: WriteDeps): Promise<KeyView> {
   if (user.keys.length >= MAX_KEYS_PER_USER) {
     throw new InvalidRequestError(`a user may hold at most ${MAX_KEYS_PER_USER} API keys; delete one first`);
   }
@@ -198,15 +206,15 @@ async function createKey(user: UserActor, key: NewKey, now: number, { store }: U
     expiresAt: key.expiresAt === null ? null : new Date(key.expiresAt),
     lastUsedAt: null,
   };
-  await store.insertApiKey(record);
+  await store.insertApiKey(record, fence);
   const created = toApiKey(record);
   user.keys = [...user.keys, created];
   return keyView(user.key, created);
 }
 
-async function deleteKey(user: UserActor, { id }: Args<'keys.delete'>, _now: number, { store }: UserDeps): Promise<null> {
+async function deleteKey(user: UserActor, { id }: Args<'keys.delete'>, _now: number, { store, fence }: WriteDeps): Promise<null> {
   if (!user.keys.some((k) => k.id === id)) throw new NotFoundError('API key');
-  await store.deleteApiKey(user.key, id);
+  await store.deleteApiKey(user.key, id, fence);
   user.keys = user.keys.filter((k) => k.id !== id);
   return null;
 }
@@ -215,13 +223,13 @@ function adminView(user: UserActor, tiers: TierRegistry, now: number): Result<'a
   return { ...profileView(user), blocked: user.blocked, overrides: user.overrides ?? [], limits: user.quotaSnapshot(tiers, now) };
 }
 
-async function adminUpdate(user: UserActor, patch: Args<'admin.update'>, now: number, { store, tiers }: UserDeps): Promise<Result<'admin.update'>> {
+async function adminUpdate(user: UserActor, patch: Args<'admin.update'>, now: number, { store, tiers, fence }: WriteDeps): Promise<Result<'admin.update'>> {
   if (patch.tier !== undefined && !tiers.has(patch.tier)) throw new UnknownTierError(patch.tier);
   if (patch.overrides !== undefined) {
     const problem = validateLimits(patch.overrides);
     if (problem !== null) throw new InvalidRequestError(`overrides: ${problem}`);
   }
-  await store.updateAdmin(user.key, patch);
+  await store.updateAdmin(user.key, patch, fence);
   if (patch.tier !== undefined) user.tier = patch.tier;
   if (patch.blocked !== undefined) user.blocked = patch.blocked;
   if (patch.overrides !== undefined) user.overrides = patch.overrides.length > 0 ? patch.overrides : null;

@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ForbiddenError, OwnerUnavailableError, TallyError } from './errors.js';
+import { ForbiddenError, OwnerUnavailableError, StaleEpochError, TallyError } from './errors.js';
 import { initHashing } from './hash.js';
 import { issueApiKey, newSessionId, newUserId } from './ids.js';
-import type { LoadedUser, UserStore } from './ports.js';
+import type { LoadedUser, UserStore, WriteFence } from './ports.js';
 import { ActorRuntime } from './runtime.js';
 import { TierRegistry } from './tiers.js';
 import type { Credential } from './userActor.js';
@@ -58,14 +58,19 @@ function serviceWithUser() {
     state: null,
   };
   const written: Record<string, unknown>[] = [];
+  const fences: WriteFence[] = [];
+  /** Set to make the next preference writes fail the way the store fails them. */
+  const failure: { error: unknown } = { error: null };
   const unused = () => Promise.reject(new Error('not used by these tests'));
   const store: UserStore = {
     loadUser: async (_id, shard) => ({ found: loaded, fenceEpoch: runtime.shards[shard]!.epoch }),
     loadState: unused,
-    async updatePreferences(_id, preferences) {
+    async updatePreferences(_id, preferences, fence) {
       // A write that takes a while, so that a second edit arrives while the first is in flight.
       await new Promise((resolve) => setTimeout(resolve, 5));
+      if (failure.error !== null) throw failure.error;
       written.push(preferences);
+      fences.push(fence);
     },
     updateProfile: unused,
     updateAdmin: unused,
@@ -90,7 +95,7 @@ function serviceWithUser() {
     op,
     args,
   });
-  return { service, request, credentials, written, runtime, userId };
+  return { service, request, credentials, written, fences, failure, runtime, userId };
 }
 
 describe('UserService dispatch', () => {
@@ -138,6 +143,23 @@ describe('UserService dispatch', () => {
     await expect(first).resolves.toEqual({ a: 1 });
     await expect(second).rejects.toThrow(OwnerUnavailableError);
     expect(written).toEqual([{ a: 1 }]);
+  });
+
+  it('writes a change through under the epoch its shard is served under, and gives the shard up when the fence refuses it', async () => {
+    const { service, request, written, fences, failure, runtime, userId } = serviceWithUser();
+    const shard = runtime.shardFor(userId);
+    shard.epoch = 7;
+    await service.execute(request('preferences.put', { document: { a: 1 } }), t0);
+    expect(fences).toEqual([{ shard: shard.index, epoch: 7 }]);
+    // Another node has claimed the shard meanwhile (a lapsed lease): the store refuses the write.
+    failure.error = new StaleEpochError(shard.index, 7, 8);
+    const refused = await service.execute(request('preferences.put', { document: { b: 2 } }), t0).catch((error: unknown) => error);
+    // Retryable, like any owner that is not there; the copy here is never served again.
+    expect(refused).toBeInstanceOf(OwnerUnavailableError);
+    expect(refused).toMatchObject({ code: 'owner_unavailable', retryAfterMs: 1000 });
+    expect(written).toEqual([{ a: 1 }]);
+    expect(shard.status).toBe('lost');
+    expect(runtime.isActive(userId)).toBe(false);
   });
 
   it('answers an operation name it does not know, such as a member of Object.prototype, with an internal error', async () => {

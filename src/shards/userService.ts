@@ -7,7 +7,7 @@
  * Requests are plain data (`UserRequest`), so the router can run them here or send them to
  * the owner over NATS unchanged.
  */
-import { ForbiddenError, INVALID_API_KEY, NotFoundError, OwnerUnavailableError, TallyError, UnauthenticatedError } from './errors.js';
+import { ForbiddenError, INVALID_API_KEY, NotFoundError, OwnerUnavailableError, StaleEpochError, TallyError, UnauthenticatedError } from './errors.js';
 import type { UserStore } from './ports.js';
 import type { JsonObject } from './preferences.js';
 import type { Settlement } from './quota/index.js';
@@ -142,11 +142,22 @@ export class UserService {
     if (handler === undefined) throw new TallyError('internal', `unknown operation ${String(request.op)}`);
     const { args } = request;
     if (handler.kind !== 'write-through') return handler.run(user, args, now, this.deps, principal);
-    return user.exclusive(() => {
+    return user.exclusive(async () => {
       // Its turn may come long after the request arrived: the shard may have moved, or the
       // lease lapsed, meanwhile. Refused then; the caller asks the owner of the moment.
-      if (!user.shard.serving || !this.runtime.mayDecide()) throw new OwnerUnavailableError(`shard ${user.shard.index} is not served by this node`);
-      return handler.run(user, args, now, this.deps, principal);
+      const { shard } = user;
+      if (!shard.serving || !this.runtime.mayDecide()) throw new OwnerUnavailableError(`shard ${shard.index} is not served by this node`);
+      // Every write of the change carries the epoch the shard is served under now: once another
+      // node has claimed the shard (a move, or a takeover after this node's lease lapsed), the
+      // store refuses them, and the next owner never misses a change it was told succeeded.
+      const fence = { shard: shard.index, epoch: shard.epoch };
+      try {
+        return await handler.run(user, args, now, { ...this.deps, fence }, principal);
+      } catch (error) {
+        // Refused by the fence while still served under that epoch: another node has the shard.
+        if (error instanceof StaleEpochError && shard.serving && shard.epoch === fence.epoch) this.runtime.loseShard(shard, error.fenceEpoch);
+        throw error;
+      }
     });
   }
 }

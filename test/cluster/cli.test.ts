@@ -1,5 +1,7 @@
 /**
- * `tally cluster` against three node processes on a nats-server of their own: status and its
+ * `tally cluster` against three node processes on a nats-server of their own, run with the
+ * shipped configuration, as its operator user (no key secret, no right to write a bucket):
+ * status and its
  * exit code, nodes, shards with epochs from the nodes, a drain that waits until the node is
  * empty (and a second drain that finds nothing to do), undrain giving the node its share
  * back, a move that stays until a rebalance undoes it, and the exit codes of bad usage and of a node that does not exist.
@@ -16,7 +18,7 @@ const ids = ['k1', 'k2', 'k3'];
 let cluster: TestCluster;
 
 beforeAll(async () => {
-  cluster = await createTestCluster({ leaseMs: 3000 });
+  cluster = await createTestCluster({ leaseMs: 3000, secured: true });
   await cluster.startAll(ids);
 }, 60_000);
 afterAll(() => cluster?.stop());
@@ -32,7 +34,7 @@ function tally(args: string[], env: Record<string, string> = {}): Promise<Ran> {
   const started = performance.now();
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [MAIN, 'cluster', ...args], {
-      env: { PATH: process.env.PATH ?? '', NATS_URL: cluster.nats.url, ...env },
+      env: { PATH: process.env.PATH ?? '', NATS_URL: cluster.nats.url, NATS_USER: 'tally-operator', NATS_PASSWORD: cluster.natsPasswords!.operator, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -119,5 +121,13 @@ describe('tally cluster', () => {
     const noNats = await tally(['status'], { NATS_URL: 'nats://127.0.0.1:1' });
     expect(noNats.code).toBe(1);
     expect(noNats.stderr).toContain('cannot reach NATS');
+    // Credentials: refused by the server, or incomplete.
+    const wrongPassword = await tally(['status'], { NATS_PASSWORD: 'not-the-password' });
+    expect(wrongPassword.code).toBe(1);
+    expect(wrongPassword.stderr).toMatch(/cannot reach NATS.*Authorization/i);
+    expect(wrongPassword.stderr).not.toContain('not-the-password');
+    const halfCredentials = await tally(['status'], { NATS_PASSWORD: '' });
+    expect(halfCredentials.code).toBe(2);
+    expect(halfCredentials.stderr).toContain('NATS_USER and NATS_PASSWORD go together');
   }, 30_000);
 });

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Coordinator, Membership, ShardMap, targetPlacement } from '../../src/node/cluster/index.js';
+import { ClusterMac, Coordinator, Membership, ShardMap, targetPlacement } from '../../src/node/cluster/index.js';
 import { initHashing, SHARD_COUNT } from '../../src/shards/index.js';
 import { type NatsServer, startNatsServer, stopAllNatsServers } from '../support/natsServer.js';
 import { waitFor } from '../support/wait.js';
@@ -17,6 +17,7 @@ const LEASE_MS = 600;
 const HEARTBEAT_MS = 100;
 const MAX_MOVES = 32;
 const log = pino({ level: 'silent' });
+const mac = new ClusterMac(new Uint8Array(32).fill(7), log);
 
 let server: NatsServer;
 const connections: NatsConnection[] = [];
@@ -49,10 +50,19 @@ async function startTestNode(id: string): Promise<TestNode> {
   const nc = await connect({ servers: server.url });
   connections.push(nc);
   const incarnation = randomBytes(4).toString('hex');
-  const membership = await Membership.open(nc, { nodeId: id, incarnation, address: '', version: 'test', leaseMs: LEASE_MS, heartbeatMs: HEARTBEAT_MS, log });
+  const membership = await Membership.open(nc, {
+    nodeId: id,
+    incarnation,
+    address: '',
+    version: 'test',
+    leaseMs: LEASE_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    log,
+    mac,
+  });
   await membership.join();
-  const map = await ShardMap.open(nc, log);
-  const coordinator = await Coordinator.open(nc, membership, map, null, { nodeId: id, incarnation, leaseMs: LEASE_MS, maxMoves: MAX_MOVES, log });
+  const map = await ShardMap.open(nc, log, mac);
+  const coordinator = await Coordinator.open(nc, membership, map, null, { nodeId: id, incarnation, leaseMs: LEASE_MS, maxMoves: MAX_MOVES, log, mac });
   const node: TestNode = { id, membership, map, coordinator, handOffs: 0, stop: () => {} };
   map.onChange = (shard, now) => {
     if (now?.status === 'moving' && now.owner === id) {

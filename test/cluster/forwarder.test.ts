@@ -9,25 +9,26 @@ import { Packr } from 'msgpackr';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ForwardItem } from '../../src/node/cluster/index.js';
-import { Forwarder } from '../../src/node/cluster/index.js';
+import { ClusterMac, Forwarder } from '../../src/node/cluster/index.js';
 import type { LimiterRequest } from '../../src/shards/index.js';
 import { useNatsServer } from '../support/natsServer.js';
 
 const log = pino({ level: 'silent' });
+const mac = new ClusterMac(new Uint8Array(32).fill(7), log);
 const nats = useNatsServer();
 
 const item = (key: string): ForwardItem => ({ kind: 'limiter', request: { op: 'check', namespace: 'service', key, cost: 1 } as unknown as LimiterRequest });
 
 describe('the forwarder', () => {
   it('batches what one turn sends to an owner, up to 100 an item, and answers each in order', async () => {
-    const owner = new Forwarder(nats.nc, log);
+    const owner = new Forwarder(nats.nc, log, mac);
     const sizes: number[] = [];
     owner.serve('owner-1', async (got) => {
       const key = got.kind === 'limiter' ? got.request.key : '';
       if (key === 'bad') return { err: { code: 'invalid_request', detail: 'bad key' } };
       return { ok: `decided ${key}` };
     });
-    const sender = new Forwarder(nats.nc, log);
+    const sender = new Forwarder(nats.nc, log, mac);
     const originalFlush = (sender as unknown as { flush(owner: string): void }).flush.bind(sender);
     (sender as unknown as { flush(owner: string): void }).flush = (to: string) => {
       const queue = (sender as unknown as { queues: Map<string, unknown[]> }).queues.get(to);
@@ -46,11 +47,11 @@ describe('the forwarder', () => {
 
   it('sends the batches of one turn for several owners, each to its owner', async () => {
     const owners = ['owner-a', 'owner-b'].map((id) => {
-      const forwarder = new Forwarder(nats.nc, log);
+      const forwarder = new Forwarder(nats.nc, log, mac);
       forwarder.serve(id, async (got) => ({ ok: `${id} decided ${got.kind === 'limiter' ? got.request.key : ''}` }));
       return forwarder;
     });
-    const sender = new Forwarder(nats.nc, log);
+    const sender = new Forwarder(nats.nc, log, mac);
     const results = await Promise.all([sender.send('owner-a', item('k1')), sender.send('owner-b', item('k2')), sender.send('owner-a', item('k3'))]);
     expect(results).toEqual([{ ok: 'owner-a decided k1' }, { ok: 'owner-b decided k2' }, { ok: 'owner-a decided k3' }]);
     expect(sender.stats).toMatchObject({ batches: 2, items: 3, failures: 0 });
@@ -58,7 +59,7 @@ describe('the forwarder', () => {
   });
 
   it('answers `moved` for an owner nobody listens for, and owner_unavailable for a silent one within its deadline', async () => {
-    const sender = new Forwarder(nats.nc, log, 300);
+    const sender = new Forwarder(nats.nc, log, mac, 300);
     const started = performance.now();
     // No responders: the owner has not subscribed yet, or has left; the router asks the map again.
     expect(await sender.send('nobody', item('k'))).toEqual({ moved: true });
@@ -73,7 +74,7 @@ describe('the forwarder', () => {
   });
 
   it('answers malformed items with an error, leaves unreadable and oversized batches unanswered, and never throws', async () => {
-    const owner = new Forwarder(nats.nc, log);
+    const owner = new Forwarder(nats.nc, log, mac);
     const decided: unknown[] = [];
     owner.serve('owner-x', async (got) => {
       decided.push(got);
@@ -85,10 +86,11 @@ describe('the forwarder', () => {
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     const packr = new Packr({ useRecords: false, moreTypes: false });
-    const ask = async (batch: unknown) => {
+    const ask = async (batch: unknown, seal: ClusterMac | null = mac) => {
       try {
-        const reply = await nats.nc.request('tally.node.owner-x', packr.pack(batch), { timeout: 500 });
-        return packr.unpack(reply.data) as { results: unknown[] };
+        const payload = packr.pack(batch);
+        const reply = await nats.nc.request('tally.node.owner-x', seal === null ? payload : seal.sealBatch('tally.node.owner-x', payload), { timeout: 500 });
+        return packr.unpack(mac.openBatch(reply.subject, reply.data)!) as { results: unknown[] };
       } catch {
         return 'no answer';
       }
@@ -125,6 +127,14 @@ describe('the forwarder', () => {
       expect((await ask({ v: 1, items: Array.from({ length: 1000 }, () => null) })) as { results: unknown[] }).toMatchObject({ results: { length: 1000 } });
       expect(owner.stats.refusedBatches).toBe(3);
       expect(decided).toHaveLength(2);
+      // Not from a node holding the key secret: no MAC, or another key's. Never decided, never answered.
+      const refusedBefore = mac.refused.batch;
+      const good = { v: 1, items: [{ kind: 'limiter', request: { namespace: 'service', key: 'good', op: 'check' } }] };
+      expect(await ask(good, null)).toBe('no answer');
+      expect(await ask(good, new ClusterMac(new Uint8Array(32).fill(8), log))).toBe('no answer');
+      expect(mac.refused.batch - refusedBefore).toBe(2);
+      expect(decided).toHaveLength(2);
+      expect(await ask(good)).toEqual({ results: [{ ok: 'fine' }] });
       expect(unhandled).toEqual([]);
     } finally {
       process.off('unhandledRejection', onUnhandled);

@@ -1,7 +1,8 @@
 /**
  * A frozen owner: SIGSTOP for longer than the lease, then SIGCONT. Until its lease runs out it
  * owns its shards but answers nothing: forwards to it end at their deadline, a strict user
- * gets 503 with Retry-After and a fail_open one is allowed as degraded. Then the others take
+ * gets 503 with Retry-After and a fail_open one (whose key the node saw the owner accept) is
+ * allowed as degraded. Then the others take
  * its shards and admit against state loaded from Postgres; the resumed node must not decide anything
  * with the state it held when it froze (a strict limit already spent by the new owner stays
  * spent through it), it forwards to the new owner instead, and the rows in Postgres are the
@@ -45,6 +46,8 @@ describe('an owner frozen for longer than the lease', () => {
       if (placement.get(shardOf(created.id)) === 'f3') lenient = created;
     }
     const lenientKey = (await createKey(apiOf('f1'), lenient)).key;
+    // f2 sees the owner accept the key: fail-open admits only credentials the node saw verified lately.
+    expect((await consume('f2', lenientKey)).status).toBe(200);
     // Half the limit through f1, decided by the owner f3 and written.
     for (let i = 0; i < LIMIT / 2; i++) expect((await consume('f1', key)).status).toBe(200);
     await waitFor(async () => /^tally_actors_dirty 0$/m.test(await (await fetch(`${cluster.nodes.get('f3')!.baseUrl}/metrics`)).text()), 5000);

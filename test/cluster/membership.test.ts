@@ -7,13 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Membership, type MembershipOptions } from '../../src/node/cluster/index.js';
+import { ClusterMac, Membership, type MembershipOptions } from '../../src/node/cluster/index.js';
 import { type NatsServer, startNatsServer, stopAllNatsServers } from '../support/natsServer.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 const LEASE_MS = 600;
 const HEARTBEAT_MS = 100;
 const log = pino({ level: 'silent' });
+const mac = new ClusterMac(new Uint8Array(32).fill(7), log);
 
 let server: NatsServer;
 const connections: NatsConnection[] = [];
@@ -39,6 +40,7 @@ async function member(nodeId: string, overrides: Partial<MembershipOptions> = {}
     leaseMs: LEASE_MS,
     heartbeatMs: HEARTBEAT_MS,
     log,
+    mac,
     ...overrides,
   });
   members.push(membership);

@@ -113,10 +113,14 @@ describe('a node whose write is refused by the fence', () => {
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
     expect(refused.body.type).toBe('urn:tally:problem:owner-unavailable');
-    const degraded = await first.api('POST', '/v1/quota/consume', { token: openKey, body: { cost: 1 } });
+    // Fail-open admits only a credential the node saw verified lately: the session, which made
+    // the key on the slow path a moment ago. A key with a made-up secret (its MAC checks) is not.
+    const degraded = await first.api('POST', '/v1/quota/consume', { token: open.token, body: { cost: 1 } });
     expect(degraded.status).toBe(200);
     expect(degraded.headers.get('tally-degraded')).toBe('1');
     expect(degraded.body).toEqual({ allowed: true, limits: [] });
+    const madeUp = `${openKey.slice(0, openKey.indexOf('.') + 1)}${'A'.repeat(32)}`;
+    expect((await first.api('POST', '/v1/quota/consume', { token: madeUp, body: { cost: 1 } })).status).toBe(503);
     expect(await metric(first.api, 'tally_quota_degraded_total', { operation: 'consume' })).toBe(1);
     expect((await first.api('GET', '/health/ready')).status).toBe(503);
 

@@ -1,12 +1,14 @@
 /**
  * Every Store query, on a real Postgres and on embedded PGlite: the same SQL must behave
- * the same on both.
+ * the same on both. Written-through changes carry a shard epoch, and are refused once the
+ * fence has moved past it.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeStateRow } from '../../src/persistence/actorState.js';
 import type { ActorStateRow } from '../../src/persistence/index.js';
 import { type ApiKeyRow, EmailTakenError, type SessionRow, Store, UnknownTierError, type UserRow } from '../../src/persistence/index.js';
+import { OwnerUnavailableError, StaleEpochError, type WriteFence } from '../../src/shards/index.js';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../support/database.js';
 
 const encode = (rows: ActorStateRow[]) => rows.map(encodeStateRow);
@@ -65,10 +67,14 @@ function newKey(userId: string, overrides: Partial<ApiKeyRow> = {}): ApiKeyRow {
 describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
   let db: TestDatabase;
   let store: Store;
+  /** The shard and epoch the written-through changes of these tests are made under. */
+  let fence: WriteFence;
 
   beforeAll(async () => {
     db = await openTestDatabase(kind);
     store = new Store(db.database.sql);
+    const [epoch] = (await store.claimShards([510], 'node-writes')).values();
+    fence = { shard: 510, epoch: epoch! };
   });
   afterAll(() => db?.cleanup());
 
@@ -108,41 +114,41 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
 
     it('updates the profile field by field', async () => {
       const user = await store.insertUser(newUser());
-      await store.updateProfile(user.id, { name: 'Grace' });
+      await store.updateProfile(user.id, { name: 'Grace' }, fence);
       expect((await foundUser(store, user.id))!.user).toMatchObject({ name: 'Grace', email: user.email });
       const email = `moved-${unique()}@example.com`;
-      await store.updateProfile(user.id, { email });
+      await store.updateProfile(user.id, { email }, fence);
       expect((await foundUser(store, user.id))!.user).toMatchObject({ name: 'Grace', email });
-      await store.updateProfile(user.id, { name: null });
+      await store.updateProfile(user.id, { name: null }, fence);
       expect((await foundUser(store, user.id))!.user).toMatchObject({ name: null, email });
-      await store.updateProfile(user.id, {});
+      await store.updateProfile(user.id, {}, fence);
       expect(await store.findLogin(email)).toMatchObject({ id: user.id });
     });
 
     it('refuses a profile email another user has, in any letter case', async () => {
       const a = await store.insertUser(newUser());
       const b = await store.insertUser(newUser());
-      await expect(store.updateProfile(b.id, { email: a.email.toUpperCase() })).rejects.toBeInstanceOf(EmailTakenError);
+      await expect(store.updateProfile(b.id, { email: a.email.toUpperCase() }, fence)).rejects.toBeInstanceOf(EmailTakenError);
       // Changing the case of one's own email is fine.
-      await store.updateProfile(a.id, { email: a.email.toUpperCase() });
+      await store.updateProfile(a.id, { email: a.email.toUpperCase() }, fence);
     });
 
     it('replaces preferences', async () => {
       const user = await store.insertUser(newUser());
-      await store.updatePreferences(user.id, { language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
+      await store.updatePreferences(user.id, { language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } }, fence);
       expect((await foundUser(store, user.id))!.user.preferences).toEqual({ language: 'fr', list: [1, 'two', null], deep: { x: { y: true } } });
     });
 
     it('applies admin changes field by field and refuses an unknown tier', async () => {
       const user = await store.insertUser(newUser());
-      await store.updateAdmin(user.id, { tier: 'pro' });
-      await store.updateAdmin(user.id, { blocked: true });
+      await store.updateAdmin(user.id, { tier: 'pro' }, fence);
+      await store.updateAdmin(user.id, { blocked: true }, fence);
       const overrides = [{ name: 'tokens', kind: 'budget', limit: 5, period: 'day' }];
-      await store.updateAdmin(user.id, { overrides });
+      await store.updateAdmin(user.id, { overrides }, fence);
       expect((await foundUser(store, user.id))!.user).toMatchObject({ tier: 'pro', blocked: true, overrides });
-      await store.updateAdmin(user.id, { blocked: false, overrides: [] });
+      await store.updateAdmin(user.id, { blocked: false, overrides: [] }, fence);
       expect((await foundUser(store, user.id))!.user).toMatchObject({ tier: 'pro', blocked: false, overrides: [] });
-      await expect(store.updateAdmin(user.id, { tier: 'platinum' })).rejects.toBeInstanceOf(UnknownTierError);
+      await expect(store.updateAdmin(user.id, { tier: 'platinum' }, fence)).rejects.toBeInstanceOf(UnknownTierError);
     });
 
     it('returns null for an unknown user', async () => {
@@ -157,14 +163,14 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       const anonymous = newSession(user.id, { deviceName: null, deviceType: null, ip: null, userAgent: null });
       const expired = newSession(user.id, { expiresAt: new Date(Date.now() - 1000) });
       const revoked = newSession(user.id);
-      for (const session of [live, anonymous, expired, revoked]) await store.insertSession(session);
-      expect(await store.revokeSessions(user.id, [revoked.id])).toBe(1);
+      for (const session of [live, anonymous, expired, revoked]) await store.insertSession(session, fence);
+      expect(await store.revokeSessions(user.id, [revoked.id], fence)).toBe(1);
 
       const key = newKey(user.id, { expiresAt: new Date(Date.now() + HOUR) });
       const bare = newKey(user.id, { name: null, scopes: [], createdAt: new Date() });
       const deleted = newKey(user.id);
-      for (const k of [key, bare, deleted]) await store.insertApiKey(k);
-      expect(await store.deleteApiKey(user.id, deleted.id)).toBe(true);
+      for (const k of [key, bare, deleted]) await store.insertApiKey(k, fence);
+      expect(await store.deleteApiKey(user.id, deleted.id, fence)).toBe(true);
 
       const [epoch] = (await store.claimShards([500], 'node-load')).values();
       await store.writeStates(encode([{ entityKey: user.id, shard: 500, epoch: epoch!, state: { limits: { requests: { tat: 12.5 } } } }]));
@@ -189,11 +195,11 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       const b = await store.insertUser(newUser());
       const mine = newSession(a.id);
       const theirs = newSession(b.id);
-      await store.insertSession(mine);
-      await store.insertSession(theirs);
-      expect(await store.revokeSessions(a.id, [mine.id, theirs.id])).toBe(1);
-      expect(await store.revokeSessions(a.id, [mine.id])).toBe(0);
-      expect(await store.revokeSessions(a.id, [])).toBe(0);
+      await store.insertSession(mine, fence);
+      await store.insertSession(theirs, fence);
+      expect(await store.revokeSessions(a.id, [mine.id, theirs.id], fence)).toBe(1);
+      expect(await store.revokeSessions(a.id, [mine.id], fence)).toBe(0);
+      expect(await store.revokeSessions(a.id, [], fence)).toBe(0);
       expect((await foundUser(store, b.id))!.sessions.map((s) => s.id)).toEqual([theirs.id]);
     });
 
@@ -201,10 +207,10 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       const a = await store.insertUser(newUser());
       const b = await store.insertUser(newUser());
       const key = newKey(a.id);
-      await store.insertApiKey(key);
-      expect(await store.deleteApiKey(b.id, key.id)).toBe(false);
-      expect(await store.deleteApiKey(a.id, key.id)).toBe(true);
-      expect(await store.deleteApiKey(a.id, key.id)).toBe(false);
+      await store.insertApiKey(key, fence);
+      expect(await store.deleteApiKey(b.id, key.id, fence)).toBe(false);
+      expect(await store.deleteApiKey(a.id, key.id, fence)).toBe(true);
+      expect(await store.deleteApiKey(a.id, key.id, fence)).toBe(false);
       const [row] = await db.database.sql<{ deleted_at: Date | null }[]>`select deleted_at from api_keys where id = ${key.id}`;
       expect(row!.deleted_at).toBeInstanceOf(Date);
     });
@@ -214,8 +220,8 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       const t0 = new Date(Date.now() - 60_000);
       const session = newSession(user.id, { lastActiveAt: t0 });
       const key = newKey(user.id);
-      await store.insertSession(session);
-      await store.insertApiKey(key);
+      await store.insertSession(session, fence);
+      await store.insertApiKey(key, fence);
       const later = new Date(t0.getTime() + 30_000);
       const latest = new Date(t0.getTime() + 40_000);
       await store.touchActivity(
@@ -234,6 +240,77 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(loaded!.sessions[0]!.lastActiveAt).toEqual(latest);
       expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
       await store.touchActivity([], []);
+    });
+  });
+
+  describe('written-through changes under the fence', () => {
+    it('refuses every change made under an epoch the fence has moved past, and changes nothing', async () => {
+      const [epoch] = (await store.claimShards([511], 'node-a')).values();
+      const before: WriteFence = { shard: 511, epoch: epoch! };
+      const user = await store.insertUser(newUser());
+      const session = newSession(user.id);
+      const key = newKey(user.id);
+      await store.insertSession(session, before);
+      await store.insertApiKey(key, before);
+      // Another node claims the shard: whatever this one still tries under the old epoch is refused.
+      const [next] = (await store.claimShards([511], 'node-b')).values();
+      const attempts: [string, () => Promise<unknown>][] = [
+        ['revokeSessions', () => store.revokeSessions(user.id, [session.id], before)],
+        ['deleteApiKey', () => store.deleteApiKey(user.id, key.id, before)],
+        ['updateAdmin', () => store.updateAdmin(user.id, { blocked: true, tier: 'pro' }, before)],
+        ['updateProfile', () => store.updateProfile(user.id, { name: 'Mallory' }, before)],
+        ['updatePreferences', () => store.updatePreferences(user.id, { theme: 'light' }, before)],
+        ['insertSession', () => store.insertSession(newSession(user.id), before)],
+        ['insertApiKey', () => store.insertApiKey(newKey(user.id), before)],
+      ];
+      for (const [name, attempt] of attempts) {
+        const error = await attempt().then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(error, name).toBeInstanceOf(StaleEpochError);
+        // A retryable 503 for the caller, like any owner that is not there.
+        expect(error, name).toBeInstanceOf(OwnerUnavailableError);
+        expect(error, name).toMatchObject({ shard: 511, epoch: before.epoch, fenceEpoch: next, retryAfterMs: 1000 });
+      }
+      const loaded = (await foundUser(store, user.id))!;
+      expect(loaded.user).toMatchObject({ name: 'Ada', tier: 'free', blocked: false, preferences: user.preferences });
+      expect(loaded.sessions.map((s) => s.id)).toEqual([session.id]);
+      expect(loaded.keys.map((k) => k.id)).toEqual([key.id]);
+      // Under the new epoch the same change is made.
+      expect(await store.revokeSessions(user.id, [session.id], { shard: 511, epoch: next! })).toBe(1);
+      // A shard nobody ever claimed has no epoch to write under.
+      await expect(store.revokeSessions(user.id, [session.id], { shard: 1023, epoch: 1 })).rejects.toMatchObject({ fenceEpoch: null });
+    });
+
+    it('makes a claim that comes during a change wait for it: the claimer then reads the change', async () => {
+      const [epoch] = (await store.claimShards([512], 'node-a')).values();
+      const user = await store.insertUser(newUser());
+      const session = newSession(user.id, { deviceName: `slow-${kind}` });
+      await store.insertSession(session, { shard: 512, epoch: epoch! });
+      // The revocation takes 300 ms inside its transaction.
+      await db.database.sql.unsafe(`
+        create or replace function slow_revocation() returns trigger language plpgsql as $$
+        begin
+          if new.revoked_at is not null and old.device_name like 'slow-%' then perform pg_sleep(0.3); end if;
+          return new;
+        end $$`);
+      await db.database.sql.unsafe('create or replace trigger slow_revocation before update on sessions for each row execute function slow_revocation()');
+      try {
+        const events: string[] = [];
+        const revoked = store.revokeSessions(user.id, [session.id], { shard: 512, epoch: epoch! }).then((count) => {
+          events.push('revoked');
+          return count;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const claimed = store.claimShards([512], 'node-b').then(() => events.push('claimed'));
+        expect(await revoked).toBe(1);
+        await claimed;
+        expect(events).toEqual(['revoked', 'claimed']);
+        expect((await foundUser(store, user.id))!.sessions).toEqual([]);
+      } finally {
+        await db.database.sql.unsafe('drop trigger slow_revocation on sessions');
+      }
     });
   });
 
@@ -270,7 +347,7 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect((await store.listTiers()).find((tier) => tier.name === name)).toEqual(replaced);
       // A user may now be moved onto it.
       const user = await store.insertUser(newUser());
-      await store.updateAdmin(user.id, { tier: name });
+      await store.updateAdmin(user.id, { tier: name }, fence);
     });
   });
 
@@ -294,8 +371,8 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
 
     it('loads the users asked for in one turn with one statement, each caller its own, with its shard’s epoch', async () => {
       const users = await Promise.all(Array.from({ length: 1200 }, () => store.insertUser(newUser())));
-      await store.insertSession(newSession(users[7]!.id));
-      await store.insertApiKey(newKey(users[9]!.id));
+      await store.insertSession(newSession(users[7]!.id), fence);
+      await store.insertApiKey(newKey(users[9]!.id), fence);
       const [epochA] = (await store.claimShards([504], 'node-batch')).values();
       const [epochB] = (await store.claimShards([505], 'node-batch')).values();
       const missing = `u${unique()}`;

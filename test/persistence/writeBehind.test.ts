@@ -1,7 +1,9 @@
 /**
- * The write-behind flusher against a real database of each kind: one bad row is isolated
- * and quarantined while the rest is written, statements stay bounded, an unreachable
- * database keeps everything for the next flush, and a fence refusal gives the shard up.
+ * The write-behind flusher against a real database of each kind: any state an actor holds is
+ * encoded to a row Postgres takes; a row the database refuses all the same (a trigger here)
+ * is isolated and quarantined while the rest is written, and named as unwritten to whoever
+ * is about to let its shard go; statements stay bounded, an unreachable database keeps
+ * everything for the next flush, and a fence refusal gives the shard up.
  */
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -101,6 +103,16 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
   beforeAll(async () => {
     db = await openTestDatabase(kind);
     store = new Store(db.database.sql);
+    // The database's own refusal, whatever the value: a state with a member "refuse".
+    await db.database.sql.unsafe(`
+      create function refuse_marked_states() returns trigger language plpgsql as $$
+      begin
+        if new.state ? 'refuse' then raise exception 'refused by a test trigger' using errcode = '22023'; end if;
+        return new;
+      end $$`);
+    await db.database.sql.unsafe(
+      'create trigger refuse_marked_states before insert or update on actor_state for each row execute function refuse_marked_states()',
+    );
   });
   afterAll(async () => {
     await nowhere.end();
@@ -124,7 +136,7 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     for (let i = 0; i < 50; i++) actors.push((await runtime.get(`box-a-${i}`, 0, boxes, 'box')) as Box);
     for (const [i, actor] of actors.entries()) actor.put({ n: i });
     const bad = actors[17]!;
-    bad.put({ text: 'lone \uD800 surrogate' }); // JSON.stringify writes \ud800, which jsonb refuses
+    bad.put({ refuse: true }); // refused by the trigger
 
     expect(await writeBehind.flush()).toMatchObject({ written: 49, quarantined: 1, fenced: 0 });
     expect(counts).toMatchObject({ ok: 1, error: 0, written: 49, quarantined: 1 });
@@ -158,6 +170,95 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     expect(await stored(bad.key)).toEqual({ text: 'mended' });
     expect(bad.dirty).toBe(false);
     expect(writeBehind.quarantined).toBe(0);
+  });
+
+  it('encodes any state to a row the database takes: text jsonb refuses, values JSON refuses, expiries out of range', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const put = async (key: string, value: unknown) => {
+      const actor = (await runtime.get(key, 0, boxes, 'box')) as Box;
+      actor.put(value);
+      return actor;
+    };
+    const cyclic: Record<string, unknown> = { n: 1 };
+    cyclic.self = cyclic;
+    const actors = [
+      await put('box-e-nul', { key: 'a\u0000b', list: ['\u0000'] }),
+      await put('box-e-high', { key: 'lone \uD800 high', pair: '\uD83D\uDE00' }),
+      await put('box-e-low', { 'name\uDC00': 1, nested: { '\u0000': '\uDFFF' } }),
+      await put('box-e-bigint', { used: 12n, nan: Number.NaN, inf: Number.POSITIVE_INFINITY }),
+      await put('box-e-cycle', cyclic),
+      // Text that only looks like an escape JSON writes for refused text: stored as it is.
+      await put('box-e-lookalike', { text: '\\u0000 and \\ud800' }),
+    ];
+    const late = (await runtime.get('box-e-late', 0, boxes, 'box')) as Box;
+    late.expiresAt = () => 9e15; // past year 9999, which timestamptz refuses
+    late.put({ n: 1 });
+    const early = (await runtime.get('box-e-early', 0, boxes, 'box')) as Box;
+    early.expiresAt = () => -1e15; // before year 1
+    early.put({ n: 2 });
+
+    expect(await writeBehind.flush()).toMatchObject({ written: 8, quarantined: 0 });
+    expect(counts.quarantined).toBe(0);
+    expect(writeBehind.quarantined).toBe(0);
+    expect([...actors, late, early].some((actor) => actor.dirty)).toBe(false);
+    expect(await stored('box-e-nul')).toEqual({ key: 'a\uFFFDb', list: ['\uFFFD'] });
+    expect(await stored('box-e-high')).toEqual({ key: 'lone \uFFFD high', pair: '\uD83D\uDE00' });
+    expect(await stored('box-e-low')).toEqual({ 'name\uFFFD': 1, nested: { '\uFFFD': '\uFFFD' } });
+    expect(await stored('box-e-bigint')).toEqual({ used: 12, nan: null, inf: null });
+    expect(await stored('box-e-cycle')).toEqual({ n: 1, self: null });
+    expect(await stored('box-e-lookalike')).toEqual({ text: '\\u0000 and \\ud800' });
+    const expiries = await db.database.sql<{ entity_key: string; expires_at: Date | null }[]>`
+      select entity_key, expires_at from actor_state where entity_key in ('box-e-late', 'box-e-early') order by entity_key`;
+    expect(expiries.map((row) => [row.entity_key, row.expires_at?.getTime() ?? null])).toEqual([
+      ['box-e-early', 0],
+      ['box-e-late', null],
+    ]);
+    // Said once, not per row.
+    const mended = logLines.map((line) => JSON.parse(line)).filter((entry) => /written with them replaced/.test(entry.msg));
+    expect(mended).toMatchObject([{ level: 40, rows: 7 }]);
+  });
+
+  it('names the actors of shards about to leave that are still unwritten, refused now or waiting out their back-off', async () => {
+    const { flusher: writeBehind } = flusher();
+    const refused = (await runtime.get('box-u-refused', 0, boxes, 'box')) as Box;
+    const shard = refused.shard;
+    const neighbour = [...Array(20_000).keys()].map((i) => `box-u-${i}`).find((key) => runtime.shardFor(key) === shard)!;
+    const fine = (await runtime.get(neighbour, 0, boxes, 'box')) as Box;
+    const elsewhere = [...Array(20_000).keys()].map((i) => `box-v-${i}`).find((key) => runtime.shardFor(key) !== shard)!;
+    const other = (await runtime.get(elsewhere, 0, boxes, 'box')) as Box;
+    refused.put({ refuse: true, used: 40 });
+    fine.put({ used: 1 });
+    other.put({ refuse: true });
+
+    // A flush that succeeds (every other row is written) still names what it could not write.
+    let left = await writeBehind.flushShards([shard]);
+    expect(left.flushed).toMatchObject({ written: 1, quarantined: 2 });
+    expect([...left.unwritten]).toEqual([[shard.index, [refused.key]]]);
+    // Within the back-off the row is not tried again, and still named.
+    left = await writeBehind.flushShards([shard]);
+    expect(left.flushed).toMatchObject({ written: 0, deferred: 2 });
+    expect([...left.unwritten]).toEqual([[shard.index, [refused.key]]]);
+    // The shutdown's flush tries it whatever its back-off.
+    left = await writeBehind.flushShards(runtime.shards, { ignoreBackoff: true });
+    expect(left.flushed).toMatchObject({ quarantined: 2 });
+    expect([...left.unwritten.keys()].sort()).toEqual([shard.index, other.shard.index].sort());
+    // Once it can be written, nothing is left.
+    refused.put({ used: 41 });
+    other.put({ n: 0 });
+    left = await writeBehind.flushShards(runtime.shards, { ignoreBackoff: true });
+    expect(left.unwritten.size).toBe(0);
+    expect(await stored(refused.key)).toEqual({ used: 41 });
+  });
+
+  it('writes the uses of a leaving shard’s actors at once, not within a minute', async () => {
+    const { flusher: writeBehind } = flusher();
+    const actor = (await runtime.get('box-w', 0, boxes, 'box')) as Box;
+    let due = 0;
+    actor.activityDueNow = () => {
+      due++;
+    };
+    await writeBehind.flushShards([actor.shard]);
+    expect(due).toBe(1);
   });
 
   it('cuts a flush into statements of bounded rows and bytes', async () => {

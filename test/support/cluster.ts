@@ -9,7 +9,7 @@ import { targetPlacement } from '../../src/node/cluster/index.js';
 import { migrate } from '../../src/persistence/index.js';
 import { initHashing } from '../../src/shards/index.js';
 import { apiClient } from './http.js';
-import { type NatsServer, startNatsCluster, startNatsServer, stopAllNatsServers } from './natsServer.js';
+import { type NatsPasswords, type NatsServer, startNatsCluster, startNatsServer, startSecuredNatsServer, stopAllNatsServers } from './natsServer.js';
 import { createTestDatabase } from './postgres.js';
 import { killAllNodes, type NodeProcess, spawnNode } from './process.js';
 import { makeTempDir } from './tmp.js';
@@ -26,6 +26,10 @@ export interface TestCluster {
   nats: NatsServer;
   /** Every NATS server: one, or three routed into a JetStream cluster. */
   natsServers: NatsServer[];
+  /** With `secured`: the passwords of the shipped configuration's users (nodes connect as `tally-node`). */
+  natsPasswords: NatsPasswords | null;
+  /** The environment every node starts with. */
+  env: Record<string, string>;
   sql: postgres.Sql;
   adminToken: string;
   leaseMs: number;
@@ -58,11 +62,19 @@ export const strictLimits = (limit: number, { periodMs = 30 * 86_400_000, tokens
 export const sortedCounts = (counts: Record<string, number>) => Object.fromEntries(Object.entries(counts).sort());
 
 export async function createTestCluster(
-  options: { leaseMs?: number; heartbeatMs?: number; env?: Record<string, string>; natsServers?: 1 | 3 } = {},
+  options: {
+    leaseMs?: number;
+    heartbeatMs?: number;
+    env?: Record<string, string>;
+    natsServers?: 1 | 3;
+    /** One nats-server run with the shipped configuration (deploy/nats-server.conf). */
+    secured?: boolean;
+  } = {},
 ): Promise<TestCluster> {
   await initHashing();
   const leaseMs = options.leaseMs ?? 3000;
-  const natsServers = options.natsServers === 3 ? await startNatsCluster() : [await startNatsServer()];
+  const secured = options.secured === true ? await startSecuredNatsServer() : null;
+  const natsServers = secured !== null ? [secured] : options.natsServers === 3 ? await startNatsCluster() : [await startNatsServer()];
   const nats = natsServers[0]!;
   const database = await createTestDatabase();
   const sql = postgres(database.url, { max: 2, onnotice: () => {} });
@@ -76,6 +88,7 @@ export async function createTestCluster(
     TALLY_KEY_SECRET: randomBytes(24).toString('hex'),
     TALLY_LEASE_MS: String(leaseMs),
     TALLY_HEARTBEAT_MS: String(options.heartbeatMs ?? 200),
+    ...(secured === null ? {} : { NATS_USER: 'tally-node', NATS_PASSWORD: secured.passwords.node }),
     ...options.env,
   };
   const nodes = new Map<string, NodeProcess>();
@@ -87,6 +100,8 @@ export async function createTestCluster(
   const cluster: TestCluster = {
     nats,
     natsServers,
+    natsPasswords: secured?.passwords ?? null,
+    env,
     sql,
     adminToken,
     leaseMs,

@@ -5,6 +5,8 @@
  * whatever a test left running, pass or fail.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll } from 'vitest';
 import { freePort, killGroup } from './children.js';
@@ -25,8 +27,8 @@ function binary(): string {
   return process.env.NATS_SERVER_BIN ?? 'nats-server';
 }
 
-async function launch(args: string[]): Promise<ChildProcess> {
-  const child = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+async function launch(args: string[], env?: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...env } });
   running.add(child);
   child.once('exit', () => running.delete(child));
   let output = '';
@@ -53,9 +55,9 @@ async function launch(args: string[]): Promise<ChildProcess> {
   return child;
 }
 
-async function server(args: (dir: string) => string[], port: number): Promise<NatsServer> {
+async function server(args: (dir: string) => string[], port: number, env?: Record<string, string>): Promise<NatsServer> {
   const dir = await makeTempDir();
-  let child = await launch(args(dir));
+  let child = await launch(args(dir), env);
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
@@ -64,7 +66,7 @@ async function server(args: (dir: string) => string[], port: number): Promise<Na
     },
     async restart() {
       await killGroup(child);
-      child = await launch(args(dir));
+      child = await launch(args(dir), env);
     },
   };
 }
@@ -73,6 +75,33 @@ async function server(args: (dir: string) => string[], port: number): Promise<Na
 export async function startNatsServer(): Promise<NatsServer> {
   const port = await freePort();
   return server((dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], port);
+}
+
+/** The configuration the project ships: accounts TALLY and APPS, their users and permissions. */
+const SHIPPED_NATS_CONFIG = fileURLToPath(new URL('../../deploy/nats-server.conf', import.meta.url));
+
+/** The passwords of the shipped configuration's users, as nats-server reads them from its environment. */
+export interface NatsPasswords {
+  node: string;
+  operator: string;
+  app: string;
+}
+
+/** One server with JetStream, run with the shipped configuration and fresh passwords. */
+export async function startSecuredNatsServer(): Promise<NatsServer & { passwords: NatsPasswords }> {
+  const port = await freePort();
+  const passwords: NatsPasswords = {
+    node: randomBytes(12).toString('hex'),
+    operator: randomBytes(12).toString('hex'),
+    app: randomBytes(12).toString('hex'),
+  };
+  const env = {
+    TALLY_NATS_NODE_PASSWORD: passwords.node,
+    TALLY_NATS_OPERATOR_PASSWORD: passwords.operator,
+    TALLY_NATS_APP_PASSWORD: passwords.app,
+  };
+  const started = await server((dir) => ['-c', SHIPPED_NATS_CONFIG, '-a', '127.0.0.1', '-p', String(port), '-sd', dir], port, env);
+  return { ...started, passwords };
 }
 
 /** Three servers routed into one JetStream cluster, returned once JetStream answers (it has a meta leader). */

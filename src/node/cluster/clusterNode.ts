@@ -5,9 +5,11 @@
  * - A shard the map gives this node is claimed in the fence (its epoch bumped in Postgres),
  *   and only then served. Claims found in one round go in one statement.
  * - A shard the map marks `moving` away from this node stops admitting at once. Once the
- *   shard's actors have nothing in flight, the write-behind flushes, the shard is released,
- *   and the map entry is handed to the new owner (CAS). If the flush fails, the hand-off
- *   waits for the next round: state that is not written is never handed off.
+ *   shard's actors are idle (no written-through change in flight or queued), the shard's
+ *   actors are flushed, and only when every one of them is written is the shard released and
+ *   the map entry handed to the new owner (CAS). Actors still busy after a lease, a flush
+ *   that fails, or a row the database refuses leave the shard here, not admitting, and the
+ *   next round tries again: state that is not written is never handed off.
  * - A shard the map gives another node while this one still serves it (this node was taken
  *   for dead) is dropped at once. Its new owner's claim fences any write this node attempts.
  * - Every decision checks the membership lease (ActorRuntime.mayDecide). A node that could
@@ -23,21 +25,22 @@ import type { Logger } from 'pino';
 import type { ClusterView } from '../../api/index.js';
 import type { Store } from '../../persistence/index.js';
 import { type ActorRuntime, SHARD_COUNT, type Shard } from '../../shards/index.js';
+import { describeNatsAuth, type NatsAuth, natsConnectOptions } from './connection.js';
 import { Coordinator } from './coordinator.js';
+import type { ClusterMac } from './mac.js';
 import { Membership } from './membership.js';
 import { OperatorRequests, statusWithDrain } from './operator.js';
-import { EPOCHS_SUBJECT } from './protocol.js';
+import { EPOCHS_SUBJECT, OPERATOR_REQUESTS_QUEUE, OPERATOR_REQUESTS_SUBJECT } from './protocol.js';
 import { ShardMap } from './shardMap.js';
 import { CLAIMING, claimStands, handOffStands, nextStep, type ShardActivity, STEADY } from './shardState.js';
 
 /** Planned moves in flight across the cluster, at most. */
 const MAX_MOVES = 32;
-/** How long a hand-off waits for the shard's requests in flight before it flushes anyway. */
-const IN_FLIGHT_WAIT_MS = 2000;
 
 /** The settings a cluster node runs with (a part of the node's configuration). */
 interface ClusterSettings {
   natsUrl: string;
+  natsAuth: NatsAuth;
   nodeId: string;
   leaseMs: number;
   heartbeatMs: number;
@@ -47,11 +50,17 @@ export interface ClusterDeps {
   config: ClusterSettings;
   runtime: ActorRuntime;
   store: Store;
-  /** Writes every dirty actor now (after a flush in progress). */
-  flush: () => Promise<unknown>;
+  /**
+   * Writes every dirty actor now (after a flush in progress), and returns the actors of
+   * `shard` whose state is still not written (their rows were refused). Throws when the
+   * flush fails.
+   */
+  flushShard: (shard: Shard) => Promise<readonly string[]>;
   /** Compares every served shard's epoch with the fence, giving up those another node has claimed. */
   checkFences: () => Promise<void>;
   log: Logger;
+  /** Seals what this node writes to the buckets and checks what it reads there. */
+  mac: ClusterMac;
   /** This node's HTTP address, as others should reach it. */
   address: string;
   /** HTTP requests received so far (carried in heartbeats, for the console's rates). */
@@ -102,12 +111,14 @@ export class ClusterNode {
 
   /** Connects, joins (waiting out a previous incarnation's lease), and starts the rounds. */
   static async start(deps: ClusterDeps, signal?: AbortSignal): Promise<ClusterNode> {
-    const { config, log } = deps;
+    const { config, log, mac } = deps;
     const nc = await connect({
+      ...natsConnectOptions(config.natsAuth),
       servers: config.natsUrl.split(',').map((url) => url.trim()),
       name: `tally-${config.nodeId}`,
       maxReconnectAttempts: -1,
     });
+    log.info({ server: nc.getServer(), ...describeNatsAuth(config.natsAuth) }, 'connected to NATS');
     try {
       deps.onConnected?.(nc);
       const incarnation = randomBytes(6).toString('hex');
@@ -119,18 +130,20 @@ export class ClusterNode {
         leaseMs: config.leaseMs,
         heartbeatMs: config.heartbeatMs,
         log,
+        mac,
         ...(deps.requests === undefined ? {} : { requests: deps.requests }),
       });
       await membership.join(signal);
-      const map = await ShardMap.open(nc, log);
+      const map = await ShardMap.open(nc, log, mac);
       await map.loaded;
-      const operator = await OperatorRequests.open(nc, log);
+      const operator = await OperatorRequests.open(nc, log, mac);
       const coordinator = await Coordinator.open(nc, membership, map, operator, {
         nodeId: config.nodeId,
         incarnation,
         leaseMs: config.leaseMs,
         maxMoves: MAX_MOVES,
         log,
+        mac,
       });
       const node = new ClusterNode(deps, nc, membership, map, coordinator, operator);
       node.begin();
@@ -162,6 +175,14 @@ export class ClusterNode {
         const epochs: [number, number][] = [];
         for (const shard of runtime.shards) if (shard.serving) epochs.push([shard.index, shard.epoch]);
         msg.respond(JSON.stringify({ node: config.nodeId, epochs }));
+      },
+    });
+    // What the CLI asks for (drain, move, rebalance): one node writes the sealed entry.
+    this.connection.subscribe(OPERATOR_REQUESTS_SUBJECT, {
+      queue: OPERATOR_REQUESTS_QUEUE,
+      callback: (error, msg) => {
+        if (error !== null) return;
+        void this.operator.answer(msg.data).then((answer) => msg.respond(JSON.stringify(answer)));
       },
     });
     this.timer = setInterval(() => this.schedule(), config.heartbeatMs);
@@ -415,15 +436,39 @@ export class ClusterNode {
     }
   }
 
-  /** Stops admitting for `shard`, lets what is in flight finish, flushes, releases, hands the entry on. */
+  /**
+   * Stops admitting for `shard`, waits until its actors are idle, flushes them, and only when
+   * every one is written releases the shard and hands the entry on. Otherwise the shard stays
+   * here, not admitting, and the next round tries again.
+   */
   private async handOff(shard: Shard, to: string): Promise<void> {
-    const { runtime, flush, log } = this.deps;
+    const { runtime, flushShard, config, log } = this.deps;
     this.activity[shard.index] = { kind: 'handingOff', to };
     let handedOff: ShardActivity = STEADY;
     try {
       if (shard.status === 'owned') shard.status = 'not_owned';
-      await inFlightSettled(shard, IN_FLIGHT_WAIT_MS);
-      await flush();
+      // Nothing new starts now (a queued written-through change checks, at its turn, that the
+      // shard is served); what has started is let finish, so that it commits before the new
+      // owner claims and loads. A change still running after a lease is not waited for any
+      // longer: by then this node could itself have been taken for dead. The hand-off fails
+      // and the next round waits again; were the change to commit after a claim all the
+      // same, the fence would refuse it (its caller is answered 503, and retries).
+      if (!(await actorsIdle(shard, config.leaseMs))) {
+        log.warn(
+          { shard: shard.index, to, waitedMs: config.leaseMs },
+          'hand-off: changes of this shard’s users still running after a lease; trying again next round',
+        );
+        return;
+      }
+      const unwritten = await flushShard(shard);
+      if (unwritten.length > 0) {
+        // Their usage exists only in this node's memory: handing the shard over would drop it.
+        log.error(
+          { shard: shard.index, to, unwritten: unwritten.length, entities: unwritten.slice(0, 10) },
+          'hand-off: the database refused the state of actors of this shard; not handing it over, trying again next round',
+        );
+        return;
+      }
       const current = this.map.get(shard.index);
       if (!handOffStands(to, current)) return;
       runtime.releaseShard(shard);
@@ -442,17 +487,18 @@ export class ClusterNode {
 }
 
 /**
- * Resolves when no actor of `shard` has an exclusive task running or queued, or after
+ * Whether every actor of `shard` became idle (no exclusive task running or queued) within
  * `timeoutMs`. Tasks queued while it waits count too: it looks again each time those it
  * waited for have settled.
  */
-async function inFlightSettled(shard: Shard, timeoutMs: number): Promise<void> {
+async function actorsIdle(shard: Shard, timeoutMs: number): Promise<boolean> {
   const until = performance.now() + timeoutMs;
   for (;;) {
     const busy: Promise<void>[] = [];
     for (const actor of shard.actors.values()) if (actor.busy) busy.push(actor.idle());
+    if (busy.length === 0) return true;
     const left = until - performance.now();
-    if (busy.length === 0 || left <= 0) return;
+    if (left <= 0) return false;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(busy),

@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../../shards/index.js';
 import { isRevisionConflict } from './errors.js';
 import { openBucket } from './kv.js';
+import type { ClusterMac } from './mac.js';
 import type { Membership } from './membership.js';
 import type { OperatorRequests } from './operator.js';
 import { planPlacement } from './placement.js';
@@ -37,10 +38,12 @@ export interface CoordinatorOptions {
   /** Planned moves in flight at most. */
   maxMoves: number;
   log: Logger;
+  /** Seals this node's leader entries and checks the one it reads. */
+  mac: ClusterMac;
   clock?: () => number;
 }
 
-interface LeaderRecord {
+export interface LeaderRecord {
   node: string;
   incarnation: string;
   /** Rounds led so far (every renewal changes the entry, so watchers see it move). */
@@ -168,7 +171,8 @@ export class Coordinator {
   /** Renews the lead, or takes it when it is free or its holder has gone silent for a lease. */
   private async holdLead(): Promise<boolean> {
     const { nodeId, incarnation, leaseMs, log } = this.options;
-    const record = (): string => JSON.stringify({ node: nodeId, incarnation, round: ++this.round } satisfies LeaderRecord);
+    const record = (): string =>
+      this.options.mac.sealEntry(COORDINATOR_BUCKET, LEADER_KEY, { node: nodeId, incarnation, round: ++this.round } satisfies LeaderRecord);
     const sentAt = this.clock();
     if (this.revision > 0) {
       try {
@@ -180,7 +184,7 @@ export class Coordinator {
         if (!isRevisionConflict(error)) return this.leading;
         // A renewal stored whose answer was lost: the entry is still this node's own write.
         const entry = await this.readLeader();
-        const holder = entry?.operation === 'PUT' ? entry.json<LeaderRecord>() : null;
+        const holder = entry === null ? null : this.holderOf(entry);
         if (entry !== null && holder?.node === nodeId && holder.incarnation === incarnation) {
           this.revision = entry.revision;
           return this.leading;
@@ -197,7 +201,15 @@ export class Coordinator {
       this.leader = this.revision > 0 ? nodeId : null;
       return this.revision > 0;
     }
-    const holder = entry.json<LeaderRecord>();
+    const holder = this.holderOf(entry);
+    if (holder === null) {
+      // Not a leader record a node sealed: nobody leads. Taken over at once, on its revision.
+      this.revision = await this.compareAndSet(() => this.kv.update(LEADER_KEY, record(), entry.revision));
+      this.renewedAt = sentAt;
+      if (this.revision > 0) log.info({ node: nodeId }, 'took the coordinator lead (the entry held no leader record)');
+      this.leader = this.revision > 0 ? nodeId : null;
+      return this.revision > 0;
+    }
     this.leader = holder.node;
     if (this.seen === null || this.seen.revision !== entry.revision) {
       this.seen = { revision: entry.revision, since: this.clock() };
@@ -211,6 +223,12 @@ export class Coordinator {
       log.info({ node: nodeId, previous: holder.node }, 'took the coordinator lead from a silent leader');
     }
     return this.revision > 0;
+  }
+
+  /** The leader record of a put entry a node sealed; null for anything else. */
+  private holderOf(entry: KvEntry): LeaderRecord | null {
+    if (entry.operation !== 'PUT') return null;
+    return asLeaderRecord(this.options.mac.openEntry('leader', COORDINATOR_BUCKET, entry));
   }
 
   /**
@@ -236,4 +254,11 @@ export class Coordinator {
       return 0;
     });
   }
+}
+
+/** A leader entry's record, checked for its fields; null for anything else. */
+export function asLeaderRecord(value: unknown): LeaderRecord | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { node, incarnation, round } = value as Record<string, unknown>;
+  return typeof node === 'string' && typeof incarnation === 'string' && typeof round === 'number' ? (value as LeaderRecord) : null;
 }

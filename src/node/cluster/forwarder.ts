@@ -11,9 +11,14 @@
  * timer sweeps the deadlines, rather than a request object, an error with its stack and a
  * timer per batch as nats.js's `request` makes: at one item per batch (few requests in
  * flight) that was a tenth of a forwarding node's time.
+ *
+ * Batches and replies are sealed (mac.ts): a batch whose MAC does not verify is not
+ * answered, a reply whose MAC does not verify fails its batch as unreachable. Whoever can
+ * publish on a node's subject without the key secret can make it do nothing.
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import type { ClusterMac } from './mac.js';
 import { MAX_BATCH_ITEMS, nodeSubject, WIRE_VERSION } from './protocol.js';
 import {
   decode,
@@ -66,6 +71,7 @@ export class Forwarder {
   constructor(
     private readonly nc: NatsConnection,
     private readonly log: Logger,
+    private readonly mac: ClusterMac,
     private readonly timeoutMs = 2000,
   ) {
     this.inbox = createInbox();
@@ -131,9 +137,11 @@ export class Forwarder {
    * not answered (its sender's deadline answers for it), and said at most once a minute.
    */
   private async answer(msg: Msg, decide: (item: ForwardItem) => Promise<ForwardResult>): Promise<void> {
+    const payload = this.mac.openBatch(msg.subject, msg.data);
+    if (payload === null || msg.reply === undefined) return; // counted and said by the MAC check
     let batch: ForwardBatch;
     try {
-      batch = decode<ForwardBatch>(msg.data);
+      batch = decode<ForwardBatch>(payload);
     } catch (error) {
       this.refuse('a forwarded batch could not be read; not answered', error);
       return;
@@ -147,7 +155,7 @@ export class Forwarder {
       return;
     }
     const results = await Promise.all(batch.items.map((raw) => decideSafely(readForwardItem(raw), decide)));
-    msg.respond(encode({ results } satisfies ForwardReply));
+    msg.respond(this.mac.sealBatch(msg.reply, encode({ results } satisfies ForwardReply)));
   }
 
   private refusedSaidAt = Number.NEGATIVE_INFINITY;
@@ -170,7 +178,8 @@ export class Forwarder {
     const id = this.nextId++;
     this.inFlight.set(id, { owner, queue, deadline: performance.now() + this.timeoutMs });
     try {
-      this.nc.publish(nodeSubject(owner), encode(batch), { reply: `${this.inbox}.${id}` });
+      const subject = nodeSubject(owner);
+      this.nc.publish(subject, this.mac.sealBatch(subject, encode(batch)), { reply: `${this.inbox}.${id}` });
     } catch (error) {
       this.fail(id, String((error as Error)?.message ?? error));
     }
@@ -188,9 +197,15 @@ export class Forwarder {
       else this.fail(id, `status ${msg.headers.code} ${msg.headers.description}`);
       return;
     }
+    const payload = this.mac.openBatch(msg.subject, msg.data);
+    if (payload === null) {
+      this.fail(id, 'the answer did not come from a node holding the key secret');
+      return;
+    }
     let results: ForwardResult[];
     try {
-      ({ results } = decode<ForwardReply>(msg.data));
+      ({ results } = decode<ForwardReply>(payload));
+      if (!Array.isArray(results)) throw new TypeError('no results');
     } catch {
       // The owner's answer is unreadable: every item of the batch fails as unreachable, which is what it is.
       this.fail(id, 'the owner’s answer could not be read');

@@ -28,6 +28,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { isRevisionConflict } from './errors.js';
 import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
+import type { ClusterMac } from './mac.js';
 import { MEMBERS_BUCKET } from './protocol.js';
 
 /** Own renewals unseen for this many heartbeats: the watch stalled, and nobody ages meanwhile. */
@@ -68,6 +69,8 @@ export interface MembershipOptions {
   leaseMs: number;
   heartbeatMs: number;
   log: Logger;
+  /** Seals this node's entries and checks everyone else's. */
+  mac: ClusterMac;
   /** Monotonic milliseconds. */
   clock?: () => number;
   /** The node's request count, carried in every renewal. */
@@ -193,7 +196,11 @@ export class Membership {
       } else if (this.clock() - waitingFor.since >= leaseMs) {
         const revision = await this.kv.update(nodeId, this.encode(), entry.revision).catch(joinWriteFailed);
         if (revision !== null) {
-          log.info({ node: nodeId, previous: decodeMember(entry).incarnation }, 'took over the entry of this node id from a previous incarnation');
+          const previous = this.options.mac.openEntry('members', MEMBERS_BUCKET, entry);
+          log.info(
+            { node: nodeId, previous: asMemberRecord(previous)?.incarnation ?? null },
+            'took over the entry of this node id from a previous incarnation',
+          );
           return this.started(revision, sentAt);
         }
         waitingFor = null;
@@ -292,12 +299,8 @@ export class Membership {
     // Unreadable now: the renewal fails as it would have, and the next one looks again.
     const entry = await this.kv.get(this.options.nodeId).catch(() => null);
     if (entry === null || entry.operation !== 'PUT') return false;
-    try {
-      if (decodeMember(entry).incarnation !== this.options.incarnation) return false;
-    } catch {
-      // Not a member record: not this incarnation's write.
-      return false;
-    }
+    // Not a member record this node sealed: not this incarnation's write.
+    if (asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry))?.incarnation !== this.options.incarnation) return false;
     this.revision = entry.revision;
     return true;
   }
@@ -319,7 +322,7 @@ export class Membership {
       lease_ms: this.options.leaseMs,
       requests: this.options.requests?.() ?? 0,
     };
-    return JSON.stringify(record);
+    return this.options.mac.sealEntry(MEMBERS_BUCKET, nodeId, record);
   }
 
   private async watch(): Promise<void> {
@@ -327,15 +330,11 @@ export class Membership {
   }
 
   private observe(entry: KvEntry): void {
-    if (entry.operation !== 'PUT') {
+    // A put that is not a node's sealed record replaced whatever was there: the member is gone.
+    const record = entry.operation === 'PUT' ? asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry)) : null;
+    if (record === null || record.id !== entry.key) {
       if (this.seen.delete(entry.key)) this.onMembersChanged();
       return;
-    }
-    let record: MemberRecord;
-    try {
-      record = decodeMember(entry);
-    } catch {
-      return; // not ours to read; ignored
     }
     const before = this.seen.get(entry.key);
     if (before !== undefined && before.revision >= entry.revision) return;
@@ -356,9 +355,16 @@ export class Membership {
 
 const FAILURE_LOG_MS = 10_000;
 
-/** A member entry's record: what every node's watch and the operator CLI read. Throws on an entry that is not JSON. */
-export function decodeMember(entry: KvEntry): MemberRecord {
-  return entry.json<MemberRecord>();
+const MEMBER_STATUSES: readonly string[] = ['active', 'draining', 'leaving'] satisfies MemberStatus[];
+
+/** A member entry's record, checked for the fields every reader relies on; null for anything else. */
+export function asMemberRecord(value: unknown): MemberRecord | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const record = value as Record<string, unknown>;
+  const text = (field: string) => typeof record[field] === 'string';
+  if (!text('id') || !text('incarnation') || !text('address') || !text('version') || !MEMBER_STATUSES.includes(record.status as string)) return null;
+  if (typeof record.beat !== 'number') return null;
+  return record as unknown as MemberRecord;
 }
 
 /**

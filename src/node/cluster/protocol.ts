@@ -1,8 +1,9 @@
 /**
  * The cluster protocol's names, all in one place: every NATS subject a node publishes or
  * subscribes to, every JetStream KV bucket and key format, and the wire version of the
- * forwarded batches. Who may write what under these names is the trust argument of
- * docs/architecture.md; check it against this file and the transitions that use it.
+ * forwarded batches. Who may publish and subscribe what under these names is the trust model
+ * of docs/operations.md (and deploy/nats-server.conf, which enforces it); what nodes write
+ * under them is sealed (mac.ts). Check both against this file when a name is added.
  *
  * The NATS API for platform services (`tally.v1.>`) is not cluster protocol: it is the
  * service's public contract and lives with it, in src/nats.
@@ -19,8 +20,19 @@ export const MAX_BATCH_ITEMS = 1000;
 export const nodeSubject = (nodeId: string): string => `tally.node.${nodeId}`;
 /** Where nodes announce the fence epochs they claimed; the CLI listens to show moves as they land. */
 export const EPOCHS_SUBJECT = 'tally.cluster.epochs';
+/**
+ * Where the operator CLI asks for a drain, an undrain, a move or the end of moves (JSON
+ * request, JSON answer): one node of the queue group checks the request and writes the
+ * sealed entry, so that operators need no key secret and no right to write the buckets.
+ */
+export const OPERATOR_REQUESTS_SUBJECT = 'tally.cluster.operator';
+export const OPERATOR_REQUESTS_QUEUE = 'tally-nodes';
+/** The prefix of the operator CLI's reply subjects: the only inboxes the operator user may subscribe to. */
+export const OPERATOR_INBOX_PREFIX = '_INBOX_tally_operator';
 /** Where a node says it has edited a tier; every node reloads its tiers on hearing it. */
 export const TIER_EDITS_SUBJECT = 'tally.tiers.edited';
+/** Where an owner says a user's session, key or block changed (`{"user": id}`); every node forgets that user's fail-open credentials. */
+export const REVOKED_SUBJECT = 'tally.cluster.revoked';
 
 // --- KV buckets and their keys ---------------------------------------------------------
 

@@ -6,17 +6,20 @@
  * bucket watch (kv.ts), the same shard-map copy and summary (shardMap.ts), the same decoders
  * of member and operator entries (membership.ts, operator.ts).
  *
- * One thing differs, by necessity: a node ages members on its own clock as its watch sees
+ * Two things differ, by necessity: a node ages members on its own clock as its watch sees
  * them change; a reader that looks once has no such clock, so it ages an entry by the
- * server's timestamp of the entry's last renewal.
+ * server's timestamp of the entry's last renewal. And a reader holds no key secret: it reads
+ * entries without checking their MAC (mac.ts), to show them; it acts on none.
  */
 
 import { type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type Logger, pino } from 'pino';
+import { asLeaderRecord } from './coordinator.js';
 import { isMissingBucket } from './errors.js';
 import { BucketWatch, WATCH_PROBE_MS } from './kv.js';
-import { decodeMember, type MemberRecord } from './membership.js';
+import { readSealedUnverified } from './mac.js';
+import { asMemberRecord, type MemberRecord } from './membership.js';
 import { applyOperatorEntry, type OperatorRequestSet, statusWithDrain } from './operator.js';
 import { COORDINATOR_BUCKET, EPOCHS_SUBJECT, LEADER_KEY, MEMBERS_BUCKET, OPERATOR_BUCKET, SHARDS_BUCKET } from './protocol.js';
 import { ShardMapView } from './shardMap.js';
@@ -102,7 +105,15 @@ export async function readEpochs(nc: NatsConnection, nodes: number): Promise<Map
   const epochs = new Map<number, number>();
   const replies = await nc.requestMany(EPOCHS_SUBJECT, '', { maxWait: EPOCHS_WAIT_MS, maxMessages: nodes });
   for await (const reply of replies) {
-    for (const [shard, epoch] of reply.json<{ epochs: [number, number][] }>().epochs) epochs.set(shard, epoch);
+    let answer: unknown;
+    try {
+      answer = reply.json();
+    } catch {
+      continue; // not a node's answer
+    }
+    const pairs = (answer as { epochs?: unknown })?.epochs;
+    if (!Array.isArray(pairs)) continue;
+    for (const pair of pairs) if (Array.isArray(pair) && Number.isInteger(pair[0]) && Number.isInteger(pair[1])) epochs.set(pair[0], pair[1]);
   }
   return epochs;
 }
@@ -145,7 +156,7 @@ async function readBucket(kvm: Kvm, name: string): Promise<Map<string, KvEntry>>
 }
 
 async function followShardMap(kvm: Kvm): Promise<ShardMapView> {
-  const map = await missingAs(SHARDS_BUCKET, ShardMapView.follow(await kvm.open(SHARDS_BUCKET), silent));
+  const map = await missingAs(SHARDS_BUCKET, ShardMapView.follow(await kvm.open(SHARDS_BUCKET), silent, readSealedUnverified));
   await untilLoaded(map.loaded);
   return map;
 }
@@ -160,24 +171,20 @@ async function readOperatorRequests(kvm: Kvm): Promise<OperatorRequestSet> {
     if (error instanceof ClusterNotFoundError) return requests;
     throw error;
   }
-  for (const entry of entries.values()) applyOperatorEntry(requests, entry);
+  for (const entry of entries.values()) applyOperatorEntry(requests, entry, readSealedUnverified);
   return requests;
 }
 
 /** A leader entry that cannot be read shows as no leader: whether the cluster is there, the other reads say. */
 async function readLeader(kvm: Kvm): Promise<string | null> {
   const entry = await (await kvm.open(COORDINATOR_BUCKET)).get(LEADER_KEY).catch(() => null);
-  return entry?.operation === 'PUT' ? entry.json<{ node: string }>().node : null;
+  return entry?.operation === 'PUT' ? (asLeaderRecord(readSealedUnverified(entry))?.node ?? null) : null;
 }
 
 /** Null for an entry that is not a member record (not ours to read). */
 function readMember(entry: KvEntry, requests: OperatorRequestSet, defaultLeaseMs: number): MemberReading | null {
-  let record: MemberRecord;
-  try {
-    record = decodeMember(entry);
-  } catch {
-    return null;
-  }
+  const record = asMemberRecord(readSealedUnverified(entry));
+  if (record === null) return null;
   const leaseAgeMs = Math.max(0, Date.now() - entry.created.getTime());
   return { record, status: statusWithDrain(record, requests), leaseAgeMs, live: leaseAgeMs < (record.lease_ms ?? defaultLeaseMs) };
 }

@@ -19,9 +19,16 @@ import {
 } from '../../shards/index.js';
 import { type ForwardItem, type ForwardResult, fromWireError, toWireError } from './wire.js';
 
-/** The answer for a consume whose owner could not be reached: degraded where the tier allows, else the error again. */
+/**
+ * The answer for a consume whose owner could not be reached: degraded where the tier allows
+ * and the owner accepted the credential lately, else the error again (src/node/failOpen.ts).
+ */
 export interface FailOpenPolicy {
   consume(error: unknown, request: UserRequest<'quota.consume'>): Promise<QuotaDecision>;
+  /** Taken as a request begins, for `verified`. */
+  stamp(): number;
+  /** The owner answered `request`: it accepted the credential. */
+  verified(request: UserRequest, stamp: number): void;
 }
 
 /** Where the cluster router learns owners and reaches them; set once the node has joined. */
@@ -90,15 +97,22 @@ export class ClusterRouter implements Router {
     return this.runtime.shardFor(key).serving && this.runtime.mayDecide();
   }
 
+  /**
+   * Runs `item` here or at its owner. An answer to a user's request (the owner accepted its
+   * credential) is recorded for fail-open: here, on the asynchronous path, never in `tryUser`.
+   */
   private async route(entityKey: string, item: ForwardItem, local: () => Promise<unknown>): Promise<unknown> {
     const shard = shardOf(entityKey);
+    const stamp = this.failOpen.stamp();
     for (let attempt = 0; ; attempt++) {
       const routing = this.routing;
       const owner = routing?.owner(shard);
       const retry = attempt < RETRY_DELAYS_MS.length;
       if (routing !== null && owner === routing.nodeId) {
         try {
-          return await local();
+          const answer = await local();
+          if (item.kind === 'user') this.failOpen.verified(item.request, stamp);
+          return answer;
         } catch (error) {
           // Ours in the map but not claimed yet (or just handed off), or this node's lease is
           // being renewed or checked: wait for the claim, or for the map to name the owner.
@@ -106,7 +120,10 @@ export class ClusterRouter implements Router {
         }
       } else if (routing !== null && owner !== undefined) {
         const result = await routing.forward(owner, item);
-        if ('ok' in result) return result.ok;
+        if ('ok' in result) {
+          if (item.kind === 'user') this.failOpen.verified(item.request, stamp);
+          return result.ok;
+        }
         if ('err' in result) throw fromWireError(result.err);
         if (!retry) throw new OwnerUnavailableError(`shard ${shard} is moving; try again shortly`);
       } else if (!retry) {

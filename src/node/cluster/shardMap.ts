@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { SHARD_COUNT } from '../../shards/index.js';
 import { isRevisionConflict } from './errors.js';
 import { BucketWatch, openBucket, WATCH_PROBE_MS } from './kv.js';
+import type { ClusterMac } from './mac.js';
 import { keyedShard, SHARDS_BUCKET, shardKey } from './protocol.js';
 
 export interface ShardEntry {
@@ -31,6 +32,18 @@ export interface ShardEntry {
 export interface MapEntry {
   entry: ShardEntry;
   revision: number;
+}
+
+/** How a reader turns a put entry into its record: verified by a node, unverified by the CLI. */
+export type EntryReader = (entry: KvEntry) => unknown;
+
+/** A map entry's record, checked for its fields; null for anything else. */
+function asShardEntry(value: unknown): ShardEntry | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { owner, status, to } = value as Record<string, unknown>;
+  if (typeof owner !== 'string') return null;
+  if (status === 'owned') return to === undefined ? (value as ShardEntry) : null;
+  return status === 'moving' && typeof to === 'string' ? (value as ShardEntry) : null;
 }
 
 function shardOfKey(key: string): number | null {
@@ -62,11 +75,17 @@ export class ShardMapView {
   /** Called for every change of an entry (null: deleted), after the copy is updated. */
   onChange: (shard: number, now: ShardEntry | null, before: ShardEntry | null) => void = () => {};
 
-  protected constructor(protected readonly log: Logger) {}
+  protected constructor(
+    protected readonly log: Logger,
+    private readonly read: EntryReader,
+  ) {}
 
-  /** Follows a shard-map bucket opened by the caller (the CLI opens it without creating it). */
-  static async follow(kv: RoKV, log: Logger): Promise<ShardMapView> {
-    const view = new ShardMapView(log);
+  /**
+   * Follows a shard-map bucket opened by the caller (the CLI opens it without creating it),
+   * reading each value with `read` (the CLI, without the key secret, reads them unverified).
+   */
+  static async follow(kv: RoKV, log: Logger, read: EntryReader): Promise<ShardMapView> {
+    const view = new ShardMapView(log, read);
     await view.watch(kv);
     return view;
   }
@@ -126,11 +145,11 @@ export class ShardMapView {
       this.onChange(shard, null, before?.entry ?? null);
       return;
     }
-    let entry: ShardEntry;
-    try {
-      entry = kvEntry.json<ShardEntry>();
-    } catch {
-      // Not a map entry (no node writes one like it): the shard keeps what it had.
+    const entry = asShardEntry(this.read(kvEntry));
+    if (entry === null) {
+      // Not a map entry a node sealed: the shard keeps what it had, under the new revision,
+      // so that the next write by a node (a compare-and-set) replaces it.
+      if (before !== undefined) this.entries.set(shard, { entry: before.entry, revision: kvEntry.revision });
       return;
     }
     this.entries.set(shard, { entry, revision: kvEntry.revision });
@@ -143,13 +162,14 @@ export class ShardMap extends ShardMapView {
   private constructor(
     private readonly kv: KV,
     log: Logger,
+    private readonly mac: ClusterMac,
   ) {
-    super(log);
+    super(log, (entry) => mac.openEntry('shards', SHARDS_BUCKET, entry));
   }
 
-  static async open(nc: NatsConnection, log: Logger): Promise<ShardMap> {
+  static async open(nc: NatsConnection, log: Logger, mac: ClusterMac): Promise<ShardMap> {
     const kv = await openBucket(nc, SHARDS_BUCKET, { log });
-    const map = new ShardMap(kv, log);
+    const map = new ShardMap(kv, log, mac);
     await map.watch(kv);
     return map;
   }
@@ -175,7 +195,7 @@ export class ShardMap extends ShardMapView {
   }
 
   private async write(shard: number, entry: ShardEntry, revision: number): Promise<boolean> {
-    const value = JSON.stringify(entry);
+    const value = this.mac.sealEntry(SHARDS_BUCKET, shardKey(shard), entry);
     try {
       if (revision === 0) await this.kv.create(shardKey(shard), value);
       else await this.kv.update(shardKey(shard), value, revision);

@@ -5,6 +5,7 @@
  * a stranger is read as one: a malformed item is answered with an error, an unreadable or
  * oversized batch is not answered, and neither reaches `decide` nor throws.
  */
+import { createInbox } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import type { ForwardItem } from '../../src/node/cluster/index.js';
 import { ClusterMac, Forwarder } from '../../src/node/cluster/index.js';
 import type { LimiterRequest } from '../../src/shards/index.js';
 import { useNatsServer } from '../support/natsServer.js';
+import { sleep } from '../support/wait.js';
 
 const log = pino({ level: 'silent' });
 const mac = new ClusterMac(new Uint8Array(32).fill(7), log);
@@ -87,18 +89,24 @@ describe('the forwarder', () => {
     process.on('unhandledRejection', onUnhandled);
     const packr = new Packr({ useRecords: false, moreTypes: false });
     const ask = async (batch: unknown, seal: ClusterMac | null = mac) => {
-      try {
-        const payload = packr.pack(batch);
-        const reply = await nats.nc.request('tally.node.owner-x', seal === null ? payload : seal.sealBatch('tally.node.owner-x', payload), { timeout: 500 });
-        return packr.unpack(mac.openBatch(reply.subject, reply.data)!) as { results: unknown[] };
-      } catch {
-        return 'no answer';
-      }
+      const payload = packr.pack(batch);
+      const reply = createInbox();
+      const answers = nats.nc.subscribe(reply, { max: 1 });
+      nats.nc.publish('tally.node.owner-x', seal === null ? payload : seal.sealBatch('tally.node.owner-x', reply, payload), { reply });
+      const answer = await Promise.race([
+        (async () => {
+          for await (const msg of answers) return msg;
+          return null;
+        })(),
+        sleep(500).then(() => null),
+      ]);
+      answers.unsubscribe();
+      return answer === null ? 'no answer' : (packr.unpack(mac.openReply(reply, answer.data)!) as { results: unknown[] });
     };
     const malformed = { err: { code: 'invalid_request', detail: 'a forwarded item of an unknown shape' } };
     try {
       const answer = await ask({
-        v: 1,
+        v: 2,
         items: [
           null,
           7,
@@ -121,15 +129,15 @@ describe('the forwarder', () => {
         ],
       });
       expect(decided).toHaveLength(2);
-      expect(await ask({ v: 2, items: [] })).toBe('no answer');
+      expect(await ask({ v: 1, items: [] })).toBe('no answer');
       expect(await ask([null])).toBe('no answer');
-      expect(await ask({ v: 1, items: Array.from({ length: 1001 }, () => null) })).toBe('no answer');
-      expect((await ask({ v: 1, items: Array.from({ length: 1000 }, () => null) })) as { results: unknown[] }).toMatchObject({ results: { length: 1000 } });
+      expect(await ask({ v: 2, items: Array.from({ length: 1001 }, () => null) })).toBe('no answer');
+      expect((await ask({ v: 2, items: Array.from({ length: 1000 }, () => null) })) as { results: unknown[] }).toMatchObject({ results: { length: 1000 } });
       expect(owner.stats.refusedBatches).toBe(3);
       expect(decided).toHaveLength(2);
       // Not from a node holding the key secret: no MAC, or another key's. Never decided, never answered.
       const refusedBefore = mac.refused.batch;
-      const good = { v: 1, items: [{ kind: 'limiter', request: { namespace: 'service', key: 'good', op: 'check' } }] };
+      const good = { v: 2, items: [{ kind: 'limiter', request: { namespace: 'service', key: 'good', op: 'check' } }] };
       expect(await ask(good, null)).toBe('no answer');
       expect(await ask(good, new ClusterMac(new Uint8Array(32).fill(8), log))).toBe('no answer');
       expect(mac.refused.batch - refusedBefore).toBe(2);

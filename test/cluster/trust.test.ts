@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '../../src/shards/index.js';
 import { createTestCluster, type TestCluster } from '../support/cluster.js';
 import { apiClient } from '../support/http.js';
-import { createUser } from '../support/tally.js';
+import { createUser, tokensUsed } from '../support/tally.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 const ids = ['a', 'b'];
@@ -176,4 +176,65 @@ describe('a client inside TALLY without the key secret', () => {
     expect(await unsealed('members')).toBeGreaterThanOrEqual(2);
     expect(await unsealed('leader')).toBeGreaterThanOrEqual(1);
   });
+
+  it('cannot have a recorded batch taken twice, nor make a node drop a shard or a member by deleting or putting back entries', async () => {
+    const intruder = await client('tally-node', cluster.natsPasswords!.node);
+    const kvm = new Kvm(intruder);
+    const user = await createUser(api(), { adminToken: cluster.adminToken });
+    const owner = await ownerOf(user.id);
+    const other = ids.find((id) => id !== owner)!;
+    const ownerApi = api(ids.indexOf(owner));
+    const claimsBefore = await claims();
+
+    // A batch recorded on its way to the owner and published again, to the same reply subject.
+    const recorded: { subject: string; data: Uint8Array; reply: string }[] = [];
+    const tap = intruder.subscribe(`tally.node.${owner}`, {
+      callback: (_error, msg) => {
+        recorded.push({ subject: msg.subject, data: msg.data, reply: msg.reply! });
+      },
+    });
+    await intruder.flush();
+    expect((await api(ids.indexOf(other))('POST', '/v1/quota/consume', { token: user.token, body: { amounts: { tokens: 1 } } })).status).toBe(200);
+    await waitFor(async () => recorded.length > 0, 5000);
+    tap.unsubscribe();
+    const refusedBefore = await metric(owner, 'tally_cluster_unsealed_total{kind="batch"}');
+    for (const batch of recorded) intruder.publish(batch.subject, batch.data, { reply: batch.reply });
+    await intruder.flush();
+    await waitFor(async () => (await metric(owner, 'tally_cluster_unsealed_total{kind="batch"}')) - refusedBefore === recorded.length, 5000);
+    expect(await tokensUsedBy(user.token)).toBe(1);
+
+    // The user's map entry deleted, then put back as it was (an old sealed entry), then
+    // overwritten; the owner's member entry deleted.
+    const shards = await kvm.open('tally_shards');
+    const key = `shard.${shardOf(user.id)}`;
+    const sealed = (await shards.get(key))!.value;
+    await shards.delete(key);
+    await shards.put(key, sealed);
+    await shards.delete(key);
+    await shards.put(key, 'garbage');
+    await (await kvm.open('tally_members')).delete(owner);
+    await sleep(2000);
+    for (const node of ids) {
+      const view = await cluster.view(cluster.nodes.get(node)!);
+      expect(view.nodes.map((member) => member.id).sort()).toEqual(ids);
+      expect(view.shards.unassigned).toBe(0);
+    }
+    expect(await claims()).toBe(claimsBefore);
+    expect((await ownerApi('POST', '/v1/quota/consume', { token: user.token, body: { amounts: { tokens: 1 } } })).status).toBe(200);
+    expect(await tokensUsedBy(user.token)).toBe(2);
+  });
 });
+
+/** Every claim any node has made: the sum of the fence's epochs (each claim bumps one). */
+async function claims(): Promise<string> {
+  const [row] = await cluster.sql<{ total: string }[]>`select sum(epoch)::text as total from shard_fence`;
+  return row!.total;
+}
+
+/** The node that owns `userId`'s shard, from the fence. */
+async function ownerOf(userId: string): Promise<string> {
+  const [row] = await cluster.sql<{ owner: string }[]>`select owner from shard_fence where shard = ${shardOf(userId)}`;
+  return row!.owner;
+}
+
+const tokensUsedBy = (token: string) => tokensUsed(api(0), token);

@@ -71,10 +71,10 @@ async function server(args: (dir: string) => string[], port: number, env?: Recor
   };
 }
 
-/** One server with JetStream. */
-export async function startNatsServer(): Promise<NatsServer> {
+/** One server with JetStream, and `extra` arguments (authentication, TLS, a configuration file). */
+export async function startNatsServer(extra: string[] = []): Promise<NatsServer> {
   const port = await freePort();
-  return server((dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], port);
+  return server((dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...extra], port);
 }
 
 /** The configuration the project ships: accounts TALLY and APPS, their users and permissions. */
@@ -90,11 +90,10 @@ export interface NatsPasswords {
 /** One server with JetStream, run with the shipped configuration and fresh passwords. */
 export async function startSecuredNatsServer(): Promise<NatsServer & { passwords: NatsPasswords }> {
   const port = await freePort();
-  const passwords: NatsPasswords = {
-    node: randomBytes(12).toString('hex'),
-    operator: randomBytes(12).toString('hex'),
-    app: randomBytes(12).toString('hex'),
-  };
+  // nats-server reads each variable as a configuration value: one starting with a digit is
+  // taken for a number and refused. A letter first keeps every password a string.
+  const password = () => `p${randomBytes(12).toString('hex')}`;
+  const passwords: NatsPasswords = { node: password(), operator: password(), app: password() };
   const env = {
     TALLY_NATS_NODE_PASSWORD: passwords.node,
     TALLY_NATS_OPERATOR_PASSWORD: passwords.operator,

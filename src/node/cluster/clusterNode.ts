@@ -182,7 +182,10 @@ export class ClusterNode {
       queue: OPERATOR_REQUESTS_QUEUE,
       callback: (error, msg) => {
         if (error !== null) return;
-        void this.operator.answer(msg.data).then((answer) => msg.respond(JSON.stringify(answer)));
+        void this.operator
+          .answer(msg.data)
+          .then((answer) => msg.respond(JSON.stringify(answer)))
+          .catch(() => undefined); // the connection is closing: the CLI's request times out and says so
       },
     });
     this.timer = setInterval(() => this.schedule(), config.heartbeatMs);

@@ -48,6 +48,8 @@ export interface LeaderRecord {
   incarnation: string;
   /** Rounds led so far (every renewal changes the entry, so watchers see it move). */
   round: number;
+  /** When the leader sealed this renewal (ms since the epoch): an old renewal put back is told by it. */
+  at?: number;
 }
 
 export interface RoundResult {
@@ -135,7 +137,7 @@ export class Coordinator {
     for (let from = 0; from < plan.assign.length; from += WRITE_CHUNK) {
       if (!this.leading) return result;
       const done = await Promise.all(
-        plan.assign.slice(from, from + WRITE_CHUNK).map(({ shard, to }) => this.map.assign(shard, to, this.map.get(shard)?.revision ?? 0)),
+        plan.assign.slice(from, from + WRITE_CHUNK).map(({ shard, to }) => this.map.assign(shard, to, this.map.revisionOf(shard))),
       );
       result.assigned += done.filter(Boolean).length;
     }
@@ -172,7 +174,7 @@ export class Coordinator {
   private async holdLead(): Promise<boolean> {
     const { nodeId, incarnation, leaseMs, log } = this.options;
     const record = (): string =>
-      this.options.mac.sealEntry(COORDINATOR_BUCKET, LEADER_KEY, { node: nodeId, incarnation, round: ++this.round } satisfies LeaderRecord);
+      this.options.mac.sealEntry(COORDINATOR_BUCKET, LEADER_KEY, { node: nodeId, incarnation, round: ++this.round, at: Date.now() } satisfies LeaderRecord);
     const sentAt = this.clock();
     if (this.revision > 0) {
       try {
@@ -228,7 +230,7 @@ export class Coordinator {
   /** The leader record of a put entry a node sealed; null for anything else. */
   private holderOf(entry: KvEntry): LeaderRecord | null {
     if (entry.operation !== 'PUT') return null;
-    return asLeaderRecord(this.options.mac.openEntry('leader', COORDINATOR_BUCKET, entry));
+    return asLeaderRecord(this.options.mac.openEntry('leader', COORDINATOR_BUCKET, entry, { renewed: true }));
   }
 
   /**

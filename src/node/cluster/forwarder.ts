@@ -137,8 +137,9 @@ export class Forwarder {
    * not answered (its sender's deadline answers for it), and said at most once a minute.
    */
   private async answer(msg: Msg, decide: (item: ForwardItem) => Promise<ForwardResult>): Promise<void> {
-    const payload = this.mac.openBatch(msg.subject, msg.data);
-    if (payload === null || msg.reply === undefined) return; // counted and said by the MAC check
+    if (msg.reply === undefined) return; // nowhere to answer: not a node's batch
+    const payload = this.mac.openBatch(msg.subject, msg.reply, msg.data);
+    if (payload === null) return; // counted and said by the MAC check
     let batch: ForwardBatch;
     try {
       batch = decode<ForwardBatch>(payload);
@@ -155,7 +156,7 @@ export class Forwarder {
       return;
     }
     const results = await Promise.all(batch.items.map((raw) => decideSafely(readForwardItem(raw), decide)));
-    msg.respond(this.mac.sealBatch(msg.reply, encode({ results } satisfies ForwardReply)));
+    msg.respond(this.mac.sealReply(msg.reply, encode({ results } satisfies ForwardReply)));
   }
 
   private refusedSaidAt = Number.NEGATIVE_INFINITY;
@@ -179,7 +180,8 @@ export class Forwarder {
     this.inFlight.set(id, { owner, queue, deadline: performance.now() + this.timeoutMs });
     try {
       const subject = nodeSubject(owner);
-      this.nc.publish(subject, this.mac.sealBatch(subject, encode(batch)), { reply: `${this.inbox}.${id}` });
+      const reply = `${this.inbox}.${id}`;
+      this.nc.publish(subject, this.mac.sealBatch(subject, reply, encode(batch)), { reply });
     } catch (error) {
       this.fail(id, String((error as Error)?.message ?? error));
     }
@@ -197,7 +199,7 @@ export class Forwarder {
       else this.fail(id, `status ${msg.headers.code} ${msg.headers.description}`);
       return;
     }
-    const payload = this.mac.openBatch(msg.subject, msg.data);
+    const payload = this.mac.openReply(msg.subject, msg.data);
     if (payload === null) {
       this.fail(id, 'the answer did not come from a node holding the key secret');
       return;

@@ -51,6 +51,8 @@ export interface MemberRecord {
   lease_ms?: number;
   /** HTTP requests received since the process started, as of this renewal (rates for the console). */
   requests?: number;
+  /** When the node sealed this renewal (ms since the epoch): an old renewal put back is told by it. */
+  at?: number;
 }
 
 /** A member as one observer sees it. */
@@ -229,8 +231,12 @@ export class Membership {
     await this.renewing?.catch(() => undefined);
     try {
       if (!this.lost && this.revision > 0) {
-        // Deleting a revision that moved on (a successor took the id) leaves the successor's entry alone, as it should.
-        await this.kv.delete(this.options.nodeId, { previousSeq: this.revision }).catch(lostCompareAndSet);
+        // Said first, sealed: the others take a delete for a departure only after it.
+        this.status = 'leaving';
+        this.beat++;
+        // A revision that moved on (a successor took the id): the successor's entry is left alone, as it should be.
+        const said = await this.kv.update(this.options.nodeId, this.encode(), this.revision, this.requestTimeoutMs).catch(lostCompareAndSet);
+        if (said !== null) await this.kv.delete(this.options.nodeId, { previousSeq: said }).catch(lostCompareAndSet);
       }
     } finally {
       // Left, even when the delete failed: the entry then expires as after a crash.
@@ -291,16 +297,20 @@ export class Membership {
   }
 
   /**
-   * A renewal whose answer was lost (NATS went away after storing it) leaves this node with
-   * an old revision, and the next CAS is refused. If the entry holds this incarnation's own
-   * write, it is still ours: take its revision and go on.
+   * A renewal refused by its compare-and-set: the entry holds something else than this
+   * node's last write. Only a record sealed by another incarnation of this id means the
+   * entry was taken over. This incarnation's own write (a renewal whose answer was lost), a
+   * delete, or a put no node sealed is still this node's entry: take its revision and go on,
+   * so the next renewal writes over it.
    */
   private async adoptOwnWrite(): Promise<boolean> {
     // Unreadable now: the renewal fails as it would have, and the next one looks again.
     const entry = await this.kv.get(this.options.nodeId).catch(() => null);
-    if (entry === null || entry.operation !== 'PUT') return false;
-    // Not a member record this node sealed: not this incarnation's write.
-    if (asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry))?.incarnation !== this.options.incarnation) return false;
+    if (entry === null) return false;
+    if (entry.operation === 'PUT') {
+      const record = asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry));
+      if (record !== null && record.incarnation !== this.options.incarnation) return false;
+    }
     this.revision = entry.revision;
     return true;
   }
@@ -321,6 +331,7 @@ export class Membership {
       beat: this.beat,
       lease_ms: this.options.leaseMs,
       requests: this.options.requests?.() ?? 0,
+      at: Date.now(),
     };
     return this.options.mac.sealEntry(MEMBERS_BUCKET, nodeId, record);
   }
@@ -330,14 +341,20 @@ export class Membership {
   }
 
   private observe(entry: KvEntry): void {
-    // A put that is not a node's sealed record replaced whatever was there: the member is gone.
-    const record = entry.operation === 'PUT' ? asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry)) : null;
-    if (record === null || record.id !== entry.key) {
-      if (this.seen.delete(entry.key)) this.onMembersChanged();
-      return;
-    }
     const before = this.seen.get(entry.key);
     if (before !== undefined && before.revision >= entry.revision) return;
+    const record = entry.operation === 'PUT' ? asMemberRecord(this.options.mac.openEntry('members', MEMBERS_BUCKET, entry, { renewed: true })) : null;
+    if (
+      record === null ||
+      record.id !== entry.key ||
+      (before !== undefined && record.incarnation === before.record.incarnation && record.beat <= before.record.beat)
+    ) {
+      // A member leaves at once only by deleting its entry after saying it leaves. Any other
+      // delete, a put no node sealed, or an old renewal put back is not a renewal: the member
+      // is silent, and ages out after a lease unless it renews.
+      if (entry.operation !== 'PUT' && before?.record.status === 'leaving' && this.seen.delete(entry.key)) this.onMembersChanged();
+      return;
+    }
     const now = this.clock();
     this.seen.set(entry.key, { record, revision: entry.revision, changedAt: now });
     if (entry.key === this.options.nodeId && record.incarnation === this.options.incarnation) {

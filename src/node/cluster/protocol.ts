@@ -10,7 +10,7 @@
  */
 
 /** Version of the forwarded batch format (wire.ts); a node refuses a batch of another version. */
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
 /** Items in one forwarded batch, at most: senders send up to 100; a larger batch is not answered. */
 export const MAX_BATCH_ITEMS = 1000;
 
@@ -18,7 +18,7 @@ export const MAX_BATCH_ITEMS = 1000;
 
 /** Forwarded batches for the entities a node owns: exactly that node subscribes, no queue group. */
 export const nodeSubject = (nodeId: string): string => `tally.node.${nodeId}`;
-/** Where nodes announce the fence epochs they claimed; the CLI listens to show moves as they land. */
+/** Where the CLI asks every node for the epochs of the shards it serves (`tally cluster shards`). */
 export const EPOCHS_SUBJECT = 'tally.cluster.epochs';
 /**
  * Where the operator CLI asks for a drain, an undrain, a move or the end of moves (JSON

@@ -1,6 +1,6 @@
 /**
  * The shard map in a NATS JetStream KV bucket (`tally_shards`): one entry per shard, key
- * `shard.<n>`, value JSON `{owner, status, to?}`. Every change is a compare-and-set on the
+ * `shard.<n>`, value JSON `{owner, status, to?, gen}`, sealed (mac.ts). Every change is a compare-and-set on the
  * entry's revision, so two writers (a coordinator and an owner handing a shard off, or two
  * nodes that both think they lead) can never both win.
  *
@@ -27,6 +27,11 @@ export interface ShardEntry {
   status: 'owned' | 'moving';
   /** With `moving`: where the shard goes. */
   to?: string;
+  /**
+   * One more than the entry it replaced (absent: 0, an entry of an older build). A sealed
+   * entry whose generation does not move on is an old one put back, and is ignored.
+   */
+  gen?: number;
 }
 
 export interface MapEntry {
@@ -40,8 +45,8 @@ export type EntryReader = (entry: KvEntry) => unknown;
 /** A map entry's record, checked for its fields; null for anything else. */
 function asShardEntry(value: unknown): ShardEntry | null {
   if (typeof value !== 'object' || value === null) return null;
-  const { owner, status, to } = value as Record<string, unknown>;
-  if (typeof owner !== 'string') return null;
+  const { owner, status, to, gen } = value as Record<string, unknown>;
+  if (typeof owner !== 'string' || (gen !== undefined && !Number.isSafeInteger(gen))) return null;
   if (status === 'owned') return to === undefined ? (value as ShardEntry) : null;
   return status === 'moving' && typeof to === 'string' ? (value as ShardEntry) : null;
 }
@@ -66,6 +71,8 @@ export interface ShardSummary {
 /** The shard map as one watch keeps it: read-only, and up to date while the watch runs. */
 export class ShardMapView {
   protected readonly entries = new Map<number, MapEntry>();
+  /** The revision of shards whose entry in the bucket is not one a node wrote (and no node's came before it). */
+  private readonly foreign = new Map<number, number>();
   private watcher: BucketWatch | null = null;
   private resolveLoaded!: () => void;
   /** Resolves once the watch has delivered every entry stored when it started. */
@@ -92,6 +99,11 @@ export class ShardMapView {
 
   get(shard: number): MapEntry | undefined {
     return this.entries.get(shard);
+  }
+
+  /** The revision a compare-and-set on `shard`'s entry must name (0: no entry). */
+  revisionOf(shard: number): number {
+    return this.entries.get(shard)?.revision ?? this.foreign.get(shard) ?? 0;
   }
 
   /** The node that serves `shard` now, if any (while moving: the old owner, until it hands off). */
@@ -139,19 +151,18 @@ export class ShardMapView {
     const shard = shardOfKey(kvEntry.key);
     if (shard === null) return;
     const before = this.entries.get(shard);
-    if (before !== undefined && before.revision >= kvEntry.revision) return;
-    if (kvEntry.operation !== 'PUT') {
-      this.entries.delete(shard);
-      this.onChange(shard, null, before?.entry ?? null);
-      return;
-    }
-    const entry = asShardEntry(this.read(kvEntry));
-    if (entry === null) {
-      // Not a map entry a node sealed: the shard keeps what it had, under the new revision,
-      // so that the next write by a node (a compare-and-set) replaces it.
+    if (kvEntry.revision <= this.revisionOf(shard)) return;
+    // No node deletes a map entry, and a put must be sealed by a node and newer than the entry
+    // it replaces. Anything else (a delete, a forgery, an old entry put back) changes nothing:
+    // the shard keeps what it had, under the new revision, so that the next write by a node
+    // (a compare-and-set) replaces it.
+    const entry = kvEntry.operation === 'PUT' ? asShardEntry(this.read(kvEntry)) : null;
+    if (entry === null || (before !== undefined && (entry.gen ?? 0) <= (before.entry.gen ?? 0))) {
       if (before !== undefined) this.entries.set(shard, { entry: before.entry, revision: kvEntry.revision });
+      else this.foreign.set(shard, kvEntry.revision);
       return;
     }
+    this.foreign.delete(shard);
     this.entries.set(shard, { entry, revision: kvEntry.revision });
     this.onChange(shard, entry, before?.entry ?? null);
   }
@@ -195,7 +206,7 @@ export class ShardMap extends ShardMapView {
   }
 
   private async write(shard: number, entry: ShardEntry, revision: number): Promise<boolean> {
-    const value = this.mac.sealEntry(SHARDS_BUCKET, shardKey(shard), entry);
+    const value = this.mac.sealEntry(SHARDS_BUCKET, shardKey(shard), { ...entry, gen: (this.entries.get(shard)?.entry.gen ?? 0) + 1 });
     try {
       if (revision === 0) await this.kv.create(shardKey(shard), value);
       else await this.kv.update(shardKey(shard), value, revision);

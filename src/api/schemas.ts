@@ -205,9 +205,13 @@ export const Cluster = Type.Object({
 export const Live = Type.Object({ status: Type.Literal('ok') });
 export const Text = Type.String();
 export const AnyObject = Type.Record(Type.String(), Type.Unknown());
+const HealthCheck = Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) });
 export const Health = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
-  checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), detail: Type.Optional(Type.String()) })),
+  checks: Type.Record(Type.String(), HealthCheck, { description: 'what readiness depends on: ready when every one is ok' }),
+  observed: Type.Optional(
+    Type.Record(Type.String(), HealthCheck, { description: 'cluster: what the node sees that does not decide readiness (its shards, while they move)' }),
+  ),
 });
 export const ProblemSchema = Type.Object(
   { type: Type.String(), title: Type.String(), status: Type.Integer(), detail: Type.String(), instance: Type.Optional(Type.String()) },

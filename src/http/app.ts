@@ -136,6 +136,11 @@ export class HttpServer {
     });
   }
 
+  /** From now on every answer asks its client to close the connection (the node is about to stop accepting). */
+  closeConnections(): void {
+    this.draining = true;
+  }
+
   /** Stops accepting connections; requests already in flight still get their answers. */
   stopAccepting(): void {
     this.draining = true;

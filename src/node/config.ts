@@ -43,6 +43,8 @@ export interface Config {
   /** Take the client address from the last hop of X-Forwarded-For (behind a load balancer). */
   readonly trustProxy: boolean;
   readonly shutdownTimeoutMs: number;
+  /** How long a node keeps answering after SIGTERM with readiness failed, before it stops accepting. */
+  readonly shutdownGraceMs: number;
   /** Cluster: how long SIGTERM waits for this node's shards to be handed to the others. */
   readonly drainTimeoutMs: number;
   /** Cluster: NATS API decisions (a batch counts each item) in flight at once; past it, 503. */
@@ -111,6 +113,11 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   { name: 'TALLY_MAX_ACTORS', default: '500000', meaning: 'actors kept in memory before LRU eviction' },
   { name: 'TALLY_TRUST_PROXY', default: 'false', meaning: 'take the client address from the last X-Forwarded-For hop' },
   { name: 'TALLY_SHUTDOWN_TIMEOUT_MS', default: '10000', meaning: 'how long SIGTERM waits for in-flight requests' },
+  {
+    name: 'TALLY_SHUTDOWN_GRACE_MS',
+    default: '2000',
+    meaning: 'after SIGTERM: readiness fails at once, the node answers (Connection: close) this long, then stops accepting',
+  },
 ];
 
 /** Defaults, in one table, so the README and the code cannot disagree about them. */
@@ -127,6 +134,7 @@ export const CONFIG_DEFAULTS = {
   TALLY_MAX_ACTORS: 500_000,
   TALLY_TRUST_PROXY: false,
   TALLY_SHUTDOWN_TIMEOUT_MS: 10_000,
+  TALLY_SHUTDOWN_GRACE_MS: 2000,
   TALLY_LEASE_MS: 6000,
   TALLY_HEARTBEAT_MS: 1000,
   TALLY_DRAIN_TIMEOUT_MS: 30_000,
@@ -245,6 +253,7 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     maxActors: int('TALLY_MAX_ACTORS', 100, 100_000_000),
     trustProxy: trustProxy === 'true',
     shutdownTimeoutMs: int('TALLY_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+    shutdownGraceMs: int('TALLY_SHUTDOWN_GRACE_MS', 0, 600_000),
     drainTimeoutMs: int('TALLY_DRAIN_TIMEOUT_MS', 0, 3_600_000),
     natsMaxInFlight: int('TALLY_NATS_MAX_IN_FLIGHT', 1, 1_000_000),
   });

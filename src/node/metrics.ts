@@ -43,6 +43,9 @@ interface ClusterCounts {
   unsealed: Readonly<Record<string, number>>;
   shardsClaimed: number;
   shardsHandedOff: number;
+  /** Now: shards the map gives this node, and shards without an owner in the map. */
+  shardsAssigned: number;
+  shardsUnassigned: number;
   leaseLosses: number;
 }
 
@@ -118,7 +121,14 @@ export class Metrics implements HttpMetrics, FlushMetrics, FailOpenMetrics {
           this.inc(read());
         },
       });
-    const cluster = (name: string, help: string, field: Exclude<keyof ClusterCounts, 'unsealed'>) => counter(name, help, () => sources.cluster()[field]);
+    gauge(
+      'tally_cluster_shards_assigned',
+      'Cluster: shards the map gives this node (tally_shards_owned: those it serves)',
+      () => sources.cluster().shardsAssigned,
+    );
+    gauge('tally_cluster_shards_unassigned', 'Cluster: shards without an owner in the map, as this node sees it', () => sources.cluster().shardsUnassigned);
+    const cluster = (name: string, help: string, field: Exclude<keyof ClusterCounts, 'unsealed' | 'shardsAssigned' | 'shardsUnassigned'>) =>
+      counter(name, help, () => sources.cluster()[field]);
     cluster('tally_cluster_forward_batches_total', 'Batches of requests forwarded to other nodes', 'forwardBatches');
     cluster('tally_cluster_forwarded_total', 'Requests forwarded to their owner on another node', 'forwardedItems');
     cluster('tally_cluster_forward_failures_total', 'Forwarded batches that got no answer (owner unreachable, deadline passed)', 'forwardFailures');

@@ -2,9 +2,10 @@
  * One Tally process, and the only place that wires the folders together. `start` opens
  * everything in dependency order (a failed start closes what it opened, newest first);
  * `stop` runs the shutdown steps, a list in `shutdownSteps`: not ready → hand shards over →
- * stop accepting → finish in-flight → stop deciding → flush → release shards → leave the
+ * grace period → stop accepting → finish in-flight → stop deciding → flush → release shards → leave the
  * cluster → close connections, so that no admitted request and no counted unit is lost.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { Accounts } from '../accounts/index.js';
@@ -146,6 +147,7 @@ export class TallyNode {
           shardsClaimed: cluster?.node.counts.shardsClaimed ?? 0,
           shardsHandedOff: cluster?.node.counts.shardsHandedOff ?? 0,
           leaseLosses: cluster?.node.counts.leaseLosses ?? 0,
+          ...(cluster?.node.shardCounts() ?? { shardsAssigned: 0, shardsUnassigned: 0 }),
         };
       },
     });
@@ -429,17 +431,22 @@ export class TallyNode {
   }
 
   /**
-   * The shutdown, in the order it runs: not ready → hand the shards to the others → stop
-   * accepting → finish what is in flight → stop deciding → flush → release the shards →
+   * The shutdown, in the order it runs: not ready (answers ask to close their connections) →
+   * hand the shards to the others → the rest of the grace period → stop accepting → finish what is in flight → stop deciding → flush → release the shards →
    * leave the cluster → close connections. No admitted request and no counted unit is lost.
    */
   private shutdownSteps({ database, replica, http, writeBehind, cluster }: Parts): StopStep[] {
     const { config, log, runtime } = this;
+    let readinessFailedAt = performance.now();
     return [
       {
+        // A balancer sees readiness fail at its next checks; until the grace period is over
+        // the node answers as before, each answer asking for its connection to be closed.
         name: 'fail readiness',
         run: () => {
           this.ready = false;
+          readinessFailedAt = performance.now();
+          http.closeConnections();
         },
       },
       {
@@ -448,6 +455,10 @@ export class TallyNode {
         name: 'hand the shards to the other nodes',
         run: () => cluster?.node.drain(config.drainTimeoutMs),
         tolerated: 'draining failed; the shards left are released after the final flush',
+      },
+      {
+        name: 'wait out the grace period',
+        run: () => sleep(Math.max(0, config.shutdownGraceMs - (performance.now() - readinessFailedAt))),
       },
       { name: 'stop accepting', run: () => http.stopAccepting() },
       {
@@ -541,7 +552,11 @@ export class TallyNode {
   }
 
   /**
-   * Ready while accepting, while the database answers, and while every shard is served.
+   * Ready when this node can take requests: it accepts (not starting, not shutting down), its
+   * database answers, and in a cluster its lease is valid and NATS connected. A cluster node
+   * routes what it does not own, so shards moving, being claimed or briefly without an owner
+   * do not make it unready: that is reported under `observed`, not in the status. A single
+   * node is its own owner: it is ready only while it serves every shard.
    * Details never carry database error text: the probe needs no credentials. The log has it.
    */
   private async health(): Promise<HealthReport> {
@@ -550,7 +565,8 @@ export class TallyNode {
     checks.database = await this.databaseCheck();
     const cluster = this.parts?.cluster;
     if (cluster) {
-      checks.shards = cluster.node.health();
+      checks.cluster = cluster.node.readiness();
+      return { ready: Object.values(checks).every((check) => check.ok), checks, observed: { shards: cluster.node.health() } };
     } else {
       const served = this.servedShards();
       const lostCount = this.lostShards().length;

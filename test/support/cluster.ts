@@ -34,7 +34,8 @@ export interface TestCluster {
   adminToken: string;
   leaseMs: number;
   nodes: Map<string, NodeProcess>;
-  start(id: string): Promise<NodeProcess>;
+  /** Starts node `id`, with `extra` settings on top of the cluster's. */
+  start(id: string, extra?: Record<string, string>): Promise<NodeProcess>;
   /** Starts `ids` at once and waits until the map has settled on them and every node is ready. */
   startAll(ids: string[], settleMs?: number): Promise<void>;
   /** A tier in the database, for nodes started after it (each loads the tiers as it starts). */
@@ -106,8 +107,8 @@ export async function createTestCluster(
     adminToken,
     leaseMs,
     nodes,
-    async start(id) {
-      const node = await spawnNode({ ...env, TALLY_NODE_ID: id, TALLY_DATA_DIR: await makeTempDir() });
+    async start(id, extra = {}) {
+      const node = await spawnNode({ ...env, TALLY_NODE_ID: id, TALLY_DATA_DIR: await makeTempDir(), ...extra });
       nodes.set(id, node);
       void node.exited.then(() => {
         if (nodes.get(id) === node) nodes.delete(id);

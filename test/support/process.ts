@@ -29,7 +29,7 @@ export async function killAllNodes(): Promise<void> {
 export async function spawnNode(env: Record<string, string>): Promise<NodeProcess> {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run "npm run build" (npm test does) first`);
   const child = spawn(process.execPath, [MAIN, 'start'], {
-    env: { PATH: process.env.PATH ?? '', TALLY_LOG_LEVEL: 'info', TALLY_HTTP_PORT: '0', TALLY_HTTP_HOST: '127.0.0.1', ...env },
+    env: { PATH: process.env.PATH ?? '', TALLY_LOG_LEVEL: 'info', TALLY_HTTP_PORT: '0', TALLY_HTTP_HOST: '127.0.0.1', TALLY_SHUTDOWN_GRACE_MS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: killAllNodes() in afterAll stops whatever a test left running.
     detached: true,

@@ -5,7 +5,10 @@ import type { IssuedApiKey } from '../../shards/index.js';
 
 export interface HealthReport {
   ready: boolean;
+  /** What readiness depends on: every one ok. */
   checks: Record<string, { ok: boolean; detail?: string }>;
+  /** What the node sees that does not decide readiness (a cluster's shards, while they move). */
+  observed?: Record<string, { ok: boolean; detail?: string }>;
 }
 
 export interface RouteDeps {

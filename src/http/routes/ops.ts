@@ -18,7 +18,7 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
     route({
       method: 'get',
       path: '/health/ready',
-      summary: 'The node can serve its shards (each check listed)',
+      summary: 'The node can take requests (each check listed; what does not decide it, under observed)',
       tag: 'operations',
       auth: 'none',
       responses: {
@@ -27,7 +27,14 @@ export function opsRoutes(deps: RouteDeps, openapi: () => string): RouteDefiniti
       },
       async handle() {
         const report = await deps.health();
-        return { status: report.ready ? 200 : 503, body: { status: report.ready ? 'ready' : 'not ready', checks: report.checks } };
+        return {
+          status: report.ready ? 200 : 503,
+          body: {
+            status: report.ready ? 'ready' : 'not ready',
+            checks: report.checks,
+            ...(report.observed === undefined ? {} : { observed: report.observed }),
+          },
+        };
       },
     }),
     route({

@@ -223,6 +223,24 @@ export class ClusterNode {
   }
 
   /** Shards the map gives this node that it serves, and whether every shard has an owner. */
+  /** Shards the map gives this node, and shards without an owner, as this node sees the map now. */
+  shardCounts(): { shardsAssigned: number; shardsUnassigned: number } {
+    const { byNode, unassigned } = this.map.summary();
+    return { shardsAssigned: byNode[this.deps.config.nodeId] ?? 0, shardsUnassigned: unassigned };
+  }
+
+  /** Whether this node can take requests: a member with a valid lease, connected to NATS. */
+  readiness(): { ok: boolean; detail?: string } {
+    if (this.phase === 'evicted') return { ok: false, detail: 'this node lost its member entry to another process; it serves nothing' };
+    if (this.connection.isClosed()) return { ok: false, detail: 'the NATS connection is closed' };
+    if (!this.membership.leaseValid) return { ok: false, detail: 'this node’s lease has lapsed (NATS unreachable?)' };
+    return { ok: true };
+  }
+
+  /**
+   * The shards as this node sees them (readiness does not depend on it): ok when it serves
+   * every shard the map gives it and every shard has an owner. False while shards move.
+   */
   health(): { ok: boolean; detail: string } {
     const me = this.deps.config.nodeId;
     let mine = 0;

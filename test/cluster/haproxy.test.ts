@@ -115,4 +115,61 @@ describe('a rolling restart behind HAProxy', () => {
     expect(answers.get('200') ?? 0).toBeGreaterThan(1000);
     for (const client of clients) expect(await tokensUsed(direct('h2'), client.key)).toBe(client.allowed);
   }, 120_000);
+
+  it('after a kill -9 of one node, fails only for its users, and only until its lease has run out', async () => {
+    const clients = await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        const user = await createUser(direct('h1'), { adminToken: cluster.adminToken, tier: 'lb' });
+        return { key: (await createKey(direct('h1'), user)).key };
+      }),
+    );
+    const failures: { at: number; outcome: string }[] = [];
+    let answered = 0;
+    let running = true;
+    const load = clients.map(async (client) => {
+      while (running) {
+        let outcome: string;
+        try {
+          const response = await fetch(`${balancer}/v1/quota/consume`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${client.key}`, 'content-type': 'application/json' },
+            body: '{"cost":1,"amounts":{"tokens":1}}',
+          });
+          outcome = String(response.status);
+          await response.arrayBuffer();
+        } catch (error) {
+          outcome = `error ${(error as Error).cause ?? (error as Error).message}`;
+        }
+        answered++;
+        if (outcome !== '200' && outcome !== '429') failures.push({ at: performance.now(), outcome });
+      }
+    });
+    await sleep(1000);
+    const killed = cluster.nodes.get('h2')!;
+    const killedAt = performance.now();
+    killed.child.kill('SIGKILL');
+    await killed.exited;
+    await waitFor(() => cluster.settledOn(['h1', 'h3']), cluster.leaseMs + 10_000);
+    const settledMs = performance.now() - killedAt;
+    await sleep(1000);
+    running = false;
+    await Promise.all(load);
+    await startNode('h2');
+    await waitFor(() => cluster.settledOn(ids), 20_000);
+
+    const lastFailureMs = failures.length === 0 ? 0 : Math.max(...failures.map((failure) => failure.at)) - killedAt;
+    const kinds: Record<string, number> = {};
+    for (const { outcome } of failures) kinds[outcome.slice(0, 60)] = (kinds[outcome.slice(0, 60)] ?? 0) + 1;
+    if (process.env.TALLY_TEST_FIGURES)
+      console.info('haproxy kill -9:', {
+        answered,
+        failures: failures.length,
+        kinds,
+        lastFailureMs: Math.round(lastFailureMs),
+        settledMs: Math.round(settledMs),
+      });
+    // Every failure falls within the lease (and the round that reassigns the shards) after the kill.
+    expect(lastFailureMs).toBeLessThanOrEqual(cluster.leaseMs + 2000);
+    expect(failures.every((failure) => failure.at >= killedAt)).toBe(true);
+  }, 120_000);
 });

@@ -150,6 +150,18 @@ export class HttpServer {
     }
   }
 
+  /**
+   * Closes every connection now, kept-alive ones included (uWebSockets.js's `close`). Called
+   * the moment no request is in flight after `stopAccepting`: a request that came on a
+   * kept-alive connection later would otherwise be decided (even forwarded and charged) by a
+   * process about to exit, and its answer lost with the connection. Closed first, it is
+   * never read, and a balancer passes it to another node.
+   */
+  closeAll(): void {
+    this.draining = true;
+    (this.app as unknown as { close(): void }).close();
+  }
+
   /** Resolves when no request is in flight, or after `timeoutMs`. Returns the count left. */
   waitIdle(timeoutMs: number): Promise<number> {
     if (this.inflight === 0) return Promise.resolve(0);

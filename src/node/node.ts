@@ -464,7 +464,12 @@ export class TallyNode {
       {
         name: 'finish requests in flight',
         run: async () => {
-          const [left] = await Promise.all([http.waitIdle(config.shutdownTimeoutMs), cluster?.natsApi.stop(config.shutdownTimeoutMs)]);
+          const idle = http.waitIdle(config.shutdownTimeoutMs).then((left) => {
+            // At once, before any more input is read: see HttpServer.closeAll.
+            http.closeAll();
+            return left;
+          });
+          const [left] = await Promise.all([idle, cluster?.natsApi.stop(config.shutdownTimeoutMs)]);
           if (left > 0) log.warn({ left }, 'shutting down with requests still in flight');
         },
       },

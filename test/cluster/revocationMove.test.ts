@@ -11,19 +11,16 @@
  * Every revocation answered 204 must be in force afterwards, through either node; every
  * other answer must be a retryable 503 (with Retry-After).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SessionTokens } from '../../src/credentials/index.js';
 import { targetPlacement } from '../../src/node/cluster/index.js';
 import { newSessionId, newUserId, shardOf } from '../../src/shards/index.js';
-import { killGroup } from '../support/children.js';
 import { createTestCluster, type TestCluster } from '../support/cluster.js';
+import { runClusterCli, stopClusterClis } from '../support/clusterCli.js';
 import { apiClient } from '../support/http.js';
 import { sleep, waitFor } from '../support/wait.js';
 
-const MAIN = join(import.meta.dirname, '../../dist/src/node/main.js');
 const ids = ['v1', 'v2'];
 const JWT_SECRET = randomBytes(24).toString('hex');
 const USERS = 8;
@@ -32,8 +29,6 @@ const MOVES = 6;
 const QUICK = 40;
 const SLOW_REVOCATION_S = 5;
 let cluster: TestCluster;
-/** CLI processes still running: killed in afterAll, pass or fail. */
-const clis = new Set<ChildProcess>();
 
 beforeAll(async () => {
   // A lease longer than a slow revocation: a hand-off waits for it rather than giving up.
@@ -41,29 +36,12 @@ beforeAll(async () => {
   await cluster.startAll(ids);
 }, 60_000);
 afterAll(async () => {
-  await Promise.all([...clis].map(killGroup));
+  await stopClusterClis();
   await cluster?.stop();
 });
 
 const api = (id: string) => apiClient(cluster.nodes.get(id)!.baseUrl);
 const anyNode = () => ids[Math.floor(Math.random() * ids.length)]!;
-
-function moveShard(shard: number, to: string): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, 'cluster', 'move', String(shard), to, '--json', '--timeout', '30'], {
-      env: { PATH: process.env.PATH ?? '', NATS_URL: cluster.nats.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    clis.add(child);
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('exit', (code) => {
-      clis.delete(child);
-      resolve({ code: code ?? -1, out });
-    });
-  });
-}
 
 interface Session {
   id: string;
@@ -154,7 +132,10 @@ describe('a revocation racing a move', () => {
         // The move reaches the owner once the CLI has started, well within the revocations' 5 s.
         await sleep(50);
         const started = performance.now();
-        moves.push({ ...(await moveShard(shard, to!)), ms: Math.round(performance.now() - started) });
+        moves.push({
+          ...(await runClusterCli(cluster.nats.url, ['move', String(shard), to!, '--json', '--timeout', '30'])),
+          ms: Math.round(performance.now() - started),
+        });
         await sleep(200);
       }
     } finally {

@@ -14,28 +14,23 @@
  * - The same at SIGTERM: the node drains what it can, and its shutdown fails (exit code 1)
  *   naming the shard and the user, where it used to report a clean release.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { targetPlacement } from '../../src/node/cluster/index.js';
 import { LimiterService, shardOf } from '../../src/shards/index.js';
-import { killGroup } from '../support/children.js';
 import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
+import { runClusterCli, stopClusterClis } from '../support/clusterCli.js';
 import { type Api, apiClient } from '../support/http.js';
 import { metric } from '../support/metrics.js';
 import { createKey, createUser, type TestUser, tokensUsed } from '../support/tally.js';
 import { waitFor } from '../support/wait.js';
 
-const MAIN = join(import.meta.dirname, '../../dist/src/node/main.js');
 const ids = ['w1', 'w2'];
 const packr = new Packr({ useRecords: false });
 const SERVICE_TOKEN = `service-${randomBytes(12).toString('hex')}`;
 let cluster: TestCluster;
-/** CLI processes still running: killed in afterAll, pass or fail. */
-const clis = new Set<ChildProcess>();
 let nc: NatsConnection;
 /** The shard the hand-off test moves to w2 (and pins there). */
 let movedShard = -1;
@@ -51,7 +46,7 @@ beforeAll(async () => {
   nc = await connect({ servers: cluster.nats.url });
 }, 60_000);
 afterAll(async () => {
-  await Promise.all([...clis].map(killGroup));
+  await stopClusterClis();
   await nc?.close();
   await cluster?.stop();
 });
@@ -85,23 +80,6 @@ async function refuseRow(entityKey: string, name: string): Promise<void> {
       return new;
     end $$`);
   await cluster.sql.unsafe(`create trigger ${name} before insert or update on actor_state for each row execute function ${name}()`);
-}
-
-function tally(args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, 'cluster', ...args], {
-      env: { PATH: process.env.PATH ?? '', NATS_URL: cluster.nats.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    clis.add(child);
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('exit', (code) => {
-      clis.delete(child);
-      resolve({ code: code ?? -1, out });
-    });
-  });
 }
 
 const logEntries = (id: string) =>
@@ -216,7 +194,7 @@ describe('a row the database refuses', () => {
     await waitFor(async () => (await metric(api('w1'), 'tally_flush_quarantined_rows')) === 1, 5000);
 
     // Asked to move, the owner does not hand the shard over while the row is refused.
-    const asked = await tally(['move', String(shard), 'w2', '--timeout', '4']);
+    const asked = await runClusterCli(cluster.nats.url, ['move', String(shard), 'w2', '--timeout', '4']);
     expect(asked.code).not.toBe(0);
     const view = await cluster.view(cluster.nodes.get('w2')!);
     expect(view.shards.moving).toContain(shard);

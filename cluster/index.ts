@@ -25,6 +25,8 @@ import { shards } from './shards.js';
 import { status } from './status.js';
 import { undrain } from './undrain.js';
 
+export { runUsageCli } from './usageExport.js';
+
 const DEFAULT_TIMEOUT_S = 300;
 
 const USAGE = `usage: tally cluster <command> [options]

@@ -17,6 +17,9 @@
  * bytes (as uWebSockets.js converts them).
  *
  * Run as its own process: `node dist/bench/suites/pipeline.js` prints `PIPELINE_RESULT <json>`.
+ * With `BENCH_ACCESS_LOG=1` the node runs with the access log on (TALLY_ACCESS_LOG=1, every
+ * request), its log written to /dev/null as to stdout, asynchronously; `BENCH_ACCESS_LOG=sync`
+ * writes each line at once instead (a write(2) per request, on the measured thread).
  */
 
 import uws, { type HttpRequest, type HttpResponse } from 'uWebSockets.js';
@@ -24,6 +27,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
 import { createLogger, loadConfig, TallyNode } from '../../src/node/index.js';
 import { seed } from '../harness/seed.js';
 import { BENCH_TOKENS_TIER, CONSUME_BODY, CONSUME_PATH, KEY_COUNT, TOKENS_BODY } from '../harness/workload.js';
@@ -127,14 +131,18 @@ export async function runPipeline(): Promise<PipelineResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tally-bench-pipeline-'));
   const adminToken = `bench-admin-${process.pid}-${Date.now()}`;
   const handlerOf = captureHandler(CONSUME_PATH);
+  const accessLog = process.env.BENCH_ACCESS_LOG || undefined;
+  if (accessLog !== undefined && accessLog !== '1' && accessLog !== 'sync') throw new Error(`BENCH_ACCESS_LOG must be 1 or sync, got "${accessLog}"`);
   const config = loadConfig({
     TALLY_HTTP_PORT: '0',
     TALLY_HTTP_HOST: '127.0.0.1',
     TALLY_DATA_DIR: dataDir,
     TALLY_ADMIN_TOKEN: adminToken,
     TALLY_LOG_LEVEL: 'warn',
+    ...(accessLog === undefined ? {} : { TALLY_ACCESS_LOG: '1' }),
   });
-  const node = new TallyNode(config, createLogger({ level: config.logLevel, nodeId: config.nodeId }));
+  const destination = accessLog === undefined ? undefined : pino.destination({ dest: '/dev/null', sync: accessLog === 'sync' });
+  const node = new TallyNode(config, createLogger({ level: config.logLevel, nodeId: config.nodeId, ...(destination === undefined ? {} : { destination }) }));
   try {
     await node.start();
     const handler = handlerOf();

@@ -17,3 +17,12 @@ export interface ClusterView {
     lost?: number[];
   };
 }
+
+/**
+ * The answer of `GET /v1/admin/cluster/rates`: each node's HTTP requests per second over the
+ * last 15 minutes, a point every `interval_ms`, oldest first, as the node that answers keeps them.
+ */
+export interface ClusterRates {
+  interval_ms: number;
+  nodes: { id: string; points: { at: string; per_second: number }[] }[];
+}

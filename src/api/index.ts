@@ -3,7 +3,7 @@
  * the quota commands, the router interface and the problem mapper. HTTP (`src/http`) and NATS
  * (`src/nats`) both call this folder; neither imports the other.
  */
-export type { ClusterView } from './clusterView.js';
+export type { ClusterRates, ClusterView } from './clusterView.js';
 export { HttpError, type Problem, problem, problemFromError, STATUS_TEXT } from './problem.js';
 export {
   checkServiceLimiter,
@@ -20,4 +20,14 @@ export type { Caller, Router } from './router.js';
 export * as schemas from './schemas.js';
 export { checkJsonText, checkText, truncate } from './text.js';
 export { TierAdmin } from './tiers.js';
+export {
+  EXPORT_CSV_HEADER,
+  exportFormat,
+  exportMonth,
+  exportText,
+  type UsageReader,
+  type UsageScope,
+  usagePage,
+  usageQuery,
+} from './usage.js';
 export { compile, type Validator } from './validate.js';

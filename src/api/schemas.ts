@@ -202,6 +202,25 @@ export const Cluster = Type.Object({
     lost: Type.Optional(Type.Array(Type.Integer(), { description: 'shards this node gave up: the epoch fence showed another owner' })),
   }),
 });
+export const ClusterRates = Type.Object({
+  interval_ms: Type.Integer({ description: 'the time between two points (10 s)' }),
+  nodes: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      points: Type.Array(
+        Type.Object({
+          at: Timestamp,
+          per_second: Type.Number({
+            minimum: 0,
+            description: 'quota decisions (consumes and reservations) the node made as owner per second in the interval before `at`',
+          }),
+        }),
+        { description: 'oldest first, at most 90 (15 minutes); an interval without a heartbeat of the node has no point' },
+      ),
+    }),
+    { description: 'every node seen in the last 15 minutes (a single node: itself)' },
+  ),
+});
 export const Live = Type.Object({ status: Type.Literal('ok') });
 export const Text = Type.String();
 export const AnyObject = Type.Record(Type.String(), Type.Unknown());
@@ -251,3 +270,32 @@ export const NatsReserve = Type.Object(
 export const NatsSettle = Type.Object({ user_id: UserId, id: Type.String({ minLength: 1, maxLength: 64 }), ...SettleBody.properties }, Strict);
 export const NatsRelease = Type.Object({ user_id: UserId, id: Type.String({ minLength: 1, maxLength: 64 }) }, Strict);
 export const NatsVerify = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, Strict);
+
+const UsageResult = Type.Object({
+  resource: Type.String(),
+  key_id: Type.Optional(Type.String({ description: 'grouped by key: the API key’s or session’s id (absent for platform services)' })),
+  user_id: Type.Optional(Type.String({ description: 'grouped by user' })),
+  tier: Type.Optional(Type.String({ description: 'grouped by tier: the user’s tier now' })),
+  amount: Type.Integer({ minimum: 0, description: 'what admitted requests were charged' }),
+  requests: Type.Integer({ minimum: 0, description: 'admitted requests (a reservation counts when settled)' }),
+  denied: Type.Integer({ minimum: 0, description: 'refused requests' }),
+});
+export const UsagePage = Type.Object({
+  data: Type.Array(Type.Object({ start: Timestamp, end: Timestamp, results: Type.Array(UsageResult) }), {
+    description: 'buckets with usage, oldest first',
+  }),
+  next_page: Type.Union([Type.String(), Type.Null()], { description: 'pass as `page` for the next page; null on the last' }),
+});
+export const TopUsers = Type.Object({
+  month: Type.String(),
+  users: Type.Array(
+    Type.Object({
+      user_id: Type.String(),
+      tier: Type.String(),
+      resource: Type.String(),
+      amount: Type.Integer(),
+      requests: Type.Integer(),
+      denied: Type.Integer(),
+    }),
+  ),
+});

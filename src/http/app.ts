@@ -16,7 +16,7 @@ import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
 import { LIBUS_LISTEN_EXCLUSIVE_PORT, listenFailure } from './listen.js';
 import type { HttpMetrics } from './metrics.js';
 import { retryAfterSeconds } from './rateLimitHeaders.js';
-import { type Exchange, write, writeJson, writeProblem } from './respond.js';
+import { type Exchange, endStream, startStream, write, writeJson, writeProblem } from './respond.js';
 import { pathParams, type Reply, type RequestContext, type RouteDefinition, uwsPattern } from './route.js';
 
 export interface HttpServerOptions {
@@ -27,6 +27,8 @@ export interface HttpServerOptions {
   trustProxy: boolean;
   metrics: HttpMetrics;
   log: Logger;
+  /** The access log (TALLY_ACCESS_LOG): one `request` line for this share (0–1) of requests. Absent: off. */
+  accessLog?: { sample: number };
 }
 
 /** An exchange as the server tracks it: the status it answered, and the request whose body it awaits. */
@@ -34,6 +36,8 @@ type LiveExchange = Exchange & {
   status: number;
   /** Set while the body streams in: then only the client leaving can end the request. */
   reading: PendingRequest | null;
+  /** Set while a streamed answer waits for the client to take more: called when it leaves instead. */
+  waiting: (() => void) | null;
 };
 
 interface PendingRequest {
@@ -42,6 +46,8 @@ interface PendingRequest {
   context: RequestContext<unknown>;
   authorization: string;
   contentType: string;
+  /** On routes that read it: the raw query string, parsed with the body. */
+  queryString: string;
   started: number;
 }
 
@@ -58,7 +64,20 @@ interface InstalledRoute {
   label: string;
 }
 
+interface AccessLogLine {
+  method: string;
+  /** The route's template (`/v1/sessions/{id}`), or `unmatched`. */
+  route: string;
+  status: number;
+  duration_ms: number;
+  request_id: string;
+  user_id?: string;
+  key_id?: string;
+}
+
 const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({});
+/** Longer query strings are refused (the usage queries need a few hundred characters). */
+const MAX_QUERY_LENGTH = 4096;
 const NO_CALLER: Caller = Object.freeze({ userId: '', credential: Object.freeze({ kind: 'trusted' as const }) });
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 /** The status counted for a request whose client left before its answer (nginx's 499); never sent. */
@@ -80,12 +99,18 @@ export class HttpServer {
   private received = 0;
   private idleWaiters: (() => void)[] = [];
   private draining = false;
-  /** The access log is a debug-level line per request; the check is made once. */
-  private readonly accessLog: boolean;
+  /**
+   * The access log's logger, at info whatever the node's level (asked for on its own); null
+   * when off. Without the node logger's redaction: a line holds only the fields `logRequest`
+   * picks, none of them a credential, and the redaction's paths cost ~6 µs a line to walk.
+   */
+  private readonly accessLog: Logger | null;
+  private readonly accessLogSample: number;
 
   constructor(private readonly options: HttpServerOptions) {
     this.app = uws.App();
-    this.accessLog = options.log.isLevelEnabled('debug');
+    this.accessLogSample = options.accessLog?.sample ?? 0;
+    this.accessLog = this.accessLogSample > 0 ? options.log.child({}, { level: 'info', redact: [] }) : null;
     const methodsByPath = new Map<string, string[]>();
     for (const definition of options.routes) {
       // The fast path answers before the edge's credential checks: only where keys are welcome.
@@ -205,6 +230,7 @@ export class HttpServer {
     const ip = clientAddress ? this.clientAddress(res, this.options.trustProxy ? req.getHeader('x-forwarded-for') : '') : null;
     const params: Record<string, string> = route.params.length === 0 ? NO_PARAMS : {};
     for (let i = 0; i < route.params.length; i++) params[route.params[i]!] = safeDecode(req.getParameter(i) ?? '');
+    const queryString = route.definition.query === undefined ? '' : (req.getQuery() ?? '');
 
     this.inflight++;
     this.received++;
@@ -214,6 +240,7 @@ export class HttpServer {
       started,
       authorization,
       contentType,
+      queryString,
       context: {
         requestId: exchange.requestId,
         params,
@@ -223,6 +250,7 @@ export class HttpServer {
         idempotencyKey: idempotencyKey === '' ? null : idempotencyKey,
         caller: NO_CALLER,
         isAdmin: false,
+        query: NO_PARAMS,
       },
     };
     if (route.validate === null) {
@@ -250,6 +278,7 @@ export class HttpServer {
     let token: string | null;
     try {
       if (route.keepsText || context.idempotencyKey !== null) checkReceivedText(context);
+      if (definition.query !== undefined) context.query = parseQuery(request.queryString);
       if (body !== null) {
         if (body.length > 0 && !isJson(request.contentType)) {
           throw new HttpError('unsupported_media_type', 'send the body as application/json');
@@ -309,7 +338,9 @@ export class HttpServer {
         this.finish(request, null);
         return;
       }
-      this.reply(request.exchange, await definition.handle(context as never));
+      const reply = await definition.handle(context as never);
+      if (reply.stream !== undefined) await this.stream(request.exchange, reply);
+      else this.reply(request.exchange, reply);
     } catch (error) {
       failure = error;
     }
@@ -322,6 +353,48 @@ export class HttpServer {
     else writeJson(exchange, reply.status, reply.body, reply.headers, reply.contentType);
   }
 
+  /**
+   * Sends a streamed answer: the status and headers, then each piece as the route writes it,
+   * waiting whenever uWebSockets.js reports backpressure until the client has taken the
+   * backlog. A failure after the head cuts the connection instead of answering a problem:
+   * the client sees a broken transfer, never a short answer that looks whole.
+   */
+  private async stream(exchange: LiveExchange, reply: Reply): Promise<void> {
+    exchange.status = reply.status;
+    if (!startStream(exchange, reply.status, reply.headers, reply.contentType ?? 'application/octet-stream')) return;
+    const { res } = exchange;
+    const write = (chunk: string): Promise<void> => {
+      if (exchange.aborted) return Promise.reject(new ClientGoneError());
+      let written = true;
+      res.cork(() => {
+        written = res.write(chunk);
+      });
+      if (written) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        exchange.waiting = () => reject(new ClientGoneError());
+        res.onWritable(() => {
+          exchange.waiting = null;
+          resolve();
+          return true;
+        });
+      });
+    };
+    try {
+      await reply.stream!(write);
+    } catch (error) {
+      if (!(error instanceof ClientGoneError)) {
+        this.options.log.error({ err: error, requestId: exchange.requestId }, 'streamed answer failed after its head: connection cut');
+        exchange.status = 500;
+      }
+      if (!exchange.aborted) {
+        exchange.aborted = true;
+        res.close();
+      }
+      return;
+    }
+    endStream(exchange);
+  }
+
   /** Answers with a problem if the request failed, then accounts for it. */
   private finish(request: PendingRequest, error: unknown): void {
     const { exchange } = request;
@@ -330,12 +403,9 @@ export class HttpServer {
     const status = exchange.clientGone ? CLIENT_CLOSED_REQUEST : exchange.status;
     const durationMs = performance.now() - request.started;
     this.options.metrics.observe(request.route.label, status, durationMs);
-    if (this.accessLog) {
+    if (this.accessLog !== null) {
       const { method, path } = request.route.definition;
-      this.options.log.debug(
-        { method: method.toUpperCase(), route: path, status, ms: Math.round(durationMs * 100) / 100, requestId: exchange.requestId },
-        'request',
-      );
+      this.logRequest(method.toUpperCase(), path, status, durationMs, exchange.requestId, request.context.caller);
     }
     if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
@@ -359,20 +429,41 @@ export class HttpServer {
     writeProblem(exchange, answer, headers);
     this.options.metrics.observe('unmatched', answer.status, 0);
     // No path: an unmatched one is the client's text, and may carry what it should not have sent.
-    if (this.accessLog)
-      this.options.log.debug(
-        { method: req.getCaseSensitiveMethod(), route: 'unmatched', status: answer.status, ms: 0, requestId: exchange.requestId },
-        'request',
-      );
+    if (this.accessLog !== null) this.logRequest(req.getMethod().toUpperCase(), 'unmatched', answer.status, 0, exchange.requestId, NO_CALLER);
+  }
+
+  /**
+   * One access-log line, for a sampled share of requests. What the server chose or checked
+   * only: never a header, the query string, a token or key (of the caller, its ids).
+   */
+  private logRequest(method: string, route: string, status: number, durationMs: number, requestId: string, caller: Caller): void {
+    if (this.accessLogSample < 1 && Math.random() >= this.accessLogSample) return;
+    const line: AccessLogLine = { method, route, status, duration_ms: Math.round(durationMs * 100) / 100, request_id: requestId };
+    // Who called, once its credential held: a 401 means the owner refused it (a revoked key or session).
+    if (caller !== NO_CALLER && status !== 401) {
+      line.user_id = caller.userId;
+      if (caller.credential.kind === 'key') line.key_id = caller.credential.keyId;
+    }
+    this.accessLog!.info(line, 'request');
   }
 
   private exchange(res: HttpResponse, req: HttpRequest): LiveExchange {
     const sent = req.getHeader('x-request-id');
     const requestId = sent === '' ? nextRequestId() : REQUEST_ID.test(sent) ? sent : nextRequestId();
-    const exchange: LiveExchange = { res, aborted: false, clientGone: false, requestId, closeConnection: this.draining, status: 0, reading: null };
+    const exchange: LiveExchange = {
+      res,
+      aborted: false,
+      clientGone: false,
+      requestId,
+      closeConnection: this.draining,
+      status: 0,
+      reading: null,
+      waiting: null,
+    };
     res.onAborted(() => {
       exchange.aborted = true;
       exchange.clientGone = true;
+      exchange.waiting?.();
       // A request whose body never completes would otherwise stay in flight for good.
       if (exchange.reading !== null) this.finish(exchange.reading, null);
     });
@@ -388,6 +479,27 @@ export class HttpServer {
     }
     return Buffer.from(res.getRemoteAddressAsText()).toString();
   }
+}
+
+/** The client left while a streamed answer was being written. */
+class ClientGoneError extends Error {
+  override readonly name = 'ClientGoneError';
+}
+
+/**
+ * A query string's parameters (`application/x-www-form-urlencoded`, as URLSearchParams reads
+ * it), each at most once and well-formed text; the route's handler checks names and values.
+ */
+function parseQuery(queryString: string): Readonly<Record<string, string>> {
+  if (queryString.length > MAX_QUERY_LENGTH) throw new InvalidRequestError(`the query string is limited to ${MAX_QUERY_LENGTH} characters`);
+  const query: Record<string, string> = Object.create(null);
+  for (const [name, value] of new URLSearchParams(queryString)) {
+    if (Object.hasOwn(query, name)) throw new InvalidRequestError(`the query parameter "${truncate(name, 64)}" is given twice`);
+    checkText(name, 'a query parameter name');
+    checkText(value, `the query parameter "${truncate(name, 64)}"`);
+    query[name] = value;
+  }
+  return query;
 }
 
 /** The path parameters and kept headers are well-formed text, and the Idempotency-Key is short. */

@@ -9,6 +9,7 @@ import { keyRoutes } from './routes/keys.js';
 import { opsRoutes } from './routes/ops.js';
 import { quotaRoutes } from './routes/quota.js';
 import { sessionRoutes } from './routes/sessions.js';
+import { usageRoutes } from './routes/usage.js';
 import { userRoutes } from './routes/users.js';
 
 export { HttpServer } from './app.js';
@@ -24,6 +25,7 @@ function buildRoutes(deps: RouteDeps, version: string): RouteDefinition[] {
     ...sessionRoutes(deps),
     ...keyRoutes(deps),
     ...quotaRoutes(deps),
+    ...usageRoutes(deps),
     ...adminRoutes(deps),
     ...consoleRoutes(),
   ];

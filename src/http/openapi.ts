@@ -55,6 +55,15 @@ export function openApiDocument(routes: readonly RouteDefinition[], version: str
     if (route.idempotencyKey === true) {
       params.push({ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', maxLength: 255 } } as (typeof params)[number]);
     }
+    for (const parameter of route.query ?? []) {
+      params.push({
+        name: parameter.name,
+        in: 'query',
+        required: parameter.required === true,
+        description: parameter.description,
+        schema: parameter.enum === undefined ? { type: 'string' } : { type: 'string', enum: [...parameter.enum] },
+      } as (typeof params)[number]);
+    }
     if (params.length > 0) operation.parameters = params;
     if (route.body !== undefined) {
       operation.requestBody = { required: route.bodyOptional !== true, content: { 'application/json': { schema: plain(route.body) } } };
@@ -87,7 +96,8 @@ export function openApiDocument(routes: readonly RouteDefinition[], version: str
 /** The answers every route of a kind can give, unless the route describes them itself. */
 function impliedResponses(route: RouteDefinition): Record<number, ResponseSpec> {
   const implied: Record<number, ResponseSpec> = {};
-  const readsText = route.body !== undefined || pathParams(route.path).length > 0 || route.clientAddress === true || route.idempotencyKey === true;
+  const readsText =
+    route.body !== undefined || pathParams(route.path).length > 0 || route.query !== undefined || route.clientAddress === true || route.idempotencyKey === true;
   if (readsText)
     implied[400] = { description: 'the request is malformed: the body is not JSON or does not match the schema, or a parameter is not well-formed text' };
   if (route.auth !== 'none') implied[401] = { description: 'missing or invalid credentials' };

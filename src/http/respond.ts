@@ -57,3 +57,30 @@ export function write(exchange: Exchange, status: number, text: string | undefin
     else res.end(text, exchange.closeConnection);
   });
 }
+
+/**
+ * Writes the status and headers of a streamed answer (uWebSockets.js then sends the body
+ * chunked). Returns false when the client has gone. The headers go as one block, as in `write`.
+ */
+export function startStream(exchange: Exchange, status: number, headers: Record<string, string> | undefined, contentType: string): boolean {
+  if (exchange.aborted) return false;
+  let head = exchange.requestId;
+  if (headers !== undefined) {
+    for (const name in headers) head += `\r\n${name}: ${headers[name]!}`;
+  }
+  head += `\r\ncontent-type: ${contentType}`;
+  const { res } = exchange;
+  res.cork(() => {
+    if (status !== 200) res.writeStatus(statusLine(status));
+    res.writeHeader('x-request-id', head);
+  });
+  return true;
+}
+
+/** Ends a streamed answer. */
+export function endStream(exchange: Exchange): void {
+  if (exchange.aborted) return;
+  exchange.aborted = true;
+  const { res } = exchange;
+  res.cork(() => res.end(undefined, exchange.closeConnection));
+}

@@ -25,6 +25,8 @@ export interface RequestContext<B> {
   caller: Caller;
   /** On `none` and `admin` routes: the request carried the admin token (checked in constant time). */
   isAdmin: boolean;
+  /** On routes that declare `query`: the query string's parameters, each once, decoded. Empty elsewhere. */
+  query: Readonly<Record<string, string>>;
 }
 
 export interface Reply {
@@ -35,6 +37,21 @@ export interface Reply {
   contentType?: string;
   /** Sent as is instead of serialising `body` (metrics, the OpenAPI document). */
   text?: string;
+  /**
+   * Sent in pieces instead of `body` or `text`: each `write` resolves once the client can take
+   * more, so memory stays flat however long the answer. An error after the first piece cuts
+   * the connection (the status is gone by then), so a client never takes a cut answer for a
+   * whole one.
+   */
+  stream?(write: (chunk: string) => Promise<void>): Promise<void>;
+}
+
+/** A query string parameter a route reads (for the OpenAPI document; the handler checks the values). */
+export interface QueryParameter {
+  name: string;
+  required?: boolean;
+  description: string;
+  enum?: readonly string[];
 }
 
 /** Response headers the OpenAPI document describes (openapi.ts has what each means). */
@@ -80,6 +97,8 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
   body?: S;
   /** An empty body is accepted and validated as `{}`. */
   bodyOptional?: boolean;
+  /** The query string parameters it reads; on other routes the query string is not read. */
+  query?: readonly QueryParameter[];
   /**
    * The handler records the client (`context.ip`, `context.userAgent`); on other routes
    * both are null and the headers are not read.

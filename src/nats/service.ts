@@ -38,9 +38,12 @@ import {
   reserveRequest,
   schemas as S,
   settleRequest,
+  type UsageReader,
+  usagePage,
+  usageQuery,
 } from '../api/index.js';
 import type { SessionTokens } from '../credentials/index.js';
-import { type Credential, type QuotaDecision, TallyError } from '../shards/index.js';
+import { type Credential, InvalidRequestError, type QuotaDecision, TallyError } from '../shards/index.js';
 
 /** The service's name, its queue group (every node answers in one), and the prefix of its subjects. */
 const SERVICE_NAME = 'tally';
@@ -54,6 +57,9 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 export interface NatsApiDeps {
   router: Router;
   tokens: SessionTokens;
+  /** The usage history (the node's store), for `usage.get`. */
+  usage: UsageReader;
+  clock: () => number;
   log: Logger;
   version: string;
   nodeId: string;
@@ -162,7 +168,7 @@ function decisionsIn(body: unknown): number {
 /** A platform service acts for the user it names: no session or key is checked, a blocked user is refused. */
 const serviceCaller = (userId: string): Caller => ({ userId, credential: SERVICE });
 
-function operations({ router, tokens }: NatsApiDeps): Operation[] {
+function operations({ router, tokens, usage, clock }: NatsApiDeps): Operation[] {
   const consume = itemHandler(S.NatsConsume, (item) => {
     const request = consumeRequest(serviceCaller(item.user_id), item, item.idempotency_key);
     const decided = router.tryUser(request);
@@ -221,6 +227,17 @@ function operations({ router, tokens }: NatsApiDeps): Operation[] {
     {
       name: 'limiter.check',
       handle: (body) => checkServiceLimiter(router, limiter(body)),
+    },
+    {
+      // The admin's query (any user, by user, tier and resource): the platform's services act
+      // for any user here, as they do for every other operation. Read from Postgres by
+      // whichever node answers: no owner is involved.
+      name: 'usage.get',
+      handle(body) {
+        checkJsonText(body);
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequestError('the body is a JSON object of query parameters');
+        return usagePage(usage, usageQuery(body as Record<string, unknown>, { kind: 'admin' }, clock()));
+      },
     },
   ];
 }

@@ -29,6 +29,14 @@ describe('loadConfig', () => {
     ['TALLY_REPLICA_INTERVAL_MS', '5'],
     ['TALLY_REPLICA_INTERVAL_MS', 'often'],
     ['TALLY_REDIS_PREFIX', 'has space:'],
+    ['TALLY_ACCESS_LOG', 'yes'],
+    ['TALLY_ACCESS_LOG', 'TRUE'],
+    ['TALLY_ACCESS_LOG', '2'],
+    ['TALLY_ACCESS_LOG_SAMPLE', '1.5'],
+    ['TALLY_ACCESS_LOG_SAMPLE', '-0.1'],
+    ['TALLY_ACCESS_LOG_SAMPLE', 'half'],
+    ['TALLY_ACCESS_LOG_SAMPLE', '1e-2'],
+    ['TALLY_ACCESS_LOG_SAMPLE', 'NaN'],
   ])('stops on a bad %s and names it', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}:`));
@@ -106,6 +114,22 @@ describe('loadConfig', () => {
     }
     expect(message).toMatch(/^DATABASE_URL: /);
     expect(message).not.toContain('hunter2');
+  });
+
+  it('keeps the access log off unless told, logging every request by default once on', () => {
+    expect(loadConfig({})).toMatchObject({ accessLog: false, accessLogSample: 1 });
+    for (const on of ['1', 'true', ' true ']) expect(loadConfig({ TALLY_ACCESS_LOG: on }).accessLog).toBe(true);
+    for (const off of ['0', 'false', '']) expect(loadConfig({ TALLY_ACCESS_LOG: off }).accessLog).toBe(false);
+    for (const [raw, share] of [
+      ['0', 0],
+      ['0.25', 0.25],
+      ['.5', 0.5],
+      ['1', 1],
+      ['1.0', 1],
+    ] as const)
+      expect(loadConfig({ TALLY_ACCESS_LOG: '1', TALLY_ACCESS_LOG_SAMPLE: raw }).accessLogSample).toBe(share);
+    expect(() => loadConfig({ TALLY_ACCESS_LOG_SAMPLE: '2' })).toThrow('TALLY_ACCESS_LOG_SAMPLE: expected a number from 0 to 1, got "2"');
+    expect(() => loadConfig({ TALLY_ACCESS_LOG: 'on' })).toThrow('TALLY_ACCESS_LOG: expected 1, true, 0 or false, got "on"');
   });
 
   it('logs pretty to a terminal and JSON elsewhere, unless told', () => {

@@ -37,6 +37,9 @@ export interface Config {
   readonly flushIntervalMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
+  /** One `request` line per HTTP request (TALLY_ACCESS_LOG), for this share of them (TALLY_ACCESS_LOG_SAMPLE, 0–1). */
+  readonly accessLog: boolean;
+  readonly accessLogSample: number;
   readonly sessionTtlMs: number;
   readonly actorIdleMs: number;
   readonly maxActors: number;
@@ -49,6 +52,8 @@ export interface Config {
   readonly drainTimeoutMs: number;
   /** Cluster: NATS API decisions (a batch counts each item) in flight at once; past it, 503. */
   readonly natsMaxInFlight: number;
+  /** Usage history older than this many days is dropped, a whole month at a time. */
+  readonly usageRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -106,10 +111,13 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
     meaning: 'MACs API keys and what nodes tell each other, hashes login emails (>= 32 characters)',
   },
   { name: 'TALLY_FLUSH_INTERVAL_MS', default: '1000', meaning: 'write-behind interval' },
-  { name: 'TALLY_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug (adds an access log), trace or silent' },
+  { name: 'TALLY_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace or silent' },
   { name: 'TALLY_LOG_FORMAT', default: 'pretty on a terminal, json otherwise', meaning: 'pretty or json' },
+  { name: 'TALLY_ACCESS_LOG', default: 'false', meaning: 'one log line per HTTP request (1/true or 0/false)' },
+  { name: 'TALLY_ACCESS_LOG_SAMPLE', default: '1', meaning: 'with TALLY_ACCESS_LOG: the share of requests logged, 0 to 1' },
   { name: 'TALLY_SESSION_TTL_MS', default: '30 days', meaning: 'lifetime of a session token' },
   { name: 'TALLY_ACTOR_IDLE_MS', default: '10 minutes', meaning: 'an actor unused this long is passivated' },
+  { name: 'TALLY_USAGE_RETENTION_DAYS', default: '400', meaning: 'usage history is kept this many days (whole months: a month goes once it all is older)' },
   { name: 'TALLY_MAX_ACTORS', default: '500000', meaning: 'actors kept in memory before LRU eviction' },
   { name: 'TALLY_TRUST_PROXY', default: 'false', meaning: 'take the client address from the last X-Forwarded-For hop' },
   { name: 'TALLY_SHUTDOWN_TIMEOUT_MS', default: '10000', meaning: 'how long SIGTERM waits for in-flight requests' },
@@ -129,6 +137,8 @@ export const CONFIG_DEFAULTS = {
   TALLY_REPLICA_INTERVAL_MS: 100,
   TALLY_REDIS_PREFIX: 'tally:',
   TALLY_LOG_LEVEL: 'info',
+  TALLY_ACCESS_LOG: false,
+  TALLY_ACCESS_LOG_SAMPLE: 1,
   TALLY_SESSION_TTL_MS: 30 * 24 * 3600 * 1000,
   TALLY_ACTOR_IDLE_MS: 10 * 60 * 1000,
   TALLY_MAX_ACTORS: 500_000,
@@ -139,6 +149,7 @@ export const CONFIG_DEFAULTS = {
   TALLY_HEARTBEAT_MS: 1000,
   TALLY_DRAIN_TIMEOUT_MS: 30_000,
   TALLY_NATS_MAX_IN_FLIGHT: 10_000,
+  TALLY_USAGE_RETENTION_DAYS: 400,
 } as const;
 
 /**
@@ -195,6 +206,14 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
   if (trustProxy !== 'true' && trustProxy !== 'false') {
     throw new ConfigError('TALLY_TRUST_PROXY', `expected true or false, got "${trustProxy}"`);
   }
+  const accessLog = read('TALLY_ACCESS_LOG') ?? '0';
+  if (!['1', 'true', '0', 'false'].includes(accessLog)) {
+    throw new ConfigError('TALLY_ACCESS_LOG', `expected 1, true, 0 or false, got "${accessLog}"`);
+  }
+  const accessLogSample = read('TALLY_ACCESS_LOG_SAMPLE') ?? String(CONFIG_DEFAULTS.TALLY_ACCESS_LOG_SAMPLE);
+  if (!/^(\d+\.?\d*|\.\d+)$/.test(accessLogSample) || Number(accessLogSample) > 1) {
+    throw new ConfigError('TALLY_ACCESS_LOG_SAMPLE', `expected a number from 0 to 1, got "${accessLogSample}"`);
+  }
   const nodeId = read('TALLY_NODE_ID') ?? `node-${randomBytes(4).toString('hex')}`;
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) {
     throw new ConfigError('TALLY_NODE_ID', 'use 1 to 64 letters, digits, "_" or "-" (it becomes a NATS subject token)');
@@ -248,6 +267,8 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     flushIntervalMs: int('TALLY_FLUSH_INTERVAL_MS', 10, 60_000),
     logLevel: logLevel as LogLevel,
     logFormat,
+    accessLog: accessLog === '1' || accessLog === 'true',
+    accessLogSample: Number(accessLogSample),
     sessionTtlMs: int('TALLY_SESSION_TTL_MS', 60_000, 366 * 24 * 3600 * 1000),
     actorIdleMs: int('TALLY_ACTOR_IDLE_MS', 1000, 24 * 3600 * 1000),
     maxActors: int('TALLY_MAX_ACTORS', 100, 100_000_000),
@@ -256,6 +277,7 @@ export function loadConfig(env: Env = process.env, options: { terminal?: boolean
     shutdownGraceMs: int('TALLY_SHUTDOWN_GRACE_MS', 0, 600_000),
     drainTimeoutMs: int('TALLY_DRAIN_TIMEOUT_MS', 0, 3_600_000),
     natsMaxInFlight: int('TALLY_NATS_MAX_IN_FLIGHT', 1, 1_000_000),
+    usageRetentionDays: int('TALLY_USAGE_RETENTION_DAYS', 1, 36_600),
   });
 }
 

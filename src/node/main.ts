@@ -44,6 +44,13 @@ const COMMANDS: Record<string, Command> = {
     // Handed its own arguments before the others are parsed (see main).
     run: async () => 2,
   },
+  usage: {
+    summary: 'export a month of usage history for billing: tally usage export --month YYYY-MM',
+    usage: 'tally usage export --month YYYY-MM [--format csv|ndjson] [--url URL] > usage.csv   (tally usage --help)',
+    details: 'Streams GET /v1/admin/usage/export from a node (TALLY_URL or --url) with TALLY_ADMIN_TOKEN; see `tally usage --help`.',
+    // Handed its own arguments before the others are parsed (see main).
+    run: async () => 2,
+  },
   help: {
     summary: 'show this help, or a command’s: tally help <command>',
     usage: 'tally help [command]',
@@ -118,6 +125,10 @@ async function main(argv: string[]): Promise<number> {
     // Operator tooling: its own options, and nothing of a node's configuration.
     const { runClusterCli } = await import('../../cluster/index.js');
     return runClusterCli(argv.slice(1));
+  }
+  if (command === 'usage' && argv[0] === 'usage') {
+    const { runUsageCli } = await import('../../cluster/index.js');
+    return runUsageCli(argv.slice(1));
   }
   let args: ReturnType<typeof parse>;
   try {

@@ -31,6 +31,7 @@ import { FailOpen } from './failOpen.js';
 import { coalesced, OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { RATE_INTERVAL_MS, RateHistory } from './rates.js';
 import { announcing, Revocations } from './revocations.js';
 import { LocalRouter } from './router.js';
 import { VERSION } from './version.js';
@@ -41,6 +42,8 @@ const NEGATIVE_CACHE_TTL_MS = 5_000;
 /** Expired limiter rows are deleted this often, this many at a time. */
 const EXPIRY_SWEEP_MS = 60_000;
 const EXPIRY_BATCH = 10_000;
+/** The usage history's partitions are made ahead and dropped past retention this often. */
+const USAGE_PARTITIONS_MS = 3_600_000;
 /** An activation waits this long for the Redis replica's copy, then goes on with Postgres alone. */
 const REPLICA_READ_TIMEOUT_MS = 200;
 /** A readiness probe waits this long for the database's answer. */
@@ -108,11 +111,18 @@ export class TallyNode {
   private checking: Promise<void> | null = null;
   /** The port HTTP listens on (useful when configured as 0). */
   port = 0;
+  /** Every member's quota decision rate over the last 15 minutes, for the console (rates.ts). */
+  private readonly rates = new RateHistory();
+
+  /** What decides "now" for requests: `Date.now`, unless a test gives its own (`options.clock`). */
+  private readonly clock: () => number;
 
   constructor(
     readonly config: Config,
     log?: Logger,
+    options: { clock?: () => number } = {},
   ) {
+    this.clock = options.clock ?? Date.now;
     this.log = log ?? createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId });
     this.tasks = new PeriodicTasks(this.log);
     this.runtime = new ActorRuntime({
@@ -197,7 +207,7 @@ export class TallyNode {
 
     const services = await this.openServices(store);
     this.checkpoint();
-    const http = this.createHttp(services, tierAdmin);
+    const http = this.createHttp(services, tierAdmin, store);
     this.http = http;
     // The port is bound before any shard is claimed: a node that cannot serve (the port is
     // another process's) must not take the shards of one that can. Until the claim, requests
@@ -224,6 +234,8 @@ export class TallyNode {
       const natsApi = await NatsApi.start(node.connection, {
         router,
         tokens,
+        usage: store,
+        clock: this.clock,
         log,
         version: VERSION,
         nodeId: config.nodeId,
@@ -234,6 +246,8 @@ export class TallyNode {
     }
 
     this.startTasks(store, writeBehind, replica, tierAdmin);
+    this.sampleRates(cluster);
+    this.tasks.every('rate sampling', RATE_INTERVAL_MS, async () => this.sampleRates(cluster));
     opened.add('stop periodic tasks', () => this.tasks.stopAll());
     return { database, store, replica, http, writeBehind, cluster };
   }
@@ -248,14 +262,14 @@ export class TallyNode {
     const revocations = new Revocations(failOpen, log);
     const users = new UserService(this.runtime, announcing(store, revocations.announce), this.tiers);
     const limiters = new LimiterService(this.runtime, store, this.tiers);
-    const clusterRouter = config.natsUrl === undefined ? null : new ClusterRouter(this.runtime, users, limiters, failOpen);
-    const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen);
+    const clusterRouter = config.natsUrl === undefined ? null : new ClusterRouter(this.runtime, users, limiters, failOpen, this.clock);
+    const router = clusterRouter ?? new LocalRouter(users, limiters, failOpen, this.clock);
     const accounts = new Accounts(store, router, tokens, this.tiers, { sessionTtlMs: config.sessionTtlMs, emailKey: keys.loginEmail, log });
     return { tokens, apiKeys, clusterRouter, router, accounts, revocations, clusterMac: new ClusterMac(keys.clusterMac, log) };
   }
 
   /** The HTTP server, its routes wired to the services and to this node's health, view and metrics. */
-  private createHttp({ router, accounts, apiKeys, tokens }: Services, tierAdmin: TierAdmin): HttpServer {
+  private createHttp({ router, accounts, apiKeys, tokens }: Services, tierAdmin: TierAdmin, store: Store): HttpServer {
     const { config, log } = this;
     return createHttpServer(
       {
@@ -263,9 +277,11 @@ export class TallyNode {
         accounts,
         apiKeys,
         tiers: tierAdmin,
-        clock: Date.now,
+        usage: store,
+        clock: this.clock,
         health: () => this.health(),
         cluster: () => this.clusterView(),
+        rates: () => this.rates.view(Date.now()),
         placement: (key) => {
           const shard = shardOf(key);
           const cluster = this.parts?.cluster;
@@ -280,6 +296,7 @@ export class TallyNode {
         trustProxy: config.trustProxy,
         metrics: this.metrics,
         log,
+        ...(config.accessLog ? { accessLog: { sample: config.accessLogSample } } : {}),
         version: VERSION,
       },
     );
@@ -301,7 +318,40 @@ export class TallyNode {
     tasks.every('actor sweep', config.flushIntervalMs, async () => this.runtime.sweep(Date.now()));
     tasks.every('tier refresh', TIER_REFRESH_MS, () => tierAdmin.refresh());
     tasks.every('expired state deletion', EXPIRY_SWEEP_MS, () => store.deleteExpiredStates(EXPIRY_BATCH));
+    tasks.every('usage partitions', USAGE_PARTITIONS_MS, () => this.maintainUsagePartitions(store));
     tasks.every('fence check', FENCE_CHECK_MS, () => this.checkFences(store));
+  }
+
+  /**
+   * The usage history's monthly partitions: this month's and the next two's made ahead, those
+   * past retention dropped. In a cluster, only the node that coordinates does it (the work
+   * is idempotent, so a change of coordinator in between costs nothing).
+   */
+  private async maintainUsagePartitions(store: Store): Promise<void> {
+    const cluster = this.parts?.cluster;
+    if (cluster !== undefined && cluster !== null && !cluster.node.coordinator.leading) return;
+    const now = this.clock();
+    const { made, dropped } = await store.maintainUsagePartitions(new Date(now), new Date(now - this.config.usageRetentionDays * 86_400_000));
+    if (made > 0 || dropped.length > 0) this.log.info({ made, dropped }, 'usage history partitions maintained');
+  }
+
+  /**
+   * One sample of every member's quota decision count for the console's rates: this node's
+   * own on a single node; in a cluster, what each member's latest heartbeat carried, at the
+   * time it was sealed (members of a build before decisions were carried have no line).
+   */
+  private sampleRates(cluster: ClusterParts | null): void {
+    const now = Date.now();
+    if (cluster === null) {
+      this.rates.sample(now, [{ id: this.config.nodeId, incarnation: '', count: this.runtime.stats.decisions, at: now }]);
+      return;
+    }
+    const samples = cluster.node.membership
+      .all()
+      .flatMap(({ record: { id, incarnation, decisions, at } }) =>
+        decisions === undefined || at === undefined ? [] : [{ id, incarnation, count: decisions, at }],
+      );
+    this.rates.sample(now, samples);
   }
 
   /** The database (migrated), the optional Redis replica, and the store over both. */
@@ -331,7 +381,11 @@ export class TallyNode {
       opened.add('close the replica', () => opening.close());
       this.runtime.keepReplica();
     }
-    return { database, store: new Store(database.sql, replica), replica };
+    const store = new Store(database.sql, replica);
+    // Every node at start (the hourly task runs on the coordinator only): a node started
+    // long after the last one ran still has this month's partition before its first write.
+    await this.maintainUsagePartitions(store);
+    return { database, store, replica };
   }
 
   /**
@@ -358,6 +412,7 @@ export class TallyNode {
         flushShard: async (shard) => (await writeBehind.flushShards([shard])).unwritten.get(shard.index) ?? [],
         checkFences: () => this.checkFences(store),
         requests: () => this.http?.requestsReceived ?? 0,
+        decisions: () => this.runtime.stats.decisions,
         log,
         address: this.describe().url as string,
         version: VERSION,

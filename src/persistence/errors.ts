@@ -11,6 +11,8 @@ export const SQLSTATE = {
   epochBackwards: 'TF002',
   uniqueViolation: '23505',
   foreignKeyViolation: '23503',
+  /** Also what inserting into a partitioned table raises when no partition takes the row. */
+  checkViolation: '23514',
 } as const;
 
 export function sqlState(error: unknown): string | undefined {

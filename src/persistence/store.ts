@@ -17,6 +17,8 @@ import {
   StaleEpochError,
   StorageUnavailableError,
   UnknownTierError,
+  type UsageExportLine,
+  type UsageQuery,
   type UserStore,
   type WriteFence,
 } from '../shards/index.js';
@@ -26,6 +28,7 @@ import type { Sql } from './database.js';
 import { isUnreachable, SQLSTATE, sqlState } from './errors.js';
 import { chooseCopy, type ReplicaCopy, type StateReplica } from './replica.js';
 import { type ActivityTouch, type ApiKeyRow, type SessionRow, type TierRow, toDate, toDateOrNull, type UserRow } from './rows.js';
+import * as usage from './usage.js';
 
 /** The unique index on lower(email), from migrations/001_init.sql. */
 const EMAIL_INDEX = 'users_email_key';
@@ -317,8 +320,64 @@ export class Store implements UserStore {
   // The write-behind statements throw the driver's own errors: the flusher tells an
   // unreachable database from a row that cannot be written (errors.ts).
 
-  writeStates(rows: readonly EncodedStateRow[]): Promise<{ written: number; fenced: string[] }> {
-    return actorState.writeStates(this.sql, rows);
+  /**
+   * Before a write that adds closed hours to the usage history, the months they fall in get
+   * their partitions, once per month per process. Should a partition have gone since (dropped
+   * past retention by another node), the write makes it again and is sent once more.
+   */
+  async writeStates(rows: readonly EncodedStateRow[]): Promise<{ written: number; fenced: string[] }> {
+    const months = actorState.usageMonths(rows).filter((month) => !this.partitioned.has(month.getTime()));
+    for (const month of months) await this.ensurePartition(month);
+    try {
+      return await actorState.writeStates(this.sql, rows);
+    } catch (error) {
+      if (sqlState(error) !== SQLSTATE.checkViolation || !/no partition/i.test(String((error as Error).message))) throw error;
+      for (const month of actorState.usageMonths(rows)) await this.ensurePartition(month);
+      return actorState.writeStates(this.sql, rows);
+    }
+  }
+
+  /** Months whose usage partition this process has made sure of. */
+  private readonly partitioned = new Set<number>();
+
+  private async ensurePartition(month: Date): Promise<void> {
+    await usage.ensureUsagePartitions(this.sql, month, 1);
+    this.partitioned.add(month.getTime());
+  }
+
+  // ---- usage history -----------------------------------------------------------------
+
+  queryUsage(query: UsageQuery): ReturnType<typeof usage.queryUsage> {
+    return usage.queryUsage(this.sql, query).catch(rethrow);
+  }
+
+  /** The month's export, a page of lines at a time (usage.ts); a database error surfaces as `StorageUnavailableError`. */
+  async *exportUsage(month: Date): AsyncGenerator<UsageExportLine[]> {
+    try {
+      yield* usage.exportUsage(this.sql, month);
+    } catch (error) {
+      throw translate(error, undefined);
+    }
+  }
+
+  countUsers(): Promise<number> {
+    return usage.countUsers(this.sql).catch(rethrow);
+  }
+
+  topUsers(month: Date, limit: number): ReturnType<typeof usage.topUsers> {
+    return usage.topUsers(this.sql, month, limit).catch(rethrow);
+  }
+
+  /**
+   * Makes the partitions of the current month and the next two, and drops those that ended
+   * before `retainFrom`. Idempotent: any node may run it, and nodes running it at once take
+   * turns. Returns what it did.
+   */
+  async maintainUsagePartitions(now: Date, retainFrom: Date): Promise<{ made: number; dropped: string[] }> {
+    const made = await usage.ensureUsagePartitions(this.sql, now, 3);
+    const dropped = await usage.dropUsagePartitions(this.sql, retainFrom);
+    if (dropped.length > 0) this.partitioned.clear();
+    return { made, dropped };
   }
 
   touchActivity(sessions: ActivityTouch[], keys: ActivityTouch[]): Promise<void> {

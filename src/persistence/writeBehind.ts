@@ -222,7 +222,7 @@ export class WriteBehind {
         pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.state) + encoded.entityKey.length + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
-        this.hold({ entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: '', expiresAt: null }, error, now);
+        this.hold({ entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: '', expiresAt: null, usage: null }, error, now);
         tally.retry.add(index);
         tally.result.quarantined++;
       }

@@ -7,6 +7,7 @@
  * `exclusive`, so two concurrent edits of one document cannot lose each other's update.
  */
 import type { Shard } from './shard.js';
+import type { PendingUsage } from './usage.js';
 
 export interface PersistedState {
   entityKey: string;
@@ -17,6 +18,8 @@ export interface PersistedState {
   seq?: number;
   /** From then on the state decides like a fresh one, and its row may be deleted; null or absent: kept. */
   expiresAt?: number | null;
+  /** Closed hours of usage to add to the history in the same statement (usage.ts); null or absent: none. */
+  usage?: PendingUsage | null;
 }
 
 export abstract class Actor {
@@ -114,6 +117,14 @@ export abstract class Actor {
    * most once a minute): called before the actor leaves memory or the node stops.
    */
   activityDueNow(): void {}
+  /** Closed hours of usage the next write is to add to the history (usage.ts), or null. */
+  pendingUsage(): PendingUsage | null {
+    return null;
+  }
+  /** `row` was written (with the usage it carried). */
+  written(_row: PersistedState): void {}
+  /** Called before the actor leaves memory for being idle: it may make itself dirty to write something first. */
+  leaving(): void {}
 }
 
 export interface ActivityTouches {

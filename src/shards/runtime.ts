@@ -98,7 +98,8 @@ export class ActorRuntime {
   /** Actors changed since the last replica push, when a replica is kept (`replicating`). */
   private replicaQueue: Actor[] = [];
   private replicating = false;
-  readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0 };
+  /** `decisions`: quota decisions (consumes and reservations, admitted or refused) its users made here, as owner. */
+  readonly stats = { activations: 0, evictions: 0, passivations: 0, negativeHits: 0, refusedAtCapacity: 0, decisions: 0 };
   /**
    * Whether this node may decide at all now. In a cluster, only while its lease is valid: a
    * node that could not renew it for half a lease (frozen, cut off) must stop deciding
@@ -379,8 +380,9 @@ export class ActorRuntime {
           const actor = rowActors[i]!;
           if (retry.has(i)) {
             if (!actor.queued && actor.shard.actors.get(actor.key) === actor) this.enqueueDirty(actor);
-          } else if (versions[i]! > actor.flushedVersion) {
-            actor.flushedVersion = versions[i]!;
+          } else {
+            if (versions[i]! > actor.flushedVersion) actor.flushedVersion = versions[i]!;
+            actor.written(rows[i]!);
           }
         }
         if (activityFailed) {
@@ -432,6 +434,7 @@ export class ActorRuntime {
       if (!idle && !overCap) break;
       // Uses not yet written make the actor dirty: it stays until the next flush has them.
       actor.activityDueNow();
+      if (idle) actor.leaving();
       if (!actor.dirty && !actor.busy) {
         this.drop(actor);
         dropped++;
@@ -520,5 +523,6 @@ function stateOf(actor: Actor, now: number): PersistedState {
     seq: actor.version,
     state: actor.persistedState(),
     expiresAt: actor.expiresAt(now),
+    usage: actor.pendingUsage(),
   };
 }

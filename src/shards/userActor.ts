@@ -6,7 +6,7 @@
  * profile, sessions and keys are written through by `UserService` before the actor's memory
  * changes, so memory never shows what Postgres has not committed.
  */
-import { type ActivityTouches, Actor } from './actor.js';
+import { type ActivityTouches, Actor, type PersistedState } from './actor.js';
 import { ForbiddenError, IdempotencyMismatchError, INVALID_API_KEY, InvalidSettlementError, NotFoundError, UnauthenticatedError } from './errors.js';
 import { sameHash } from './ids.js';
 import type { ApiKeyRecord, LoadedUser, SessionRecord } from './ports.js';
@@ -15,12 +15,14 @@ import {
   chargeText,
   compileLimits,
   consume,
+  DEFAULT_RESOURCE,
   type Decision,
   findIdempotent,
   type LimitSet,
   migrateQuotaState,
   newQuotaState,
   type QuotaState,
+  type QuotaStateJSON,
   quotaStateFromJSON,
   quotaStateToJSON,
   release,
@@ -28,11 +30,13 @@ import {
   reserve,
   type Settlement,
   settle,
+  settledCharge,
   snapshot,
 } from './quota/index.js';
 import type { Limit, LimitState } from './quota/limits.js';
 import type { Shard } from './shard.js';
 import { effectiveLimits, type TierRegistry } from './tiers.js';
+import { hourOf, type PendingUsage, UsageCounters, type UsageJSON } from './usage.js';
 
 export type Credential =
   /** A session token whose signature and expiry the edge has checked. */
@@ -53,8 +57,18 @@ export type Credential =
 export interface Principal {
   via: Credential['kind'];
   sessionId?: string;
+  /** The API key's id, when the caller used one. */
+  keyId?: string;
   scopes?: readonly string[];
 }
+
+/** Usage is counted by the credential that asked: an API key's id, a session's id, else "". */
+export function usageKeyOf(principal: Principal): string {
+  return principal.keyId ?? principal.sessionId ?? '';
+}
+
+/** The stored form of a user's written-behind state: its quota state and its usage counters. */
+type UserStateJSON = QuotaStateJSON & { usage?: UsageJSON };
 
 export interface Session {
   id: string;
@@ -140,6 +154,8 @@ export class UserActor extends Actor {
   private idem: QuotaState['idem'];
   private limitSet: LimitSet;
   private limitsVersion: number;
+  /** This hour's usage and closed hours not yet in the history (usage.ts); null while there are none. */
+  private usage: UsageCounters | null;
 
   constructor(loaded: LoadedUser, shard: Shard, tiers: TierRegistry) {
     super(loaded.user.id, shard);
@@ -160,6 +176,7 @@ export class UserActor extends Actor {
     this.cells = quota.cells;
     this.holds = quota.holds;
     this.idem = quota.idem;
+    this.usage = loaded.state === null ? null : UsageCounters.fromJSON((loaded.state as { usage?: unknown }).usage);
   }
 
   private get quota(): QuotaState {
@@ -189,7 +206,7 @@ export class UserActor extends Actor {
     if (key.expiresAt !== null && key.expiresAt <= now) throw new UnauthenticatedError('the API key has expired');
     key.lastUsedAt = now;
     this.noteUse(key, now);
-    return { via: 'key', scopes: key.scopes };
+    return { via: 'key', keyId: key.id, scopes: key.scopes };
   }
 
   /** Schedules the write of a last-use time once Postgres's copy is ACTIVITY_WRITE_MS old. */
@@ -211,7 +228,11 @@ export class UserActor extends Actor {
 
   // ---- quota -------------------------------------------------------------------------
 
-  consume(tiers: TierRegistry, now: number, request: QuotaRequest, idempotencyKey?: string): QuotaDecision {
+  /**
+   * `usageKey`: the credential the usage is counted under (`usageKeyOf`). A repeated
+   * Idempotency-Key answers as the first time and counts nothing.
+   */
+  consume(tiers: TierRegistry, now: number, request: QuotaRequest, idempotencyKey?: string, usageKey = ''): QuotaDecision {
     const set = this.currentLimits(tiers);
     if (idempotencyKey !== undefined) {
       const fingerprint = chargeText(request);
@@ -220,38 +241,82 @@ export class UserActor extends Actor {
         if (earlier.fingerprint !== fingerprint) throw new IdempotencyMismatchError();
         return { ...(earlier.answer as QuotaDecision), replayed: true };
       }
-      const decision = this.applyConsume(set, now, request);
+      const decision = this.applyConsume(set, now, request, usageKey);
       if (decision.allowed) {
         this.idem = rememberIdempotent(this.idem, now, idempotencyKey, fingerprint, decision);
       }
       return decision;
     }
-    return this.applyConsume(set, now, request);
+    return this.applyConsume(set, now, request, usageKey);
   }
 
-  private applyConsume(set: LimitSet, now: number, request: QuotaRequest): QuotaDecision {
+  private applyConsume(set: LimitSet, now: number, request: QuotaRequest, usageKey: string): QuotaDecision {
     const current = this.quota;
     const result = consume(set, current, now, request);
+    this.shard.runtime.stats.decisions++;
     // A refusal returns the same state unless expired holds were released meanwhile.
     this.keepQuota(current, result.state);
+    if (result.allowed) this.countCharge(now, usageKey, request);
+    else this.countRefusal(set, now, usageKey, request, result.denied);
     return decisionOf(result);
   }
 
-  reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }): QuotaDecision & { expiresAt: number } {
+  /** An admitted reservation counts nothing until it is settled; a refused one counts as denied. */
+  reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }, usageKey = ''): QuotaDecision & { expiresAt: number } {
     const current = this.quota;
-    const result = reserve(this.currentLimits(tiers), current, now, request);
+    const set = this.currentLimits(tiers);
+    const result = reserve(set, current, now, request);
+    this.shard.runtime.stats.decisions++;
     this.keepQuota(current, result.state);
+    if (!result.allowed) this.countRefusal(set, now, usageKey, request, result.denied);
     return { ...decisionOf(result), expiresAt: now + request.ttlMs };
   }
 
-  settle(tiers: TierRegistry, now: number, id: string, settlement: Settlement): LimitState[] {
+  /** A settled hold counts what it settled at, now, as one request. */
+  settle(tiers: TierRegistry, now: number, id: string, settlement: Settlement, usageKey = ''): LimitState[] {
     const current = this.quota;
     const result = settle(this.currentLimits(tiers), current, now, { ...settlement, id });
     // Not found or refused, the state differs only if expired holds were released meanwhile.
     this.keepQuota(current, result.state);
     if (!result.found) throw new NotFoundError('reservation');
     if (result.refused !== undefined) throw new InvalidSettlementError(result.refused);
+    // The hold was live (an expired one is not found), so it is still in `current`.
+    const hold = current.holds?.find((open) => open.id === id);
+    const charge = hold === undefined ? undefined : settledCharge(hold, settlement);
+    if (charge !== undefined && typeof charge !== 'string') this.countCharge(now, usageKey, charge, true);
     return result.limits;
+  }
+
+  // ---- usage ---------------------------------------------------------------------------
+
+  /**
+   * Counts an admitted charge: its cost to its resource, each amount to its own. `always`:
+   * the cost's resource counts the request even at 0 (a hold settled at nothing was still a
+   * request).
+   */
+  private countCharge(now: number, usageKey: string, charge: Charge, always = false): void {
+    const usage = this.countersAt(now);
+    if (charge.cost > 0 || always) usage.charged(now, usageKey, charge.resource ?? DEFAULT_RESOURCE, charge.cost);
+    const amounts = charge.amounts;
+    if (amounts != null) {
+      for (const name in amounts) {
+        const amount = amounts[name]!;
+        if (amount > 0 && Object.hasOwn(amounts, name)) usage.charged(now, usageKey, name, amount);
+      }
+    }
+    // No markDirty: an admitted charge changed the quota state, which marked the actor dirty.
+  }
+
+  /** Counts a refusal, for the resource of the limit that refused (the request's own when that limit names none). */
+  private countRefusal(set: LimitSet, now: number, usageKey: string, request: Charge, denied: string | undefined): void {
+    const limit = denied === undefined ? undefined : set.compiled.find((entry) => entry.limit.name === denied)?.limit;
+    this.countersAt(now).refused(now, usageKey, limit?.resource ?? request.resource ?? DEFAULT_RESOURCE);
+    this.markDirty();
+  }
+
+  private countersAt(now: number): UsageCounters {
+    this.usage ??= new UsageCounters(hourOf(now), 0);
+    return this.usage;
   }
 
   /** Keeps the engine's next state, to be written behind, unless it is `current` itself. */
@@ -299,7 +364,23 @@ export class UserActor extends Actor {
   // ---- write-behind --------------------------------------------------------------------
 
   override persistedState(): unknown {
-    return quotaStateToJSON(this.limitSet, this.quota);
+    const json: UserStateJSON = quotaStateToJSON(this.limitSet, this.quota);
+    if (this.usage !== null) json.usage = this.usage.toJSON();
+    return json;
+  }
+
+  override pendingUsage(): PendingUsage | null {
+    return this.usage?.pendingUsage() ?? null;
+  }
+
+  override written(row: PersistedState): void {
+    // The counters stay once made, even empty: their roll numbers must go on from where they are.
+    if (row.usage != null) this.usage?.added(row.usage.rolls);
+  }
+
+  /** Before it leaves memory idle, the user's counters roll into the history (written by the next flush). */
+  override leaving(): void {
+    if (this.usage?.rollNow() === true) this.markDirty();
   }
 
   override takeActivity(): ActivityTouches | null {

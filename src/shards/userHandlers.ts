@@ -12,7 +12,7 @@ import type { SessionRecord, UserStore, WriteFence } from './ports.js';
 import { type JsonObject, mergePatch, serializePreferences } from './preferences.js';
 import { validateLimits } from './quota/index.js';
 import type { TierRegistry } from './tiers.js';
-import { MAX_KEYS_PER_USER, MAX_SESSIONS_PER_USER, type Principal, toApiKey, toSession, type UserActor } from './userActor.js';
+import { MAX_KEYS_PER_USER, MAX_SESSIONS_PER_USER, type Principal, toApiKey, toSession, type UserActor, usageKeyOf } from './userActor.js';
 import type { KeyScope, NewKey, NewSession, UserOpName, UserOps } from './userService.js';
 import { type KeyView, keyView, profileView, type SessionView, sessionView } from './views.js';
 
@@ -69,7 +69,8 @@ const HANDLERS: Handlers = {
   'quota.consume': {
     kind: 'in-memory',
     keyScope: 'quota:consume',
-    run: (user, { cost, resource, amounts, idempotencyKey }, now, { tiers }) => user.consume(tiers, now, { cost, resource, amounts }, idempotencyKey),
+    run: (user, { cost, resource, amounts, idempotencyKey }, now, { tiers }, principal) =>
+      user.consume(tiers, now, { cost, resource, amounts }, idempotencyKey, usageKeyOf(principal)),
   },
   'quota.get': {
     kind: 'in-memory',
@@ -79,12 +80,12 @@ const HANDLERS: Handlers = {
   'quota.reserve': {
     kind: 'in-memory',
     keyScope: 'quota:reserve',
-    run: (user, request, now, { tiers }) => user.reserve(tiers, now, request),
+    run: (user, request, now, { tiers }, principal) => user.reserve(tiers, now, request, usageKeyOf(principal)),
   },
   'quota.settle': {
     kind: 'in-memory',
     keyScope: 'quota:reserve',
-    run: (user, { id, actual, amounts }, now, { tiers }) => ({ limits: user.settle(tiers, now, id, { actual, amounts }) }),
+    run: (user, { id, actual, amounts }, now, { tiers }, principal) => ({ limits: user.settle(tiers, now, id, { actual, amounts }, usageKeyOf(principal)) }),
   },
   'quota.release': {
     kind: 'in-memory',

@@ -92,7 +92,14 @@ describe('security, as the server enforces it', () => {
     // The quota operations are the ones keys are for.
     const keyed = userOperations.filter(({ operation }) => operation.security.some((requirement: object) => 'apiKey' in requirement)).map(({ path }) => path);
     expect(new Set(keyed)).toEqual(
-      new Set(['/v1/quota/consume', '/v1/quota/reservations', '/v1/quota/reservations/{id}/settle', '/v1/quota/reservations/{id}', '/v1/quota']),
+      new Set([
+        '/v1/quota/consume',
+        '/v1/quota/reservations',
+        '/v1/quota/reservations/{id}/settle',
+        '/v1/quota/reservations/{id}',
+        '/v1/quota',
+        '/v1/quota/usage',
+      ]),
     );
   });
 

@@ -20,6 +20,7 @@ const FILES = [
   '006_fence_per_statement.sql',
   '007_state_sequence.sql',
   '008_database_incarnation.sql',
+  '009_usage_history.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -49,6 +50,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [6, '006_fence_per_statement.sql'],
       [7, '007_state_sequence.sql'],
       [8, '008_database_incarnation.sql'],
+      [9, '009_usage_history.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

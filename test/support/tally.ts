@@ -29,6 +29,8 @@ export interface TestNodeOptions {
   /** Reuse an existing database (a restart test). */
   databaseUrl?: string;
   dataDir?: string;
+  /** The node's "now" for requests (a test's simulated clock); default Date.now. */
+  clock?: () => number;
 }
 
 export async function startTestNode(
@@ -57,7 +59,11 @@ export async function startTestNode(
     ...options.env,
   };
   const config = loadConfig(env);
-  const node = new TallyNode(config, createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId }));
+  const node = new TallyNode(
+    config,
+    createLogger({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeId }),
+    options.clock === undefined ? {} : { clock: options.clock },
+  );
   await node.start();
   const baseUrl = `http://127.0.0.1:${node.port}`;
   if (options.keepAnonymousLimits !== true) {

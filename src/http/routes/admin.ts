@@ -76,6 +76,17 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
         return { status: 200, body: deps.cluster() };
       },
     }),
+    route({
+      method: 'get',
+      path: '/v1/admin/cluster/rates',
+      summary: 'Each node’s HTTP requests per second over the last 15 minutes, a point every 10 s',
+      tag: 'admin',
+      auth: 'admin',
+      responses: { 200: { description: 'the rates, as this node keeps them', schema: S.ClusterRates } },
+      handle() {
+        return { status: 200, body: deps.rates() };
+      },
+    }),
   ];
 }
 

@@ -1,8 +1,8 @@
 /**
  * GET /console: the cluster console, one HTML page with its script inlined (the bundle Vite
- * builds from `console/` into `dist/console/console.js`), so that it needs nothing from a CDN
- * or from another route. The page asks for the admin token and keeps it in memory; the
- * route itself serves no data.
+ * builds from `console/` into `dist/console/console.js`, with the chart library and its
+ * stylesheet), so that it needs nothing from a CDN or from another route. The page asks for
+ * the admin token and keeps it in memory; the route itself serves no data.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +24,8 @@ table { border-collapse: collapse; } td, th { padding: .25rem .75rem; text-align
 .cell { width: 14px; height: 14px; border-radius: 2px; }
 .cell.moving { outline: 2px solid #000; outline-offset: -2px; }
 .swatch { font-size: 1.1rem; } .muted { color: #777; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+.chart { margin: .5rem 0; } .chart .u-legend td, .chart .u-legend th { border: 0; padding: 0 .25rem; }
 `;
 
 function page(script: string): string {
@@ -39,9 +41,13 @@ function page(script: string): string {
 <section id="app" hidden>
 <p id="summary"></p><p id="updated" class="muted"></p>
 <h2>Nodes</h2><table id="nodes"><thead><tr><th>node</th><th>status</th><th>shards</th><th>lease age</th><th>requests</th></tr></thead><tbody></tbody></table>
+<h2>Decisions per second, last 15 minutes</h2><div id="rates-chart" class="chart"></div><p id="rates-note" class="muted"></p>
 <h2>Shard map</h2><div id="grid"></div>
 <h2>Moves in progress</h2><ul id="moves"></ul>
 <h2>User</h2><form id="user-form"><input id="user-id" placeholder="user id" required> <button type="submit">Look up</button></form><p id="user-result"></p>
+<div id="user-usage" hidden><h3>Usage, last 30 days</h3><div id="usage-chart" class="chart"></div><p id="usage-empty" class="muted" hidden></p></div>
+<h2>Top users this month <span id="top-month" class="muted"></span></h2>
+<table id="top-users"><thead><tr><th>user</th><th>tier</th><th>resource</th><th>amount</th><th>requests</th><th>denied</th></tr></thead><tbody></tbody></table>
 </section>
 <script>${safe}</script>
 </body></html>`;

@@ -65,6 +65,8 @@ export interface ClusterDeps {
   address: string;
   /** HTTP requests received so far (carried in heartbeats, for the console's rates). */
   requests?: () => number;
+  /** Quota decisions made as owner so far (carried in heartbeats, for the console's rates). */
+  decisions?: () => number;
   version: string;
   /**
    * Called once connected, before the node joins: whatever must answer other nodes (the
@@ -132,6 +134,7 @@ export class ClusterNode {
         log,
         mac,
         ...(deps.requests === undefined ? {} : { requests: deps.requests }),
+        ...(deps.decisions === undefined ? {} : { decisions: deps.decisions }),
       });
       await membership.join(signal);
       const map = await ShardMap.open(nc, log, mac);

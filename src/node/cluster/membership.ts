@@ -51,6 +51,8 @@ export interface MemberRecord {
   lease_ms?: number;
   /** HTTP requests received since the process started, as of this renewal (rates for the console). */
   requests?: number;
+  /** Quota decisions made as owner since the process started, as of this renewal (rates for the console). */
+  decisions?: number;
   /** When the node sealed this renewal (ms since the epoch): an old renewal put back is told by it. */
   at?: number;
 }
@@ -77,6 +79,8 @@ export interface MembershipOptions {
   clock?: () => number;
   /** The node's request count, carried in every renewal. */
   requests?: () => number;
+  /** The node's quota decision count, carried in every renewal. */
+  decisions?: () => number;
 }
 
 interface Seen {
@@ -331,6 +335,7 @@ export class Membership {
       beat: this.beat,
       lease_ms: this.options.leaseMs,
       requests: this.options.requests?.() ?? 0,
+      decisions: this.options.decisions?.() ?? 0,
       at: Date.now(),
     };
     return this.options.mac.sealEntry(MEMBERS_BUCKET, nodeId, record);
@@ -381,6 +386,11 @@ export function asMemberRecord(value: unknown): MemberRecord | null {
   const text = (field: string) => typeof record[field] === 'string';
   if (!text('id') || !text('incarnation') || !text('address') || !text('version') || !MEMBER_STATUSES.includes(record.status as string)) return null;
   if (typeof record.beat !== 'number') return null;
+  // The optional counts and times, when present, are what they say (the console draws them).
+  for (const field of ['lease_ms', 'requests', 'decisions', 'at']) {
+    const count = record[field];
+    if (count !== undefined && !(Number.isSafeInteger(count) && (count as number) >= 0)) return null;
+  }
   return record as unknown as MemberRecord;
 }
 

@@ -12,11 +12,11 @@ export {
   snapshot,
   TOO_MANY_HOLDS,
 } from './engine.js';
-export { MAX_HOLDS, type Settlement } from './holds.js';
+export { MAX_HOLDS, type Settlement, settledCharge } from './holds.js';
 export { findIdempotent, rememberIdempotent } from './idempotency.js';
 export { compileLimits, type LimitSet } from './limitSet.js';
 export type { Limit, LimitState } from './limits.js';
 export { migrateQuotaState } from './migrate.js';
 export { nextPeriodStart, periodStart } from './period.js';
-export { quotaStateFromJSON, quotaStateToJSON } from './serialize.js';
+export { type QuotaStateJSON, quotaStateFromJSON, quotaStateToJSON } from './serialize.js';
 export { validateLimits } from './validate.js';

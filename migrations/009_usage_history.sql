@@ -33,6 +33,9 @@ DECLARE
   made integer := 0;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('tally usage partitions'));
+  -- Making a partition locks `usage` exclusively: rather than queue behind a long read (and
+  -- make every write of usage queue behind it), give up after a while; the caller tries again.
+  PERFORM set_config('lock_timeout', '5s', true);
   FOR i IN 0 .. months - 1 LOOP
     start := ((first AT TIME ZONE 'UTC') + make_interval(months => i)) AT TIME ZONE 'UTC';
     name := 'usage_' || to_char(start AT TIME ZONE 'UTC', 'YYYY_MM');
@@ -52,6 +55,7 @@ DECLARE
   part record;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('tally usage partitions'));
+  PERFORM set_config('lock_timeout', '5s', true);
   FOR part IN
     SELECT c.relname AS name
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid

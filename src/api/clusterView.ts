@@ -19,7 +19,7 @@ export interface ClusterView {
 }
 
 /**
- * The answer of `GET /v1/admin/cluster/rates`: each node's HTTP requests per second over the
+ * The answer of `GET /v1/admin/cluster/rates`: each node's quota decisions per second over the
  * last 15 minutes, a point every `interval_ms`, oldest first, as the node that answers keeps them.
  */
 export interface ClusterRates {

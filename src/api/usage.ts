@@ -34,8 +34,13 @@ export type UsageScope = { kind: 'user'; userId: string } | { kind: 'admin' };
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
 const BUCKET_MS: Record<UsageBucket, number> = { '1h': 3_600_000, '1d': 86_400_000 };
-/** RFC 3339 date-time: a full date, a time, and an offset (`Z` or ±hh:mm). */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+/** RFC 3339 date-time: a full date, a time, and an offset (`Z` or ±hh:mm); the fields are range-checked below. */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+/** The instants Postgres's timestamptz takes in ISO form: years 1 to 9999. */
+const EARLIEST = Date.parse('0001-01-02T00:00:00Z');
+const LATEST = Date.parse('9999-12-30T23:59:59.999Z');
+/** The widest range one query may span, by bucket: a month of hours, 400 days. */
+const MAX_RANGE_MS: Record<UsageBucket, number> = { '1h': 31 * 86_400_000, '1d': 400 * 86_400_000 };
 const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/;
 const NAME = /^[\x21-\x7e]{1,128}$/;
 const GROUPS: Record<UsageScope['kind'], readonly string[]> = { user: ['resource', 'key'], admin: ['user', 'tier', 'resource'] };
@@ -58,6 +63,9 @@ export function usageQuery(params: Readonly<Record<string, unknown>>, scope: Usa
   if (end.getTime() <= start.getTime()) throw new InvalidRequestError('`end` must be after `start`');
   const bucket = params.bucket ?? '1d';
   if (bucket !== '1h' && bucket !== '1d') throw new InvalidRequestError('`bucket` is `1h` or `1d`');
+  if (end.getTime() - start.getTime() > MAX_RANGE_MS[bucket]) {
+    throw new InvalidRequestError(`a query spans at most ${bucket === '1h' ? '31 days of hours' : '400 days'}: ask for the rest in another`);
+  }
   const query: UsageQuery = { start, end, bucket, groupBy: groups(params.group_by, scope), limit: limitOf(params.limit) };
   if (scope.kind === 'user') query.userId = scope.userId;
   else {
@@ -134,9 +142,28 @@ function csvField(value: string): string {
 
 function time(value: unknown, what: string): Date | undefined {
   if (value === undefined) return undefined;
-  const at = typeof value === 'string' && RFC3339.test(value) ? Date.parse(value) : Number.NaN;
-  if (Number.isNaN(at)) throw new InvalidRequestError(`\`${what}\` is an RFC 3339 time, such as 2026-11-01T00:00:00Z`);
+  const match = typeof value === 'string' ? RFC3339.exec(value) : null;
+  const at = match !== null && realFields(match) ? Date.parse(value as string) : Number.NaN;
+  if (!(at >= EARLIEST && at <= LATEST)) throw new InvalidRequestError(`\`${what}\` is an RFC 3339 time, such as 2026-11-01T00:00:00Z`);
   return new Date(at);
+}
+
+/** The fields name a real date and time (Date.parse would take 31 February for 3 March). */
+function realFields(match: RegExpExecArray): boolean {
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = match.slice(1).map((field) => (field === undefined ? 0 : Number(field)));
+  const days = new Date(Date.UTC(year!, month!, 0)).getUTCDate(); // the last day of that month
+  return (
+    year! >= 1 &&
+    month! >= 1 &&
+    month! <= 12 &&
+    day! >= 1 &&
+    day! <= days &&
+    hour! <= 23 &&
+    minute! <= 59 &&
+    second! <= 59 &&
+    offsetHours! <= 23 &&
+    offsetMinutes! <= 59
+  );
 }
 
 function groups(value: unknown, scope: UsageScope): Set<UsageGroup> {
@@ -173,7 +200,7 @@ function cursorOf(page: unknown): UsageCursor {
   if (
     !Array.isArray(cursor) ||
     cursor.length !== 5 ||
-    !Number.isSafeInteger(cursor[0]) ||
+    !(Number.isSafeInteger(cursor[0]) && cursor[0] >= EARLIEST && cursor[0] <= LATEST) ||
     cursor.slice(1).some((part) => typeof part !== 'string' || part.length > 512 || textProblem(part) !== null)
   ) {
     throw new InvalidRequestError('`page` is not a page this API gave: pass `next_page` as it came');

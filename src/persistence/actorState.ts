@@ -56,7 +56,8 @@ export interface EncodedStateRow {
  * - an expiry outside what `timestamptz` reads in ISO form (years 1 to 9999): a later one, or
  *   none that is a number, is written as null (kept for good); an earlier one as 1970 (expired).
  * Size needs nothing here: an actor's state is bounded (32 limits, 1,000 holds, 256
- * idempotency answers: a few MB at most, far below what `jsonb` holds).
+ * idempotency answers, and an hour's usage rows: 64 for resources no limit names, the rest
+ * one per limit and credential; a few MB at most, far below what `jsonb` holds).
  * The common case costs one search of the JSON text for `\u`.
  */
 export function encodeStateRow(row: ActorStateRow): EncodedStateRow {
@@ -181,9 +182,9 @@ function writePlainStates(sql: Sql, unique: readonly EncodedStateRow[]): Promise
 
 /**
  * The same upsert, which also adds each written row's closed hours to `usage`: only those
- * numbered past the `usage_rolls` the row held before this statement (every part of one
- * statement reads the same snapshot, so `before` sees the row as it was), so hours a
- * committed write already added are never added again. A row refused by the fence adds
+ * numbered past the `usage_rolls` the row held before this statement (`before`, read with
+ * the rows locked, before the upsert writes them), so hours a committed write already added
+ * are never added again. A row refused by the fence adds
  * nothing. Hours of one user, resource and credential are summed first: ON CONFLICT may
  * touch a row only once per statement.
  */
@@ -217,11 +218,18 @@ function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Pro
       order by shard
       for share
     ), before as materialized (
+      -- Locked, so it reads the latest committed row: a statement still running on the server
+      -- when its connection broke (and the flush was sent again) has committed or rolled
+      -- back by the time this one reads, and what it added is not added again.
       select entity_key, usage_rolls from actor_state where entity_key in (select entity_key from input)
+      order by entity_key
+      for update
     ), written as (
       insert into actor_state (entity_key, shard, epoch, seq, state, expires_at, updated_at, usage_rolls)
       select i.entity_key, i.shard, i.epoch, i.seq, i.state::jsonb, i.expires_at, now(), i.usage_rolls
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
+      -- Joined only so that \`before\` is read (and its rows locked) before this writes them.
+      left join before b on b.entity_key = i.entity_key
       on conflict (entity_key) do update
         set shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, state = excluded.state,
             expires_at = excluded.expires_at, updated_at = excluded.updated_at,
@@ -256,15 +264,17 @@ function usageColumns(rows: readonly EncodedStateRow[]) {
   };
   for (const row of rows) {
     for (const closed of row.usage?.hours ?? []) {
-      for (const counts of closed.rows) {
+      // Five slots per resource and credential: resource, key, amount, requests, denied (usage.ts).
+      const { cells } = closed;
+      for (let at = 0; at < cells.length; at += 5) {
         columns.user.push(row.entityKey);
         columns.roll.push(closed.roll);
         columns.hour.push(closed.hour);
-        columns.resource.push(storableText(counts.resource));
-        columns.key.push(storableText(counts.key));
-        columns.amount.push(counts.amount);
-        columns.requests.push(counts.requests);
-        columns.denied.push(counts.denied);
+        columns.resource.push(storableText(cells[at] as string));
+        columns.key.push(storableText(cells[at + 1] as string));
+        columns.amount.push(cells[at + 2] as number);
+        columns.requests.push(cells[at + 3] as number);
+        columns.denied.push(cells[at + 4] as number);
       }
     }
   }

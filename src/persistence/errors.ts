@@ -13,6 +13,8 @@ export const SQLSTATE = {
   foreignKeyViolation: '23503',
   /** Also what inserting into a partitioned table raises when no partition takes the row. */
   checkViolation: '23514',
+  /** A statement cancelled, by statement_timeout among others. */
+  queryCanceled: '57014',
 } as const;
 
 export function sqlState(error: unknown): string | undefined {

@@ -13,6 +13,7 @@ import type postgres from 'postgres';
 import {
   EmailTakenError,
   type FencedLoad,
+  InvalidRequestError,
   type LoadedUser,
   StaleEpochError,
   StorageUnavailableError,
@@ -348,7 +349,7 @@ export class Store implements UserStore {
   // ---- usage history -----------------------------------------------------------------
 
   queryUsage(query: UsageQuery): ReturnType<typeof usage.queryUsage> {
-    return usage.queryUsage(this.sql, query).catch(rethrow);
+    return this.boundedRead((sql) => usage.queryUsage(sql, query));
   }
 
   /** The month's export, a page of lines at a time (usage.ts); a database error surfaces as `StorageUnavailableError`. */
@@ -365,7 +366,27 @@ export class Store implements UserStore {
   }
 
   topUsers(month: Date, limit: number): ReturnType<typeof usage.topUsers> {
-    return usage.topUsers(this.sql, month, limit).catch(rethrow);
+    return this.boundedRead((sql) => usage.topUsers(sql, month, limit));
+  }
+
+  /**
+   * A read of the usage history that may not run longer than USAGE_READ_TIMEOUT_MS: one that
+   * would is cancelled by Postgres and refused (InvalidRequestError), so a query over a huge
+   * range cannot hold a connection (the embedded database has one) for long.
+   */
+  private async boundedRead<T>(read: (sql: Sql) => Promise<T>): Promise<T> {
+    try {
+      return (await this.sql.begin(async (sql) => {
+        await sql`select set_config('statement_timeout', ${String(USAGE_READ_TIMEOUT_MS)}, true)`;
+        return read(sql as unknown as Sql);
+      })) as T;
+    } catch (error) {
+      if (sqlState(error) === SQLSTATE.queryCanceled) {
+        // The cancellation is the whole story: the caller asked for more than a read may cost.
+        throw new InvalidRequestError(`the usage query ran past ${USAGE_READ_TIMEOUT_MS / 1000} s: ask for a shorter range, or fewer groups`);
+      }
+      throw translate(error, undefined);
+    }
   }
 
   /**
@@ -417,6 +438,9 @@ function translate(error: unknown, tier: string | undefined): unknown {
 function rethrow(error: unknown): never {
   throw translate(error, undefined);
 }
+
+/** A read of the usage history is cancelled past this. */
+const USAGE_READ_TIMEOUT_MS = 10_000;
 
 /** Users loaded together in one statement, at most. */
 const LOAD_BATCH = 500;

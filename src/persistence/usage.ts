@@ -105,11 +105,7 @@ export async function countUsers(sql: Sql): Promise<number> {
 }
 
 /** The users who used the most of each resource in the month starting at `month`. */
-export async function topUsers(
-  sql: Sql,
-  month: Date,
-  limit: number,
-): Promise<{ userId: string; tier: string; resource: string; amount: number; requests: number; denied: number }[]> {
+export async function topUsers(sql: Sql, month: Date, limit: number): Promise<TopUser[]> {
   const end = new Date(Date.UTC(month.getUTCFullYear(), month.getUTCMonth() + 1, 1));
   const rows = await sql<{ user_id: string; tier: string | null; resource: string; amount: string; requests: string; denied: string }[]>`
     select t.user_id, u.tier, t.resource, t.amount, t.requests, t.denied

@@ -5,8 +5,8 @@
  * The current hour's counters live in the actor and are written with its quota state, in the
  * same fenced statement, so usage and state lose the same window in a crash and never
  * disagree. When the hour closes (the next record falls in a later hour), or the actor is
- * about to leave memory (`rollNow`), the counters are rolled: they become a closed hour with
- * a roll number, waiting for the next write, which adds them to the `usage` table in the
+ * about to leave memory idle (`rollNow`), the counters are rolled: they become a closed hour
+ * with a roll number, waiting for the next write, which adds them to the `usage` table in the
  * statement that writes the state.
  *
  * Why roll numbers: an addition must happen exactly once, though a write whose answer never
@@ -16,26 +16,34 @@
  * state loaded from Postgres may still list closed hours it added; a copy from the Redis
  * replica may list some it did not: either way the next write sorts them out the same way.
  *
- * Memory: a user who has charged nothing since it was loaded holds no counters at all (null),
- * and a user with one key and one resource holds one row.
+ * Bounded: a resource that no limit of the user names (callers choose those freely) gets a
+ * row of its own only while the hour has fewer than MAX_FREE_ROWS rows; later ones are
+ * counted under OTHER_RESOURCE. Resources a limit names always get their own, so what a
+ * budget spent is always in its resource's rows.
+ *
+ * Memory: a user who has charged nothing since it was loaded holds no counters at all (null);
+ * the counters are one object and one flat array of 5 slots per resource and credential,
+ * with every number a small integer (hours and ticks, not milliseconds).
  */
+import type { LimitSet } from './quota/index.js';
 
 const HOUR_MS = 3_600_000;
+/** The slots of one resource and credential in `cells`: resource, key, amount, requests, denied. */
+const ROW = 5;
+/** Rows an hour may hold before resources no limit names are counted together. */
+export const MAX_FREE_ROWS = 64;
+/** Where resources no limit names are counted once an hour holds MAX_FREE_ROWS rows ("#" is in no limit name). */
+export const OTHER_RESOURCE = '#other';
 
-export interface UsageCounts {
-  readonly resource: string;
-  /** The API key's or session's id; "" when a platform service or the admin token asked. */
-  readonly key: string;
-  amount: number;
-  requests: number;
-  denied: number;
-}
+/** `[resource, key, amount, requests, denied, resource, key, …]` */
+export type UsageCells = (string | number)[];
 
 /** A closed hour, waiting to be added to the history by the next write. */
 export interface ClosedHour {
   readonly roll: number;
+  /** The hour's start, in ms since the epoch. */
   readonly hour: number;
-  readonly rows: readonly UsageCounts[];
+  readonly cells: Readonly<UsageCells>;
 }
 
 /** The closed hours one write carries, and the highest roll number among them. */
@@ -46,6 +54,7 @@ export interface PendingUsage {
 
 /** The counters as the stored state holds them. */
 export interface UsageJSON {
+  /** The current hour's start, ms since the epoch. */
   hour: number;
   rolls: number;
   /** `[resource, key, amount, requests, denied]` */
@@ -55,37 +64,45 @@ export interface UsageJSON {
 }
 
 export class UsageCounters {
-  /** The start of the hour `rows` count, in ms since the epoch (UTC). */
-  hour: number;
-  rows: UsageCounts[] = [];
+  /** The hour `cells` count, in hours since the epoch (UTC). */
+  private hourIndex: number;
+  cells: UsageCells | null = null;
   pending: ClosedHour[] | null = null;
   /** The last roll number given. */
   rolls: number;
 
   constructor(hour: number, rolls: number) {
-    this.hour = hour;
+    this.hourIndex = Math.floor(hour / HOUR_MS);
     this.rolls = rolls;
   }
 
+  /** The start of the hour being counted, ms since the epoch. */
+  get hour(): number {
+    return this.hourIndex * HOUR_MS;
+  }
+
   /** Records an admitted charge of `amount` to `resource`; counts one request. */
-  charged(now: number, key: string, resource: string, amount: number): void {
-    const row = this.row(now, key, resource);
-    row.amount += amount;
-    row.requests++;
+  charged(now: number, key: string, resource: string, amount: number, set: LimitSet): void {
+    const at = this.rowAt(now, key, resource, set);
+    const cells = this.cells!;
+    cells[at + 2] = (cells[at + 2] as number) + amount;
+    cells[at + 3] = (cells[at + 3] as number) + 1;
   }
 
   /** Records a refused request for `resource`. */
-  refused(now: number, key: string, resource: string): void {
-    this.row(now, key, resource).denied++;
+  refused(now: number, key: string, resource: string, set: LimitSet): void {
+    const at = this.rowAt(now, key, resource, set) + 4;
+    const cells = this.cells!;
+    cells[at] = (cells[at] as number) + 1;
   }
 
   /** Rolls the current hour's counters into a closed hour, if there are any. Returns whether it did. */
   rollNow(): boolean {
-    if (this.rows.length === 0) return false;
-    const closed: ClosedHour = { roll: ++this.rolls, hour: this.hour, rows: this.rows };
+    if (this.cells === null) return false;
+    const closed: ClosedHour = { roll: ++this.rolls, hour: this.hour, cells: this.cells };
     if (this.pending === null) this.pending = [closed];
     else this.pending.push(closed);
-    this.rows = [];
+    this.cells = null;
     return true;
   }
 
@@ -106,23 +123,23 @@ export class UsageCounters {
     this.pending = left.length === 0 ? null : left;
   }
 
-  /** Nothing counted and nothing waiting: the counters can go. */
+  /** Nothing counted and nothing waiting. */
   get empty(): boolean {
-    return this.rows.length === 0 && this.pending === null;
+    return this.cells === null && this.pending === null;
   }
 
   toJSON(): UsageJSON {
-    const json: UsageJSON = { hour: this.hour, rolls: this.rolls, rows: this.rows.map((row) => [row.resource, row.key, row.amount, row.requests, row.denied]) };
+    const json: UsageJSON = { hour: this.hour, rolls: this.rolls, rows: rowsOf(this.cells ?? []) };
     if (this.pending !== null) {
       json.pending = this.pending.flatMap((closed) =>
-        closed.rows.map((row): [number, number, string, string, number, number, number] => [
+        rowsOf(closed.cells).map(([resource, key, amount, requests, denied]): [number, number, string, string, number, number, number] => [
           closed.roll,
           closed.hour,
-          row.resource,
-          row.key,
-          row.amount,
-          row.requests,
-          row.denied,
+          resource,
+          key,
+          amount,
+          requests,
+          denied,
         ]),
       );
     }
@@ -137,53 +154,70 @@ export class UsageCounters {
     if (typeof json !== 'object' || json === null) return null;
     const { hour, rolls, rows, pending } = json as Partial<Record<keyof UsageJSON, unknown>>;
     if (!isCount(hour) || !isCount(rolls)) return null;
-    const counters = new UsageCounters(hourOf(hour), rolls);
+    const counters = new UsageCounters(hour, rolls);
     if (Array.isArray(rows)) {
-      for (const raw of rows) {
-        const row = countsOf(raw, 0);
-        if (row !== null) counters.rows.push(row);
-      }
+      const cells: UsageCells = [];
+      for (const raw of rows) if (Array.isArray(raw)) pushCounts(cells, raw, 0);
+      if (cells.length > 0) counters.cells = cells;
     }
     if (Array.isArray(pending)) {
-      const closed = new Map<number, ClosedHour & { rows: UsageCounts[] }>();
+      const closed = new Map<number, ClosedHour & { cells: UsageCells }>();
       for (const raw of pending) {
         if (!Array.isArray(raw) || !isCount(raw[0]) || !isCount(raw[1]) || raw[0] > rolls) continue;
-        const row = countsOf(raw, 2);
-        if (row === null) continue;
-        const entry = closed.get(raw[0]) ?? { roll: raw[0], hour: hourOf(raw[1]), rows: [] };
-        entry.rows.push(row);
-        closed.set(raw[0], entry);
+        const entry = closed.get(raw[0]) ?? { roll: raw[0], hour: hourOf(raw[1]), cells: [] };
+        if (pushCounts(entry.cells, raw, 2)) closed.set(raw[0], entry);
       }
       if (closed.size > 0) counters.pending = [...closed.values()].sort((a, b) => a.roll - b.roll);
     }
     return counters.empty && rolls === 0 ? null : counters;
   }
 
-  private row(now: number, key: string, resource: string): UsageCounts {
-    if (now >= this.hour + HOUR_MS) {
-      this.rollNow();
-      this.hour = hourOf(now);
-    }
+  /** Where the row of `key` and `resource` starts in the cells of the hour `now` falls in (rolling the hour before if it closed). */
+  private rowAt(now: number, key: string, resource: string, set: LimitSet): number {
+    const index = Math.floor(now / HOUR_MS);
     // A clock behind the one that opened this hour (another owner's) still counts here: a
     // closed hour is never reopened.
-    const rows = this.rows;
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      if (row.resource === resource && row.key === key) return row;
+    if (index > this.hourIndex) {
+      this.rollNow();
+      this.hourIndex = index;
     }
-    const row: UsageCounts = { resource, key, amount: 0, requests: 0, denied: 0 };
-    rows.push(row);
-    return row;
+    if (this.cells === null) {
+      // A literal: its backing store is exactly one row (a push onto [] would reserve 16 slots).
+      this.cells = [resource, key, 0, 0, 0];
+      return 0;
+    }
+    return rowOf(this.cells, key, resource, set);
   }
+}
+
+/** Where the row of `key` and `resource` starts in `cells`, made if there is none. */
+function rowOf(cells: UsageCells, key: string, resource: string, set: LimitSet): number {
+  for (let at = 0; at < cells.length; at += ROW) {
+    if (cells[at] === resource && cells[at + 1] === key) return at;
+  }
+  if (cells.length >= MAX_FREE_ROWS * ROW && resource !== OTHER_RESOURCE && !set.compiled.some((entry) => entry.limit.resource === resource)) {
+    return rowOf(cells, key, OTHER_RESOURCE, set);
+  }
+  cells.push(resource, key, 0, 0, 0);
+  return cells.length - ROW;
+}
+
+function rowsOf(cells: Readonly<UsageCells>): [string, string, number, number, number][] {
+  const rows: [string, string, number, number, number][] = [];
+  for (let at = 0; at < cells.length; at += ROW) {
+    rows.push([cells[at] as string, cells[at + 1] as string, cells[at + 2] as number, cells[at + 3] as number, cells[at + 4] as number]);
+  }
+  return rows;
 }
 
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 
-function countsOf(raw: unknown, at: number): UsageCounts | null {
-  if (!Array.isArray(raw)) return null;
-  const [resource, key, amount, requests, denied] = raw.slice(at) as unknown[];
-  if (typeof resource !== 'string' || typeof key !== 'string' || !isCount(amount) || !isCount(requests) || !isCount(denied)) return null;
-  return { resource, key, amount, requests, denied };
+/** Appends `raw`'s counts (from `from` on) to `cells` if they are well formed; returns whether they were. */
+function pushCounts(cells: UsageCells, raw: unknown[], from: number): boolean {
+  const [resource, key, amount, requests, denied] = raw.slice(from);
+  if (typeof resource !== 'string' || typeof key !== 'string' || !isCount(amount) || !isCount(requests) || !isCount(denied)) return false;
+  cells.push(resource, key, amount, requests, denied);
+  return true;
 }
 
 /** The start of the UTC hour `at` falls in. */

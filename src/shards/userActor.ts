@@ -256,7 +256,7 @@ export class UserActor extends Actor {
     this.shard.runtime.stats.decisions++;
     // A refusal returns the same state unless expired holds were released meanwhile.
     this.keepQuota(current, result.state);
-    if (result.allowed) this.countCharge(now, usageKey, request);
+    if (result.allowed) this.countCharge(set, now, usageKey, request);
     else this.countRefusal(set, now, usageKey, request, result.denied);
     return decisionOf(result);
   }
@@ -275,7 +275,8 @@ export class UserActor extends Actor {
   /** A settled hold counts what it settled at, now, as one request. */
   settle(tiers: TierRegistry, now: number, id: string, settlement: Settlement, usageKey = ''): LimitState[] {
     const current = this.quota;
-    const result = settle(this.currentLimits(tiers), current, now, { ...settlement, id });
+    const set = this.currentLimits(tiers);
+    const result = settle(set, current, now, { ...settlement, id });
     // Not found or refused, the state differs only if expired holds were released meanwhile.
     this.keepQuota(current, result.state);
     if (!result.found) throw new NotFoundError('reservation');
@@ -283,7 +284,7 @@ export class UserActor extends Actor {
     // The hold was live (an expired one is not found), so it is still in `current`.
     const hold = current.holds?.find((open) => open.id === id);
     const charge = hold === undefined ? undefined : settledCharge(hold, settlement);
-    if (charge !== undefined && typeof charge !== 'string') this.countCharge(now, usageKey, charge, true);
+    if (charge !== undefined && typeof charge !== 'string') this.countCharge(set, now, usageKey, charge, true);
     return result.limits;
   }
 
@@ -294,23 +295,27 @@ export class UserActor extends Actor {
    * the cost's resource counts the request even at 0 (a hold settled at nothing was still a
    * request).
    */
-  private countCharge(now: number, usageKey: string, charge: Charge, always = false): void {
+  private countCharge(set: LimitSet, now: number, usageKey: string, charge: Charge, always = false): void {
     const usage = this.countersAt(now);
-    if (charge.cost > 0 || always) usage.charged(now, usageKey, charge.resource ?? DEFAULT_RESOURCE, charge.cost);
+    if (charge.cost > 0 || always) usage.charged(now, usageKey, charge.resource ?? DEFAULT_RESOURCE, charge.cost, set);
     const amounts = charge.amounts;
     if (amounts != null) {
       for (const name in amounts) {
         const amount = amounts[name]!;
-        if (amount > 0 && Object.hasOwn(amounts, name)) usage.charged(now, usageKey, name, amount);
+        if (amount > 0 && Object.hasOwn(amounts, name)) usage.charged(now, usageKey, name, amount, set);
       }
     }
     // No markDirty: an admitted charge changed the quota state, which marked the actor dirty.
   }
 
-  /** Counts a refusal, for the resource of the limit that refused (the request's own when that limit names none). */
+  /**
+   * Counts a refusal, for the resource of the limit that refused (the request's own when that
+   * limit names none). The count is written like any change: a user refused all through a
+   * flush interval costs one row at its flush, as a user admitted all through it does.
+   */
   private countRefusal(set: LimitSet, now: number, usageKey: string, request: Charge, denied: string | undefined): void {
     const limit = denied === undefined ? undefined : set.compiled.find((entry) => entry.limit.name === denied)?.limit;
-    this.countersAt(now).refused(now, usageKey, limit?.resource ?? request.resource ?? DEFAULT_RESOURCE);
+    this.countersAt(now).refused(now, usageKey, limit?.resource ?? request.resource ?? DEFAULT_RESOURCE, set);
     this.markDirty();
   }
 

@@ -153,6 +153,12 @@ describe('reading', () => {
       [`start=${monthStart()}&limit=0`, /limit/],
       [`start=${monthStart()}&page=bm90LW91cnM`, /page/],
       [`start=${monthStart()}&start=${monthStart()}`, /twice/],
+      ['start=2026-02-31T00:00:00Z', /RFC 3339/],
+      ['start=0000-01-01T00:00:00Z', /RFC 3339/],
+      ['start=2026-01-01T24:00:00Z', /RFC 3339/],
+      ['start=2025-01-01T00:00:00Z&end=2026-06-01T00:00:00Z', /400 days/],
+      ['start=2026-01-01T00:00:00Z&end=2026-03-01T00:00:00Z&bucket=1h', /31 days/],
+      [`start=${monthStart()}&page=${Buffer.from(JSON.stringify([9e15, 'a', '', '', ''])).toString('base64url')}`, /page/],
     ];
     for (const [query, detail] of cases) {
       const res = await t.api('GET', `/v1/quota/usage?${query}`, { token: user.token });

@@ -21,7 +21,7 @@ function stateRow(user: string, shard: number, epoch: number, seq: number, usage
 }
 
 function closedHour(roll: number, at: number, amount: number, resource = 'tokens', key = 'key_a') {
-  return { roll, hour: at - (at % HOUR), rows: [{ resource, key, amount, requests: 1, denied: 0 }] };
+  return { roll, hour: at - (at % HOUR), cells: [resource, key, amount, 1, 0] };
 }
 
 describe.each(DATABASE_KINDS)('usage history on %s', (kind) => {

@@ -79,7 +79,7 @@ export function adminRoutes(deps: RouteDeps): RouteDefinition[] {
     route({
       method: 'get',
       path: '/v1/admin/cluster/rates',
-      summary: 'Each node’s HTTP requests per second over the last 15 minutes, a point every 10 s',
+      summary: 'Each node’s quota decisions per second over the last 15 minutes, a point every 10 s',
       tag: 'admin',
       auth: 'admin',
       responses: { 200: { description: 'the rates, as this node keeps them', schema: S.ClusterRates } },

@@ -21,7 +21,7 @@ export interface RouteDeps {
   clock: () => number;
   health(): Promise<HealthReport>;
   cluster(): ClusterView;
-  /** Each node's HTTP requests per second over the last 15 minutes, as this node keeps them. */
+  /** Each node's quota decisions per second over the last 15 minutes, as this node keeps them. */
   rates(): ClusterRates;
   /** Where an entity lives: its shard, and the node that owns that shard now. */
   placement(entityKey: string): { shard: number; owner: string | null };

@@ -73,11 +73,15 @@ SELECT usage_ensure_partitions(now(), 3);
 -- Every hour of usage there is: the closed hours in `usage`, and the hours still counted in
 -- users' state rows (as of their last write). The closed hours a state row lists under
 -- `pending` are already in `usage` (the statement that wrote the row added them), so only
--- `rows` count here.
+-- `cells` count here: five slots per resource and credential (resource, key, amount,
+-- requests, denied), as the actor holds them (src/shards/usage.ts).
 CREATE VIEW usage_hours AS
   SELECT user_id, hour, resource, key_id, amount, requests, denied FROM usage
   UNION ALL
   SELECT a.entity_key, to_timestamp((a.state->'usage'->>'hour')::bigint / 1000.0),
-         r->>0, r->>1, (r->>2)::bigint, (r->>3)::bigint, (r->>4)::bigint
-  FROM actor_state a CROSS JOIN LATERAL jsonb_array_elements(a.state->'usage'->'rows') AS r
-  WHERE jsonb_typeof(a.state->'usage'->'rows') = 'array';
+         c->>i, c->>(i + 1), (c->>(i + 2))::bigint, (c->>(i + 3))::bigint, (c->>(i + 4))::bigint
+  FROM actor_state a
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN jsonb_typeof(a.state->'usage'->'cells') = 'array' THEN a.state->'usage'->'cells' ELSE '[]'::jsonb END AS c
+  ) AS u
+  CROSS JOIN LATERAL generate_series(0, jsonb_array_length(u.c) - 5, 5) AS i;

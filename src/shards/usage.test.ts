@@ -63,10 +63,9 @@ describe('UsageCounters', () => {
     const usage = new UsageCounters(0, 0);
     for (let i = 0; i < MAX_FREE_ROWS + 10; i++) usage.charged(10, 'k', `junk-${i}`, 1, SET);
     usage.charged(10, 'k', 'tokens', 500, SET);
-    const rows = usage.toJSON().rows;
-    expect(rows).toHaveLength(MAX_FREE_ROWS + 2);
-    expect(rows).toContainEqual([OTHER_RESOURCE, 'k', 10, 10, 0]);
-    expect(rows).toContainEqual(['tokens', 'k', 500, 1, 0]);
+    const { cells } = usage.toJSON();
+    expect(cells).toHaveLength((MAX_FREE_ROWS + 2) * 5);
+    expect(cells.slice(-10)).toEqual([OTHER_RESOURCE, 'k', 10, 10, 0, 'tokens', 'k', 500, 1, 0]);
   });
 
   it('reads a malformed stored form without throwing, skipping what is wrong', () => {
@@ -75,10 +74,11 @@ describe('UsageCounters', () => {
     const read = UsageCounters.fromJSON({
       hour: T0,
       rolls: 2,
-      rows: [['default', 'k', 1, 1, 0], ['bad', 'k', -1, 0, 0], 'nonsense'],
+      cells: ['default', 'k', 1, 1, 0, 'bad', 'k', -1, 0, 0, 'cut short'],
       pending: [
-        [2, T0, 'default', 'k', 3, 1, 0],
-        [9, T0, 'default', 'k', 3, 1, 0], // a roll past `rolls`: not ours
+        [2, T0, ['default', 'k', 3, 1, 0]],
+        [9, T0, ['default', 'k', 3, 1, 0]], // a roll past `rolls`: not ours
+        'nonsense',
       ],
     })!;
     expect(read.cells).toEqual(['default', 'k', 1, 1, 0]);

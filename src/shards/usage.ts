@@ -52,15 +52,18 @@ export interface PendingUsage {
   hours: readonly ClosedHour[];
 }
 
-/** The counters as the stored state holds them. */
+/**
+ * The counters as the stored state holds them: the cells as they are in memory, so writing a
+ * state (once a flush for every changed user) copies nothing.
+ */
 export interface UsageJSON {
   /** The current hour's start, ms since the epoch. */
   hour: number;
   rolls: number;
-  /** `[resource, key, amount, requests, denied]` */
-  rows: [string, string, number, number, number][];
-  /** `[roll, hour, resource, key, amount, requests, denied]`, for closed hours not yet known to be added. */
-  pending?: [number, number, string, string, number, number, number][];
+  /** `[resource, key, amount, requests, denied, resource, …]` */
+  cells: Readonly<UsageCells>;
+  /** `[roll, hour, cells]` for closed hours not yet known to be added. */
+  pending?: [number, number, Readonly<UsageCells>][];
 }
 
 export class UsageCounters {
@@ -129,20 +132,8 @@ export class UsageCounters {
   }
 
   toJSON(): UsageJSON {
-    const json: UsageJSON = { hour: this.hour, rolls: this.rolls, rows: rowsOf(this.cells ?? []) };
-    if (this.pending !== null) {
-      json.pending = this.pending.flatMap((closed) =>
-        rowsOf(closed.cells).map(([resource, key, amount, requests, denied]): [number, number, string, string, number, number, number] => [
-          closed.roll,
-          closed.hour,
-          resource,
-          key,
-          amount,
-          requests,
-          denied,
-        ]),
-      );
-    }
+    const json: UsageJSON = { hour: this.hour, rolls: this.rolls, cells: this.cells ?? NO_CELLS };
+    if (this.pending !== null) json.pending = this.pending.map((closed) => [closed.roll, closed.hour, closed.cells]);
     return json;
   }
 
@@ -152,22 +143,18 @@ export class UsageCounters {
    */
   static fromJSON(json: unknown): UsageCounters | null {
     if (typeof json !== 'object' || json === null) return null;
-    const { hour, rolls, rows, pending } = json as Partial<Record<keyof UsageJSON, unknown>>;
+    const { hour, rolls, cells, pending } = json as Partial<Record<keyof UsageJSON, unknown>>;
     if (!isCount(hour) || !isCount(rolls)) return null;
     const counters = new UsageCounters(hour, rolls);
-    if (Array.isArray(rows)) {
-      const cells: UsageCells = [];
-      for (const raw of rows) if (Array.isArray(raw)) pushCounts(cells, raw, 0);
-      if (cells.length > 0) counters.cells = cells;
-    }
+    counters.cells = cellsFrom(cells);
     if (Array.isArray(pending)) {
-      const closed = new Map<number, ClosedHour & { cells: UsageCells }>();
+      const closed: ClosedHour[] = [];
       for (const raw of pending) {
-        if (!Array.isArray(raw) || !isCount(raw[0]) || !isCount(raw[1]) || raw[0] > rolls) continue;
-        const entry = closed.get(raw[0]) ?? { roll: raw[0], hour: hourOf(raw[1]), cells: [] };
-        if (pushCounts(entry.cells, raw, 2)) closed.set(raw[0], entry);
+        if (!Array.isArray(raw) || !isCount(raw[0]) || !isCount(raw[1]) || raw[0] > rolls || closed.some((one) => one.roll === raw[0])) continue;
+        const closedCells = cellsFrom(raw[2]);
+        if (closedCells !== null) closed.push({ roll: raw[0], hour: hourOf(raw[1]), cells: closedCells });
       }
-      if (closed.size > 0) counters.pending = [...closed.values()].sort((a, b) => a.roll - b.roll);
+      if (closed.length > 0) counters.pending = closed.sort((a, b) => a.roll - b.roll);
     }
     return counters.empty && rolls === 0 ? null : counters;
   }
@@ -202,22 +189,21 @@ function rowOf(cells: UsageCells, key: string, resource: string, set: LimitSet):
   return cells.length - ROW;
 }
 
-function rowsOf(cells: Readonly<UsageCells>): [string, string, number, number, number][] {
-  const rows: [string, string, number, number, number][] = [];
-  for (let at = 0; at < cells.length; at += ROW) {
-    rows.push([cells[at] as string, cells[at + 1] as string, cells[at + 2] as number, cells[at + 3] as number, cells[at + 4] as number]);
-  }
-  return rows;
-}
+const NO_CELLS: Readonly<UsageCells> = Object.freeze([]);
 
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 
-/** Appends `raw`'s counts (from `from` on) to `cells` if they are well formed; returns whether they were. */
-function pushCounts(cells: UsageCells, raw: unknown[], from: number): boolean {
-  const [resource, key, amount, requests, denied] = raw.slice(from);
-  if (typeof resource !== 'string' || typeof key !== 'string' || !isCount(amount) || !isCount(requests) || !isCount(denied)) return false;
-  cells.push(resource, key, amount, requests, denied);
-  return true;
+/** The well-formed rows of stored cells (a malformed row is skipped), or null when none are. */
+function cellsFrom(raw: unknown): UsageCells | null {
+  if (!Array.isArray(raw)) return null;
+  const cells: UsageCells = [];
+  for (let at = 0; at + ROW <= raw.length; at += ROW) {
+    const [resource, key, amount, requests, denied] = raw.slice(at, at + ROW) as unknown[];
+    if (typeof resource === 'string' && typeof key === 'string' && isCount(amount) && isCount(requests) && isCount(denied)) {
+      cells.push(resource, key, amount, requests, denied);
+    }
+  }
+  return cells.length === 0 ? null : cells;
 }
 
 /** The start of the UTC hour `at` falls in. */

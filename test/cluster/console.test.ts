@@ -138,7 +138,14 @@ describe('the console', () => {
 
     // Each node's decisions per second: a line per node, kept by the node since it started.
     await page.waitForSelector('#rates-chart .uplot canvas');
-    expect(await labels('#rates-chart')).toEqual(expect.arrayContaining(['time', 'v1', 'v2']));
+    // A node is drawn once the node serving the page has sampled its heartbeats (every 10 s;
+    // the page reads the rates every 10 s too).
+    await page.waitForFunction(
+      `['v1', 'v2', 'v3'].every((id) => [...document.querySelectorAll('#rates-chart .u-legend .u-series .u-label')].some((l) => l.textContent === id))`,
+      undefined,
+      { timeout: 40_000 },
+    );
+    expect(await labels('#rates-chart')).toEqual(['time', 'v1', 'v2', 'v3']);
     // The nodes sample every 10 s: a line needs two points (the page reads them every 10 s too).
     await page.waitForFunction("Number(document.querySelector('#rates-chart')?.dataset.points) >= 2", undefined, { timeout: 40_000 });
     expect(await page.textContent('#rates-note')).toBe('a point every 10 s');

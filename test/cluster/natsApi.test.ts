@@ -66,6 +66,7 @@ describe('the NATS service', () => {
         'tally.v1.quota.reserve',
         'tally.v1.quota.settle',
         'tally.v1.sessions.verify',
+        'tally.v1.usage.get',
       ].sort(),
     );
     expect(infos.every((info) => info.endpoints.every((endpoint) => endpoint.queue_group === 'tally'))).toBe(true);

@@ -102,6 +102,27 @@ describe.each(DATABASE_KINDS)('usage history on %s', (kind) => {
     expect(await total(user)).toBe(0);
   });
 
+  it('exports a month by user, resource and day, the hours still in state rows included', async () => {
+    const user = `user_export_${serial++}`;
+    await db.database.sql`insert into users (id, email, tier, password_hash) values (${user}, ${`${user}@example.com`}, 'pro', 'x')`;
+    const day = utc('2026-09-14T08:30:00Z');
+    await store.writeStates([stateRow(user, shard, epoch, 1, { rolls: 2, hours: [closedHour(1, day, 10), closedHour(2, day + HOUR, 5, 'default')] })]);
+    // This hour's counters, as a state row holds them (not yet rolled).
+    const live = JSON.stringify({
+      v: 1,
+      limits: {},
+      usage: { hour: day + 2 * HOUR - ((day + 2 * HOUR) % HOUR), rolls: 2, cells: ['tokens', 'key_a', 7, 1, 2] },
+    });
+    await store.writeStates([{ ...stateRow(user, shard, epoch, 2, null), state: live }]);
+    const lines = [];
+    for await (const page of store.exportUsage(new Date('2026-09-01T00:00:00Z'))) lines.push(...page.filter((line) => line.userId === user));
+    expect(lines).toEqual([
+      { userId: user, tier: 'pro', resource: 'default', day: '2026-09-14', amount: 5, requests: 1, denied: 0 },
+      { userId: user, tier: 'pro', resource: 'tokens', day: '2026-09-14', amount: 17, requests: 2, denied: 2 },
+    ]);
+    expect(await store.countUsers()).toBeGreaterThan(0);
+  });
+
   it('puts 23:59:59.999 UTC on the last day of the month in that month, and queries across the two partitions', async () => {
     const user = `user_edge_${serial++}`;
     const lastMs = utc('2026-11-30T23:59:59.999Z');

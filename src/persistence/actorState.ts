@@ -152,23 +152,34 @@ export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): P
   return { written: unique.length - fenced.length, fenced: fenced.map((row) => row.entity_key) };
 }
 
-function writePlainStates(sql: Sql, unique: readonly EncodedStateRow[]): Promise<{ entity_key: string }[]> {
-  return sql<{ entity_key: string }[]>`
-    with input as (
-      select * from unnest(
-        ${sql.array(unique.map((row) => row.entityKey))}::text[],
-        ${sql.array(unique.map((row) => row.shard))}::int[],
-        ${sql.array(unique.map((row) => row.epoch))}::bigint[],
-        ${sql.array(unique.map((row) => row.seq))}::bigint[],
-        ${sql.array(unique.map((row) => row.state))}::text[],
-        ${sql.array(unique.map((row) => row.expiresAt))}::timestamptz[]
-      ) as r(entity_key, shard, epoch, seq, state, expires_at)
-    ), fence as materialized (
+/** The rows as the typed arrays both upserts unnest: key, shard, epoch, sequence, state (text), expiry. */
+function stateColumns(sql: Sql, unique: readonly EncodedStateRow[]) {
+  return sql`
+    ${sql.array(unique.map((row) => row.entityKey))}::text[],
+    ${sql.array(unique.map((row) => row.shard))}::int[],
+    ${sql.array(unique.map((row) => row.epoch))}::bigint[],
+    ${sql.array(unique.map((row) => row.seq))}::bigint[],
+    ${sql.array(unique.map((row) => row.state))}::text[],
+    ${sql.array(unique.map((row) => row.expiresAt))}::timestamptz[]`;
+}
+
+/** The fence rows of the input's shards, locked FOR SHARE in shard order (see the file's comment). */
+function fenceOfInput(sql: Sql) {
+  return sql`fence as materialized (
       select shard, epoch from shard_fence
       where shard in (select shard from input)
       order by shard
       for share
-    ), written as (
+    )`;
+}
+
+function writePlainStates(sql: Sql, unique: readonly EncodedStateRow[]): Promise<{ entity_key: string }[]> {
+  return sql<{ entity_key: string }[]>`
+    with input as (
+      select * from unnest(
+        ${stateColumns(sql, unique)}
+      ) as r(entity_key, shard, epoch, seq, state, expires_at)
+    ), ${fenceOfInput(sql)}, written as (
       insert into actor_state (entity_key, shard, epoch, seq, state, expires_at, updated_at)
       select i.entity_key, i.shard, i.epoch, i.seq, i.state::jsonb, i.expires_at, now()
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
@@ -184,8 +195,7 @@ function writePlainStates(sql: Sql, unique: readonly EncodedStateRow[]): Promise
  * The same upsert, which also adds each written row's closed hours to `usage`: only those
  * numbered past the `usage_rolls` the row held before this statement (`before`, read with
  * the rows locked, before the upsert writes them), so hours a committed write already added
- * are never added again. A row refused by the fence adds
- * nothing. Hours of one user, resource and credential are summed first: ON CONFLICT may
+ * are never added again. A row refused by the fence adds nothing. Hours of one user, resource and credential are summed first: ON CONFLICT may
  * touch a row only once per statement.
  */
 function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Promise<{ entity_key: string }[]> {
@@ -193,12 +203,7 @@ function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Pro
   return sql<{ entity_key: string }[]>`
     with input as (
       select * from unnest(
-        ${sql.array(unique.map((row) => row.entityKey))}::text[],
-        ${sql.array(unique.map((row) => row.shard))}::int[],
-        ${sql.array(unique.map((row) => row.epoch))}::bigint[],
-        ${sql.array(unique.map((row) => row.seq))}::bigint[],
-        ${sql.array(unique.map((row) => row.state))}::text[],
-        ${sql.array(unique.map((row) => row.expiresAt))}::timestamptz[],
+        ${stateColumns(sql, unique)},
         ${sql.array(unique.map((row) => row.usage?.rolls ?? 0))}::bigint[]
       ) as r(entity_key, shard, epoch, seq, state, expires_at, usage_rolls)
     ), closed as (
@@ -212,12 +217,7 @@ function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Pro
         ${sql.array(hours.requests)}::bigint[],
         ${sql.array(hours.denied)}::bigint[]
       ) as c(user_id, roll, hour, resource, key_id, amount, requests, denied)
-    ), fence as materialized (
-      select shard, epoch from shard_fence
-      where shard in (select shard from input)
-      order by shard
-      for share
-    ), before as materialized (
+    ), ${fenceOfInput(sql)}, before as materialized (
       -- Locked, so it reads the latest committed row: a statement still running on the server
       -- when its connection broke (and the flush was sent again) has committed or rolled
       -- back by the time this one reads, and what it added is not added again.
@@ -290,7 +290,9 @@ function storableText(text: string): string {
 export function usageMonths(rows: readonly EncodedStateRow[]): Date[] {
   const months = new Set<number>();
   for (const row of rows) {
-    for (const closed of row.usage?.hours ?? []) {
+    // Nearly every row carries none: skipped without a loop (this runs on every flush).
+    if (row.usage === null) continue;
+    for (const closed of row.usage.hours) {
       const at = new Date(closed.hour);
       months.add(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
     }

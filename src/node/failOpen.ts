@@ -37,6 +37,8 @@ const CREDENTIALS_BEFORE_PRUNE = 16;
 const CREDENTIALS_KEPT = 256;
 /** A user verified again is moved to the end of the eviction order at most this often. */
 const REORDER_MS = 1_000;
+/** Users verified too long ago are looked for at most this often. */
+const SWEEP_MS = 1_000;
 /** Forgotten users remembered, so that a verification under way at the announcement is not recorded. */
 const FORGOTTEN_KEPT = 10_000;
 
@@ -76,6 +78,15 @@ export class FailOpen {
   private forgottenBefore = 0;
   private readonly clock: () => number;
   private readonly maxUsers: number;
+  /** When `makeRoom` next looks for users verified too long ago. */
+  private sweepAt = Number.NEGATIVE_INFINITY;
+  /**
+   * A live iterator over `verifiedUsers`, kept between evictions at the cap: every entry it
+   * has passed was evicted. A fresh iterator would start at the table's first slot and step
+   * over every entry deleted since the table last compacted (V8 keeps them until it grows
+   * or shrinks), which made each eviction cost time in proportion to the evictions before.
+   */
+  private eviction: Iterator<string> | null = null;
 
   constructor(
     private readonly tiers: TierRegistry,
@@ -143,6 +154,7 @@ export class FailOpen {
   /** Forgets every user: announcements may have been missed (NATS reconnected). */
   forgetAll(): void {
     this.verifiedUsers.clear();
+    this.eviction = null;
     this.known.clear();
     this.forgets++;
     this.forgotten.clear();
@@ -190,11 +202,26 @@ export class FailOpen {
     return at !== undefined && at > stamp;
   }
 
-  /** Drops users verified too long ago from the front, and the least recently verified one at the cap. */
+  /**
+   * Drops users verified too long ago from the front (at most once every SWEEP_MS, for the
+   * same reason as `eviction`), then the least recently verified ones while at the cap.
+   */
   private makeRoom(now: number): void {
-    for (const [userId, user] of this.verifiedUsers) {
-      if (now - user.latest < VERIFIED_TTL_MS && this.verifiedUsers.size < this.maxUsers) break;
-      this.verifiedUsers.delete(userId);
+    if (now >= this.sweepAt) {
+      this.sweepAt = now + SWEEP_MS;
+      for (const [userId, user] of this.verifiedUsers) {
+        if (now - user.latest < VERIFIED_TTL_MS) break;
+        this.verifiedUsers.delete(userId);
+      }
+    }
+    while (this.verifiedUsers.size >= this.maxUsers) {
+      let next = this.eviction?.next();
+      if (next === undefined || next.done === true) {
+        this.eviction = this.verifiedUsers.keys();
+        next = this.eviction.next();
+      }
+      if (next.done === true) return;
+      this.verifiedUsers.delete(next.value);
     }
   }
 

@@ -17,6 +17,17 @@ export interface Phase {
   minorGcUsPerRequest: number;
   /** Cold pass only: users activated per second while the pass ran. */
   activationsPerSecond?: number;
+  /** The node's CPU per request (µs); undefined when it cannot be read. */
+  nodeCpuUsPerRequest?: number | undefined;
+  /**
+   * PostgreSQL's CPU over the phase (every postgres process on this machine: scale.ts) per
+   * row the flusher wrote, µs, and in all, s. It counts whatever the server did meanwhile:
+   * loads, last-use writes and autovacuum as well as the flushes.
+   */
+  postgresCpuUsPerRow?: number | undefined;
+  postgresCpuSeconds?: number | undefined;
+  /** Cold pass only: PostgreSQL's CPU per user activated, µs (the loads, and the writes they led to). */
+  postgresCpuUsPerActivation?: number;
 }
 
 export interface ScaleResult {
@@ -28,16 +39,20 @@ export interface ScaleResult {
   phases: Phase[];
   activeAfterWarm: number;
   heapPerUserBytes: number;
+  /** The same difference without collecting first: what the heap holds as it runs. */
+  heapPerUserNoGcBytes?: number;
   lost: { evicted: number; passivated: number; refused: number; neverLoaded: number };
 }
 
+const figure = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
+
 export function formatScale(result: ScaleResult): string {
   const rows = [
-    '| phase | req/s | p50 ms | p99 ms | non-2xx | socket errors | loop max ms | loop p99 ms | flushes | ms per flush | rows per flush | minor GC µs/req | activations/s |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| phase | req/s | p50 ms | p99 ms | non-2xx | socket errors | loop max ms | loop p99 ms | flushes | ms per flush | rows per flush | minor GC µs/req | node CPU µs/req | PG CPU µs/row | activations/s | PG CPU µs/activation |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...result.phases.map(
       (p) =>
-        `| ${p.name} | ${p.rps.toFixed(0)} | ${p.p50Ms.toFixed(2)} | ${p.p99Ms.toFixed(2)} | ${p.non2xx} | ${p.socketErrors} | ${p.lagMaxMs.toFixed(1)} | ${p.lagP99Ms.toFixed(1)} | ${p.flushes} | ${p.flushMeanMs.toFixed(1)} | ${p.rowsPerFlush.toFixed(0)} | ${p.minorGcUsPerRequest.toFixed(2)} | ${p.activationsPerSecond?.toFixed(0) ?? ''} |`,
+        `| ${p.name} | ${p.rps.toFixed(0)} | ${p.p50Ms.toFixed(2)} | ${p.p99Ms.toFixed(2)} | ${p.non2xx} | ${p.socketErrors} | ${p.lagMaxMs.toFixed(1)} | ${p.lagP99Ms.toFixed(1)} | ${p.flushes} | ${p.flushMeanMs.toFixed(1)} | ${p.rowsPerFlush.toFixed(0)} | ${p.minorGcUsPerRequest.toFixed(2)} | ${figure(p.nodeCpuUsPerRequest, 1)} | ${figure(p.postgresCpuUsPerRow, 1)} | ${figure(p.activationsPerSecond, 0)} | ${figure(p.postgresCpuUsPerActivation, 1)} |`,
     ),
   ];
   const small = result.phases[0]!;
@@ -46,7 +61,8 @@ export function formatScale(result: ScaleResult): string {
     ...rows,
     '',
     `warm at ${result.users} / warm at ${result.small}: ${(warm.rps / small.rps).toFixed(2)} (target >= 0.8); p99 at ${result.users}: ${warm.p99Ms.toFixed(1)} ms (target <= 20)`,
-    `heap per active user after ${result.idleSeconds} s idle and a full GC: ${result.heapPerUserBytes.toFixed(0)} bytes (target <= 1024); active after the warm phase: ${result.activeAfterWarm} of ${result.users}`,
+    `PostgreSQL CPU per flushed row, warm at ${result.users}: ${figure(warm.postgresCpuUsPerRow, 1) || 'unknown (the server is not on this machine)'} µs (target <= 8)`,
+    `heap per active user after ${result.idleSeconds} s idle and a full GC: ${result.heapPerUserBytes.toFixed(0)} bytes, without one: ${figure(result.heapPerUserNoGcBytes, 0)} bytes (target <= 1024); active after the warm phase: ${result.activeAfterWarm} of ${result.users}`,
     `not in memory: evicted ${result.lost.evicted}, passivated ${result.lost.passivated}, refused at the cap ${result.lost.refused}, never loaded ${result.lost.neverLoaded}; seeding took ${result.seedSeconds.toFixed(1)} s`,
   ].join('\n');
 }

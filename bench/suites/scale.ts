@@ -13,9 +13,11 @@
  *    - warm: consumes cycling through all of them;
  *    and, around each phase, from `/metrics`: event-loop delay (max and p99; prom-client's
  *    `monitorEventLoopDelay` histogram, reset at every scrape), flushes (count, seconds,
- *    rows), actors in memory, loads, evictions, passivations and refusals.
+ *    rows), actors in memory, loads, evictions, passivations and refusals; and, from /proc,
+ *    the CPU time of the node and of the PostgreSQL server (every `postgres` process on this
+ *    machine: bench/harness/cpu.ts), as µs per request, per flushed row and per activation.
  * 3. After 15 s without load, the heap per active user: (heap used at N users − heap used
- *    at 200) / (N − 200).
+ *    at 200) / (N − 200), as the heap is and after two full collections.
  *
  * Prints a table and a `SCALE_RESULT {…}` line (what run.ts collects).
  */
@@ -26,6 +28,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import { seedUsers } from '../../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
+import { postgresCpuTime, processCpuTime } from '../harness/cpu.js';
 import { formatScale, type Phase, type ScaleResult } from '../harness/scaleReport.js';
 import { BENCH_TIER, CONSUME_PATH } from '../harness/workload.js';
 import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
@@ -52,6 +55,9 @@ interface Metrics {
   refused: number;
   minorGcSeconds: number;
   dirty: number;
+  /** CPU seconds so far: the node's process, and the PostgreSQL server's (undefined when it runs elsewhere). */
+  nodeCpu: number | undefined;
+  postgresCpu: number | undefined;
 }
 
 function sample(text: string, name: string, labels = ''): number {
@@ -60,9 +66,13 @@ function sample(text: string, name: string, labels = ''): number {
   return line === undefined ? 0 : Number(line.slice(prefix.length));
 }
 
-async function scrape(url: string): Promise<Metrics> {
+async function scrape(url: string, node?: Child): Promise<Metrics> {
   const text = await (await fetch(`${url}/metrics`)).text();
+  const nodeCpu = processCpuTime(node?.process.pid);
+  const postgresCpu = postgresCpuTime();
   return {
+    nodeCpu: nodeCpu === undefined ? undefined : nodeCpu.user + nodeCpu.kernel,
+    postgresCpu: postgresCpu === undefined ? undefined : postgresCpu.user + postgresCpu.kernel,
     lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
     lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
     flushes: sample(text, 'tally_flush_total', '{result="ok"}') + sample(text, 'tally_flush_total', '{result="error"}'),
@@ -128,13 +138,14 @@ class Inspector {
   }
 }
 
-/** Heap in use after two full collections. */
-async function heapAfterGc(node: Child, port: number): Promise<number> {
+/** Heap in use as it is, and after two full collections. */
+async function heapUsed(node: Child, port: number): Promise<{ asIs: number; afterGc: number }> {
   const inspector = await Inspector.open(node, port);
   try {
+    const asIs = (await inspector.call('Runtime.getHeapUsage')).usedSize as number;
     await inspector.call('HeapProfiler.collectGarbage');
     await inspector.call('HeapProfiler.collectGarbage');
-    return (await inspector.call('Runtime.getHeapUsage')).usedSize as number;
+    return { asIs, afterGc: (await inspector.call('Runtime.getHeapUsage')).usedSize as number };
   } finally {
     inspector.close();
   }
@@ -188,8 +199,16 @@ async function runWrk(wrk: string, url: string, script: string, seconds: number,
   return readSummary(output);
 }
 
+/** `after − before`, or undefined when either is unknown. */
+function spent(before: number | undefined, after: number | undefined): number | undefined {
+  return before === undefined || after === undefined ? undefined : after - before;
+}
+
 function phase(name: string, outcome: WrkSummary, before: Metrics, after: Metrics): Phase {
   const flushes = after.flushes - before.flushes;
+  const rows = after.flushedRows - before.flushedRows;
+  const nodeCpu = spent(before.nodeCpu, after.nodeCpu);
+  const postgresCpu = spent(before.postgresCpu, after.postgresCpu);
   return {
     name,
     rps: outcome.requests / (outcome.duration_us / 1e6),
@@ -204,6 +223,9 @@ function phase(name: string, outcome: WrkSummary, before: Metrics, after: Metric
     flushMeanMs: flushes === 0 ? 0 : ((after.flushSeconds - before.flushSeconds) / flushes) * 1000,
     rowsPerFlush: flushes === 0 ? 0 : (after.flushedRows - before.flushedRows) / flushes,
     minorGcUsPerRequest: outcome.requests === 0 ? 0 : ((after.minorGcSeconds - before.minorGcSeconds) * 1e6) / outcome.requests,
+    nodeCpuUsPerRequest: nodeCpu === undefined || outcome.requests === 0 ? undefined : (nodeCpu * 1e6) / outcome.requests,
+    postgresCpuUsPerRow: postgresCpu === undefined || rows === 0 ? undefined : (postgresCpu * 1e6) / rows,
+    postgresCpuSeconds: postgresCpu,
   };
 }
 
@@ -263,38 +285,40 @@ export async function runScale(): Promise<ScaleResult> {
 
     console.error(`[scale] small: ${SMALL} users, ${WARM_SECONDS} s`);
     await runWrk(wrk, base, smallScript, WARM_UP_SECONDS);
-    let before = await scrape(base);
-    phases.push(phase(`${SMALL} users, warm`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base)));
+    let before = await scrape(base, node);
+    phases.push(phase(`${SMALL} users, warm`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base, node)));
     await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
-    const heapSmall = await heapAfterGc(node, inspectorPort);
+    const heapSmall = await heapUsed(node, inspectorPort);
 
     console.error(`[scale] cold: one pass through ${USERS} users`);
-    before = await scrape(base);
+    before = await scrape(base, node);
     const coldStarted = performance.now();
     // Every scrape resets the event-loop histogram: the pass's worst is the worst of its scrapes.
     let lagMaxMs = 0;
     let lagP99Ms = 0;
     const cold = await profiled(node, inspectorPort, 'cold', () =>
       runWrk(wrk, base, allScript, Math.ceil(USERS / 1000) + 30, async () => {
-        const now = await scrape(base);
+        const now = await scrape(base, node);
         lagMaxMs = Math.max(lagMaxMs, now.lagMaxMs);
         lagP99Ms = Math.max(lagP99Ms, now.lagP99Ms);
         return now.active >= USERS;
       }),
     );
     const coldSeconds = (performance.now() - coldStarted) / 1000;
-    const afterCold = await scrape(base);
+    const afterCold = await scrape(base, node);
     const coldPhase = phase(`${USERS} users, cold pass`, cold, before, afterCold);
     coldPhase.lagMaxMs = Math.max(lagMaxMs, afterCold.lagMaxMs);
     coldPhase.lagP99Ms = Math.max(lagP99Ms, afterCold.lagP99Ms);
     coldPhase.activationsPerSecond = (afterCold.loads - before.loads) / coldSeconds;
+    const coldPostgres = spent(before.postgresCpu, afterCold.postgresCpu);
+    if (coldPostgres !== undefined) coldPhase.postgresCpuUsPerActivation = (coldPostgres * 1e6) / Math.max(1, afterCold.loads - before.loads);
     phases.push(coldPhase);
 
     console.error(`[scale] warm: ${USERS} users, ${WARM_SECONDS} s`);
     await runWrk(wrk, base, allScript, WARM_UP_SECONDS);
-    before = await scrape(base);
+    before = await scrape(base, node);
     const warm = await profiled(node, inspectorPort, 'warm', () => runWrk(wrk, base, allScript, WARM_SECONDS));
-    const afterWarm = await scrape(base);
+    const afterWarm = await scrape(base, node);
     phases.push(phase(`${USERS} users, warm`, warm, before, afterWarm));
 
     // The same 200 users again, now beside all the others: what holding them costs the hot
@@ -302,12 +326,15 @@ export async function runScale(): Promise<ScaleResult> {
     // counted against it.
     await flushed(base);
     await runWrk(wrk, base, smallScript, WARM_UP_SECONDS);
-    before = await scrape(base);
-    phases.push(phase(`${SMALL} users again, ${USERS} in memory`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base)));
+    before = await scrape(base, node);
+    phases.push(phase(`${SMALL} users again, ${USERS} in memory`, await runWrk(wrk, base, smallScript, WARM_SECONDS), before, await scrape(base, node)));
 
     await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
-    const idle = await scrape(base);
-    const heapPerUserBytes = ((await heapAfterGc(node, inspectorPort)) - heapSmall) / Math.max(1, idle.active - SMALL);
+    const idle = await scrape(base, node);
+    const heapLarge = await heapUsed(node, inspectorPort);
+    const users = Math.max(1, idle.active - SMALL);
+    const heapPerUserBytes = (heapLarge.afterGc - heapSmall.afterGc) / users;
+    const heapPerUserNoGcBytes = (heapLarge.asIs - heapSmall.asIs) / users;
     return {
       users: USERS,
       small: SMALL,
@@ -316,6 +343,7 @@ export async function runScale(): Promise<ScaleResult> {
       phases,
       activeAfterWarm: afterWarm.active,
       heapPerUserBytes,
+      heapPerUserNoGcBytes,
       lost: { evicted: idle.evicted, passivated: idle.passivated, refused: idle.refused, neverLoaded: USERS - idle.loads },
     };
   } finally {

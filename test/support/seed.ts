@@ -53,6 +53,11 @@ export async function seedUsers(sql: postgres.Sql, { keySecret, users, tier }: S
     ),
     await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at) from stdin`.writable(),
   );
-  await sql`analyze`;
+  // The seeded tables only. Analyzing `actor_state` while it is empty would tell the planner
+  // it stays empty: the node's load statement, prepared at its first activations, would keep a
+  // plan that scans it in full for every user loaded, until autovacuum analyzes it again (up to
+  // a minute later, with the scale bench's cold pass over by then: 270 µs of Postgres per
+  // activation instead of 35). docs/architecture.md, "Activation".
+  await sql`analyze users, api_keys, tiers`;
   return { ids, keys: keys.map((key) => key.key) };
 }

@@ -12,6 +12,7 @@
 import type { PendingUsage } from '../shards/index.js';
 import type { Sql } from './database.js';
 import type { ActivityTouch, ActorStateRow } from './rows.js';
+import { statePackr } from './stateCodec.js';
 
 /** Takes shards over: bumps each one's epoch (creating it at 1) and returns shard → epoch. */
 export async function claimShards(sql: Sql, shards: number[], owner: string): Promise<Map<number, number>> {
@@ -34,8 +35,10 @@ export interface EncodedStateRow {
   shard: number;
   epoch: number;
   seq: number;
-  /** The state as JSON text. */
-  state: string;
+  /** The state as MessagePack, in hex (the `body` column; see `encodeStateRow`). */
+  body: string;
+  /** The current hour's usage counters as JSON text (the `usage_live` column), or null. */
+  usageLive: string | null;
   /** ISO 8601, or null: kept for good. */
   expiresAt: string | null;
   /** Something in the state or its expiry was not storable as it was, and was replaced (see `encodeStateRow`). */
@@ -47,33 +50,52 @@ export interface EncodedStateRow {
 /**
  * A row Postgres takes, whatever the actor's memory holds: encoding is total, so that no
  * value can make an actor's row unwritable (its usage would then live in memory only, and
- * be lost with it). What Postgres would refuse, and what is written instead:
- * - text `jsonb` refuses: U+0000 (`\u0000`) and lone surrogates (`\ud800`), in member names
- *   and values alike. Each is written as U+FFFD. The edges refuse both (src/api/text.ts), so
- *   this mends only state that came another way.
- * - values JSON.stringify refuses: a BigInt is written as a number, a cycle as null.
- *   (NaN and ±Infinity it writes as null itself.)
- * - an expiry outside what `timestamptz` reads in ISO form (years 1 to 9999): a later one, or
- *   none that is a number, is written as null (kept for good); an earlier one as 1970 (expired).
+ * be lost with it).
+ *
+ * The state is stored as MessagePack in `body` (bytea): Postgres stores it as given, where a
+ * `jsonb` state cost it a parse of every row on every flush (about 6 of the 20 µs a row cost;
+ * docs/architecture.md). A value MessagePack cannot say (a cycle; a BigInt) is written as JSON
+ * would say it: a BigInt as a number, a cycle as null. `usageLive`, the current hour's usage
+ * counters, goes as JSON text, which usage queries read as `jsonb`; there U+0000 and lone
+ * surrogates are refused, so they are written as U+FFFD.
+ *
+ * An expiry outside what `timestamptz` reads in ISO form (years 1 to 9999): a later one, or
+ * none that is a number, is written as null (kept for good); an earlier one as 1970 (expired).
+ *
  * Size needs nothing here: an actor's state is bounded (32 limits, 1,000 holds, 256
  * idempotency answers, and an hour's usage rows: 64 for resources no limit names, the rest
- * one per limit and credential; a few MB at most, far below what `jsonb` holds).
- * The common case costs one search of the JSON text for `\u`.
+ * one per limit and credential; a few MB at most).
  */
 export function encodeStateRow(row: ActorStateRow): EncodedStateRow {
-  const { text, mended: stateMended } = stateText(row.state);
+  const { body, mended: stateMended } = stateBody(row.state);
+  const live = row.liveUsage == null ? null : jsonText(row.liveUsage);
   const { expiresAt, mended: expiryMended } = expiryText(row.expiresAt);
   const encoded: EncodedStateRow = {
     entityKey: row.entityKey,
     shard: row.shard,
     epoch: row.epoch,
     seq: row.seq ?? 0,
-    state: text,
+    body,
+    usageLive: live?.text ?? null,
     expiresAt,
     usage: row.usage ?? null,
   };
-  if (stateMended || expiryMended) encoded.mended = true;
+  if (stateMended || expiryMended || live?.mended === true) encoded.mended = true;
   return encoded;
+}
+
+function stateBody(state: unknown): { body: string; mended: boolean } {
+  try {
+    // Hex at once: msgpackr reuses its buffer for the next state.
+    return { body: statePackr.pack(state).toString('hex'), mended: false };
+  } catch {
+    return { body: statePackr.pack(storable(state, new Set())).toString('hex'), mended: true };
+  }
+}
+
+/** A state stored by `encodeStateRow` (`body`), or a row written before it existed (`state`, JSON). */
+export function decodeState(body: Uint8Array | null, state: unknown): unknown {
+  return body === null ? state : statePackr.unpack(body);
 }
 
 /**
@@ -88,16 +110,17 @@ const ILL_FORMED = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF
 const EARLIEST_EXPIRY = Date.parse('0001-01-01T00:00:00.000Z');
 const LATEST_EXPIRY = Date.parse('9999-12-31T23:59:59.999Z');
 
-function stateText(state: unknown): { text: string; mended: boolean } {
+/** `value` as JSON text `jsonb` takes (see `encodeStateRow`). */
+function jsonText(value: unknown): { text: string; mended: boolean } {
   let text: string | undefined;
   try {
-    text = JSON.stringify(state);
+    text = JSON.stringify(value);
   } catch {
     // A BigInt, or a cycle: copied below.
   }
-  // `includes` first: most states hold no escape at all, and it is the cheaper scan.
+  // `includes` first: most values hold no escape at all, and it is the cheaper scan.
   if (text !== undefined && (!text.includes('\\u') || !REFUSED_ESCAPE.test(text))) return { text, mended: false };
-  const mendedText = JSON.stringify(storable(state, new Set())) ?? 'null';
+  const mendedText = JSON.stringify(storable(value, new Set())) ?? 'null';
   return { text: mendedText, mended: mendedText !== text };
 }
 
@@ -152,15 +175,26 @@ export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): P
   return { written: unique.length - fenced.length, fenced: fenced.map((row) => row.entity_key) };
 }
 
-/** The rows as the typed arrays both upserts unnest: key, shard, epoch, sequence, state (text), expiry. */
+/**
+ * The rows as the typed arrays both upserts unnest: key, shard, epoch, sequence, body (hex),
+ * live usage (JSON text), expiry. The bodies' array is written out here: hex needs no quoting,
+ * and the driver's array writer would scan every byte of it for characters to escape.
+ */
 function stateColumns(sql: Sql, unique: readonly EncodedStateRow[]) {
   return sql`
     ${sql.array(unique.map((row) => row.entityKey))}::text[],
     ${sql.array(unique.map((row) => row.shard))}::int[],
     ${sql.array(unique.map((row) => row.epoch))}::bigint[],
     ${sql.array(unique.map((row) => row.seq))}::bigint[],
-    ${sql.array(unique.map((row) => row.state))}::text[],
+    ${`{${unique.map((row) => row.body).join(',')}}`}::text[],
+    ${sql.array(unique.map((row) => row.usageLive))}::text[],
     ${sql.array(unique.map((row) => row.expiresAt))}::timestamptz[]`;
+}
+
+/** What an upsert's update sets: everything but the key (a row from before `body` loses its JSON `state`). */
+function updatedColumns(sql: Sql) {
+  return sql`shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, body = excluded.body, state = null,
+        usage_live = excluded.usage_live, expires_at = excluded.expires_at, updated_at = excluded.updated_at`;
 }
 
 /** The fence rows of the input's shards, locked FOR SHARE in shard order (see the file's comment). */
@@ -178,14 +212,13 @@ function writePlainStates(sql: Sql, unique: readonly EncodedStateRow[]): Promise
     with input as (
       select * from unnest(
         ${stateColumns(sql, unique)}
-      ) as r(entity_key, shard, epoch, seq, state, expires_at)
+      ) as r(entity_key, shard, epoch, seq, body, usage_live, expires_at)
     ), ${fenceOfInput(sql)}, written as (
-      insert into actor_state (entity_key, shard, epoch, seq, state, expires_at, updated_at)
-      select i.entity_key, i.shard, i.epoch, i.seq, i.state::jsonb, i.expires_at, now()
+      insert into actor_state (entity_key, shard, epoch, seq, body, state, usage_live, expires_at, updated_at)
+      select i.entity_key, i.shard, i.epoch, i.seq, decode(i.body, 'hex'), null, i.usage_live, i.expires_at, now()
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
       on conflict (entity_key) do update
-        set shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, state = excluded.state,
-            expires_at = excluded.expires_at, updated_at = excluded.updated_at
+        set ${updatedColumns(sql)}
       returning entity_key
     )
     select entity_key from input where entity_key not in (select entity_key from written)`;
@@ -205,7 +238,7 @@ function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Pro
       select * from unnest(
         ${stateColumns(sql, unique)},
         ${sql.array(unique.map((row) => row.usage?.rolls ?? 0))}::bigint[]
-      ) as r(entity_key, shard, epoch, seq, state, expires_at, usage_rolls)
+      ) as r(entity_key, shard, epoch, seq, body, usage_live, expires_at, usage_rolls)
     ), closed as (
       select * from unnest(
         ${sql.array(hours.user)}::text[],
@@ -225,15 +258,13 @@ function writeStatesWithUsage(sql: Sql, unique: readonly EncodedStateRow[]): Pro
       order by entity_key
       for update
     ), written as (
-      insert into actor_state (entity_key, shard, epoch, seq, state, expires_at, updated_at, usage_rolls)
-      select i.entity_key, i.shard, i.epoch, i.seq, i.state::jsonb, i.expires_at, now(), i.usage_rolls
+      insert into actor_state (entity_key, shard, epoch, seq, body, state, usage_live, expires_at, updated_at, usage_rolls)
+      select i.entity_key, i.shard, i.epoch, i.seq, decode(i.body, 'hex'), null, i.usage_live, i.expires_at, now(), i.usage_rolls
       from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
       -- Joined only so that \`before\` is read (and its rows locked) before this writes them.
       left join before b on b.entity_key = i.entity_key
       on conflict (entity_key) do update
-        set shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, state = excluded.state,
-            expires_at = excluded.expires_at, updated_at = excluded.updated_at,
-            usage_rolls = greatest(actor_state.usage_rolls, excluded.usage_rolls)
+        set ${updatedColumns(sql)}, usage_rolls = greatest(actor_state.usage_rolls, excluded.usage_rolls)
       returning entity_key
     ), added as (
       insert into usage (user_id, hour, resource, key_id, amount, requests, denied)
@@ -315,10 +346,15 @@ export async function loadState(
   entityKey: string,
   shard: number,
 ): Promise<{ state: unknown | null; epoch: number; seq: number; fenceEpoch: number | null }> {
-  const [row] = await sql<{ state: unknown | null; epoch: string | null; seq: string | null; fence_epoch: number | null }[]>`
-    select a.state, a.epoch, a.seq, (select epoch from shard_fence where shard = ${shard}) as fence_epoch
+  const [row] = await sql<{ body: Uint8Array | null; state: unknown | null; epoch: string | null; seq: string | null; fence_epoch: number | null }[]>`
+    select a.body, a.state, a.epoch, a.seq, (select epoch from shard_fence where shard = ${shard}) as fence_epoch
     from (select 1) as one left join actor_state a on a.entity_key = ${entityKey}`;
-  return { state: row?.state ?? null, epoch: Number(row?.epoch ?? 0), seq: Number(row?.seq ?? 0), fenceEpoch: row?.fence_epoch ?? null };
+  return {
+    state: row === undefined ? null : decodeState(row.body, row.state),
+    epoch: Number(row?.epoch ?? 0),
+    seq: Number(row?.seq ?? 0),
+    fenceEpoch: row?.fence_epoch ?? null,
+  };
 }
 
 /**

@@ -19,10 +19,10 @@
  * - An activation takes the Redis copy only when it is newer than the Postgres row and its
  *   epoch is not past the fence the activation read (`chooseCopy`).
  */
-import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import type { PersistedState } from '../shards/index.js';
 import { ReplicaTimeoutError } from './errors.js';
+import { statePackr } from './stateCodec.js';
 
 /** A snapshot as read back from Redis. */
 export interface ReplicaCopy {
@@ -171,8 +171,6 @@ const FENCE_KEY = '#fence';
 /** `<prefix>#incarnation`: the incarnation of the database the prefix serves now. */
 const INCARNATION_KEY = '#incarnation';
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
-
 export function emptyReplicaStats(): ReplicaStats {
   return { pushes: 0, pushFailures: 0, snapshotsPushed: 0, readFailures: 0, chosen: { postgres: 0, redis: 0, none: 0 } };
 }
@@ -261,7 +259,7 @@ export class RedisReplica implements StateReplica {
         const args: (string | Buffer)[] = [fence, ...batch.map((row) => this.keys + row.entityKey)];
         for (const row of batch) {
           const ttl = row.expiresAt == null ? this.options.ttlMs : Math.max(1, Math.min(this.options.ttlMs, row.expiresAt - now));
-          args.push(String(row.shard), String(row.epoch), String(row.seq ?? 0), String(ttl), packr.pack(row.state));
+          args.push(String(row.shard), String(row.epoch), String(row.seq ?? 0), String(ttl), statePackr.pack(row.state));
         }
         batches.push(args);
       }
@@ -363,7 +361,7 @@ function decodeCopy(answer: [Error | null, unknown] | undefined): ReplicaCopy | 
   const [epoch, seq, state] = answer[1] as (Buffer | null)[];
   if (!epoch || !seq || !state) return null;
   try {
-    return { epoch: Number(epoch.toString()), seq: Number(seq.toString()), state: packr.unpack(state) };
+    return { epoch: Number(epoch.toString()), seq: Number(seq.toString()), state: statePackr.unpack(state) };
   } catch {
     // A copy that does not decode is no copy: the activation uses Postgres's.
     return null;

@@ -136,7 +136,7 @@ export class Store implements UserStore {
             'lastUsedAt', k.last_used_at) order by k.created_at, k.id)
           from api_keys k where k.user_id = u.id and k.deleted_at is null
         ), '[]') as keys,
-        a.state, a.epoch as state_epoch, a.seq as state_seq
+        a.body as state_body, a.state, a.epoch as state_epoch, a.seq as state_seq
       from unnest(${this.sql.array(ids)}::text[], ${this.sql.array(shards)}::int[]) with ordinality as q(id, shard, ord)
       left join users u on u.id = q.id
       left join actor_state a on a.entity_key = u.id`;
@@ -144,7 +144,7 @@ export class Store implements UserStore {
     const answers: FencedLoad<LoadedUser>[] = new Array(batch.length);
     for (const row of rows) {
       const index = Number(row.ord) - 1;
-      const written = { state: row.state, epoch: Number(row.state_epoch ?? 0), seq: Number(row.state_seq ?? 0) };
+      const written = { state: actorState.decodeState(row.state_body, row.state), epoch: Number(row.state_epoch ?? 0), seq: Number(row.state_seq ?? 0) };
       answers[index] = toLoadedUser(row, row.id == null ? null : this.newestState(written, found?.[index] ?? null, row.fence_epoch));
     }
     return answers;
@@ -471,6 +471,9 @@ type LoadedUserColumns = Partial<UserColumns> & {
   fence_epoch: number | null;
   sessions: Jsonified<SessionRow>[];
   keys: Jsonified<ApiKeyRow>[];
+  /** The state as stored since migration 010 (MessagePack), else null. */
+  state_body: Uint8Array | null;
+  /** The state of a row not written since migration 010 (JSON), else null. */
   state: unknown | null;
   state_epoch: string | null;
   state_seq: string | null;

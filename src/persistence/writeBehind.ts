@@ -77,7 +77,7 @@ interface Pending {
   /** Index into the collection's rows. */
   index: number;
   row: EncodedStateRow;
-  /** About what the row weighs in the statement (its state's UTF-8 bytes and some), for cutting batches. */
+  /** About what the row weighs in the statement (its state in hex, its live usage and some), for cutting batches. */
   bytes: number;
 }
 
@@ -219,10 +219,14 @@ export class WriteBehind {
       try {
         const encoded = encodeStateRow(row);
         if (encoded.mended === true) this.mended.rows++;
-        pending.push({ index, row: encoded, bytes: Buffer.byteLength(encoded.state) + encoded.entityKey.length + 64 });
+        pending.push({ index, row: encoded, bytes: encoded.body.length + (encoded.usageLive?.length ?? 0) + encoded.entityKey.length + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
-        this.hold({ entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, state: '', expiresAt: null, usage: null }, error, now);
+        this.hold(
+          { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: '', usageLive: null, expiresAt: null, usage: null },
+          error,
+          now,
+        );
         tally.retry.add(index);
         tally.result.quarantined++;
       }
@@ -328,7 +332,10 @@ export class WriteBehind {
     const now = this.options.clock();
     if (rows === 0 || now - loggedAt < MENDED_LOG_MS) return;
     this.mended = { rows: 0, loggedAt: now };
-    this.log.warn({ rows }, 'actor states held values Postgres refuses (U+0000, a lone surrogate, a BigInt, a time out of range); written with them replaced');
+    this.log.warn(
+      { rows },
+      'actor states held values that cannot be stored as they are (a cycle, a BigInt past 64 bits, U+0000 or a lone surrogate in usage counters, a time out of range); written with them replaced',
+    );
   }
 
   private release(entityKey: string): void {

@@ -7,7 +7,7 @@
  * `exclusive`, so two concurrent edits of one document cannot lose each other's update.
  */
 import type { Shard } from './shard.js';
-import type { PendingUsage } from './usage.js';
+import type { LiveUsage, PendingUsage } from './usage.js';
 
 export interface PersistedState {
   entityKey: string;
@@ -20,6 +20,11 @@ export interface PersistedState {
   expiresAt?: number | null;
   /** Closed hours of usage to add to the history in the same statement (usage.ts); null or absent: none. */
   usage?: PendingUsage | null;
+  /**
+   * The current hour's usage counters, as well (they are also in `state`): stored where SQL
+   * can read them (usage queries), while `state` is stored opaque. Null or absent: none.
+   */
+  liveUsage?: LiveUsage | null;
 }
 
 export abstract class Actor {
@@ -119,6 +124,10 @@ export abstract class Actor {
   activityDueNow(): void {}
   /** Closed hours of usage the next write is to add to the history (usage.ts), or null. */
   pendingUsage(): PendingUsage | null {
+    return null;
+  }
+  /** The current hour's usage counters, or null (see PersistedState.liveUsage). */
+  liveUsage(): LiveUsage | null {
     return null;
   }
   /** `row` was written (with the usage it carried). */

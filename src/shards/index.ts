@@ -27,7 +27,7 @@ export type { Limit, LimitState } from './quota/limits.js';
 export { ActorRuntime, ALL_WRITTEN } from './runtime.js';
 export { Shard } from './shard.js';
 export { TierRegistry } from './tiers.js';
-export type { PendingUsage } from './usage.js';
+export type { LiveUsage, PendingUsage } from './usage.js';
 export type { TopUser, UsageBucket, UsageCursor, UsageExportLine, UsageGroup, UsageQuery, UsageResult } from './usageQuery.js';
 export { type Credential, type QuotaDecision, UserActor } from './userActor.js';
 export { API_KEY_REFUSED, KEY_SCOPES, type UserOpName, type UserOps, type UserRequest, UserService } from './userService.js';

@@ -240,7 +240,9 @@ describe('ActorRuntime', () => {
     actor.bump();
     expect(rt.sweep(1000)).toBe(0); // dirty
     const collected = rt.collectDirty(1000);
-    expect(collected.rows).toEqual([{ entityKey: 'x', shard: actor.shard.index, epoch: 0, seq: 1, state: { count: 1 }, expiresAt: null, usage: null }]);
+    expect(collected.rows).toEqual([
+      { entityKey: 'x', shard: actor.shard.index, epoch: 0, seq: 1, state: { count: 1 }, expiresAt: null, usage: null, liveUsage: null },
+    ]);
     collected.finish(ALL_WRITTEN);
     expect(rt.sweep(2000)).toBe(1);
     expect(rt.size).toBe(0);

@@ -524,5 +524,6 @@ function stateOf(actor: Actor, now: number): PersistedState {
     state: actor.persistedState(),
     expiresAt: actor.expiresAt(now),
     usage: actor.pendingUsage(),
+    liveUsage: actor.liveUsage(),
   };
 }

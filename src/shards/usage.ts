@@ -52,6 +52,13 @@ export interface PendingUsage {
   hours: readonly ClosedHour[];
 }
 
+/** The current hour's counters as usage queries read them from the state row (`actor_state.usage_live`). */
+export interface LiveUsage {
+  /** The hour's start, ms since the epoch. */
+  hour: number;
+  cells: Readonly<UsageCells>;
+}
+
 /**
  * The counters as the stored state holds them: the cells as they are in memory, so writing a
  * state (once a flush for every changed user) copies nothing.
@@ -129,6 +136,11 @@ export class UsageCounters {
   /** Nothing counted and nothing waiting. */
   get empty(): boolean {
     return this.cells === null && this.pending === null;
+  }
+
+  /** The current hour's counters, or null when it has none. Not a copy: encode it before the next record. */
+  live(): LiveUsage | null {
+    return this.cells === null ? null : { hour: this.hour, cells: this.cells };
   }
 
   toJSON(): UsageJSON {

@@ -36,7 +36,7 @@ import {
 import type { Limit, LimitState } from './quota/limits.js';
 import type { Shard } from './shard.js';
 import { effectiveLimits, type TierRegistry } from './tiers.js';
-import { hourOf, type PendingUsage, UsageCounters, type UsageJSON } from './usage.js';
+import { hourOf, type LiveUsage, type PendingUsage, UsageCounters, type UsageJSON } from './usage.js';
 
 export type Credential =
   /** A session token whose signature and expiry the edge has checked. */
@@ -376,6 +376,10 @@ export class UserActor extends Actor {
 
   override pendingUsage(): PendingUsage | null {
     return this.usage?.pendingUsage() ?? null;
+  }
+
+  override liveUsage(): LiveUsage | null {
+    return this.usage?.live() ?? null;
   }
 
   override written(row: PersistedState): void {

@@ -24,6 +24,7 @@ import { createTestCluster, strictLimits, type TestCluster } from '../support/cl
 import { runClusterCli, stopClusterClis } from '../support/clusterCli.js';
 import { type Api, apiClient } from '../support/http.js';
 import { metric } from '../support/metrics.js';
+import { storedRow } from '../support/states.js';
 import { createKey, createUser, type TestUser, tokensUsed } from '../support/tally.js';
 import { waitFor } from '../support/wait.js';
 
@@ -163,11 +164,8 @@ describe('values Postgres would refuse', () => {
     requests += 1;
 
     // Written: the row holds exactly what was admitted, and nothing was quarantined anywhere.
-    await waitFor(async () => {
-      const [row] = await cluster.sql<{ state: any }[]>`select state from actor_state where entity_key = ${user.id}`;
-      return row?.state?.limits?.tokens?.used === tokens;
-    }, 10_000);
-    const [row] = await cluster.sql<{ state: any }[]>`select state from actor_state where entity_key = ${user.id}`;
+    await waitFor(async () => (await storedRow(cluster.sql, user.id))?.state?.limits?.tokens?.used === tokens, 10_000);
+    const row = await storedRow(cluster.sql, user.id);
     expect(row!.state.idem.map((entry: { key: string }) => entry.key).sort()).toEqual([longest, 'h'.repeat(255)].sort());
     expect(row!.state.holds.map((hold: { resource: string; amounts: Record<string, number> }) => [hold.resource, hold.amounts])).toEqual([
       [oddResource, { tokens: 11, [oddName]: 1 }],

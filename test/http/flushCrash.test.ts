@@ -13,6 +13,7 @@ import { apiClient } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { killAllNodes, type NodeProcess, spawnNode } from '../support/process.js';
 import { seedUsers } from '../support/seed.js';
+import { storedRows } from '../support/states.js';
 import { tokensUsed } from '../support/tally.js';
 import { makeTempDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
@@ -73,10 +74,12 @@ async function consumeAll(baseUrl: string): Promise<void> {
 
 /** How many users' stored state shows each amount of tokens used. */
 async function storedUsage(): Promise<Map<number, number>> {
-  const rows = await sql<{ used: number | null; users: number }[]>`
-    select (state->'limits'->'tokens'->>'used')::int as used, count(*)::int as users
-    from actor_state group by 1`;
-  return new Map(rows.map((row) => [row.used ?? -1, row.users]));
+  const users = new Map<number, number>();
+  for (const row of await storedRows(sql)) {
+    const used: number = row.state?.limits?.tokens?.used ?? -1;
+    users.set(used, (users.get(used) ?? 0) + 1);
+  }
+  return users;
 }
 
 describe('kill -9 during a large flush (postgres)', () => {
@@ -128,17 +131,14 @@ describe('kill -9 during a large flush (postgres)', () => {
     expect(twice).toBeGreaterThan(0);
     expect(once).toBeGreaterThan(0); // the slices after the held one were never written
     // Whole states: every row has the shape of a complete one.
-    const [shape] = await sql<{ incomplete: number }[]>`
-      select count(*)::int as incomplete from actor_state
-      where not (
-        state->>'v' = '1' and state->'limits'->'tokens'->>'kind' = 'budget'
-        and jsonb_typeof(state->'limits'->'tokens'->'period_start') = 'number')`;
-    expect(shape!.incomplete).toBe(0);
+    const rows = await storedRows(sql);
+    const incomplete = rows.filter(
+      ({ state }) => !(state?.v === 1 && state.limits?.tokens?.kind === 'budget' && typeof state.limits.tokens.period_start === 'number'),
+    );
+    expect(incomplete).toEqual([]);
 
     // A new node serves what the rows hold, for users of both kinds.
-    const rows = await sql<{ entity_key: string; used: number }[]>`
-      select entity_key, (state->'limits'->'tokens'->>'used')::int as used from actor_state`;
-    const storedFor = new Map(rows.map((row) => [row.entity_key, row.used]));
+    const storedFor = new Map(rows.map((row) => [row.entityKey, row.state.limits.tokens.used as number]));
     const sample = [...ids.keys()]
       .filter((i) => storedFor.get(ids[i]!) === TOKENS)
       .slice(0, 100)

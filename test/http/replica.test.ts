@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Api } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { PrivateRedis, REDIS_URL, redisPrefix } from '../support/redis.js';
+import { storedRow } from '../support/states.js';
 import { createKey, createUser, startTestNode, type TestNode, tokensUsed } from '../support/tally.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -39,9 +40,9 @@ async function copyKey(prefix: string, userId: string): Promise<string> {
 }
 
 async function stateRow(userId: string): Promise<StateRow> {
-  const [row] = await sql<{ epoch: string; seq: string; state: StateRow['state'] }[]>`select epoch, seq, state from actor_state where entity_key = ${userId}`;
+  const row = await storedRow(sql, userId);
   if (row === undefined) throw new Error(`no state row for ${userId}`);
-  return { epoch: Number(row.epoch), seq: Number(row.seq), state: row.state };
+  return { epoch: row.epoch, seq: row.seq, state: row.state };
 }
 
 const metric = async (node: TestNode, name: string): Promise<number> => {

@@ -21,6 +21,7 @@ const FILES = [
   '007_state_sequence.sql',
   '008_database_incarnation.sql',
   '009_usage_history.sql',
+  '010_compact_state.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -51,6 +52,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [7, '007_state_sequence.sql'],
       [8, '008_database_incarnation.sql'],
       [9, '009_usage_history.sql'],
+      [10, '010_compact_state.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

@@ -183,6 +183,22 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(loaded!.sessions[0]!.createdAt).toBeInstanceOf(Date);
     });
 
+    it('reads a row written before states were stored as MessagePack, and moves it to `body` at its next write', async () => {
+      const user = await store.insertUser(newUser());
+      const [epoch] = (await store.claimShards([501], 'node-legacy')).values();
+      // As a node before migration 010 wrote it: JSON in `state`, no `body`.
+      await db.database
+        .sql`insert into actor_state (entity_key, shard, epoch, seq, state) values (${user.id}, 501, ${epoch!}, 3, ${db.database.sql.json({ v: 1, limits: { tokens: { used: 7 } } })})`;
+      expect((await foundUser(store, user.id))!.state).toEqual({ v: 1, limits: { tokens: { used: 7 } } });
+      expect((await store.loadState(user.id, 501)).found).toEqual({ v: 1, limits: { tokens: { used: 7 } } });
+
+      await store.writeStates(encode([{ entityKey: user.id, shard: 501, epoch: epoch!, seq: 4, state: { v: 1, limits: { tokens: { used: 8 } } } }]));
+      const [row] = await db.database.sql<{ body: Uint8Array | null; state: unknown }[]>`select body, state from actor_state where entity_key = ${user.id}`;
+      expect(row!.state).toBeNull();
+      expect(row!.body).not.toBeNull();
+      expect((await foundUser(store, user.id))!.state).toEqual({ v: 1, limits: { tokens: { used: 8 } } });
+    });
+
     it('has empty lists and null state for a new user', async () => {
       const user = await store.insertUser(newUser());
       expect(await foundUser(store, user.id)).toEqual({ user, sessions: [], keys: [], state: null });

@@ -4,8 +4,9 @@
  * retention), a query across two partitions, and the last millisecond of a month.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeStateRow } from '../../src/persistence/actorState.js';
 import { Store } from '../../src/persistence/index.js';
-import type { PendingUsage } from '../../src/shards/index.js';
+import type { LiveUsage, PendingUsage } from '../../src/shards/index.js';
 import { DATABASE_KINDS, openTestDatabase, type TestDatabase } from '../support/database.js';
 
 const HOUR = 3_600_000;
@@ -16,8 +17,9 @@ function utc(text: string): number {
 }
 
 /** A state row for `user` under (shard, epoch) that adds `hours` of usage to the history. */
-function stateRow(user: string, shard: number, epoch: number, seq: number, usage: PendingUsage | null) {
-  return { entityKey: user, shard, epoch, seq, state: JSON.stringify({ v: 1, limits: {} }), expiresAt: null, usage };
+function stateRow(user: string, shard: number, epoch: number, seq: number, usage: PendingUsage | null, liveUsage: LiveUsage | null = null) {
+  const state = { v: 1, limits: {}, ...(liveUsage === null ? {} : { usage: { ...liveUsage, rolls: usage?.rolls ?? 0 } }) };
+  return encodeStateRow({ entityKey: user, shard, epoch, seq, state, expiresAt: null, usage, liveUsage });
 }
 
 function closedHour(roll: number, at: number, amount: number, resource = 'tokens', key = 'key_a') {
@@ -108,12 +110,8 @@ describe.each(DATABASE_KINDS)('usage history on %s', (kind) => {
     const day = utc('2026-09-14T08:30:00Z');
     await store.writeStates([stateRow(user, shard, epoch, 1, { rolls: 2, hours: [closedHour(1, day, 10), closedHour(2, day + HOUR, 5, 'default')] })]);
     // This hour's counters, as a state row holds them (not yet rolled).
-    const live = JSON.stringify({
-      v: 1,
-      limits: {},
-      usage: { hour: day + 2 * HOUR - ((day + 2 * HOUR) % HOUR), rolls: 2, cells: ['tokens', 'key_a', 7, 1, 2] },
-    });
-    await store.writeStates([{ ...stateRow(user, shard, epoch, 2, null), state: live }]);
+    const live = { hour: day + 2 * HOUR - ((day + 2 * HOUR) % HOUR), cells: ['tokens', 'key_a', 7, 1, 2] };
+    await store.writeStates([stateRow(user, shard, epoch, 2, null, live)]);
     const lines = [];
     for await (const page of store.exportUsage(new Date('2026-09-01T00:00:00Z'))) lines.push(...page.filter((line) => line.userId === user));
     expect(lines).toEqual([
@@ -121,6 +119,23 @@ describe.each(DATABASE_KINDS)('usage history on %s', (kind) => {
       { userId: user, tier: 'pro', resource: 'tokens', day: '2026-09-14', amount: 17, requests: 2, denied: 2 },
     ]);
     expect(await store.countUsers()).toBeGreaterThan(0);
+  });
+
+  it('counts the live hour of a row written before migration 010 (in its JSON state) until its next write', async () => {
+    const user = `user_legacy_${serial++}`;
+    await db.database.sql`insert into users (id, email, tier, password_hash) values (${user}, ${`${user}@example.com`}, 'pro', 'x')`;
+    const hour = utc('2026-08-03T10:00:00Z');
+    const legacy = { v: 1, limits: {}, usage: { hour, rolls: 0, cells: ['tokens', 'key_a', 11, 2, 1] } };
+    await db.database.sql`insert into actor_state (entity_key, shard, epoch, state) values (${user}, ${shard}, ${epoch}, ${db.database.sql.json(legacy)})`;
+    const lines = async () => {
+      const found = [];
+      for await (const page of store.exportUsage(new Date('2026-08-01T00:00:00Z'))) found.push(...page.filter((line) => line.userId === user));
+      return found;
+    };
+    expect(await lines()).toEqual([{ userId: user, tier: 'pro', resource: 'tokens', day: '2026-08-03', amount: 11, requests: 2, denied: 1 }]);
+    // Its next write stores the counters in `usage_live`, and the JSON state is gone.
+    await store.writeStates([stateRow(user, shard, epoch, 1, null, { hour, cells: ['tokens', 'key_a', 12, 3, 1] })]);
+    expect(await lines()).toEqual([{ userId: user, tier: 'pro', resource: 'tokens', day: '2026-08-03', amount: 12, requests: 3, denied: 1 }]);
   });
 
   it('puts 23:59:59.999 UTC on the last day of the month in that month, and queries across the two partitions', async () => {

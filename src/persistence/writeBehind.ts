@@ -218,6 +218,9 @@ export class WriteBehind {
       }
       try {
         const encoded = encodeStateRow(row);
+        // The state's object tree is not needed once encoded: let it go now rather than keep
+        // it (and have it promoted to the old generation) while the statement runs.
+        row.state = null;
         if (encoded.mended === true) this.mended.rows++;
         pending.push({ index, row: encoded, bytes: encoded.body.length + (encoded.usageLive?.length ?? 0) + encoded.entityKey.length + 64 });
       } catch (error) {

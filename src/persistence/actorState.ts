@@ -53,9 +53,9 @@ export interface EncodedStateRow {
  * be lost with it).
  *
  * The state is stored as MessagePack in `body` (bytea): Postgres stores it as given, where a
- * `jsonb` state cost it a parse of every row on every flush (about 6 of the 20 µs a row cost;
- * docs/architecture.md). A value MessagePack cannot say (a cycle; a BigInt) is written as JSON
- * would say it: a BigInt as a number, a cycle as null. `usageLive`, the current hour's usage
+ * `jsonb` state cost it a parse of every row on every flush (about 10 of the 21 µs a row cost;
+ * docs/architecture.md). A value MessagePack cannot say (a cycle; a BigInt past 64 bits) is
+ * written as JSON would say it: a cycle as null, a BigInt as a number. `usageLive`, the current hour's usage
  * counters, goes as JSON text, which usage queries read as `jsonb`; there U+0000 and lone
  * surrogates are refused, so they are written as U+FFFD.
  *

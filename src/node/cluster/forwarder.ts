@@ -1,11 +1,26 @@
 /**
- * Forwarding to an entity's owner over NATS, batched: items for one owner collected within
- * one turn of the event loop (or up to MAX_BATCH of them) go as one request to
- * `tally.node.<owner>` (no queue group: exactly that node). The batches of one turn, for
- * every owner, are published together, so nats.js writes them in one socket write: on few
- * cores the nats-server's cost per read and write, more than the nodes', bounds a cluster.
- * Every batch has a deadline, so an owner that is gone or frozen costs the caller at most
- * `timeoutMs`, never a hang.
+ * Forwarding to an entity's owner over NATS, batched by load: each owner has at most one
+ * flush in flight, a flush being its whole queue sent at once as batches of up to MAX_BATCH
+ * items to `tally.node.<owner>` (no queue group: exactly that node). What is sent to an
+ * owner while its flush is out waits in its queue, and goes as the next flush the moment the
+ * last batch of that flush ends, however it ends (answered, refused, failed, expired). So a
+ * lone request goes at once, and under load each batch carries what arrived during the
+ * round trip before it: batches of one turn only averaged 1.3 items at 16 connections. A
+ * queue longer than MAX_BATCH goes as several batches together rather than one per round
+ * trip, since holding a full batch back would only add a round trip to its items.
+ *
+ * An owner with nothing in flight gets what one turn of the event loop collected, at the end
+ * of that turn. The batches of one turn, for every owner, are published together, and so
+ * are those released by the answers of one socket read (nats.js calls their callbacks in one
+ * go): nats.js writes each group in one socket write, and on few cores the nats-server's cost
+ * per read and write, more than the nodes', bounds a cluster.
+ *
+ * Every batch has a deadline, counted from when the oldest of its items was queued rather
+ * than from when it went, so an owner that is gone or frozen costs a caller at most
+ * `timeoutMs`, never a hang, however long it waited behind the flush ahead: counted from
+ * the send, an item queued behind a frozen owner's batch waited twice the timeout, longer
+ * than a lease (test/cluster/failOpen.test.ts). A batch that expires releases its owner as
+ * an answer does.
  *
  * Replies come back on one subscription of this node's own (`<inbox>.<batch id>`), and one
  * timer sweeps the deadlines, rather than a request object, an error with its stack and a
@@ -37,6 +52,8 @@ const REFUSAL_LOG_MS = 60_000;
 
 const MAX_BATCH = 100;
 
+const SHUTTING_DOWN = 'this node is shutting down';
+
 export interface ForwardStats {
   batches: number;
   items: number;
@@ -50,6 +67,12 @@ interface Waiting {
   resolve: (result: ForwardResult) => void;
 }
 
+/** What waits for an owner's next flush, and when the oldest of it was queued (its deadline counts from then). */
+interface Queue {
+  since: number;
+  waiting: Waiting[];
+}
+
 /** A batch sent and not answered yet. */
 interface InFlight {
   owner: string;
@@ -58,13 +81,18 @@ interface InFlight {
 }
 
 export class Forwarder {
-  private readonly queues = new Map<string, Waiting[]>();
+  private readonly queues = new Map<string, Queue>();
   private subscription: Subscription | null = null;
   private readonly inbox: string;
   private readonly replies: Subscription;
   private readonly inFlight = new Map<number, InFlight>();
+  /** Batches in flight per owner, of its one flush; an owner with none has no entry. */
+  private readonly outstanding = new Map<string, number>();
   private nextId = 1;
   private flushScheduled = false;
+  private closed = false;
+  /** Replies to batches sent here, decided this turn and not published yet. */
+  private unsent: { msg: Msg; data: Uint8Array }[] = [];
   private readonly sweeper: NodeJS.Timeout;
   readonly stats: ForwardStats = { batches: 0, items: 0, failures: 0, refusedBatches: 0 };
 
@@ -81,27 +109,31 @@ export class Forwarder {
     this.sweeper.unref();
   }
 
-  /** Sends `item` to `owner` in the next batch; never rejects (an unreachable owner is an answer). */
+  /**
+   * Sends `item` to `owner` in its next flush: at the end of this turn, or when the flush in
+   * flight to it ends. Never rejects (an unreachable owner is an answer).
+   */
   send(owner: string, item: ForwardItem): Promise<ForwardResult> {
+    // After `close` no answer could arrive and no deadline would be swept.
+    if (this.closed) return Promise.resolve(unreachable(owner, SHUTTING_DOWN));
     return new Promise((resolve) => {
       let queue = this.queues.get(owner);
       if (queue === undefined) {
-        queue = [];
+        queue = { since: performance.now(), waiting: [] };
         this.queues.set(owner, queue);
-        if (!this.flushScheduled) {
-          this.flushScheduled = true;
-          setImmediate(this.flushAll);
-        }
       }
-      queue.push({ item, resolve });
-      if (queue.length >= MAX_BATCH) this.flush(owner);
+      queue.waiting.push({ item, resolve });
+      if (!this.flushScheduled && !this.outstanding.has(owner)) {
+        this.flushScheduled = true;
+        setImmediate(this.flushAll);
+      }
     });
   }
 
-  /** Every owner's batch of this turn, published together: nats.js writes them to the socket at once. */
+  /** The flushes of this turn, for every owner with nothing in flight, published together: nats.js writes them to the socket at once. */
   private readonly flushAll = (): void => {
     this.flushScheduled = false;
-    for (const owner of [...this.queues.keys()]) this.flush(owner);
+    for (const owner of [...this.queues.keys()]) if (!this.outstanding.has(owner)) this.flush(owner);
   };
 
   /** Answers batches sent to this node, each item by `decide`. */
@@ -123,12 +155,15 @@ export class Forwarder {
     this.subscription = null;
   }
 
-  /** Answers every batch still waiting as unreachable, and stops listening for replies. */
+  /** Answers every item still waiting, sent or queued, as unreachable, and stops listening for replies. */
   close(): void {
+    this.closed = true;
     this.stop();
     clearInterval(this.sweeper);
     this.replies.unsubscribe();
-    for (const [id, batch] of this.inFlight) this.settle(id, batch, (waiting) => waiting.resolve(unreachable(batch.owner, 'this node is shutting down')));
+    // Each settled batch releases its owner, whose queue `flush` then answers, being closed.
+    for (const [id, batch] of this.inFlight) this.settle(id, batch, (waiting) => waiting.resolve(unreachable(batch.owner, SHUTTING_DOWN)));
+    for (const owner of [...this.queues.keys()]) this.flush(owner);
   }
 
   /**
@@ -156,8 +191,25 @@ export class Forwarder {
       return;
     }
     const results = await Promise.all(batch.items.map((raw) => decideSafely(readForwardItem(raw), decide)));
-    msg.respond(this.mac.sealReply(msg.reply, encode({ results } satisfies ForwardReply)));
+    this.reply(msg, this.mac.sealReply(msg.reply, encode({ results } satisfies ForwardReply)));
   }
+
+  /**
+   * Replies decided in one turn of the event loop go out together at its end: nats.js writes
+   * what is published within one microtask in one socket write, and batches answered in
+   * different microtasks (each awaits its own decisions) would each cost a write, here and
+   * at the nats-server.
+   */
+  private reply(msg: Msg, data: Uint8Array): void {
+    this.unsent.push({ msg, data });
+    if (this.unsent.length === 1) setImmediate(this.sendReplies);
+  }
+
+  private readonly sendReplies = (): void => {
+    const replies = this.unsent;
+    this.unsent = [];
+    for (const { msg, data } of replies) msg.respond(data);
+  };
 
   private refusedSaidAt = Number.NEGATIVE_INFINITY;
 
@@ -169,15 +221,26 @@ export class Forwarder {
     this.log.warn({ err: error, refused: this.stats.refusedBatches }, message);
   }
 
+  /** Sends `owner`'s whole queue as one flush, in batches of at most MAX_BATCH items; once closed, answers it as unreachable. */
   private flush(owner: string): void {
     const queue = this.queues.get(owner);
-    if (queue === undefined || queue.length === 0) return;
+    if (queue === undefined) return;
     this.queues.delete(owner);
+    if (this.closed) {
+      for (const waiting of queue.waiting) waiting.resolve(unreachable(owner, SHUTTING_DOWN));
+      return;
+    }
+    const deadline = queue.since + this.timeoutMs;
+    for (let start = 0; start < queue.waiting.length; start += MAX_BATCH) this.publish(owner, queue.waiting.slice(start, start + MAX_BATCH), deadline);
+  }
+
+  private publish(owner: string, queue: Waiting[], deadline: number): void {
     this.stats.batches++;
     this.stats.items += queue.length;
+    this.outstanding.set(owner, (this.outstanding.get(owner) ?? 0) + 1);
     const batch: ForwardBatch = { v: WIRE_VERSION, items: queue.map((waiting) => waiting.item) };
     const id = this.nextId++;
-    this.inFlight.set(id, { owner, queue, deadline: performance.now() + this.timeoutMs });
+    this.inFlight.set(id, { owner, queue, deadline });
     try {
       const subject = nodeSubject(owner);
       const reply = `${this.inbox}.${id}`;
@@ -228,9 +291,20 @@ export class Forwarder {
     this.settle(id, batch, (waiting) => waiting.resolve(unreachable(batch.owner, why)));
   }
 
+  /**
+   * Ends a batch: every way one ends comes here, so its owner is always released, and what
+   * queued behind the flush goes (or, once closed, is answered) the moment its last batch ends.
+   */
   private settle(id: number, batch: InFlight, answer: (waiting: Waiting, index: number) => void): void {
     this.inFlight.delete(id);
     for (let i = 0; i < batch.queue.length; i++) answer(batch.queue[i]!, i);
+    const left = this.outstanding.get(batch.owner)! - 1;
+    if (left > 0) {
+      this.outstanding.set(batch.owner, left);
+      return;
+    }
+    this.outstanding.delete(batch.owner);
+    this.flush(batch.owner);
   }
 }
 

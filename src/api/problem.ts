@@ -109,6 +109,17 @@ export function problemFromError(error: unknown): { problem: Problem; retryAfter
   return { problem: problem('internal', 'the server failed to answer this request'), unexpected: true };
 }
 
+/**
+ * The problem as the service API answers it (the NATS subjects, `/v1/service/…` over HTTP,
+ * and each failed item of a batch): `retry_after_ms` in the body where waiting helps, since
+ * a NATS reply, or an item, has no `Retry-After` header of its own.
+ */
+export function serviceProblem(error: unknown): { problem: Problem; unexpected: boolean } {
+  const { problem: body, retryAfterMs, unexpected } = problemFromError(error);
+  if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
+  return { problem: body, unexpected };
+}
+
 function assertNever(value: never): never {
   throw new Error(`no status for error code ${String(value)}`);
 }

@@ -14,6 +14,11 @@ export interface Router {
    */
   tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined;
   limiter(request: LimiterRequest): Promise<LimiterDecision>;
+  /**
+   * Whether this node owns the entity now, as the shard map says (a user id, or a limiter's
+   * entity key): the NATS API's direct subjects answer `moved` for the entities it does not.
+   */
+  owns(entityKey: string): boolean;
 }
 
 /** Who a request acts for, and the credential it brought (checked by the owner). */

@@ -250,11 +250,23 @@ export const LimitProblem = Type.Composite([
 
 export type Body<T extends TSchema> = Static<T>;
 
-// The NATS API (src/nats/service.ts): the same operations, naming the user in the body.
+// The service API (serviceOperations.ts: the NATS subjects, and `/v1/service/…` over HTTP): the
+// same operations, naming the user in the body.
 const UserId = Type.String({ pattern: '^u[a-z2-7]{20}$', description: 'the user the operation is for' });
 const IdempotencyKey = Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'as the HTTP `Idempotency-Key` header' }));
 const MAX_NATS_BATCH = 1000;
 export const NatsConsume = Type.Object({ user_id: UserId, cost: Cost, resource: ChargedResource, amounts: Charged, idempotency_key: IdempotencyKey }, Strict);
+/** A consume by a user's API key instead of its id (a gateway that holds only the caller's key): the key is checked as over HTTP. */
+export const NatsKeyConsume = Type.Object(
+  {
+    api_key: Type.String({ minLength: 1, maxLength: 200, description: 'the API key the caller presented (`tk_…`)' }),
+    cost: Cost,
+    resource: ChargedResource,
+    amounts: Charged,
+    idempotency_key: IdempotencyKey,
+  },
+  Strict,
+);
 export const NatsGet = Type.Object({ user_id: UserId }, Strict);
 export const NatsBatch = Type.Object({ items: Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_NATS_BATCH }) }, Strict);
 export const NatsReserve = Type.Object(
@@ -299,3 +311,67 @@ export const TopUsers = Type.Object({
     }),
   ),
 });
+
+// The service API (the NATS subjects, and `/v1/service/…` over HTTP) as the OpenAPI document
+// shows it. Each operation checks its body itself (serviceOperations.ts), a batch item by
+// item, so these shapes document what it accepts and answers; they are not checked at the edge.
+/** What the edge lets through as parsed: the operation checks the body itself. */
+export const ServiceBody = Type.Unknown();
+const ItemFailed = Type.Object(
+  { error: ProblemSchema },
+  { description: 'an item that failed: the problem the same request alone would have got (its `status` is the HTTP status)' },
+);
+const batchOf = (item: TSchema) =>
+  Type.Object(
+    {
+      items: Type.Array(item, {
+        minItems: 1,
+        maxItems: MAX_NATS_BATCH,
+        description: 'each decided on its own; over HTTP the whole body is at most 64 KiB, so a larger batch is sent in parts',
+      }),
+    },
+    Strict,
+  );
+const resultsOf = (reply: TSchema) =>
+  Type.Object({ results: Type.Array(Type.Union([reply, ItemFailed]), { description: 'one per item, in the order of `items`' }) });
+const refusal = {
+  denied: Type.Optional(Type.String({ description: 'refused: the limit that refused' })),
+  retry_after_ms: Type.Optional(Type.Integer({ minimum: 0, description: 'refused: after this long the same request fits' })),
+  exceeds_capacity: Type.Optional(Type.Literal(true, { description: 'refused: the limit can never admit as much, so no wait helps' })),
+};
+const ServiceDecision = Type.Object({
+  allowed: Type.Boolean({ description: 'false: refused, and nothing was charged' }),
+  limits: Type.Array(LimitState),
+  ...refusal,
+  degraded: Type.Optional(Type.Literal(true, { description: 'allowed by a `fail_open` tier without its owner: no limits are known' })),
+});
+export const ServiceConsumeBody = Type.Union([NatsConsume, NatsKeyConsume, batchOf(Type.Union([NatsConsume, NatsKeyConsume]))]);
+export const ServiceConsumeReply = Type.Union([ServiceDecision, resultsOf(ServiceDecision)]);
+export const ServiceGetBody = Type.Union([NatsGet, batchOf(NatsGet)]);
+export const ServiceGetReply = Type.Union([QuotaReply, resultsOf(QuotaReply)]);
+export const ServiceReservation = Type.Object({
+  allowed: Type.Boolean({ description: 'false: refused, and nothing was held' }),
+  id: Type.Optional(Type.String({ description: 'held: the hold, for settle and release' })),
+  expires_at: Type.Optional(Timestamp),
+  limits: Type.Array(LimitState),
+  ...refusal,
+});
+export const ServiceReleased = Type.Object({ released: Type.Literal(true) });
+export const ServiceSession = Type.Object({ user_id: Type.String(), session_id: Type.String(), tier: Type.String(), expires_at: Timestamp });
+export const ServiceUsageQuery = Type.Object(
+  {
+    start: Type.String({ description: 'RFC 3339: the first bucket is the one this falls in' }),
+    end: Type.Optional(Type.String({ description: 'RFC 3339, exclusive; default now' })),
+    bucket: Type.Optional(Type.Union([Type.Literal('1h'), Type.Literal('1d')], { description: 'default `1d`' })),
+    group_by: Type.Optional(
+      Type.Union([Type.Array(Type.Union([Type.Literal('user'), Type.Literal('tier'), Type.Literal('resource')])), Type.String()], {
+        description: 'a list, or a comma-separated string',
+      }),
+    ),
+    user_id: Type.Optional(Type.String({ description: 'only this user' })),
+    tier: Type.Optional(Type.String({ description: 'only users on this tier now' })),
+    page: Type.Optional(Type.String({ description: 'the `next_page` of the previous answer' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'results per page; default 1,000' })),
+  },
+  { ...Strict, description: 'the parameters of `GET /v1/admin/usage`, in a body' },
+);

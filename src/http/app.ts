@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Caller, checkText, compile, HttpError, problem, problemFromError, truncate, type Validator } from '../api/index.js';
 import { API_KEY_REFUSED, ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
-import { bearerToken, type Credentials, resolveCaller, tokenMatches } from './auth.js';
+import { bearerToken, type Credentials, resolveCaller, tokenMatches, WWW_AUTHENTICATE } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
 import { flatFieldsOf, flatMapsOf, parseFlatObject } from './flatJson.js';
 import { LIBUS_LISTEN_EXCLUSIVE_PORT, listenFailure } from './listen.js';
@@ -416,7 +416,7 @@ export class HttpServer {
     const { problem: answer, retryAfterMs, unexpected } = problemFromError(error);
     if (unexpected) this.options.log.error({ err: error, requestId: exchange.requestId }, 'request failed');
     const headers: Record<string, string> = {};
-    if (answer.status === 401) headers['WWW-Authenticate'] = 'Bearer realm="tally"';
+    if (answer.status === 401) headers['WWW-Authenticate'] = WWW_AUTHENTICATE;
     if (retryAfterMs !== undefined && (answer.status === 429 || answer.status === 503)) headers['Retry-After'] = retryAfterSeconds(retryAfterMs);
     exchange.status = answer.status;
     writeProblem(exchange, answer, headers);

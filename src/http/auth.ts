@@ -9,6 +9,9 @@ import type { Caller } from '../api/index.js';
 import type { ApiKeys, SessionTokens } from '../credentials/index.js';
 import { looksLikeApiKey } from '../shards/index.js';
 
+/** The challenge of every 401 (RFC 6750 §3). */
+export const WWW_AUTHENTICATE = 'Bearer realm="tally"';
+
 export function bearerToken(authorization: string): string | null {
   if (authorization.length < 8) return null;
   // The scheme is case-insensitive (RFC 9110 §11.1); the usual spelling skips lowercasing.

@@ -66,7 +66,7 @@ export function openApiDocument(routes: readonly RouteDefinition[], version: str
     }
     if (params.length > 0) operation.parameters = params;
     if (route.body !== undefined) {
-      operation.requestBody = { required: route.bodyOptional !== true, content: { 'application/json': { schema: plain(route.body) } } };
+      operation.requestBody = { required: route.bodyOptional !== true, content: { 'application/json': { schema: plain(route.documentedBody ?? route.body) } } };
     }
     paths[route.path] ??= {};
     paths[route.path]![route.method] = operation;

@@ -95,6 +95,11 @@ export interface RouteDefinition<S extends TSchema | undefined = TSchema | undef
    */
   apiKeys?: boolean;
   body?: S;
+  /**
+   * The body's shape for the document, where the handler checks the body itself and `body`
+   * lets any JSON through (the service API's operations check each item of a batch on its own).
+   */
+  documentedBody?: TSchema;
   /** An empty body is accepted and validated as `{}`. */
   bodyOptional?: boolean;
   /** The query string parameters it reads; on other routes the query string is not read. */

@@ -2,7 +2,10 @@
  * The internal NATS API: the NATS service `tally` (@nats-io/services, so `$SRV.PING|INFO|STATS`
  * find it), run by every node in one queue group. A request reaches any node, names its user
  * by `user_id`, and goes through the same router as an HTTP request: to the owner, with
- * every guarantee of a local request.
+ * every guarantee of a local request. What each operation reads, decides and answers is
+ * src/api's `serviceOperations` (HTTP serves the same on `/v1/service/…`); this file is its
+ * NATS transport: the encodings, service errors, the count of requests in flight, and the
+ * subjects a client that routes to owners uses.
  *
  * - Bodies are JSON, or MessagePack when the request's `content-type` header is
  *   `application/msgpack`; the reply uses the request's encoding.
@@ -13,50 +16,54 @@
  *   decided on its own and answered in order in `{results: […]}`, where an item that failed
  *   is `{error: problem}`. The router sends each owner its items in batches, all in parallel.
  * - Platform services act for a user: no session or key is checked, but a blocked user is
- *   refused. Who may send here is NATS's business (subject permissions), as with the node
+ *   refused. A consume may name its caller by API key instead (`api_key`), checked as HTTP
+ *   checks it. Who may send here is NATS's business (subject permissions), as with the node
  *   subjects.
+ * - For a client that routes to owners (@tally/client): `cluster.map` answers the shard map,
+ *   every node says on `tally.events.map` that it changed, and each node also listens on
+ *   subjects of its own (`tally.v1.node.<id>.<operation>`, no queue group). There it decides
+ *   only the items whose user it owns and answers `{moved: true}` for the others, so an item
+ *   sent to its owner is never forwarded, and one sent to a node that no longer owns it comes
+ *   back to be sent again.
  */
+
+import { isUtf8 } from 'node:buffer';
 import { type Service, type ServiceMsg, Svcm } from '@nats-io/services';
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
-import type { Static, TSchema } from '@sinclair/typebox';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import {
-  type Caller,
-  checkJsonText,
-  checkServiceLimiter,
-  compile,
-  consumeRequest,
-  DEGRADED_ANSWER,
+  type ApiKeyCallers,
   HttpError,
-  limitViews,
-  type Problem,
-  problemFromError,
+  itemError,
   type Router,
-  refusalOf,
-  releaseRequest,
-  reserveRequest,
-  schemas as S,
-  settleRequest,
+  type SessionTokenVerifier,
+  serviceOperations,
+  serviceProblem,
   type UsageReader,
-  usagePage,
-  usageQuery,
 } from '../api/index.js';
-import type { SessionTokens } from '../credentials/index.js';
-import { type Credential, InvalidRequestError, type QuotaDecision, TallyError } from '../shards/index.js';
+import { type LimiterDecision, type LimiterRequest, LimiterService, TallyError, type UserOpName, type UserOps, type UserRequest } from '../shards/index.js';
 
 /** The service's name, its queue group (every node answers in one), and the prefix of its subjects. */
 const SERVICE_NAME = 'tally';
 const QUEUE_GROUP = 'tally';
 const SUBJECT_PREFIX = 'tally.v1';
 const MSGPACK = 'application/msgpack';
-const SERVICE: Credential = Object.freeze({ kind: 'service' as const });
+/** A node's own subjects, `tally.v1.node.<id>.<operation>`: the operations a client sends to an owner. */
+const DIRECT_GROUP = 'node';
+const DIRECT_OPERATIONS = new Set(['quota.consume', 'quota.get', 'quota.reserve', 'quota.settle', 'quota.release', 'limiter.check']);
+/** Where every node says that the shard map changed. It carries nothing to trust: a client asks `cluster.map` again. */
+const MAP_CHANGED_SUBJECT = 'tally.events.map';
+/** Changes within this long (a move touches many shards) are said once. */
+const MAP_NOTICE_MS = 50;
+/** The answer for an item a node's own subject got for a user it does not own. */
+const MOVED_ANSWER = Object.freeze({ moved: true });
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
 export interface NatsApiDeps {
   router: Router;
-  tokens: SessionTokens;
+  tokens: SessionTokenVerifier;
   /** The usage history (the node's store), for `usage.get`. */
   usage: UsageReader;
   clock: () => number;
@@ -65,9 +72,13 @@ export interface NatsApiDeps {
   nodeId: string;
   /** Decisions in flight at once (a batch counts each item); a request past it is answered 503. */
   maxInFlight: number;
+  /** API keys, for a consume that names its caller by key. */
+  keys: ApiKeyCallers;
+  /** The shard map as this node sees it: each shard's owner, if it has one. */
+  shardOwners(): readonly (string | undefined)[];
 }
 
-/** One endpoint: its subject's last part and what it does with a validated body. */
+/** One endpoint: its subject's last part and what it does with a decoded body. */
 interface Operation {
   name: string;
   handle(body: unknown): unknown;
@@ -76,8 +87,10 @@ interface Operation {
 export class NatsApi {
   private inFlight = 0;
   private idle: (() => void) | null = null;
+  private mapNotice: NodeJS.Timeout | null = null;
 
   private constructor(
+    private readonly nc: NatsConnection,
     private readonly service: Service,
     private readonly log: Logger,
     private readonly maxInFlight: number,
@@ -91,16 +104,36 @@ export class NatsApi {
       queue: QUEUE_GROUP,
       metadata: { node: deps.nodeId },
     });
-    const api = new NatsApi(service, deps.log, deps.maxInFlight);
+    const api = new NatsApi(nc, service, deps.log, deps.maxInFlight);
     const group = service.addGroup(SUBJECT_PREFIX);
-    for (const operation of operations(deps)) {
-      group.addEndpoint(operation.name.replace('.', '_'), { subject: operation.name, handler: (_error, msg) => api.answer(operation, msg) });
+    const endpoint = (name: string, subject: string, operation: Operation) =>
+      group.addEndpoint(name.replaceAll('.', '_'), { subject, handler: (_error, msg) => api.answer(operation, msg) });
+    for (const operation of serviceOperations(deps)) endpoint(operation.name, operation.name, operation);
+    const direct = serviceOperations({ ...deps, router: ownersOnly(deps.router), failedItem: movedOrError });
+    for (const operation of direct) {
+      if (DIRECT_OPERATIONS.has(operation.name)) endpoint(`direct.${operation.name}`, `${DIRECT_GROUP}.${deps.nodeId}.${operation.name}`, operation);
     }
+    endpoint('cluster.map', 'cluster.map', { name: 'cluster.map', handle: () => shardMapView(deps.shardOwners()) });
     return api;
+  }
+
+  /** The shard map changed: said on MAP_CHANGED_SUBJECT once the changes of the next moment are in. */
+  mapChanged(): void {
+    if (this.mapNotice !== null) return;
+    this.mapNotice = setTimeout(() => {
+      this.mapNotice = null;
+      try {
+        this.nc.publish(MAP_CHANGED_SUBJECT, '{}');
+      } catch (error) {
+        this.log.debug({ err: error }, 'NATS API: the shard map notice was not published (the connection is closing)');
+      }
+    }, MAP_NOTICE_MS);
   }
 
   /** Stops taking requests, then waits (at most `timeoutMs`) for those being answered. */
   async stop(timeoutMs: number): Promise<void> {
+    if (this.mapNotice !== null) clearTimeout(this.mapNotice);
+    this.mapNotice = null;
     await this.service
       .stop()
       .catch((error: unknown) => this.log.warn({ err: error }, 'NATS API: stopping the service failed; waiting for the requests in flight all the same'));
@@ -149,9 +182,12 @@ export class NatsApi {
   }
 
   private fail(msg: ServiceMsg, error: unknown, msgpack: boolean): void {
-    const { problem: body, retryAfterMs, unexpected } = problemFromError(error);
+    if (error === NOT_HERE) {
+      reply(msg, MOVED_ANSWER, msgpack);
+      return;
+    }
+    const { problem: body, unexpected } = serviceProblem(error);
     if (unexpected) this.log.error({ err: error, subject: msg.subject }, 'NATS API: request failed');
-    if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
     const options = msgpack ? { headers: msgpackHeaders() } : {};
     msg.respondError(body.status, body.detail, encodeBody(body, msgpack), options);
   }
@@ -165,166 +201,65 @@ function decisionsIn(body: unknown): number {
   return Math.max(1, body.items.length);
 }
 
-/** A platform service acts for the user it names: no session or key is checked, a blocked user is refused. */
-const serviceCaller = (userId: string): Caller => ({ userId, credential: SERVICE });
-
-function operations({ router, tokens, usage, clock }: NatsApiDeps): Operation[] {
-  const consume = itemHandler(S.NatsConsume, (item) => {
-    const request = consumeRequest(serviceCaller(item.user_id), item, item.idempotency_key);
-    const decided = router.tryUser(request);
-    if (decided !== undefined) return consumeView(decided);
-    return router.user(request).then(consumeView);
-  });
-  const get = itemHandler(S.NatsGet, (item) =>
-    router
-      .user({ userId: item.user_id, credential: SERVICE, op: 'quota.get', args: {} })
-      .then((quota) => ({ tier: quota.tier, limits: limitViews(quota.limits) })),
-  );
-  const reserve = reader(S.NatsReserve);
-  const settle = reader(S.NatsSettle);
-  const release = reader(S.NatsRelease);
-  const verify = reader(S.NatsVerify);
-  const limiter = reader(S.LimiterBody);
-  return [
-    { name: 'quota.consume', handle: batchable(consume) },
-    { name: 'quota.get', handle: batchable(get) },
-    {
-      name: 'quota.reserve',
-      async handle(body) {
-        const item = reserve(body);
-        const request = reserveRequest(serviceCaller(item.user_id), item);
-        const decision = await router.user(request);
-        const view = decisionView(decision);
-        return decision.allowed ? { ...view, id: request.args.id, expires_at: new Date(decision.expiresAt).toISOString() } : view;
-      },
-    },
-    {
-      name: 'quota.settle',
-      async handle(body) {
-        const item = settle(body);
-        const settled = await router.user(settleRequest(serviceCaller(item.user_id), item.id, item));
-        return { limits: limitViews(settled.limits) };
-      },
-    },
-    {
-      name: 'quota.release',
-      async handle(body) {
-        const item = release(body);
-        await router.user(releaseRequest(serviceCaller(item.user_id), item.id));
-        return { released: true };
-      },
-    },
-    {
-      name: 'sessions.verify',
-      async handle(body) {
-        const { token } = verify(body);
-        const claims = await tokens.verify(token);
-        const credential: Credential = { kind: 'session', sessionId: claims.sessionId };
-        const verified = await router.user({ userId: claims.userId, credential, op: 'auth.verify', args: {} });
-        return { user_id: verified.userId, session_id: claims.sessionId, tier: verified.tier, expires_at: new Date(claims.expiresAt).toISOString() };
-      },
-    },
-    {
-      name: 'limiter.check',
-      handle: (body) => checkServiceLimiter(router, limiter(body)),
-    },
-    {
-      // The admin's query (any user, by user, tier and resource): the platform's services act
-      // for any user here, as they do for every other operation. Read from Postgres by
-      // whichever node answers: no owner is involved.
-      name: 'usage.get',
-      handle(body) {
-        checkJsonText(body);
-        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequestError('the body is a JSON object of query parameters');
-        return usagePage(usage, usageQuery(body as Record<string, unknown>, { kind: 'admin' }, clock()));
-      },
-    },
-  ];
-}
+/** Thrown by `ownersOnly` for a user this node does not own; answered MOVED_ANSWER. Made once: it carries nothing. */
+const NOT_HERE = new Error('not the owner');
 
 /**
- * Reads a request body as HTTP reads one: every string well-formed (no U+0000, no lone
- * surrogate, in names and values alike), then the schema. A MessagePack body can carry any
- * string, so the text check runs on every body, not only on JSON with escapes.
+ * The router of a node's own subjects: a request for an entity this node owns goes on as
+ * usual, any other fails with NOT_HERE instead of being forwarded (its sender routes it).
  */
-function reader<T extends TSchema>(schema: T): (body: unknown) => Static<T> {
-  const validate = compile(schema);
-  return function readBody(body) {
-    checkJsonText(body);
-    return validate(body);
+function ownersOnly(router: Router): Router {
+  return {
+    user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
+      return router.owns(request.userId) ? router.user(request) : Promise.reject(NOT_HERE);
+    },
+    tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined {
+      return router.owns(request.userId) ? router.tryUser(request) : undefined;
+    },
+    limiter(request: LimiterRequest): Promise<LimiterDecision> {
+      return router.owns(LimiterService.entityKey(request.namespace, request.key)) ? router.limiter(request) : Promise.reject(NOT_HERE);
+    },
+    owns: (entityKey) => router.owns(entityKey),
   };
 }
 
-/** Reads one item and runs it; returns its answer, or a promise of it. Throws on bad input. */
-function itemHandler<T extends TSchema>(schema: T, run: (item: Static<T>) => unknown): (item: unknown) => unknown {
-  const read = reader(schema);
-  return (item) => run(read(item));
-}
-
 /**
- * One item, or `{items}`: each item decided on its own, answered in order. All items are
- * started before any is awaited, so the router batches those for one owner together.
+ * The shard map as a client routes by it: `shard = xxh64(key, seed 0) mod shard_count` of the
+ * user id (or of `limiter_prefix` + a limiter's key), and `owners[shard]` indexes `nodes`
+ * (-1: no owner now). A node's own subjects begin with `direct_prefix` + its id.
  */
-function batchable(one: (item: unknown) => unknown): (body: unknown) => unknown {
-  const envelope = compile(S.NatsBatch);
-  return (body) => {
-    if (body === null || typeof body !== 'object' || !('items' in body)) return one(body);
-    const { items } = envelope(body);
-    const results: unknown[] = new Array(items.length);
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < items.length; i++) {
-      try {
-        const answer = one(items[i]);
-        if (answer instanceof Promise) {
-          pending.push(
-            answer.then(
-              (value) => {
-                results[i] = value;
-              },
-              (error: unknown) => {
-                results[i] = itemError(error);
-              },
-            ),
-          );
-        } else {
-          results[i] = answer;
-        }
-      } catch (error) {
-        results[i] = itemError(error);
-      }
+function shardMapView(owners: readonly (string | undefined)[]) {
+  const nodes: string[] = [];
+  const indexOf = new Map<string, number>();
+  const list = owners.map((owner) => {
+    if (owner === undefined) return -1;
+    let index = indexOf.get(owner);
+    if (index === undefined) {
+      index = nodes.length;
+      nodes.push(owner);
+      indexOf.set(owner, index);
     }
-    if (pending.length === 0) return { results };
-    return Promise.all(pending).then(() => ({ results }));
+    return index;
+  });
+  return {
+    shard_count: owners.length,
+    hash: 'xxh64',
+    limiter_prefix: LimiterService.entityKey('service', ''),
+    direct_prefix: `${SUBJECT_PREFIX}.${DIRECT_GROUP}.`,
+    nodes,
+    owners: list,
   };
 }
 
-function itemError(error: unknown): { error: Problem } {
-  const { problem: body, retryAfterMs } = problemFromError(error);
-  if (retryAfterMs !== undefined) body.retry_after_ms = retryAfterMs;
-  return { error: body };
-}
-
-function consumeView(decision: QuotaDecision): Record<string, unknown> {
-  // Allowed by a `fail_open` tier without its owner: no limits are known.
-  if (decision.degraded === true) return { ...DEGRADED_ANSWER, degraded: true };
-  return decisionView(decision);
-}
-
-/**
- * A decision as a normal reply. Refused: the limit that refused in `denied`, and when to try
- * again; or `exceeds_capacity` (no `retry_after_ms`) when the limit can never admit as much.
- */
-function decisionView(decision: QuotaDecision): Record<string, unknown> {
-  if (decision.allowed) return { allowed: true, limits: limitViews(decision.limits) };
-  const refused: Record<string, unknown> = { allowed: false, limits: limitViews(decision.limits), denied: decision.denied };
-  const refusal = refusalOf(decision);
-  if (refusal.kind === 'exceeds_capacity') refused.exceeds_capacity = true;
-  else refused.retry_after_ms = refusal.retryAfterMs;
-  return refused;
+/** An item of a batch on a node's own subject: MOVED_ANSWER for a user this node does not own. */
+function movedOrError(error: unknown): unknown {
+  return error === NOT_HERE ? MOVED_ANSWER : itemError(error);
 }
 
 function decodeBody(data: Uint8Array, msgpack: boolean): unknown {
   if (data.length === 0) return {};
+  // As over HTTP: invalid UTF-8 is refused, not replaced (a replaced byte would change what was asked).
+  if (!msgpack && !isUtf8(data)) throw new HttpError('malformed_json', 'the request body is not valid UTF-8');
   try {
     return msgpack ? packr.unpack(data) : JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
   } catch {

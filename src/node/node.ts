@@ -240,7 +240,10 @@ export class TallyNode {
         version: VERSION,
         nodeId: config.nodeId,
         maxInFlight: config.natsMaxInFlight,
+        keys: services.apiKeys,
+        shardOwners: () => Array.from({ length: SHARD_COUNT }, (_, shard) => node.map.owner(shard)),
       });
+      node.onMapChanged = () => natsApi.mapChanged();
       opened.add('stop the NATS API', () => natsApi.stop(0));
       cluster = { node, forwarder, natsApi, mac: services.clusterMac };
     }

@@ -35,4 +35,9 @@ export class LocalRouter implements Router {
   limiter(request: LimiterRequest): Promise<LimiterDecision> {
     return this.limiters.perform(request, this.clock());
   }
+
+  /** A single node owns every entity. */
+  owns(): boolean {
+    return true;
+  }
 }

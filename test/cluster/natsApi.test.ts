@@ -9,6 +9,7 @@ import { Svcm } from '@nats-io/services';
 import { connect, headers, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initHashing, shardOf } from '../../src/shards/index.js';
 import { createTestCluster, strictLimits, type TestCluster } from '../support/cluster.js';
 import { apiClient } from '../support/http.js';
 import { createUser, type TestUser, tokensUsed } from '../support/tally.js';
@@ -20,6 +21,7 @@ let cluster: TestCluster;
 let nc: NatsConnection;
 
 beforeAll(async () => {
+  await initHashing();
   cluster = await createTestCluster({ leaseMs: 3000 });
   await cluster.addTier('strict', strictLimits(LIMIT, { periodMs: 3_600_000, tokens: 1_000 }));
   await cluster.startAll(ids);
@@ -57,18 +59,24 @@ describe('the NATS service', () => {
     const infos = [];
     for await (const info of await client.info('tally')) infos.push(info);
     expect(infos).toHaveLength(3);
-    expect(infos[0]!.endpoints.map((endpoint) => endpoint.subject).sort()).toEqual(
-      [
-        'tally.v1.limiter.check',
-        'tally.v1.quota.consume',
-        'tally.v1.quota.get',
-        'tally.v1.quota.release',
-        'tally.v1.quota.reserve',
-        'tally.v1.quota.settle',
-        'tally.v1.sessions.verify',
-        'tally.v1.usage.get',
-      ].sort(),
-    );
+    const direct = ['limiter.check', 'quota.consume', 'quota.get', 'quota.release', 'quota.reserve', 'quota.settle'];
+    for (const info of infos) {
+      expect(info.endpoints.map((endpoint) => endpoint.subject).sort()).toEqual(
+        [
+          'tally.v1.cluster.map',
+          'tally.v1.limiter.check',
+          'tally.v1.quota.consume',
+          'tally.v1.quota.get',
+          'tally.v1.quota.release',
+          'tally.v1.quota.reserve',
+          'tally.v1.quota.settle',
+          'tally.v1.sessions.verify',
+          'tally.v1.usage.get',
+          // A node's own subjects, for a client that routes to owners.
+          ...direct.map((operation) => `tally.v1.node.${info.metadata?.node}.${operation}`),
+        ].sort(),
+      );
+    }
     expect(infos.every((info) => info.endpoints.every((endpoint) => endpoint.queue_group === 'tally'))).toBe(true);
   });
 
@@ -242,4 +250,45 @@ describe('the NATS service', () => {
     expect((await check()).body.allowed).toBe(false);
     expect((await call('tally.v1.limiter.check', { key, limit: 0, window_ms: 60_000 })).errorCode).toBe(400);
   });
+
+  it('gives the shard map, and on a node’s own subjects decides only what that node owns: `moved` for the rest, never forwarded', async () => {
+    const map = (await call('tally.v1.cluster.map', {})).body;
+    expect(map).toMatchObject({ shard_count: 1024, hash: 'xxh64', limiter_prefix: 'limiter:service:', direct_prefix: 'tally.v1.node.' });
+    expect([...map.nodes].sort()).toEqual(ids);
+    expect(map.owners).toHaveLength(1024);
+    const users: TestUser[] = await Promise.all(Array.from({ length: 6 }, () => newUser('pro')));
+    const ownerOf = (user: TestUser) => map.nodes[map.owners[shardOf(user.id)]] as string;
+    const node = ownerOf(users[0]!);
+    const items = users.map((user) => ({ user_id: user.id, amounts: { tokens: 3 } }));
+    const answer = await call(`tally.v1.node.${node}.quota.consume`, { items }, { msgpack: true });
+    expect(answer.errorCode).toBeNull();
+    for (const [i, user] of users.entries()) {
+      if (ownerOf(user) === node) expect(answer.body.results[i]).toMatchObject({ allowed: true });
+      else expect(answer.body.results[i]).toEqual({ moved: true });
+      expect(await tokensUsed(api(), user.token)).toBe(ownerOf(user) === node ? 3 : 0);
+    }
+    const stranger = users.find((user) => ownerOf(user) !== node) ?? (await newUserOwnedElsewhere(node, ownerOf));
+    expect((await call(`tally.v1.node.${node}.quota.get`, { user_id: stranger.id })).body).toEqual({ moved: true });
+    // A bad item is still a bad item there.
+    expect((await call(`tally.v1.node.${node}.quota.consume`, { user_id: 'nobody' })).errorCode).toBe(400);
+  });
 });
+
+describe('the NATS service reading bytes', () => {
+  it('refuses a JSON body that is not valid UTF-8, as HTTP does, rather than replacing the bytes', async () => {
+    const user = await newUser('pro');
+    const body = Buffer.concat([Buffer.from(`{"user_id":"${user.id}","resource":"to`), Buffer.from([0xff]), Buffer.from('kens","cost":1}')]);
+    const reply = await nc.request('tally.v1.quota.consume', body, { timeout: 5000 });
+    expect(reply.headers?.get('Nats-Service-Error-Code')).toBe('400');
+    expect(JSON.parse(reply.string())).toMatchObject({ status: 400, detail: 'the request body is not valid UTF-8' });
+    expect(await tokensUsed(api(), user.token)).toBe(0);
+  });
+});
+
+/** A user whose shard another node than `node` owns (the map spreads users over three nodes, so a few tries find one). */
+async function newUserOwnedElsewhere(node: string, ownerOf: (user: TestUser) => string): Promise<TestUser> {
+  for (;;) {
+    const user = await newUser('pro');
+    if (ownerOf(user) !== node) return user;
+  }
+}

@@ -95,6 +95,7 @@ describe('the shipped NATS configuration', () => {
       '$KV.>',
       'tally.v1.>',
       'tally.v1.sessions.verify',
+      'tally.v1.node.a.quota.consume',
       '_INBOX.>',
       '_INBOX_tally_operator.>',
       '>',
@@ -104,6 +105,9 @@ describe('the shipped NATS configuration', () => {
     expect(await subscriptionRefused(app, 'tally.v1.sessions.verify', 'tally')).toBe(true);
     expect(await publishRefused(app, 'tally.node.a')).toBe(true);
     expect(await publishRefused(app, '$KV.tally_shards.shard.0')).toBe(true);
+    // It hears that the shard map changed, but cannot say so itself (to other services).
+    expect(await subscriptionRefused(app, 'tally.events.map')).toBe(false);
+    expect(await publishRefused(app, 'tally.events.map')).toBe(true);
     // Its own replies still come: the connection is fine after every refusal.
     const again = await app.request('tally.v1.quota.get', JSON.stringify({ user_id: user.id }), { timeout: 5000, headers: headers() });
     expect(JSON.parse(again.string())).toMatchObject({ tier: 'free' });

@@ -101,6 +101,8 @@ export class ClusterNode {
   /** Woken at every change of the map, the members or the operator requests (drain waits on it). */
   private readonly changed = new Wakeup();
   readonly counts = { shardsClaimed: 0, shardsHandedOff: 0, leaseLosses: 0 };
+  /** Called after every change of the shard map this node follows (the NATS API tells clients). */
+  onMapChanged: () => void = () => {};
 
   private constructor(
     private readonly deps: ClusterDeps,
@@ -168,7 +170,10 @@ export class ClusterNode {
       for (const shard of runtime.shards) if (shard.status !== 'not_owned') runtime.releaseShard(shard);
       this.changed.notify();
     };
-    this.map.onChange = () => this.schedule();
+    this.map.onChange = () => {
+      this.schedule();
+      this.onMapChanged();
+    };
     this.membership.onMembersChanged = () => this.schedule();
     this.operator.onChange = () => this.schedule();
     // The CLI asks every node at once for the epochs of the shards it serves.

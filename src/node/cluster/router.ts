@@ -79,6 +79,10 @@ export class ClusterRouter implements Router {
     return this.route(key, { kind: 'limiter', request }, () => this.limiters.perform(request, this.clock())) as Promise<LimiterDecision>;
   }
 
+  owns(entityKey: string): boolean {
+    return this.routing !== null && this.routing.owner(shardOf(entityKey)) === this.routing.nodeId;
+  }
+
   /** Decides a forwarded item here: `moved` when this node does not serve its shard now. */
   async decide(item: ForwardItem): Promise<ForwardResult> {
     const key = item.kind === 'user' ? item.request.userId : LimiterService.entityKey(item.request.namespace, item.request.key);

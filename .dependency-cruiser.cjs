@@ -122,6 +122,13 @@ module.exports = {
       to: { path: '^src/', pathNot: '^src/([^/]+|node/cluster)/index\\.ts$' },
     },
     {
+      name: 'client-stands-alone',
+      severity: 'error',
+      comment: '@tally/client is published on its own: it speaks the wire protocol and imports nothing of the service, its tests or its tools.',
+      from: { path: '^clients/typescript/src/' },
+      to: { path: '^(src|test|bench|cluster|console)/' },
+    },
+    {
       name: 'console-shares-types-only',
       severity: 'error',
       comment: 'The browser console shares the cluster view’s type with the server, nothing that runs on Node.',

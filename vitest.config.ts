@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 // on a 2-core machine running files one at a time keeps timings and ports predictable.
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'clients/typescript/test/**/*.test.ts'],
     fileParallelism: false,
     testTimeout: 30_000,
     hookTimeout: 60_000,

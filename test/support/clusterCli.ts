@@ -10,11 +10,14 @@ import { killGroup } from './children.js';
 const MAIN = join(import.meta.dirname, '../../dist/src/node/main.js');
 const running = new Set<ChildProcess>();
 
-/** Runs `tally cluster <args>` against `natsUrl`: its exit code and its output (stdout and stderr). */
-export function runClusterCli(natsUrl: string, args: string[]): Promise<{ code: number; out: string }> {
+/**
+ * Runs `tally cluster <args>` against `natsUrl` (with `env` on top: NATS_USER and
+ * NATS_PASSWORD on the shipped configuration): its exit code and its output (stdout and stderr).
+ */
+export function runClusterCli(natsUrl: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [MAIN, 'cluster', ...args], {
-      env: { PATH: process.env.PATH ?? '', NATS_URL: natsUrl },
+      env: { PATH: process.env.PATH ?? '', NATS_URL: natsUrl, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     running.add(child);

@@ -17,6 +17,11 @@
  * 4. The NATS API on the same three nodes: `tally.v1.quota.consume` with batches of 100 items
  *    in MessagePack, 8 requests in flight, through the service's queue group: decisions per
  *    second, against HTTP's best requests per second on three nodes in step 3.
+ * 5. @tally/client, 512 callers each awaiting one consume at a time (so the client's
+ *    auto-batching makes the batches): on the one node of step 2 (against HTTP's best there),
+ *    and on the three nodes routed to owners and through the queue group (`routing: 'any'`).
+ *    Decisions per second, p50 and p99 per call, the client's mean message size, and the
+ *    items forwarded between nodes per decision.
  *
  * Every node runs on this machine's two cores with PostgreSQL, nats-server and the load
  * generators: the three-node figure shows what forwarding costs when nothing is gained
@@ -30,18 +35,20 @@ import { join } from 'node:path';
 import { connect, headers } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
 import postgres from 'postgres';
+import { TallyClient } from '../../clients/typescript/src/index.js';
 import { seedUsers } from '../../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
-import { type ClusterLevel, type ClusterPhase, type ClusterResult, formatCluster } from '../harness/clusterReport.js';
+import { type ClientPhase, type ClusterLevel, type ClusterPhase, type ClusterResult, formatCluster } from '../harness/clusterReport.js';
 import { BENCH_TIER, CONSUME_PATH, KEY_COUNT } from '../harness/workload.js';
 import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
 import { TALLY_MAIN } from '../targets/tally.js';
 
-const CONCURRENCIES = (process.env.BENCH_CLUSTER_CONNECTIONS ?? '16,128').split(',').map(Number);
+const CONCURRENCIES = (process.env.BENCH_CLUSTER_CONNECTIONS ?? '16,64').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
 const WARM_UP_SECONDS = 3;
 const NATS_BATCH = 100;
 const NATS_IN_FLIGHT = 8;
+const CLIENT_CALLERS = 512;
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const NODE_IDS = ['bench-1', 'bench-2', 'bench-3'];
 
@@ -161,6 +168,59 @@ async function natsLoad(natsUrl: string, userIds: string[], seconds: number): Pr
   }
 }
 
+/**
+ * CLIENT_CALLERS callers, each awaiting one consume through @tally/client before the next, for
+ * `seconds` after a warm-up: the client batches what they ask in one turn. `urls` are the
+ * nodes' HTTP addresses, for the forwarding counters.
+ */
+async function clientLoad(name: string, natsUrl: string, urls: string[], userIds: string[], routing: 'owner' | 'any', seconds: number): Promise<ClientPhase> {
+  const nc = await connect({ servers: natsUrl });
+  const tally = await TallyClient.nats(nc, { routing, timeout: 10_000 });
+  let decisions = 0;
+  let errors = 0;
+  const latencies: number[] = [];
+  const run = async (caller: number, until: number, count: boolean) => {
+    for (let next = caller; performance.now() < until; next += CLIENT_CALLERS) {
+      const sent = performance.now();
+      try {
+        await tally.consume(userIds[next % userIds.length]!, { cost: 1 });
+        if (!count) continue;
+        latencies.push(performance.now() - sent);
+        decisions++;
+      } catch {
+        errors++;
+      }
+    }
+  };
+  try {
+    const warmUntil = performance.now() + WARM_UP_SECONDS * 1000;
+    await Promise.all(Array.from({ length: CLIENT_CALLERS }, (_, caller) => run(caller, warmUntil, false)));
+    const before = await forwardCounts(urls);
+    const sent = { ...tally.stats };
+    const started = performance.now();
+    const until = started + seconds * 1000;
+    await Promise.all(Array.from({ length: CLIENT_CALLERS }, (_, caller) => run(caller, until, true)));
+    const elapsed = (performance.now() - started) / 1000;
+    const after = await forwardCounts(urls);
+    latencies.sort((a, b) => a - b);
+    const at = (share: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * share))] ?? Number.NaN;
+    return {
+      name,
+      callers: CLIENT_CALLERS,
+      decisionsPerSecond: decisions / elapsed,
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+      meanMessage: (tally.stats.items - sent.items) / Math.max(1, tally.stats.messages - sent.messages),
+      forwardedPerDecision: (after.items - before.items) / Math.max(1, decisions),
+      moved: tally.stats.moved - sent.moved,
+      errors,
+    };
+  } finally {
+    await tally.close();
+    await nc.close();
+  }
+}
+
 export async function runCluster(): Promise<ClusterResult> {
   if (CONCURRENCIES.some((connections) => !Number.isInteger(connections) || connections < 3)) {
     throw new Error('BENCH_CLUSTER_CONNECTIONS is a comma-separated list of connection counts, each at least 3');
@@ -242,6 +302,8 @@ export async function runCluster(): Promise<ClusterResult> {
       console.error(`[cluster] one node, ${connections} connections, ${SECONDS} s`);
       singles.push(await measure('1 node (cluster mode, alone)', wrk, urls, script, connections));
     }
+    console.error(`[cluster] one node, @tally/client, ${CLIENT_CALLERS} callers`);
+    const clientSingle = await clientLoad('1 node, @tally/client', natsUrl, urls, seeded.ids, 'owner', SECONDS);
 
     console.error('[cluster] two more nodes join');
     await start(NODE_IDS[1]!);
@@ -268,7 +330,23 @@ export async function runCluster(): Promise<ClusterResult> {
     console.error(`[cluster] NATS API, batches of ${NATS_BATCH}, ${NATS_IN_FLIGHT} in flight`);
     const natsResult = await natsLoad(natsUrl, seeded.ids, SECONDS);
     const busiest = Math.max(...levels.map((level) => level.three.rps));
-    return { seconds: SECONDS, levels, nats: { ...natsResult, vsHttp: natsResult.decisionsPerSecond / busiest } };
+    console.error(`[cluster] three nodes, @tally/client routed to owners, ${CLIENT_CALLERS} callers`);
+    const routed = await clientLoad('3 nodes, @tally/client, routed to owners', natsUrl, urls, seeded.ids, 'owner', SECONDS);
+    console.error(`[cluster] three nodes, @tally/client through the queue group, ${CLIENT_CALLERS} callers`);
+    const anyNode = await clientLoad('3 nodes, @tally/client, queue group', natsUrl, urls, seeded.ids, 'any', SECONDS);
+    const httpSingle = Math.max(...singles.map((phase) => phase.rps));
+    return {
+      seconds: SECONDS,
+      levels,
+      nats: { ...natsResult, vsHttp: natsResult.decisionsPerSecond / busiest },
+      client: {
+        single: clientSingle,
+        routed,
+        anyNode,
+        singleVsHttp: clientSingle.decisionsPerSecond / httpSingle,
+        routedVsAny: routed.decisionsPerSecond / anyNode.decisionsPerSecond,
+      },
+    };
   } finally {
     await Promise.all(nodes.map((node) => node.stop(30_000)));
     await nats?.stop();

@@ -46,10 +46,13 @@ export interface ClusterResult {
   nats: { batch: number; inFlight: number; decisionsPerSecond: number; allowed: number; errors: number; p99Ms: number; vsHttp: number };
   client: {
     single: ClientPhase;
+    /** The same with `maxBatch` 128. */
+    small: ClientPhase;
     routed: ClientPhase;
     anyNode: ClientPhase;
     /** single.decisionsPerSecond / HTTP's best req/s on one node */
     singleVsHttp: number;
+    smallVsHttp: number;
     /** routed / anyNode, decisions per second */
     routedVsAny: number;
   };
@@ -72,11 +75,12 @@ export function formatCluster(result: ClusterResult): string {
     '',
     `| @tally/client (${client.single.callers} callers, one call each at a time) | decisions/s | p50 ms | p99 ms | items/message | forwarded/decision | moved | errors |`,
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...[client.single, client.routed, client.anyNode].map(
+    ...[client.single, client.small, client.routed, client.anyNode].map(
       (phase) =>
         `| ${phase.name} | ${phase.decisionsPerSecond.toFixed(0)} | ${phase.p50Ms.toFixed(2)} | ${phase.p99Ms.toFixed(2)} | ${phase.meanMessage.toFixed(1)} | ${phase.forwardedPerDecision.toFixed(3)} | ${phase.moved} | ${phase.errors} |`,
     ),
     '',
-    `client on one node / HTTP on one node: ${client.singleVsHttp.toFixed(2)}×; three nodes, routed / queue group: ${client.routedVsAny.toFixed(2)}×`,
+    `client on one node / HTTP on one node: ${client.singleVsHttp.toFixed(2)}× (with messages of 128: ${client.smallVsHttp.toFixed(2)}×); ` +
+      `three nodes, routed / queue group: ${client.routedVsAny.toFixed(2)}×`,
   ].join('\n');
 }

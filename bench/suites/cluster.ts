@@ -19,7 +19,8 @@
  *    second, against HTTP's best requests per second on three nodes in step 3.
  * 5. @tally/client, 512 callers each awaiting one consume at a time (so the client's
  *    auto-batching makes the batches): on the one node of step 2 (against HTTP's best there),
- *    and on the three nodes routed to owners and through the queue group (`routing: 'any'`).
+ *    by default (one message per turn) and with messages of 128 (`maxBatch`), and on the
+ *    three nodes routed to owners and through the queue group (`routing: 'any'`).
  *    Decisions per second, p50 and p99 per call, the client's mean message size, and the
  *    items forwarded between nodes per decision.
  *
@@ -49,6 +50,8 @@ const WARM_UP_SECONDS = 3;
 const NATS_BATCH = 100;
 const NATS_IN_FLIGHT = 8;
 const CLIENT_CALLERS = 512;
+/** The client's `maxBatch` in the phase that splits each turn's calls, so that the node decides one message while the client writes the next. */
+const SMALL_MESSAGES = 128;
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const NODE_IDS = ['bench-1', 'bench-2', 'bench-3'];
 
@@ -173,9 +176,16 @@ async function natsLoad(natsUrl: string, userIds: string[], seconds: number): Pr
  * `seconds` after a warm-up: the client batches what they ask in one turn. `urls` are the
  * nodes' HTTP addresses, for the forwarding counters.
  */
-async function clientLoad(name: string, natsUrl: string, urls: string[], userIds: string[], routing: 'owner' | 'any', seconds: number): Promise<ClientPhase> {
+async function clientLoad(
+  name: string,
+  natsUrl: string,
+  urls: string[],
+  userIds: string[],
+  options: { routing: 'owner' | 'any'; maxBatch?: number },
+  seconds: number,
+): Promise<ClientPhase> {
   const nc = await connect({ servers: natsUrl });
-  const tally = await TallyClient.nats(nc, { routing, timeout: 10_000 });
+  const tally = await TallyClient.nats(nc, { ...options, timeout: 10_000 });
   let decisions = 0;
   let errors = 0;
   const latencies: number[] = [];
@@ -303,7 +313,16 @@ export async function runCluster(): Promise<ClusterResult> {
       singles.push(await measure('1 node (cluster mode, alone)', wrk, urls, script, connections));
     }
     console.error(`[cluster] one node, @tally/client, ${CLIENT_CALLERS} callers`);
-    const clientSingle = await clientLoad('1 node, @tally/client', natsUrl, urls, seeded.ids, 'owner', SECONDS);
+    const clientSingle = await clientLoad('1 node, @tally/client', natsUrl, urls, seeded.ids, { routing: 'owner' }, SECONDS);
+    console.error(`[cluster] one node, @tally/client with messages of ${SMALL_MESSAGES}, ${CLIENT_CALLERS} callers`);
+    const clientSmall = await clientLoad(
+      `1 node, @tally/client, maxBatch ${SMALL_MESSAGES}`,
+      natsUrl,
+      urls,
+      seeded.ids,
+      { routing: 'owner', maxBatch: SMALL_MESSAGES },
+      SECONDS,
+    );
 
     console.error('[cluster] two more nodes join');
     await start(NODE_IDS[1]!);
@@ -331,9 +350,9 @@ export async function runCluster(): Promise<ClusterResult> {
     const natsResult = await natsLoad(natsUrl, seeded.ids, SECONDS);
     const busiest = Math.max(...levels.map((level) => level.three.rps));
     console.error(`[cluster] three nodes, @tally/client routed to owners, ${CLIENT_CALLERS} callers`);
-    const routed = await clientLoad('3 nodes, @tally/client, routed to owners', natsUrl, urls, seeded.ids, 'owner', SECONDS);
+    const routed = await clientLoad('3 nodes, @tally/client, routed to owners', natsUrl, urls, seeded.ids, { routing: 'owner' }, SECONDS);
     console.error(`[cluster] three nodes, @tally/client through the queue group, ${CLIENT_CALLERS} callers`);
-    const anyNode = await clientLoad('3 nodes, @tally/client, queue group', natsUrl, urls, seeded.ids, 'any', SECONDS);
+    const anyNode = await clientLoad('3 nodes, @tally/client, queue group', natsUrl, urls, seeded.ids, { routing: 'any' }, SECONDS);
     const httpSingle = Math.max(...singles.map((phase) => phase.rps));
     return {
       seconds: SECONDS,
@@ -341,9 +360,11 @@ export async function runCluster(): Promise<ClusterResult> {
       nats: { ...natsResult, vsHttp: natsResult.decisionsPerSecond / busiest },
       client: {
         single: clientSingle,
+        small: clientSmall,
         routed,
         anyNode,
         singleVsHttp: clientSingle.decisionsPerSecond / httpSingle,
+        smallVsHttp: clientSmall.decisionsPerSecond / httpSingle,
         routedVsAny: routed.decisionsPerSecond / anyNode.decisionsPerSecond,
       },
     };

@@ -213,9 +213,8 @@ function ownersOnly(router: Router): Router {
     user<K extends UserOpName>(request: UserRequest<K>): Promise<UserOps[K]['result']> {
       return router.owns(request.userId) ? router.user(request) : Promise.reject(NOT_HERE);
     },
-    tryUser<K extends UserOpName>(request: UserRequest<K>): UserOps[K]['result'] | undefined {
-      return router.owns(request.userId) ? router.tryUser(request) : undefined;
-    },
+    // The router answers synchronously only for a user this node owns: no second hash of the id.
+    tryUser: (request) => router.tryUser(request),
     limiter(request: LimiterRequest): Promise<LimiterDecision> {
       return router.owns(LimiterService.entityKey(request.namespace, request.key)) ? router.limiter(request) : Promise.reject(NOT_HERE);
     },

@@ -1,10 +1,12 @@
 /**
- * @tally/client over NATS, against three node processes on a nats-server run with the shipped
- * configuration, connected as the platform's service user `app`: every call, calls routed to
- * their owners (nothing forwarded between nodes), auto-batching of 1000 concurrent calls on a
- * strict limit, a shard moved mid-stream, an owner killed, and an owner frozen past the call's
- * timeout.
+ * @tally/client against three node processes on a nats-server run with the shipped
+ * configuration: every call over both transports (NATS as the platform's service user `app`,
+ * and HTTP with the service token, through each node), calls routed to their owners (nothing
+ * forwarded between nodes), auto-batching of 1000 concurrent calls on a strict limit, a shard
+ * moved mid-stream, an owner killed, and an owner frozen past the call's timeout.
  */
+
+import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initHashing, shardOf } from '../../../src/shards/index.js';
@@ -21,10 +23,11 @@ const ids = ['n1', 'n2', 'n3'];
 let cluster: TestCluster;
 let nc: NatsConnection;
 let tally: TallyClient;
+const serviceToken = `service-${randomBytes(12).toString('hex')}`;
 
 beforeAll(async () => {
   await initHashing();
-  cluster = await createTestCluster({ leaseMs: 2000, secured: true });
+  cluster = await createTestCluster({ leaseMs: 2000, secured: true, env: { TALLY_SERVICE_TOKEN: serviceToken } });
   await cluster.addTier('strict', strictLimits(LIMIT, { periodMs: 3_600_000, tokens: 1_000_000 }));
   await cluster.addTier('roomy', strictLimits(10_000_000, { periodMs: 60_000, tokens: 10_000_000 }));
   await cluster.startAll(ids);
@@ -53,50 +56,59 @@ const ownerOf = async (userId: string): Promise<string | null> => {
   return (answer.body as { shards: { owners: (string | null)[] } }).shards.owners[shardOf(userId)] ?? null;
 };
 
-describe('the client over NATS', () => {
-  it('answers every call, typed: consume, get, reserve with settle and release, verifySession, limiter.check, usage', async () => {
-    const user = await newUser('pro');
-    expect(tally.routed).toBe(true);
+/** The client under test: over NATS, or over HTTP through node `i`. */
+const clientFor = (transport: 'nats' | 'http', i: number) =>
+  transport === 'nats' ? tally : TallyClient.http({ url: cluster.nodes.get(ids[i]!)!.baseUrl, token: serviceToken });
 
-    const consumed = await tally.consume(user.id, { amounts: { tokens: 100 } });
-    expect(consumed).toMatchObject({ allowed: true, degraded: false });
-    expect(consumed.limits.length).toBeGreaterThan(0);
-    expect(consumed.limits[0]!.resetAt).toBeInstanceOf(Date);
+describe.each(['nats', 'http'] as const)('the client over %s', (transport) => {
+  it.each([0, 1, 2])(
+    'answers every call, typed, through node %i: consume, get, reserve with settle and release, verifySession, limiter.check, usage',
+    async (i) => {
+      const tally = clientFor(transport, i);
+      const user = await newUser('pro', i);
+      expect(tally.routed).toBe(transport === 'nats');
 
-    const quota = await tally.get(user.id);
-    expect(quota.tier).toBe('pro');
-    expect(quota.limits.find((limit) => limit.name === consumed.limits[0]!.name)?.remaining).toBe(consumed.limits[0]!.remaining);
+      const consumed = await tally.consume(user.id, { amounts: { tokens: 100 } });
+      expect(consumed).toMatchObject({ allowed: true, degraded: false });
+      expect(consumed.limits.length).toBeGreaterThan(0);
+      expect(consumed.limits[0]!.resetAt).toBeInstanceOf(Date);
 
-    const reservation = await tally.reserve(user.id, { amounts: { tokens: 1000 } });
-    expect(reservation.allowed).toBe(true);
-    const limits = await reservation.hold!.settle({ amounts: { tokens: 250 } });
-    expect(limits.length).toBeGreaterThan(0);
-    expect(await tokensUsed(api(), user.token)).toBe(350);
+      const quota = await tally.get(user.id);
+      expect(quota.tier).toBe('pro');
+      expect(quota.limits.find((limit) => limit.name === consumed.limits[0]!.name)?.remaining).toBe(consumed.limits[0]!.remaining);
 
-    const released = await tally.reserve(user.id, { amounts: { tokens: 5000 } });
-    await released.hold!.release();
-    expect(await tokensUsed(api(), user.token)).toBe(350);
+      const reservation = await tally.reserve(user.id, { amounts: { tokens: 1000 } });
+      expect(reservation.allowed).toBe(true);
+      const limits = await reservation.hold!.settle({ amounts: { tokens: 250 } });
+      expect(limits.length).toBeGreaterThan(0);
+      expect(await tokensUsed(api(), user.token)).toBe(350);
 
-    const session = await tally.verifySession(user.token);
-    expect(session).toMatchObject({ userId: user.id, sessionId: user.sessionId, tier: 'pro' });
-    await expect(tally.verifySession(`${user.token.slice(0, -4)}AAAA`)).rejects.toBeInstanceOf(UnauthenticatedError);
+      const released = await tally.reserve(user.id, { amounts: { tokens: 5000 } });
+      await released.hold!.release();
+      expect(await tokensUsed(api(), user.token)).toBe(350);
 
-    await expect(tally.consume('uaaaaaaaaaaaaaaaaaaaa')).rejects.toBeInstanceOf(NotFoundError);
-    await expect(tally.consume('not-a-user-id')).rejects.toMatchObject({ name: 'InvalidRequestError', status: 400 });
+      const session = await tally.verifySession(user.token);
+      expect(session).toMatchObject({ userId: user.id, sessionId: user.sessionId, tier: 'pro' });
+      await expect(tally.verifySession(`${user.token.slice(0, -4)}AAAA`)).rejects.toBeInstanceOf(UnauthenticatedError);
 
-    const key = `client-${user.id}`;
-    expect(await tally.limiter.check(key, { limit: 1, windowMs: 60_000 })).toMatchObject({ allowed: true, remaining: 0 });
-    expect(await tally.limiter.check(key, { limit: 1, windowMs: 60_000 })).toMatchObject({ allowed: false });
+      await expect(tally.consume('uaaaaaaaaaaaaaaaaaaaa')).rejects.toBeInstanceOf(NotFoundError);
+      await expect(tally.consume('not-a-user-id')).rejects.toMatchObject({ name: 'InvalidRequestError', status: 400 });
 
-    // Usage is recorded as the owner writes its state behind, within a flush interval.
-    const tokensRecorded = async () => {
-      const usage = await tally.usage({ start: new Date(Date.now() - 3_600_000), userId: user.id, groupBy: ['user', 'resource'] });
-      return usage.data.flatMap((bucket) => bucket.results).find((result) => result.resource === 'tokens' && result.userId === user.id)?.amount;
-    };
-    await waitFor(async () => (await tokensRecorded()) === 350, 10_000);
-  });
+      const key = `client-${transport}-${user.id}`;
+      expect(await tally.limiter.check(key, { limit: 1, windowMs: 60_000 })).toMatchObject({ allowed: true, remaining: 0 });
+      expect(await tally.limiter.check(key, { limit: 1, windowMs: 60_000 })).toMatchObject({ allowed: false });
+
+      // Usage is recorded as the owner writes its state behind, within a flush interval.
+      const tokensRecorded = async () => {
+        const usage = await tally.usage({ start: new Date(Date.now() - 3_600_000), userId: user.id, groupBy: ['user', 'resource'] });
+        return usage.data.flatMap((bucket) => bucket.results).find((result) => result.resource === 'tokens' && result.userId === user.id)?.amount;
+      };
+      await waitFor(async () => (await tokensRecorded()) === 350, 10_000);
+    },
+  );
 
   it('consumes by the API key a caller presented, and refuses a forged one', async () => {
+    const tally = clientFor(transport, 1);
     const user = await newUser('pro');
     const { key } = await createKey(api(), user);
     expect(await tally.consume({ apiKey: key }, { amounts: { tokens: 7 } })).toMatchObject({ allowed: true });
@@ -105,6 +117,21 @@ describe('the client over NATS', () => {
     await expect(tally.consume({ apiKey: forged })).rejects.toBeInstanceOf(UnauthenticatedError);
   });
 
+  it('admits exactly a strict limit to 1000 concurrent calls', async () => {
+    const tally = clientFor(transport, 2);
+    const user = await newUser('strict');
+    const sent = tally.stats.messages;
+    const decisions = await Promise.all(Array.from({ length: 1000 }, () => tally.consume(user.id)));
+    expect(decisions.filter((decision) => decision.allowed)).toHaveLength(LIMIT);
+    const refused = decisions.find((decision) => !decision.allowed)!;
+    expect(refused).toMatchObject({ denied: 'requests', degraded: false });
+    expect(refused.retryAfterMs).toBeGreaterThan(0);
+    // One turn's calls: one message (over HTTP a body over 64 KiB would be split; these are not).
+    expect(tally.stats.messages - sent).toBe(1);
+  });
+});
+
+describe('the client over NATS, routed', () => {
   it('sends each turn’s calls straight to their owners: nothing is forwarded between nodes', async () => {
     const users = await Promise.all(Array.from({ length: 12 }, (_, i) => newUser('pro', i)));
     // Every user's actor in memory first: its load is not what this test is about.
@@ -117,17 +144,6 @@ describe('the client over NATS', () => {
     expect(tally.stats.moved).toBe(sent.moved);
     // 300 calls of one turn: one message per owner.
     expect(tally.stats.messages - sent.messages).toBeLessThanOrEqual(ids.length);
-  });
-
-  it('admits exactly a strict limit to 1000 concurrent calls, sent in one message', async () => {
-    const user = await newUser('strict');
-    const sent = tally.stats.messages;
-    const decisions = await Promise.all(Array.from({ length: 1000 }, () => tally.consume(user.id)));
-    expect(decisions.filter((decision) => decision.allowed)).toHaveLength(LIMIT);
-    const refused = decisions.find((decision) => !decision.allowed)!;
-    expect(refused).toMatchObject({ denied: 'requests', degraded: false });
-    expect(refused.retryAfterMs).toBeGreaterThan(0);
-    expect(tally.stats.messages - sent).toBe(1);
   });
 
   it('loses and double-charges nothing while the user’s shard moves mid-stream', async () => {

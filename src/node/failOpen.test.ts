@@ -86,6 +86,30 @@ describe('FailOpen', () => {
     expect(await answer(failOpen, 'u1', { kind: 'service' })).toBe('refused');
   });
 
+  it('keeps every session and key of a user it saw verified, each for its own minute', async () => {
+    const { failOpen, clock } = setup();
+    const session = (id: string): Credential => ({ kind: 'session', sessionId: id });
+    const key = (hash: string): Credential => ({ kind: 'key', keyId: 'k1', hash, signed: true });
+    failOpen.verified(request('u1', session('s1')), failOpen.stamp());
+    failOpen.verified(request('u1', key('h1')), failOpen.stamp());
+    clock.now += 10_000;
+    failOpen.verified(request('u1', session('s2')), failOpen.stamp());
+    failOpen.verified(request('u1', key('h2')), failOpen.stamp());
+    for (const credential of [session('s1'), session('s2'), key('h1'), key('h2')]) expect(await answer(failOpen, 'u1', credential)).toBe('allowed');
+    // The first ones' minute ends; the later ones' goes on.
+    clock.now += VERIFIED_TTL_MS - 5_000;
+    expect(await answer(failOpen, 'u1', session('s1'))).toBe('refused');
+    expect(await answer(failOpen, 'u1', key('h1'))).toBe('refused');
+    expect(await answer(failOpen, 'u1', session('s2'))).toBe('allowed');
+    expect(await answer(failOpen, 'u1', key('h2'))).toBe('allowed');
+    // A user's one session, stale, is replaced by the next: the old one never comes back.
+    failOpen.verified(request('u2', session('s1')), failOpen.stamp());
+    clock.now += VERIFIED_TTL_MS;
+    failOpen.verified(request('u2', session('s3')), failOpen.stamp());
+    expect(await answer(failOpen, 'u2', session('s3'))).toBe('allowed');
+    expect(await answer(failOpen, 'u2', session('s1'))).toBe('refused');
+  });
+
   it('records a key only from a consume: a key accepted for reading may lack the consume scope', async () => {
     const { failOpen } = setup();
     failOpen.verified(request('u1', KEY, 'quota.get'), failOpen.stamp());

@@ -9,6 +9,13 @@
  * queue longer than MAX_BATCH goes as several batches together rather than one per round
  * trip, since holding a full batch back would only add a round trip to its items.
  *
+ * Items wait behind a flush only while it is fresh: once it has been out HOLD_MS with no
+ * answer (an owner that is leaving, frozen or gone), what queued behind it goes as a flush of
+ * its own, as it did before forwarding batched by load. Otherwise every item queued for an
+ * owner that stopped answering would wait out the same deadline, where on its own it would
+ * mostly have been told at once that nobody listens there (and been sent again to the new
+ * owner): a rolling restart answered 503s that way.
+ *
  * An owner with nothing in flight gets what one turn of the event loop collected, at the end
  * of that turn. The batches of one turn, for every owner, are published together, and so
  * are those released by the answers of one socket read (nats.js calls their callbacks in one
@@ -51,6 +58,8 @@ import {
 const REFUSAL_LOG_MS = 60_000;
 
 const MAX_BATCH = 100;
+/** How long items wait behind an owner's unanswered flush; an answer under load takes a few ms. */
+const HOLD_MS = 50;
 
 const SHUTTING_DOWN = 'this node is shutting down';
 
@@ -86,8 +95,8 @@ export class Forwarder {
   private readonly inbox: string;
   private readonly replies: Subscription;
   private readonly inFlight = new Map<number, InFlight>();
-  /** Batches in flight per owner, of its one flush; an owner with none has no entry. */
-  private readonly outstanding = new Map<string, number>();
+  /** Per owner: its batches in flight, and when the latest flush went; an owner with none has no entry. */
+  private readonly outstanding = new Map<string, { batches: number; sentAt: number }>();
   private nextId = 1;
   private flushScheduled = false;
   private closed = false;
@@ -104,8 +113,9 @@ export class Forwarder {
   ) {
     this.inbox = createInbox();
     this.replies = nc.subscribe(`${this.inbox}.*`, { callback: (error, msg) => (error === null ? this.received(msg) : undefined) });
-    // Deadlines are kept to within a tenth of the timeout (at least 10 ms).
-    this.sweeper = setInterval(() => this.expire(), Math.max(10, Math.round(timeoutMs / 10)));
+    // Deadlines are kept to within a tenth of the timeout (at least 10 ms), and what waits
+    // behind a flush out for HOLD_MS goes within as long again.
+    this.sweeper = setInterval(() => this.expire(), Math.max(10, Math.min(HOLD_MS, Math.round(timeoutMs / 10))));
     this.sweeper.unref();
   }
 
@@ -123,7 +133,7 @@ export class Forwarder {
         this.queues.set(owner, queue);
       }
       queue.waiting.push({ item, resolve });
-      if (!this.flushScheduled && !this.outstanding.has(owner)) {
+      if (!this.flushScheduled && !this.holding(owner, performance.now())) {
         this.flushScheduled = true;
         setImmediate(this.flushAll);
       }
@@ -133,8 +143,15 @@ export class Forwarder {
   /** The flushes of this turn, for every owner with nothing in flight, published together: nats.js writes them to the socket at once. */
   private readonly flushAll = (): void => {
     this.flushScheduled = false;
-    for (const owner of [...this.queues.keys()]) if (!this.outstanding.has(owner)) this.flush(owner);
+    const now = performance.now();
+    for (const owner of [...this.queues.keys()]) if (!this.holding(owner, now)) this.flush(owner);
   };
+
+  /** Whether items for `owner` wait for its flush in flight: there is one, and it went less than HOLD_MS ago. */
+  private holding(owner: string, now: number): boolean {
+    const out = this.outstanding.get(owner);
+    return out !== undefined && now - out.sentAt < HOLD_MS;
+  }
 
   /** Answers batches sent to this node, each item by `decide`. */
   serve(nodeId: string, decide: (item: ForwardItem) => Promise<ForwardResult>): void {
@@ -237,7 +254,12 @@ export class Forwarder {
   private publish(owner: string, queue: Waiting[], deadline: number): void {
     this.stats.batches++;
     this.stats.items += queue.length;
-    this.outstanding.set(owner, (this.outstanding.get(owner) ?? 0) + 1);
+    const out = this.outstanding.get(owner);
+    if (out === undefined) this.outstanding.set(owner, { batches: 1, sentAt: performance.now() });
+    else {
+      out.batches++;
+      out.sentAt = performance.now();
+    }
     const batch: ForwardBatch = { v: WIRE_VERSION, items: queue.map((waiting) => waiting.item) };
     const id = this.nextId++;
     this.inFlight.set(id, { owner, queue, deadline });
@@ -282,6 +304,8 @@ export class Forwarder {
   private expire(): void {
     const now = performance.now();
     for (const [id, batch] of this.inFlight) if (batch.deadline <= now) this.fail(id, `no answer within ${this.timeoutMs} ms`);
+    // What waited behind a flush that has been out HOLD_MS goes now.
+    for (const owner of [...this.queues.keys()]) if (!this.holding(owner, now)) this.flush(owner);
   }
 
   private fail(id: number, why: string): void {
@@ -298,11 +322,8 @@ export class Forwarder {
   private settle(id: number, batch: InFlight, answer: (waiting: Waiting, index: number) => void): void {
     this.inFlight.delete(id);
     for (let i = 0; i < batch.queue.length; i++) answer(batch.queue[i]!, i);
-    const left = this.outstanding.get(batch.owner)! - 1;
-    if (left > 0) {
-      this.outstanding.set(batch.owner, left);
-      return;
-    }
+    const out = this.outstanding.get(batch.owner)!;
+    if (--out.batches > 0) return;
     this.outstanding.delete(batch.owner);
     this.flush(batch.owner);
   }

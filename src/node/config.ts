@@ -103,7 +103,11 @@ export const ENVIRONMENT: readonly { name: string; default: string; meaning: str
   { name: 'TALLY_DRAIN_TIMEOUT_MS', default: '30000', meaning: 'cluster: how long SIGTERM waits for this node’s shards to move to the others' },
   { name: 'TALLY_NATS_MAX_IN_FLIGHT', default: '10000', meaning: 'cluster: NATS API decisions in flight at once (a batch counts each item); past it, 503' },
   { name: 'TALLY_ADMIN_TOKEN', default: 'none: admin routes answer 403', meaning: 'bearer token for /v1/admin/* (>= 16 characters)' },
-  { name: 'TALLY_SERVICE_TOKEN', default: 'none: /v1/limiter/check answers 403', meaning: 'bearer token for service routes (>= 16 characters)' },
+  {
+    name: 'TALLY_SERVICE_TOKEN',
+    default: 'none: /v1/limiter/check and /v1/service/* answer 403',
+    meaning: 'bearer token for service routes (>= 16 characters)',
+  },
   { name: 'TALLY_JWT_SECRET', default: 'generated once into TALLY_DATA_DIR', meaning: 'signs session tokens (>= 32 characters)' },
   {
     name: 'TALLY_KEY_SECRET',

@@ -77,7 +77,7 @@ interface Pending {
   /** Index into the collection's rows. */
   index: number;
   row: EncodedStateRow;
-  /** About what the row weighs in the statement (its state in hex, its live usage and some), for cutting batches. */
+  /** About what the row weighs in the statement (its state, and its key and live usage as UTF-8 at most), for cutting batches. */
   bytes: number;
 }
 
@@ -94,6 +94,8 @@ interface Tally {
   retry: Set<number>;
   lostShards: Set<number>;
 }
+
+const NO_BYTES = new Uint8Array(0);
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -218,15 +220,17 @@ export class WriteBehind {
       }
       try {
         const encoded = encodeStateRow(row);
-        // The state's object tree is not needed once encoded: let it go now rather than keep
-        // it (and have it promoted to the old generation) while the statement runs.
+        // The state's and the live usage's object trees are not needed once encoded: let them
+        // go now rather than keep them (and have them promoted to the old generation) while the
+        // statement runs.
         row.state = null;
+        row.liveUsage = null;
         if (encoded.mended === true) this.mended.rows++;
-        pending.push({ index, row: encoded, bytes: encoded.body.length + (encoded.usageLive?.length ?? 0) + encoded.entityKey.length + 64 });
+        pending.push({ index, row: encoded, bytes: encoded.body.length + 3 * ((encoded.usageLive?.length ?? 0) + encoded.entityKey.length) + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
         this.hold(
-          { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: '', usageLive: null, expiresAt: null, usage: null },
+          { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: NO_BYTES, usageLive: null, expiresAt: null, usage: null },
           error,
           now,
         );

@@ -375,6 +375,29 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(await foundState(store, `limiter:${unique()}`)).toBeNull();
     });
 
+    it('writes many rows of one statement each whole: keys and live usage in any script, expiries to the millisecond', async () => {
+      const [epoch] = (await store.claimShards([503], 'node-state')).values();
+      const expiry = Date.UTC(2031, 4, 6, 7, 8, 9, 123);
+      const rows: ActorStateRow[] = Array.from({ length: 300 }, (_, i) => ({
+        entityKey: i % 3 === 0 ? `limiter:ключ:😀:${i}` : `usr_${i}`,
+        shard: 503,
+        epoch: epoch!,
+        seq: i + 1,
+        state: { i, name: 'naïve 😀', list: Array.from({ length: i % 7 }, (_, j) => j * 1.5) },
+        expiresAt: i % 2 === 0 ? expiry + i : null,
+        liveUsage: i % 5 === 0 ? null : { hour: 1, cells: ['tökens 😀', `key_${i}`, i, 1, 0] },
+      }));
+      expect(await store.writeStates(encode(rows))).toEqual({ written: 300, fenced: [] });
+      const stored = await db.database.sql<{ entity_key: string; seq: number; usage_live: string | null; expires_at: Date | null }[]>`
+        select entity_key, seq, usage_live, expires_at from actor_state where shard = 503 order by seq`;
+      expect(stored.map((row) => row.entity_key)).toEqual(rows.map((row) => row.entityKey));
+      rows.forEach((row, i) => {
+        expect(stored[i]!.usage_live === null ? null : JSON.parse(stored[i]!.usage_live!), row.entityKey).toEqual(row.liveUsage);
+        expect(stored[i]!.expires_at?.getTime() ?? null, row.entityKey).toBe(row.expiresAt);
+      });
+      for (const row of [rows[0]!, rows[1]!, rows[299]!]) expect(await foundState(store, row.entityKey)).toEqual(row.state);
+    });
+
     it('reads the fence epoch of the shard with the state, for known and unknown keys', async () => {
       const [epoch] = (await store.claimShards([502], 'node-state')).values();
       await store.writeStates(encode([{ entityKey: 'fenced-read', shard: 502, epoch: epoch!, seq: 4, state: { v: 1 } }]));

@@ -8,14 +8,16 @@ import { newUserId, UnauthenticatedError } from '../shards/index.js';
 import { ApiKeys } from './apiKeys.js';
 
 describe('the API-key memo', () => {
-  const keys = new ApiKeys(randomBytes(32), new Map());
-
   it('holds at most 16,384 keys however many pass through, and keeps the one in steady use', () => {
+    const keys = new ApiKeys(randomBytes(32), new Map());
     const steady = keys.issue(newUserId());
+    keys.caller(steady.key);
     const first = keys.caller(steady.key);
     expect(first).toMatchObject({ userId: steady.userId, credential: { kind: 'key', keyId: steady.keyId, signed: true } });
     for (let i = 0; i < 50_000; i++) {
       const other = keys.issue(newUserId());
+      // Each used twice: remembered from the second use.
+      expect(keys.caller(other.key).userId).toBe(other.userId);
       expect(keys.caller(other.key).userId).toBe(other.userId);
       // Remembered: the same answer, not a second parse and MAC check.
       if (i % 1000 === 0) expect(keys.caller(steady.key)).toBe(first);
@@ -24,7 +26,29 @@ describe('the API-key memo', () => {
     expect(keys.remembered).toBeGreaterThanOrEqual(8_192);
   });
 
+  it('remembers a key from its second use: a stream of keys used once each passes through without filling the memo', () => {
+    const keys = new ApiKeys(randomBytes(32), new Map());
+    const steady = keys.issue(newUserId());
+    keys.caller(steady.key);
+    const first = keys.caller(steady.key);
+    for (let i = 0; i < 50_000; i++) {
+      const once = keys.issue(newUserId());
+      expect(keys.caller(once.key).userId).toBe(once.userId);
+      if (i % 1000 === 0) expect(keys.caller(steady.key)).toBe(first);
+    }
+    // Only the steady key and the filter's false positives (at most an eighth of its bits set).
+    expect(keys.remembered).toBeLessThan(50_000 / 8);
+    const again = keys.issue(newUserId());
+    const once = keys.caller(again.key);
+    expect(keys.caller(again.key)).not.toBe(once);
+    expect(keys.caller(again.key)).toBe(keys.caller(again.key));
+  });
+
   it('refuses a key whose MAC does not verify, and does not remember it', () => {
+    const keys = new ApiKeys(randomBytes(32), new Map());
+    const known = keys.issue(newUserId());
+    keys.caller(known.key);
+    keys.caller(known.key);
     const issued = keys.issue(newUserId());
     const otherMac = `${issued.mac!.startsWith('A') ? 'B' : 'A'}${issued.mac!.slice(1)}`;
     const forged = issued.key.replace(`_${issued.mac}.`, `_${otherMac}.`);

@@ -13,6 +13,9 @@ import { apiKeyMacMatches, type Credential, INVALID_API_KEY, type IssuedApiKey, 
 
 /** Keys remembered at most: two generations of half as many each. */
 const RECENT_KEYS_MAX = 16_384;
+/** Bits of the first-sighting filter, and how many sightings it takes before it is cleared (an eighth of them set at most). */
+const SIGHTING_BITS = 1 << 17;
+const SIGHTINGS_PER_ROUND = SIGHTING_BITS / 8;
 
 export class ApiKeys {
   /**
@@ -26,9 +29,17 @@ export class ApiKeys {
    * `recent`; when it is full it becomes `older` and the previous `older` is dropped. A key
    * found in `older` moves back into `recent`, so a key in steady use is never forgotten, and
    * at most RECENT_KEYS_MAX are held, about 360 bytes each with the key, whatever the number of users.
+   *
+   * A key is remembered from its second sighting on (`seenBefore`): a node serving more keys
+   * than it remembers, each used now and then (300,000 users cycling), would otherwise put
+   * every key into the memo and drop it again before its next use, each entry outliving two
+   * young-generation collections and promoted to the old generation first.
    */
   private recent = new Map<string, Caller>();
   private older = new Map<string, Caller>();
+  /** Keys sighted since `sightings` was last reset, as bits hashed from their key ids (false positives admit a key early). */
+  private readonly sighted = new Uint32Array(SIGHTING_BITS / 32);
+  private sightings = 0;
 
   /**
    * @param macKey the key secret's MAC key, the same on every node
@@ -56,9 +67,27 @@ export class ApiKeys {
       if (!signed && (key.mac !== null || this.unsignedKeys.get(key.keyId) !== key.userId)) throw new UnauthenticatedError(INVALID_API_KEY);
       const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash, signed });
       caller = Object.freeze({ userId: key.userId, credential });
+      if (!this.seenBefore(key.keyId)) return caller;
     }
     this.remember(token, caller);
     return caller;
+  }
+
+  /** Whether a key with this id was sighted since the filter was last cleared; records this sighting. */
+  private seenBefore(keyId: string): boolean {
+    if (++this.sightings > SIGHTINGS_PER_ROUND) {
+      this.sighted.fill(0);
+      this.sightings = 1;
+    }
+    // FNV-1a over the key id (random base32): spread enough for a filter.
+    let hash = 0x811c9dc5;
+    for (let i = 0; i < keyId.length; i++) hash = Math.imul(hash ^ keyId.charCodeAt(i), 0x01000193);
+    const bit = (hash >>> 0) % SIGHTING_BITS;
+    const word = bit >>> 5;
+    const mask = 1 << (bit & 31);
+    const seen = (this.sighted[word]! & mask) !== 0;
+    this.sighted[word] = this.sighted[word]! | mask;
+    return seen;
   }
 
   /** How many keys are remembered (for tests and the heap figure). */

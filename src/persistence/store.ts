@@ -90,27 +90,39 @@ export class Store implements UserStore {
     this.loads.user++;
     return new Promise((resolve, reject) => {
       this.pendingLoads.push({ id, shard, resolve, reject });
-      if (this.pendingLoads.length === 1) setImmediate(this.sendLoads);
+      if (this.pendingLoads.length === 1 && this.loadsInFlight < LOAD_STATEMENTS) setImmediate(this.sendLoads);
     });
   }
 
   private pendingLoads: PendingLoad[] = [];
+  /** Load statements sent and not yet answered. */
+  private loadsInFlight = 0;
 
+  /**
+   * Sends what is pending, as statements of up to LOAD_BATCH users, up to LOAD_STATEMENTS of
+   * them out at a time. Loads asked for while those are out wait for one to return and go
+   * together in the next: batches grow with the load, and a lone load still goes at once.
+   */
   private readonly sendLoads = (): void => {
-    const pending = this.pendingLoads;
-    this.pendingLoads = [];
-    for (let from = 0; from < pending.length; from += LOAD_BATCH) {
-      const batch = pending.slice(from, from + LOAD_BATCH);
+    while (this.pendingLoads.length > 0 && this.loadsInFlight < LOAD_STATEMENTS) {
+      const batch = this.pendingLoads.length <= LOAD_BATCH ? this.pendingLoads : this.pendingLoads.slice(0, LOAD_BATCH);
+      this.pendingLoads = batch === this.pendingLoads ? [] : this.pendingLoads.slice(LOAD_BATCH);
       this.batches.user++;
-      this.loadUsers(batch).then(
-        (found) => {
-          for (let i = 0; i < batch.length; i++) batch[i]!.resolve(found[i]!);
-        },
-        (error: unknown) => {
-          const failure = translate(error, undefined);
-          for (const load of batch) load.reject(failure);
-        },
-      );
+      this.loadsInFlight++;
+      this.loadUsers(batch)
+        .then(
+          (found) => {
+            for (let i = 0; i < batch.length; i++) batch[i]!.resolve(found[i]!);
+          },
+          (error: unknown) => {
+            const failure = translate(error, undefined);
+            for (const load of batch) load.reject(failure);
+          },
+        )
+        .finally(() => {
+          this.loadsInFlight--;
+          this.sendLoads();
+        });
     }
   };
 
@@ -444,6 +456,8 @@ const USAGE_READ_TIMEOUT_MS = 10_000;
 
 /** Users loaded together in one statement, at most. */
 const LOAD_BATCH = 500;
+/** Load statements out at once (see `sendLoads`). */
+const LOAD_STATEMENTS = 2;
 
 interface PendingLoad {
   id: string;

@@ -462,3 +462,46 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
     });
   });
 });
+
+/**
+ * Postgres only: holding a lock that load statements wait for takes a second connection,
+ * and the embedded database has one.
+ */
+describe('Store loads on postgres while statements are out', () => {
+  let db: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = await openTestDatabase('postgres');
+    store = new Store(db.database.sql);
+  });
+  afterAll(() => db?.cleanup());
+
+  it('sends two load statements at a time; loads asked for meanwhile wait and go together in one', async () => {
+    const users = await Promise.all(Array.from({ length: 52 }, () => store.insertUser(newUser())));
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    // Load statements read `users`: they wait while another connection holds it locked.
+    const holder = await db.database.sql.reserve();
+    await holder`begin`;
+    await holder`lock table users in access exclusive mode`;
+    const statements = store.batches.user;
+    let loads: Promise<Awaited<ReturnType<Store['loadUser']>>>[] = [];
+    try {
+      loads.push(store.loadUser(users[0]!.id, 0));
+      await turn();
+      loads.push(store.loadUser(users[1]!.id, 0));
+      await turn();
+      // Two statements are out and waiting: these fifty wait for one of them.
+      loads = loads.concat(users.slice(2).map((user) => store.loadUser(user.id, 0)));
+      await turn();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(store.batches.user - statements).toBe(2);
+    } finally {
+      await holder`commit`;
+      holder.release();
+    }
+    const found = await Promise.all(loads);
+    expect(found.map((load) => load.found?.user.id)).toEqual(users.map((user) => user.id));
+    expect(store.batches.user - statements).toBe(3);
+  });
+});

@@ -169,7 +169,9 @@ function storableExpiry(expiresAt: number | null | undefined): { expiresAt: numb
   if (expiresAt === undefined || expiresAt === null) return { expiresAt: null, mended: false };
   if (!(expiresAt <= LATEST_EXPIRY)) return { expiresAt: null, mended: true }; // later, or NaN
   if (expiresAt < EARLIEST_EXPIRY) return { expiresAt: 0, mended: true };
-  // Whole milliseconds: the statement multiplies an interval by it.
+  // Whole milliseconds: the statement adds them to 1970 as whole seconds and milliseconds,
+  // each product exact in the float Postgres multiplies an interval by (a single product in
+  // milliseconds was not, past the year 2255).
   return { expiresAt: Math.trunc(expiresAt), mended: false };
 }
 
@@ -262,7 +264,7 @@ function inputRows(withRolls: boolean): string {
         substring($1::bytea from r.at + r.key_bytes + 1 for r.body_bytes) as body,
         case when r.live_bytes >= 0
           then convert_from(substring($1::bytea from r.at + r.key_bytes + r.body_bytes + 1 for r.live_bytes), 'UTF8') end as usage_live,
-        timestamptz 'epoch' + r.expires_ms * interval '1 millisecond' as expires_at${withRolls ? ', r.usage_rolls' : ''}
+        timestamptz 'epoch' + (r.expires_ms / 1000) * interval '1 second' + (r.expires_ms % 1000) * interval '1 millisecond' as expires_at${withRolls ? ', r.usage_rolls' : ''}
       from unnest($2::int[], $3::int[], $4::int[], $5::int[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[]${withRolls ? ', $10::bigint[]' : ''})
         as r(at, key_bytes, body_bytes, live_bytes, shard, epoch, seq, expires_ms${withRolls ? ', usage_rolls' : ''})
     )`;

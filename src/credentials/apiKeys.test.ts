@@ -38,10 +38,19 @@ describe('the API-key memo', () => {
     }
     // Only the steady key and the filter's false positives (at most an eighth of its bits set).
     expect(keys.remembered).toBeLessThan(50_000 / 8);
-    const again = keys.issue(newUserId());
-    const once = keys.caller(again.key);
-    expect(keys.caller(again.key)).not.toBe(once);
-    expect(keys.caller(again.key)).toBe(keys.caller(again.key));
+  });
+
+  it('answers a key’s first use without remembering it, and remembers it from its second', () => {
+    // A fresh memo: its filter has no bit set, so no false positive can admit the key early.
+    const keys = new ApiKeys(randomBytes(32), new Map());
+    const issued = keys.issue(newUserId());
+    const first = keys.caller(issued.key);
+    expect(keys.remembered).toBe(0);
+    const second = keys.caller(issued.key);
+    expect(second).not.toBe(first);
+    expect(second).toEqual(first);
+    expect(keys.remembered).toBe(1);
+    expect(keys.caller(issued.key)).toBe(second);
   });
 
   it('refuses a key whose MAC does not verify, and does not remember it', () => {
@@ -54,6 +63,8 @@ describe('the API-key memo', () => {
     const forged = issued.key.replace(`_${issued.mac}.`, `_${otherMac}.`);
     expect(forged).not.toBe(issued.key);
     const before = keys.remembered;
+    // Twice: a key is remembered from its second sighting, and a refused one never is.
+    expect(() => keys.caller(forged)).toThrow(UnauthenticatedError);
     expect(() => keys.caller(forged)).toThrow(UnauthenticatedError);
     expect(keys.remembered).toBe(before);
   });

@@ -214,8 +214,8 @@ export async function writeStates(sql: Sql, rows: readonly EncodedStateRow[]): P
  */
 function packRows(rows: readonly EncodedStateRow[]) {
   let most = 0;
-  for (const row of rows) most += row.body.length + 3 * (row.entityKey.length + (row.usageLive?.length ?? 0));
-  // Sized for the longest UTF-8 a string can take (3 bytes per UTF-16 unit), and cut to what was written.
+  for (const row of rows) most += packedBytesAtMost(row);
+  // Cut to what was written.
   const bytes = Buffer.allocUnsafe(most);
   const columns = { at: [] as number[], key: [] as number[], body: [] as number[], live: [] as number[] };
   let at = 0;
@@ -241,6 +241,11 @@ function packRows(rows: readonly EncodedStateRow[]) {
     numbers(rows.map((row) => row.seq)),
     numbers(rows.map((row) => row.expiresAt)),
   ];
+}
+
+/** The most bytes a row takes in the statement's `bytea`: its state, and its key and live usage at 3 bytes of UTF-8 per UTF-16 unit. */
+export function packedBytesAtMost(row: EncodedStateRow): number {
+  return row.body.length + 3 * (row.entityKey.length + (row.usageLive?.length ?? 0));
 }
 
 /**

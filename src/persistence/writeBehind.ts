@@ -25,7 +25,7 @@
  */
 import type { Logger } from 'pino';
 import type { ActivityTouches, ActorRuntime, Shard } from '../shards/index.js';
-import { type EncodedStateRow, encodeStateRow } from './actorState.js';
+import { type EncodedStateRow, encodeStateRow, packedBytesAtMost } from './actorState.js';
 import { isRowError, SQLSTATE, sqlState } from './errors.js';
 import type { ActivityTouch } from './rows.js';
 
@@ -77,7 +77,7 @@ interface Pending {
   /** Index into the collection's rows. */
   index: number;
   row: EncodedStateRow;
-  /** About what the row weighs in the statement (its state, and its key and live usage as UTF-8 at most), for cutting batches. */
+  /** About what the row weighs in the statement (`packedBytesAtMost`, and its integers), for cutting batches. */
   bytes: number;
 }
 
@@ -226,7 +226,7 @@ export class WriteBehind {
         row.state = null;
         row.liveUsage = null;
         if (encoded.mended === true) this.mended.rows++;
-        pending.push({ index, row: encoded, bytes: encoded.body.length + 3 * ((encoded.usageLive?.length ?? 0) + encoded.entityKey.length) + 64 });
+        pending.push({ index, row: encoded, bytes: packedBytesAtMost(encoded) + 64 });
       } catch (error) {
         // State that does not even serialise (a bug elsewhere): held like a refused row.
         this.hold(

@@ -22,7 +22,7 @@
  * Prints a table and a `SCALE_RESULT {…}` line (what run.ts collects).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
@@ -97,11 +97,14 @@ async function scrape(url: string, node?: Child): Promise<Metrics> {
 class Inspector {
   private id = 0;
   private readonly waiting = new Map<number, (result: Record<string, unknown>) => void>();
+  /** Called with every event the node sends (a message without an id). */
+  onEvent: (method: string, params: Record<string, unknown>) => void = () => {};
 
   private constructor(private readonly socket: WebSocket) {
     socket.onmessage = (event) => {
-      const message = JSON.parse(String(event.data)) as { id?: number; result?: Record<string, unknown> };
+      const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: Record<string, unknown>; result?: Record<string, unknown> };
       if (message.id !== undefined) this.waiting.get(message.id)?.(message.result ?? {});
+      else if (message.method !== undefined) this.onEvent(message.method, message.params ?? {});
     };
   }
 
@@ -148,6 +151,26 @@ async function heapUsed(node: Child, port: number): Promise<{ asIs: number; afte
     return { asIs, afterGc: (await inspector.call('Runtime.getHeapUsage')).usedSize as number };
   } finally {
     inspector.close();
+  }
+}
+
+/**
+ * With BENCH_PROFILE set, a heap snapshot of the node as `<dir>/scale.heapsnapshot` (open it
+ * in Chrome DevTools' Memory tab): what the heap per user is made of.
+ */
+async function heapSnapshot(node: Child, port: number): Promise<void> {
+  const dir = process.env.BENCH_PROFILE;
+  if (dir === undefined || dir === '') return;
+  const inspector = await Inspector.open(node, port);
+  const file = createWriteStream(join(dir, 'scale.heapsnapshot'));
+  try {
+    inspector.onEvent = (method, params) => {
+      if (method === 'HeapProfiler.addHeapSnapshotChunk') file.write(params.chunk as string);
+    };
+    await inspector.call('HeapProfiler.takeHeapSnapshot', { reportProgress: false });
+  } finally {
+    inspector.close();
+    await new Promise((resolve) => file.end(resolve));
   }
 }
 
@@ -332,6 +355,7 @@ export async function runScale(): Promise<ScaleResult> {
     await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
     const idle = await scrape(base, node);
     const heapLarge = await heapUsed(node, inspectorPort);
+    await heapSnapshot(node, inspectorPort);
     const users = Math.max(1, idle.active - SMALL);
     const heapPerUserBytes = (heapLarge.afterGc - heapSmall.afterGc) / users;
     const heapPerUserNoGcBytes = (heapLarge.asIs - heapSmall.asIs) / users;

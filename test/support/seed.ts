@@ -48,10 +48,12 @@ export async function seedUsers(sql: postgres.Sql, { keySecret, users, tier }: S
   await pipeline(
     Readable.from(
       (function* () {
-        for (const key of keys) yield copyLine([key.keyId, key.userId, key.prefix, key.hash, 'seeded', '{quota}', created]);
+        for (const key of keys) yield copyLine([key.keyId, key.userId, key.prefix, key.hash, 'seeded', '{quota}', created, 't']);
       })(),
     ),
-    await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at) from stdin`.writable(),
+    // Signed, as the node marks every key it issues: an unsigned key is one from before keys
+    // carried a MAC, and the node holds all of those in memory from its start.
+    await sql`copy api_keys (id, user_id, prefix, hash, name, scopes, created_at, signed) from stdin`.writable(),
   );
   // The seeded tables only. Analyzing `actor_state` while it is empty would tell the planner
   // it stays empty: the node's load statement, prepared at its first activations, would keep a

@@ -9,7 +9,8 @@
  * on its own (a token's signature, a key's MAC, which covers `userId_keyId` and not the
  * secret) proves nothing about a revoked session, a deleted key, a made-up secret or a
  * blocked user. The routers record a credential when the owner answers a request made with
- * it (`verified`), on their asynchronous paths only: the synchronous fast path (`tryUser`)
+ * it (`verified`), unless the owner knows the user's tier to be strict (a node of 300,000
+ * strict users keeps no record for any of them), on their asynchronous paths only: the synchronous fast path (`tryUser`)
  * stays free of bookkeeping, so a node records what it forwards, and what it decides itself
  * only when it has to load the user or run a slower operation. A credential is known by
  * kind: a session by its id, an API key by the hash of the whole key presented (its id and
@@ -152,7 +153,7 @@ export class FailOpen {
     if (user === undefined) {
       this.makeRoom(now);
       user = { latest: now, placed: now, service: 0, sessions: null, keys: null };
-      this.verifiedUsers.set(userId, user);
+      this.verifiedUsers.set(ownCopy(userId), user);
     } else if (now - user.placed >= REORDER_MS) {
       // To the end: the least recently verified user stays first, to go first.
       this.verifiedUsers.delete(userId);
@@ -269,6 +270,15 @@ export class FailOpen {
     this.known.set(userId, { tier, until: now + TIER_TTL_MS });
     return tier;
   }
+}
+
+/**
+ * `text` as a string of its own. A user id parsed from an API key is a slice of the request's
+ * header, and a slice keeps the whole header alive: as a key of `verifiedUsers` it cost 144
+ * bytes more per user. (A user the owner accepted exists, so its id is well-formed UTF-8.)
+ */
+function ownCopy(text: string): string {
+  return Buffer.from(text, 'utf8').toString('utf8');
 }
 
 /** Records `id` as accepted `now`, pruning the stale ones first when there are many. */

@@ -2,7 +2,8 @@
  * The router of a single node: every entity's owner is this node, so requests go straight to
  * the local services. A consume that finds its owner unavailable (its shard not served, the
  * database down while loading) gets the fail-open answer where its tier allows it, for a
- * credential verified here on the slow path within the last minute.
+ * credential verified here on the slow path within the last minute (and only a user whose
+ * tier fails open has its credentials recorded).
  */
 import type { Router } from '../api/index.js';
 import type { LimiterDecision, LimiterRequest, LimiterService, UserOpName, UserOps, UserRequest, UserService } from '../shards/index.js';
@@ -21,7 +22,7 @@ export class LocalRouter implements Router {
     // fail-open (failOpen.ts); `tryUser` stays free of it.
     const stamp = this.failOpen.stamp();
     const answer = this.users.execute(request, this.clock()).then((result) => {
-      this.failOpen.verified(request, stamp);
+      if (this.users.mayFailOpen(request.userId)) this.failOpen.verified(request, stamp);
       return result;
     });
     if (request.op !== 'quota.consume') return answer;

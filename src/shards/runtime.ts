@@ -142,6 +142,11 @@ export class ActorRuntime {
     return this.active.has(key);
   }
 
+  /** The actor for `key` if it is in memory here (serving or not), without touching it. */
+  find(key: string): Actor | undefined {
+    return this.active.get(key);
+  }
+
   /** The actor for `key` if it is active here, without loading it; touches it. */
   peek(key: string, now: number): Actor | undefined {
     const active = this.active.get(key);

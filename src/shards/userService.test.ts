@@ -95,7 +95,7 @@ function serviceWithUser() {
     op,
     args,
   });
-  return { service, request, credentials, written, fences, failure, runtime, userId };
+  return { service, request, credentials, written, fences, failure, runtime, tiers, userId };
 }
 
 describe('UserService dispatch', () => {
@@ -160,6 +160,16 @@ describe('UserService dispatch', () => {
     expect(written).toEqual([{ a: 1 }]);
     expect(shard.status).toBe('lost');
     expect(runtime.isActive(userId)).toBe(false);
+  });
+
+  it('says a user may fail open unless its actor is here on a strict tier, as the tier is now', async () => {
+    const { service, request, tiers, userId } = serviceWithUser();
+    // Not in memory: nothing is known, so the router records as before.
+    expect(service.mayFailOpen(userId)).toBe(true);
+    await service.execute(request('quota.get', {}), t0);
+    expect(service.mayFailOpen(userId)).toBe(false);
+    tiers.put([{ name: 'free', limits: [], failOpen: true, updatedAt: t0 + 1 }]);
+    expect(service.mayFailOpen(userId)).toBe(true);
   });
 
   it('answers an operation name it does not know, such as a member of Object.prototype, with an internal error', async () => {

@@ -99,6 +99,17 @@ export class UserService {
   };
 
   /**
+   * Whether a consume of the user's could ever be answered fail-open (failOpen.ts): false
+   * only when its actor is in memory here and its tier, as it is now, is strict. A router
+   * records the credential of an answered request for fail-open only when this is true: a
+   * node holding 300,000 users on a strict tier keeps no record for any of them.
+   */
+  mayFailOpen(userId: string): boolean {
+    const actor = this.runtime.find(userId);
+    return !(actor instanceof UserActor) || this.tiers.get(actor.tier)?.failOpen !== false;
+  }
+
+  /**
    * Runs one request on its user. Quota operations on an active actor complete
    * synchronously inside one promise: no await between the credential check and the
    * decision, which is what keeps a decision atomic and cheap.

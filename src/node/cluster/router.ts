@@ -88,8 +88,10 @@ export class ClusterRouter implements Router {
     const key = item.kind === 'user' ? item.request.userId : LimiterService.entityKey(item.request.namespace, item.request.key);
     if (!this.deciding(key)) return { moved: true };
     try {
-      const ok = item.kind === 'user' ? await this.users.execute(item.request, this.clock()) : await this.limiters.perform(item.request, this.clock());
-      return { ok };
+      if (item.kind === 'limiter') return { ok: await this.limiters.perform(item.request, this.clock()) };
+      const ok = await this.users.execute(item.request, this.clock());
+      // The sender records the credential for fail-open unless told the user's tier is strict.
+      return this.users.mayFailOpen(key) ? { ok } : { ok, strict: true };
     } catch (error) {
       if (error instanceof OwnerUnavailableError && !this.deciding(key)) return { moved: true };
       return { err: toWireError(error) };
@@ -103,7 +105,9 @@ export class ClusterRouter implements Router {
 
   /**
    * Runs `item` here or at its owner. An answer to a user's request (the owner accepted its
-   * credential) is recorded for fail-open: here, on the asynchronous path, never in `tryUser`.
+   * credential) is recorded for fail-open: here, on the asynchronous path, never in `tryUser`,
+   * and only where the user's tier fails open (an owner says `strict` when it does not; an
+   * owner of an earlier build never says it, and its answers are recorded as before).
    */
   private async route(entityKey: string, item: ForwardItem, local: () => Promise<unknown>): Promise<unknown> {
     const shard = shardOf(entityKey);
@@ -115,7 +119,7 @@ export class ClusterRouter implements Router {
       if (routing !== null && owner === routing.nodeId) {
         try {
           const answer = await local();
-          if (item.kind === 'user') this.failOpen.verified(item.request, stamp);
+          if (item.kind === 'user' && this.users.mayFailOpen(entityKey)) this.failOpen.verified(item.request, stamp);
           return answer;
         } catch (error) {
           // Ours in the map but not claimed yet (or just handed off), or this node's lease is
@@ -125,7 +129,7 @@ export class ClusterRouter implements Router {
       } else if (routing !== null && owner !== undefined) {
         const result = await routing.forward(owner, item);
         if ('ok' in result) {
-          if (item.kind === 'user') this.failOpen.verified(item.request, stamp);
+          if (item.kind === 'user' && result.strict !== true) this.failOpen.verified(item.request, stamp);
           return result.ok;
         }
         if ('err' in result) throw fromWireError(result.err);

@@ -17,7 +17,8 @@ export interface WireError {
   errors?: readonly string[];
 }
 
-export type ForwardResult = { ok: unknown } | { err: WireError } | { moved: true };
+/** `strict`: the user's tier does not fail open, so the sender need not record the credential (failOpen.ts). */
+export type ForwardResult = { ok: unknown; strict?: boolean } | { err: WireError } | { moved: true };
 
 export interface ForwardBatch {
   v: number;

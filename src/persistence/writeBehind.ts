@@ -142,7 +142,7 @@ export class WriteBehind {
   async flushShards(shards: Iterable<Shard>, options: { ignoreBackoff?: boolean } = {}): Promise<{ flushed: FlushResult; unwritten: Map<number, string[]> }> {
     const leaving = [...shards];
     // Their actors are about to leave memory: every use is written now, not within a minute.
-    for (const shard of leaving) for (const actor of shard.actors.values()) actor.activityDueNow();
+    for (const shard of leaving) for (const actor of shard.actors()) actor.activityDueNow();
     const flushed = await this.flushNow(options.ignoreBackoff === true);
     return { flushed, unwritten: this.runtime.unwrittenIn(leaving) };
   }

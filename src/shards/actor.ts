@@ -33,6 +33,9 @@ export abstract class Actor {
   /** Node-wide LRU list: `older` toward the eviction end. */
   older: Actor | null = null;
   newer: Actor | null = null;
+  /** Its shard's list of actors in memory (shard.ts). */
+  shardPrev: Actor | null = null;
+  shardNext: Actor | null = null;
   /**
    * Bumped by every change of written-behind state, from the loaded copy's sequence on (see
    * `restoreVersion`); `flushedVersion` trails it, and so does `replicatedVersion`.

@@ -218,6 +218,44 @@ describe('ActorRuntime', () => {
     expect(dirty.dirty).toBe(true);
   });
 
+  it('drops every actor of a lost shard, and only those', async () => {
+    const rt = runtime();
+    const shard = rt.shardFor('k-0');
+    const keys = [...Array(20_000).keys()].map((i) => `k-${i}`);
+    const mine = keys.filter((key) => rt.shardFor(key) === shard).slice(0, 5);
+    const others = keys.filter((key) => rt.shardFor(key) !== shard).slice(0, 5);
+    for (const key of [...mine, ...others]) await rt.get(key, 0, counters, 'user');
+    rt.loseShard(shard, 1);
+    for (const key of mine) expect(rt.isActive(key)).toBe(false);
+    for (const key of others) expect(rt.isActive(key)).toBe(true);
+    expect([...shard.actors()]).toEqual([]);
+    // Served again, and filled again: the list starts over.
+    shard.status = 'owned';
+    const again = await rt.get(mine[2]!, 1, counters, 'user');
+    expect([...shard.actors()]).toEqual([again]);
+    expect(rt.releaseShard(shard)).toBe(1);
+    expect(shard.holds(again)).toBe(false);
+  });
+
+  it('lists a shard’s actors through the actors: any of them leaves the list whole', () => {
+    const rt = runtime();
+    const shard = rt.shards[0]!;
+    const actors = ['a', 'b', 'c', 'd', 'e'].map((key) => new Counter(key, shard));
+    for (const actor of actors) shard.add(actor);
+    const [a, b, c, d, e] = actors as [Counter, Counter, Counter, Counter, Counter];
+    expect([...shard.actors()]).toEqual([e, d, c, b, a]);
+    shard.remove(e); // the first
+    shard.remove(c); // a middle one
+    shard.remove(a); // the last
+    shard.remove(a); // again: nothing
+    expect([...shard.actors()]).toEqual([d, b]);
+    expect(actors.map((actor) => shard.holds(actor))).toEqual([false, true, false, true, false]);
+    // Removing each actor as it is returned still visits them all.
+    for (const actor of shard.actors()) shard.remove(actor);
+    expect([...shard.actors()]).toEqual([]);
+    expect(shard.holds(b) || shard.holds(d)).toBe(false);
+  });
+
   it('gives up the whole shard when a load reads a newer fence epoch', async () => {
     const rt = runtime();
     const shard = rt.shardFor('victim');

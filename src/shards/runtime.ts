@@ -83,8 +83,8 @@ export class ActorRuntime {
   private newest: Actor | null = null;
   /**
    * Every active actor by key, whatever its shard: the hot path finds an actor with one map
-   * lookup instead of hashing its key to a shard first. Kept beside the shards' own maps,
-   * which moves and flushes go through.
+   * lookup instead of hashing its key to a shard first. Each shard also lists its own
+   * actors (shard.ts), which moves and flushes go through.
    */
   private readonly active = new Map<string, Actor>();
   private readonly activating = new Map<string, Promise<Actor | null>>();
@@ -227,7 +227,7 @@ export class ActorRuntime {
       }
       // Keyed by the actor's own id, not the caller's string: that may be a slice of a
       // token or API key, which the map would otherwise keep alive.
-      shard.actors.set(actor.key, actor);
+      shard.add(actor);
       this.active.set(actor.key, actor);
       this.stats.activations++;
       this.touch(actor, now);
@@ -271,8 +271,8 @@ export class ActorRuntime {
 
   /** Drops an actor from memory. The caller has made sure nothing of it is unwritten. */
   private drop(actor: Actor): void {
-    if (actor.shard.actors.get(actor.key) !== actor) return;
-    actor.shard.actors.delete(actor.key);
+    if (!actor.shard.holds(actor)) return;
+    actor.shard.remove(actor);
     this.active.delete(actor.key);
     this.unlink(actor);
   }
@@ -307,7 +307,7 @@ export class ActorRuntime {
     const deciding = this.mayDecide();
     for (const actor of queue) {
       actor.replicaQueued = false;
-      if (!deciding || actor.shard.actors.get(actor.key) !== actor || !actor.shard.serving) continue;
+      if (!deciding || !actor.shard.holds(actor) || !actor.shard.serving) continue;
       if (actor.version === actor.replicatedVersion) continue;
       try {
         rows.push(stateOf(actor, now));
@@ -363,7 +363,7 @@ export class ActorRuntime {
       actor.queued = false;
       // Dropped since it was queued: its shard was lost (stale state, refused by the fence)
       // or released after a handoff flushed it.
-      if (actor.shard.actors.get(actor.key) !== actor) continue;
+      if (!actor.shard.holds(actor)) continue;
       if (actor.version !== actor.flushedVersion) {
         rows.push(stateOf(actor, now));
         rowActors.push(actor);
@@ -384,7 +384,7 @@ export class ActorRuntime {
         for (let i = 0; i < rowActors.length; i++) {
           const actor = rowActors[i]!;
           if (retry.has(i)) {
-            if (!actor.queued && actor.shard.actors.get(actor.key) === actor) this.enqueueDirty(actor);
+            if (!actor.queued && actor.shard.holds(actor)) this.enqueueDirty(actor);
           } else {
             if (versions[i]! > actor.flushedVersion) actor.flushedVersion = versions[i]!;
             actor.written(rows[i]!);
@@ -464,7 +464,7 @@ export class ActorRuntime {
   unwrittenIn(shards: Iterable<Shard>): Map<number, string[]> {
     const unwritten = new Map<number, string[]>();
     for (const shard of shards) {
-      for (const actor of shard.actors.values()) {
+      for (const actor of shard.actors()) {
         if (!actor.dirty) continue;
         const keys = unwritten.get(shard.index);
         if (keys === undefined) unwritten.set(shard.index, [actor.key]);
@@ -511,7 +511,7 @@ export class ActorRuntime {
 
   private dropActorsOf(shard: Shard): number {
     let dropped = 0;
-    for (const actor of [...shard.actors.values()]) {
+    for (const actor of shard.actors()) {
       this.drop(actor);
       dropped++;
     }

@@ -524,7 +524,7 @@ async function actorsIdle(shard: Shard, timeoutMs: number): Promise<boolean> {
   const until = performance.now() + timeoutMs;
   for (;;) {
     const busy: Promise<void>[] = [];
-    for (const actor of shard.actors.values()) if (actor.busy) busy.push(actor.idle());
+    for (const actor of shard.actors()) if (actor.busy) busy.push(actor.idle());
     if (busy.length === 0) return true;
     const left = until - performance.now();
     if (left <= 0) return false;

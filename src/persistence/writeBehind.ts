@@ -24,7 +24,7 @@
  * what Postgres accepts in one parameter), and lets the event loop run between slices.
  */
 import type { Logger } from 'pino';
-import type { ActivityTouches, ActorRuntime, Shard } from '../shards/index.js';
+import type { ActivityTouches, ActorRuntime, PersistedState, Shard } from '../shards/index.js';
 import { type EncodedStateRow, encodeStateRow, packedBytesAtMost } from './actorState.js';
 import { isRowError, SQLSTATE, sqlState } from './errors.js';
 import type { ActivityTouch } from './rows.js';
@@ -204,40 +204,12 @@ export class WriteBehind {
 
   /** Collects, writes and settles the next `limit` queued actors; returns the database's error, if any. */
   private async flushSlice(limit: number, tally: Tally, now: number, ignoreBackoff: boolean): Promise<unknown> {
-    const collection = this.runtime.collectDirty(now, limit);
+    const pending: Pending[] = [];
+    // Each row is serialised as it is collected (see collectDirty).
+    const collection = this.runtime.collectDirty(now, limit, (row, index) => this.encode(row, index, pending, tally, now, ignoreBackoff));
     const { rows, activity } = collection;
     const touched = activity.sessions.length + activity.keys.length;
     if (rows.length === 0 && touched === 0) return null;
-
-    const pending: Pending[] = [];
-    for (let index = 0; index < rows.length; index++) {
-      const row = rows[index]!;
-      const held = this.quarantine.get(row.entityKey);
-      if (held !== undefined && held.retryAt > now && !ignoreBackoff) {
-        tally.retry.add(index);
-        tally.result.deferred++;
-        continue;
-      }
-      try {
-        const encoded = encodeStateRow(row);
-        // The state's and the live usage's object trees are not needed once encoded: let them
-        // go now rather than keep them (and have them promoted to the old generation) while the
-        // statement runs.
-        row.state = null;
-        row.liveUsage = null;
-        if (encoded.mended === true) this.mended.rows++;
-        pending.push({ index, row: encoded, bytes: packedBytesAtMost(encoded) + 64 });
-      } catch (error) {
-        // State that does not even serialise (a bug elsewhere): held like a refused row.
-        this.hold(
-          { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: NO_BYTES, usageLive: null, expiresAt: null, usage: null },
-          error,
-          now,
-        );
-        tally.retry.add(index);
-        tally.result.quarantined++;
-      }
-    }
 
     let failure: unknown = null;
     for (const batch of this.batches(pending)) {
@@ -276,6 +248,38 @@ export class WriteBehind {
     }
     collection.finish({ retry: tally.retry, activityFailed });
     return failure;
+  }
+
+  /**
+   * Serialises one collected row into `pending`, unless it is held back (its last write was
+   * refused, and its back-off has not passed) or cannot be serialised: then it is retried.
+   */
+  private encode(row: PersistedState, index: number, pending: Pending[], tally: Tally, now: number, ignoreBackoff: boolean): void {
+    const held = this.quarantine.get(row.entityKey);
+    if (held !== undefined && held.retryAt > now && !ignoreBackoff) {
+      tally.retry.add(index);
+      tally.result.deferred++;
+      return;
+    }
+    try {
+      const encoded = encodeStateRow(row);
+      // The state's and the live usage's object trees are not needed once encoded: let them
+      // go now rather than keep them (and have them promoted to the old generation) while the
+      // statement runs.
+      row.state = null;
+      row.liveUsage = null;
+      if (encoded.mended === true) this.mended.rows++;
+      pending.push({ index, row: encoded, bytes: packedBytesAtMost(encoded) + 64 });
+    } catch (error) {
+      // State that does not even serialise (a bug elsewhere): held like a refused row.
+      this.hold(
+        { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: NO_BYTES, usageLive: null, expiresAt: null, usage: null },
+        error,
+        now,
+      );
+      tally.retry.add(index);
+      tally.result.quarantined++;
+    }
   }
 
   /**

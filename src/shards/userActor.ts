@@ -324,10 +324,25 @@ export class UserActor extends Actor {
     return this.usage;
   }
 
-  /** Keeps the engine's next state, to be written behind, unless it is `current` itself. */
+  /**
+   * Keeps the engine's next state, to be written behind, unless it is `current` itself.
+   *
+   * The engine never modifies its input, so its next cells are a copy of the actor's. Their
+   * values go into the array the actor already holds, and the copy dies young: kept instead,
+   * each decision's copy outlived the young generation (a user's next request comes seconds
+   * later at 300,000 users) and was promoted, to become old-generation garbage at the next.
+   * Nothing else holds the actor's array: states and answers take its values, not the array.
+   */
   private keepQuota(current: QuotaState, next: QuotaState): void {
     if (next === current) return;
-    this.quota = next;
+    const mine = this.cells as number[];
+    if (next.cells !== mine && next.cells.length === mine.length) {
+      for (let i = 0; i < mine.length; i++) mine[i] = next.cells[i]!;
+      this.holds = next.holds;
+      this.idem = next.idem;
+    } else {
+      this.quota = next;
+    }
     this.markDirty();
   }
 

@@ -22,6 +22,7 @@ const FILES = [
   '008_database_incarnation.sql',
   '009_usage_history.sql',
   '010_compact_state.sql',
+  '011_room_for_last_use.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -53,6 +54,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [8, '008_database_incarnation.sql'],
       [9, '009_usage_history.sql'],
       [10, '010_compact_state.sql'],
+      [11, '011_room_for_last_use.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

@@ -257,6 +257,39 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
       expect(loaded!.keys[0]!.lastUsedAt).toEqual(later);
       await store.touchActivity([], []);
     });
+
+    it('writes a key’s or a session’s last use on its own page, touching no index, on pages written full', async () => {
+      const user = await store.insertUser(newUser());
+      // Enough of each for several pages; the first of them sits on a page others were written after.
+      for (let i = 0; i < 120; i++) {
+        await store.insertApiKey(newKey(user.id), fence);
+        await store.insertSession(newSession(user.id), fence);
+      }
+      const sql = db.database.sql;
+      const firstOf = async (table: 'api_keys' | 'sessions') =>
+        (
+          await sql<{ id: string }[]>`
+          select id from ${sql(table)} where user_id = ${user.id} order by (ctid::text::point)[0], (ctid::text::point)[1] limit 1`
+        )[0]!.id;
+      const key = await firstOf('api_keys');
+      const session = await firstOf('sessions');
+      // Postgres counts heap-only updates as it makes them (with those of earlier
+      // transactions of the connection whose counts it has not yet reported: hence the difference).
+      const hot = await sql.begin(async (tx) => {
+        const counts = async () => {
+          const [row] = await tx<{ keys: string; sessions: string }[]>`
+            select pg_stat_get_xact_tuples_hot_updated('api_keys'::regclass) as keys,
+              pg_stat_get_xact_tuples_hot_updated('sessions'::regclass) as sessions`;
+          return [Number(row!.keys), Number(row!.sessions)];
+        };
+        const before = await counts();
+        await tx`update api_keys set last_used_at = now() where id = ${key}`;
+        await tx`update sessions set last_active_at = now() where id = ${session}`;
+        const after = await counts();
+        return after.map((count, i) => count - before[i]!);
+      });
+      expect(hot).toEqual([1, 1]);
+    });
   });
 
   describe('written-through changes under the fence', () => {

@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initHashing } from './hash.js';
 import { issueApiKey, newSessionId, newUserId } from './ids.js';
 import type { LoadedUser } from './ports.js';
+import type { Limit } from './quota/limits.js';
 import { ActorRuntime, ALL_WRITTEN } from './runtime.js';
 import { TierRegistry } from './tiers.js';
 import { ACTIVITY_WRITE_MS, UserActor } from './userActor.js';
@@ -10,7 +11,7 @@ beforeAll(() => initHashing());
 
 const t0 = Date.UTC(2026, 10, 22, 12, 0, 0);
 
-async function activeUser() {
+async function activeUser(tiers = freeTier()) {
   const id = newUserId();
   const key = issueApiKey(id, new Uint8Array(32));
   const sessionId = newSessionId();
@@ -44,8 +45,6 @@ async function activeUser() {
     ],
     state: null,
   };
-  const tiers = new TierRegistry();
-  tiers.put([{ name: 'free', limits: [], failOpen: false, updatedAt: t0 }]);
   const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
   for (const shard of runtime.shards) shard.status = 'owned';
   const actor = await runtime.get(id, t0, async (_key, shard) => ({ actor: new UserActor(loaded, shard, tiers), fenceEpoch: shard.epoch }), 'user');
@@ -57,6 +56,12 @@ async function activeUser() {
     return collected.activity;
   };
   return { actor, runtime, useKey, useSession, flush, keyId: key.keyId, sessionId };
+}
+
+function freeTier(limits: Limit[] = []): TierRegistry {
+  const tiers = new TierRegistry();
+  tiers.put([{ name: 'free', limits, failOpen: false, updatedAt: t0 }]);
+  return tiers;
 }
 
 describe('UserActor last-use times', () => {
@@ -106,5 +111,31 @@ describe('UserActor last-use times', () => {
     expect(user.runtime.sweep(idle)).toBe(0);
     expect(user.flush().keys).toEqual([{ id: user.keyId, at: new Date(t0 + 5_000) }]);
     expect(user.runtime.sweep(idle)).toBe(1);
+  });
+});
+
+describe('UserActor after a tier edit', () => {
+  it('reserves and settles on the state migrated to the edited limits, as a consume does', async () => {
+    const a: Limit = { name: 'a', kind: 'budget', limit: 100, period: 'month' };
+    const b: Limit = { name: 'b', kind: 'budget', limit: 1000, period: 'month', resource: 'x' };
+    const tiers = freeTier([a, b]);
+    const consumer = await activeUser(tiers);
+    const reserver = await activeUser(tiers);
+    for (const user of [consumer, reserver]) {
+      user.actor.consume(tiers, t0, { cost: 10, resource: 'default' });
+      user.actor.consume(tiers, t0, { cost: 3, resource: 'x' });
+    }
+    // The same limits in the other order: each limit's counters move with its name.
+    tiers.put([{ name: 'free', limits: [b, a], failOpen: false, updatedAt: t0 + 1 }]);
+    consumer.actor.consume(tiers, t0 + 2, { cost: 5, resource: 'default' });
+    reserver.actor.reserve(tiers, t0 + 2, { cost: 5, resource: 'default', id: 'r1', ttlMs: 60_000 });
+    const remaining = (user: typeof consumer) => Object.fromEntries(user.actor.quotaSnapshot(tiers, t0 + 3).map((limit) => [limit.name, limit.remaining]));
+    expect(remaining(consumer)).toEqual({ a: 82, b: 997 });
+    expect(remaining(reserver)).toEqual({ a: 82, b: 997 });
+
+    tiers.put([{ name: 'free', limits: [a, b], failOpen: false, updatedAt: t0 + 4 }]);
+    // Settled at 2 of the 5 held: 3 go back to `a`.
+    reserver.actor.settle(tiers, t0 + 5, 'r1', { actual: 2 });
+    expect(remaining(reserver)).toEqual({ a: 85, b: 997 });
   });
 });

@@ -263,8 +263,9 @@ export class UserActor extends Actor {
 
   /** An admitted reservation counts nothing until it is settled; a refused one counts as denied. */
   reserve(tiers: TierRegistry, now: number, request: QuotaRequest & { id: string; ttlMs: number }, usageKey = ''): QuotaDecision & { expiresAt: number } {
-    const current = this.quota;
+    // The limits first: after a tier edit they migrate the state, which must be read after.
     const set = this.currentLimits(tiers);
+    const current = this.quota;
     const result = reserve(set, current, now, request);
     this.shard.runtime.stats.decisions++;
     this.keepQuota(current, result.state);
@@ -274,8 +275,9 @@ export class UserActor extends Actor {
 
   /** A settled hold counts what it settled at, now, as one request. */
   settle(tiers: TierRegistry, now: number, id: string, settlement: Settlement, usageKey = ''): LimitState[] {
-    const current = this.quota;
+    // The limits first: after a tier edit they migrate the state, which must be read after.
     const set = this.currentLimits(tiers);
+    const current = this.quota;
     const result = settle(set, current, now, { ...settlement, id });
     // Not found or refused, the state differs only if expired holds were released meanwhile.
     this.keepQuota(current, result.state);

@@ -157,7 +157,7 @@ export class FailOpen {
     } else if (now - user.placed >= REORDER_MS) {
       // To the end: the least recently verified user stays first, to go first.
       this.verifiedUsers.delete(userId);
-      this.verifiedUsers.set(userId, user);
+      this.verifiedUsers.set(ownCopy(userId), user);
       user.placed = now;
     }
     user.latest = now;

@@ -243,6 +243,8 @@ describe('ActorRuntime', () => {
     const actors = ['a', 'b', 'c', 'd', 'e'].map((key) => new Counter(key, shard));
     for (const actor of actors) shard.add(actor);
     const [a, b, c, d, e] = actors as [Counter, Counter, Counter, Counter, Counter];
+    shard.add(e); // twice: nothing changes (the first of the list would otherwise link to itself)
+    shard.add(new Counter('other', rt.shards[1]!)); // another shard's: refused
     expect([...shard.actors()]).toEqual([e, d, c, b, a]);
     shard.remove(e); // the first
     shard.remove(c); // a middle one

@@ -35,10 +35,12 @@ export class Shard {
 
   /** Whether `actor` is held here: false once it was dropped (passivated, evicted, its shard given up). */
   holds(actor: Actor): boolean {
-    return actor.shardPrev !== null || this.first === actor;
+    return actor.shard === this && (actor.shardPrev !== null || this.first === actor);
   }
 
+  /** Holds `actor` (one of this shard's); holding it twice changes nothing. */
   add(actor: Actor): void {
+    if (actor.shard !== this || this.holds(actor)) return;
     actor.shardPrev = null;
     actor.shardNext = this.first;
     if (this.first !== null) this.first.shardPrev = actor;

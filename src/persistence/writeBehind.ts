@@ -271,14 +271,19 @@ export class WriteBehind {
       if (encoded.mended === true) this.mended.rows++;
       pending.push({ index, row: encoded, bytes: packedBytesAtMost(encoded) + 64 });
     } catch (error) {
-      // State that does not even serialise (a bug elsewhere): held like a refused row.
-      this.hold(
-        { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: NO_BYTES, usageLive: null, expiresAt: null, usage: null },
-        error,
-        now,
-      );
+      // State that does not even serialise (a bug elsewhere): held like a refused row. Retried
+      // first, whatever the rest does: a throw from here would leave the slice half collected.
       tally.retry.add(index);
       tally.result.quarantined++;
+      try {
+        this.hold(
+          { entityKey: row.entityKey, shard: row.shard, epoch: row.epoch, seq: row.seq ?? 0, body: NO_BYTES, usageLive: null, expiresAt: null, usage: null },
+          error,
+          now,
+        );
+      } catch {
+        // Only the log can fail here; the row is retried all the same.
+      }
     }
   }
 

@@ -112,6 +112,10 @@ class Inspector {
       if (message.id !== undefined) this.waiting.get(message.id)?.(message.error === undefined ? (message.result ?? {}) : new Error(message.error.message));
       else if (message.method !== undefined) this.onEvent(message.method, message.params ?? {});
     };
+    // A node that dies mid-call (out of memory writing a snapshot, say) fails what waits for it.
+    socket.onclose = () => {
+      for (const answer of [...this.waiting.values()]) answer(new Error('the node’s inspector closed'));
+    };
   }
 
   static async open(node: Child, port: number): Promise<Inspector> {
@@ -170,6 +174,10 @@ async function heapSnapshot(node: Child, port: number): Promise<void> {
   if (dir === undefined || dir === '') return;
   const inspector = await Inspector.open(node, port);
   const file = createWriteStream(join(dir, 'scale.heapsnapshot'));
+  let failed: unknown = null;
+  file.on('error', (error) => {
+    failed ??= error;
+  });
   try {
     inspector.onEvent = (method, params) => {
       if (method === 'HeapProfiler.addHeapSnapshotChunk') file.write(params.chunk as string);
@@ -179,6 +187,7 @@ async function heapSnapshot(node: Child, port: number): Promise<void> {
     inspector.close();
     await new Promise((resolve) => file.end(resolve));
   }
+  if (failed !== null) throw failed;
 }
 
 /** Runs `work`; with BENCH_PROFILE set, under the node's CPU profiler, saved as `<dir>/scale-<name>.cpuprofile`. */

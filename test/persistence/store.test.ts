@@ -416,23 +416,35 @@ describe.each(DATABASE_KINDS)('Store on %s', (kind) => {
         shard: 503,
         epoch: epoch!,
         seq: i + 1,
-        state: { i, name: 'naïve 😀', list: Array.from({ length: i % 7 }, (_, j) => j * 1.5) },
+        // Row 1's state holds every byte value, as MessagePack binary: each goes through the statement's hex.
+        state:
+          i === 1
+            ? { i, bytes: Uint8Array.from({ length: 256 }, (_, b) => b) }
+            : { i, name: 'naïve 😀', list: Array.from({ length: i % 7 }, (_, j) => j * 1.5) },
         // The first and last milliseconds timestamptz holds in ISO form too: exact there as well.
         expiresAt: i === 0 ? Date.parse('9999-12-31T23:59:59.999Z') : i === 2 ? Date.parse('0001-01-01T00:00:00.001Z') : i % 2 === 0 ? expiry + i : null,
         liveUsage: i % 5 === 0 ? null : { hour: 1, cells: ['tökens 😀', `key_${i}`, i, 1, 0] },
       }));
-      expect(await store.writeStates(encode(rows))).toEqual({ written: 300, fenced: [] });
+      const encoded = encode(rows);
+      expect(await store.writeStates(encoded)).toEqual({ written: 300, fenced: [] });
       // Expiries read as text to the microsecond: the driver's Date parsing reads year 1 as 2001.
       const stored = await db.database.sql<{ entity_key: string; seq: number; usage_live: string | null; expires: string | null }[]>`
         select entity_key, seq, usage_live, to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as expires
         from actor_state where shard = 503 order by seq`;
       expect(stored.map((row) => row.entity_key)).toEqual(rows.map((row) => row.entityKey));
+      const bodies = await db.database.sql<{ body: Uint8Array }[]>`select body from actor_state where shard = 503 order by seq`;
+      bodies.forEach((row, i) => {
+        expect(Buffer.from(row.body).equals(Buffer.from(encoded[i]!.body)), rows[i]!.entityKey).toBe(true);
+      });
       rows.forEach((row, i) => {
         expect(stored[i]!.usage_live === null ? null : JSON.parse(stored[i]!.usage_live!), row.entityKey).toEqual(row.liveUsage);
         const expires = row.expiresAt == null ? null : new Date(row.expiresAt).toISOString().replace('Z', '000');
         expect(stored[i]!.expires, row.entityKey).toBe(expires);
       });
-      for (const row of [rows[0]!, rows[1]!, rows[299]!]) expect(await foundState(store, row.entityKey)).toEqual(row.state);
+      for (const row of [rows[0]!, rows[3]!, rows[299]!]) expect(await foundState(store, row.entityKey)).toEqual(row.state);
+      expect(Buffer.from(((await foundState(store, rows[1]!.entityKey)) as { bytes: Uint8Array }).bytes)).toEqual(
+        Buffer.from((rows[1]!.state as { bytes: Uint8Array }).bytes),
+      );
       // The year-1 row is long expired: not left for the expiry test below to find.
       await db.database.sql`delete from actor_state where shard = 503`;
     });

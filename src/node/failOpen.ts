@@ -10,13 +10,13 @@
  * secret) proves nothing about a revoked session, a deleted key, a made-up secret or a
  * blocked user. The routers record a credential when the owner answers a request made with
  * it (`verified`), unless the owner knows the user's tier to be strict (a node of 300,000
- * strict users keeps no record for any of them), on their asynchronous paths only: the synchronous fast path (`tryUser`)
- * stays free of bookkeeping, so a node records what it forwards, and what it decides itself
- * only when it has to load the user or run a slower operation. A credential is known by
- * kind: a session by its id, an API key by the hash of the whole key presented (its id and
- * secret: a made-up secret never matches a verified one; and only a consume records a key,
- * so a key without the consume scope never qualifies), a platform service (the NATS API) by
- * the user. Recording costs a few Map operations and no allocation once a user is known.
+ * strict users keeps no record for any of them), on their asynchronous paths only: the
+ * synchronous fast path (`tryUser`) stays free of bookkeeping, so a node records what it
+ * forwards, and what it decides itself only when it has to load the user or run a slower
+ * operation. A credential is known by kind: a session by its id, an API key by the hash of
+ * the whole key presented (its id and secret: a made-up secret never matches a verified one;
+ * and only a consume records a key, so a key without the consume scope never qualifies), a
+ * platform service (the NATS API) by the user. Recording costs a few Map operations and no allocation once a user is known.
  *
  * When an owner commits a session revocation, a key deletion, a block or a tier change, it
  * announces it (revocations.ts) and every node forgets the user's credentials at once

@@ -1,0 +1,299 @@
+/**
+ * The flush statement's paths into Postgres, compared on the same rows: a table of
+ * `BENCH_FLUSH_ROWS` (100,000) actor states, each rewritten in slices of 1,000 rows, as a
+ * node's flush writes them (`npm run bench:flush`):
+ * - `unnest`: what a node sends (the store's `writeStates`): one `bytea` holding every row's
+ *   key, state and live usage, integer arrays of offsets and numbers, unnested and upserted;
+ * - `copy, upsert`: the rows in COPY's binary format into a temporary table, then the same
+ *   upsert from it, in one transaction;
+ * - `copy, update`: the same COPY, then `UPDATE … FROM` (which cannot add a row a node has
+ *   never written: measured only to see what the upsert costs);
+ * - `values`: one prepared multi-row upsert, seven parameters a row (the driver sends each
+ *   as text, a state as hex);
+ * - `unnest, no fence trigger`: the first, with the table's fence triggers (migration 006)
+ *   disabled for the pass: what they cost, not a path a node may take;
+ * - `unnest, pages rewritten since the checkpoint`: the first, counted on a second pass after
+ *   the checkpoint, whose pages the WAL already holds whole (what the other passes pay for
+ *   full-page images).
+ * Every path locks its shards' fence rows FOR SHARE and writes only rows of the current
+ * epoch, as the node's statement does. Before each pass the table is vacuumed and a
+ * checkpoint taken, so that every pass starts alike; the figures are Postgres's CPU (every
+ * `postgres` process on this machine: bench/harness/cpu.ts) and this process's CPU per row,
+ * and rows per second, each the median of `BENCH_FLUSH_ROUNDS` (3) passes taken in turn.
+ */
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { Packr } from 'msgpackr';
+import postgres from 'postgres';
+import { migrate, Store } from '../../src/persistence/index.js';
+import { postgresCpuTime } from '../harness/cpu.js';
+
+const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ROWS = Number(process.env.BENCH_FLUSH_ROWS ?? 100_000);
+const ROUNDS = Number(process.env.BENCH_FLUSH_ROUNDS ?? 3);
+const SLICE = 1000;
+const SHARDS = 64;
+
+/** One row as every path writes it (the store's encoded row, without usage history). */
+interface Row {
+  entityKey: string;
+  shard: number;
+  epoch: number;
+  seq: number;
+  body: Uint8Array;
+  usageLive: string | null;
+  expiresAt: number | null;
+  usage: null;
+}
+
+interface PathResult {
+  path: string;
+  postgresUsPerRow: number;
+  clientUsPerRow: number;
+  rowsPerSecond: number;
+  /** WAL written per row (pg_stat_wal, the whole server), and how many of its records were full-page images. */
+  walBytesPerRow: number;
+  fullPagesPerRow: number;
+}
+
+const packr = new Packr({ useRecords: false });
+
+/** About what a user's state holds after a few requests: two limits' cells, a hold, usage counters. */
+function rowsOf(epochs: Map<number, number>, seq: number): Row[] {
+  const now = Date.now();
+  return Array.from({ length: ROWS }, (_, i) => {
+    const shard = i % SHARDS;
+    return {
+      entityKey: `usr_${i.toString(36).padStart(12, '0')}`,
+      shard,
+      epoch: epochs.get(shard)!,
+      seq,
+      body: packr.pack({
+        v: 2,
+        limits: { requests: [now + i, 0, 60_000], tokens: [1_000_000, 1234 + seq, now - 86_400_000] },
+        holds: [{ id: `rsv_${i}`, amounts: { tokens: 500 }, expiresAt: now + 60_000 }],
+        idempotency: [],
+      }),
+      usageLive: `{"hour":${Math.floor(now / 3_600_000)},"cells":["tokens","key_${i}",${seq},1,0]}`,
+      expiresAt: now + 86_400_000 + i,
+      usage: null,
+    };
+  });
+}
+
+const FENCE = `fence as materialized (
+      select shard, epoch from shard_fence where shard in (select shard from input) order by shard for share
+    )`;
+const UPSERT_FROM_INPUT = `
+    insert into actor_state (entity_key, shard, epoch, seq, body, state, usage_live, expires_at, updated_at)
+      select i.entity_key, i.shard, i.epoch, i.seq, i.body, null, i.usage_live, i.expires_at, now()
+      from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
+      on conflict (entity_key) do update
+        set shard = excluded.shard, epoch = excluded.epoch, seq = excluded.seq, body = excluded.body, state = null,
+          usage_live = excluded.usage_live, expires_at = excluded.expires_at, updated_at = excluded.updated_at`;
+
+const STAGING = `create temporary table flush_input (
+    entity_key text, shard int, epoch bigint, seq bigint, body bytea, usage_live text, expires_at timestamptz
+  ) on commit delete rows`;
+const COPY_UPSERT = `with input as (select * from flush_input), ${FENCE} ${UPSERT_FROM_INPUT}`;
+const COPY_UPDATE = `
+    with input as (select * from flush_input), ${FENCE}
+    update actor_state a set shard = i.shard, epoch = i.epoch, seq = i.seq, body = i.body, state = null,
+      usage_live = i.usage_live, expires_at = i.expires_at, updated_at = now()
+    from input i join fence f on f.shard = i.shard and f.epoch = i.epoch
+    where a.entity_key = i.entity_key`;
+
+function valuesStatement(rows: number): string {
+  const tuples: string[] = [];
+  for (let r = 0; r < rows; r++) {
+    const p = r * 7;
+    tuples.push(`($${p + 1}::text, $${p + 2}::int, $${p + 3}::bigint, $${p + 4}::bigint, $${p + 5}::bytea, $${p + 6}::text, $${p + 7}::timestamptz)`);
+  }
+  return `with input (entity_key, shard, epoch, seq, body, usage_live, expires_at) as (values ${tuples.join(', ')}), ${FENCE} ${UPSERT_FROM_INPUT}`;
+}
+
+/** Microseconds from 1970 to 2000: COPY's binary `timestamptz` counts from 2000. */
+const POSTGRES_EPOCH_US = 946_684_800_000_000n;
+const COPY_HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+
+/** The rows in COPY's binary format: a header, then per row its field count and each field's length and bytes. */
+function copyBinary(rows: readonly Row[]): Buffer {
+  let size = COPY_HEADER.length + 2;
+  for (const row of rows) size += 2 + 7 * 4 + 3 * row.entityKey.length + 4 + 8 + 8 + row.body.length + 3 * (row.usageLive?.length ?? 0) + 8;
+  const out = Buffer.allocUnsafe(size);
+  let at = COPY_HEADER.copy(out, 0);
+  for (const row of rows) {
+    at = out.writeInt16BE(7, at);
+    const key = out.write(row.entityKey, at + 4);
+    at = out.writeInt32BE(key, at) + key;
+    at = out.writeInt32BE(4, at);
+    at = out.writeInt32BE(row.shard, at);
+    at = out.writeInt32BE(8, at);
+    at = out.writeBigInt64BE(BigInt(row.epoch), at);
+    at = out.writeInt32BE(8, at);
+    at = out.writeBigInt64BE(BigInt(row.seq), at);
+    at = out.writeInt32BE(row.body.length, at);
+    out.set(row.body, at);
+    at += row.body.length;
+    if (row.usageLive === null) at = out.writeInt32BE(-1, at);
+    else {
+      const live = out.write(row.usageLive, at + 4);
+      at = out.writeInt32BE(live, at) + live;
+    }
+    if (row.expiresAt === null) at = out.writeInt32BE(-1, at);
+    else {
+      at = out.writeInt32BE(8, at);
+      at = out.writeBigInt64BE(BigInt(row.expiresAt) * 1000n - POSTGRES_EPOCH_US, at);
+    }
+  }
+  at = out.writeInt16BE(-1, at);
+  return out.subarray(0, at);
+}
+
+type Writer = (slice: readonly Row[]) => Promise<unknown>;
+
+function writers(sql: postgres.Sql, store: Store): Record<string, Writer> {
+  const values = valuesStatement(SLICE);
+  const viaCopy = (statement: string) => (slice: readonly Row[]) =>
+    sql.begin(async (tx) => {
+      const copy = await tx.unsafe('copy flush_input from stdin (format binary)').writable();
+      copy.end(copyBinary(slice));
+      await once(copy, 'finish');
+      return tx.unsafe(statement, [], { prepare: true });
+    });
+  return {
+    unnest: (slice) => store.writeStates(slice),
+    'unnest, no fence trigger': (slice) => store.writeStates(slice),
+    'unnest, pages rewritten since the checkpoint': (slice) => store.writeStates(slice),
+    'copy, upsert': viaCopy(COPY_UPSERT),
+    'copy, update': viaCopy(COPY_UPDATE),
+    values: (slice) =>
+      sql.unsafe(
+        values,
+        slice.flatMap((row) => [
+          row.entityKey,
+          row.shard,
+          row.epoch,
+          row.seq,
+          row.body,
+          row.usageLive,
+          row.expiresAt === null ? null : new Date(row.expiresAt),
+        ]) as never[],
+        { prepare: true },
+      ),
+  };
+}
+
+/** A TCP connection to the URL's (first) host with Nagle's algorithm off, for the driver's `socket` option. */
+function connectedAtOnce(options: { host: string[]; port: number[] }): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: options.host[0], port: options.port[0] ?? 5432, noDelay: true }, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+export async function runFlushPaths(): Promise<PathResult[]> {
+  const name = `tally_flush_${randomBytes(4).toString('hex')}`;
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  // One connection: the temporary table is the connection's own. Its socket sends at once
+  // (no Nagle): COPY's end, a few bytes written after the rows, otherwise waits for the
+  // server's delayed acknowledgement of them, about 40 ms a slice.
+  // (`socket`, the driver's hook for a connection made elsewhere, is missing from its types.)
+  const options = { max: 1, onnotice: () => {}, socket: connectedAtOnce };
+  const sql = postgres(url.toString(), options as postgres.Options<Record<string, postgres.PostgresType>>);
+  try {
+    await migrate(sql);
+    await sql`select 1`;
+    const store = new Store(sql);
+    const epochs = await store.claimShards(
+      Array.from({ length: SHARDS }, (_, s) => s),
+      'bench-flush',
+    );
+    await sql.unsafe(STAGING);
+    const paths = writers(sql, store);
+    let seq = 1;
+    const wal = async () => (await sql<{ bytes: number; fpi: number }[]>`select wal_bytes::float8 as bytes, wal_fpi::float8 as fpi from pg_stat_wal`)[0]!;
+    /** One pass over every row; `rewritten` first writes every row once more, uncounted, after the checkpoint. */
+    const pass = async (write: Writer, rewritten = false) => {
+      await sql`vacuum actor_state`;
+      await sql`checkpoint`;
+      if (rewritten) for (let from = 0, rows = rowsOf(epochs, seq++); from < rows.length; from += SLICE) await write(rows.slice(from, from + SLICE));
+      const rows = rowsOf(epochs, seq++);
+      const walBefore = await wal();
+      const postgresBefore = postgresCpuTime();
+      const clientBefore = process.cpuUsage();
+      const start = performance.now();
+      for (let from = 0; from < rows.length; from += SLICE) await write(rows.slice(from, from + SLICE));
+      const seconds = (performance.now() - start) / 1000;
+      const client = process.cpuUsage(clientBefore);
+      const postgresAfter = postgresCpuTime();
+      const walAfter = await wal();
+      const postgresSeconds =
+        postgresBefore === undefined || postgresAfter === undefined
+          ? Number.NaN
+          : postgresAfter.user + postgresAfter.kernel - postgresBefore.user - postgresBefore.kernel;
+      return {
+        postgres: (postgresSeconds * 1e6) / ROWS,
+        client: (client.user + client.system) / ROWS,
+        rate: ROWS / seconds,
+        walBytes: (walAfter.bytes - walBefore.bytes) / ROWS,
+        fullPages: (walAfter.fpi - walBefore.fpi) / ROWS,
+      };
+    };
+    // The first pass inserts every row; it is not counted.
+    await pass(paths.unnest!);
+    const runs = new Map<string, Awaited<ReturnType<typeof pass>>[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [path, write] of Object.entries(paths)) {
+        const untriggered = path === 'unnest, no fence trigger';
+        if (untriggered) await sql`alter table actor_state disable trigger user`;
+        const run = await pass(write, path === 'unnest, pages rewritten since the checkpoint');
+        if (untriggered) await sql`alter table actor_state enable trigger user`;
+        runs.set(path, [...(runs.get(path) ?? []), run]);
+      }
+    }
+    const [check] = await sql<{ rows: number; seq: number }[]>`select count(*)::int as rows, min(seq)::int as seq from actor_state`;
+    if (check!.rows !== ROWS || check!.seq !== seq - 1) throw new Error(`the last pass did not write every row: ${JSON.stringify(check)}`);
+    return [...runs].map(([path, results]) => ({
+      path,
+      postgresUsPerRow: median(results.map((r) => r.postgres)),
+      clientUsPerRow: median(results.map((r) => r.client)),
+      rowsPerSecond: median(results.map((r) => r.rate)),
+      walBytesPerRow: median(results.map((r) => r.walBytes)),
+      fullPagesPerRow: median(results.map((r) => r.fullPages)),
+    }));
+  } finally {
+    await sql.end({ timeout: 5 });
+    await admin.unsafe(`drop database if exists ${name} with (force)`).catch(() => undefined);
+    await admin.end({ timeout: 5 });
+  }
+}
+
+export function formatFlushPaths(results: readonly PathResult[]): string {
+  const lines = [
+    `Flush paths: ${ROWS.toLocaleString('en')} rows rewritten in slices of ${SLICE}, median of ${ROUNDS} passes`,
+    '| path | Postgres CPU µs/row | client CPU µs/row | rows/s | WAL bytes/row | full-page images/row |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of results)
+    lines.push(
+      `| ${r.path} | ${r.postgresUsPerRow.toFixed(2)} | ${r.clientUsPerRow.toFixed(2)} | ${Math.round(r.rowsPerSecond).toLocaleString('en')} | ${Math.round(r.walBytesPerRow)} | ${r.fullPagesPerRow.toFixed(3)} |`,
+    );
+  return lines.join('\n');
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const results = await runFlushPaths();
+  console.log(formatFlushPaths(results));
+  console.log(JSON.stringify({ flushPaths: results }));
+}

@@ -27,7 +27,7 @@ import { connect, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { Packr } from 'msgpackr';
 import postgres from 'postgres';
-import { migrate, Store } from '../../src/persistence/index.js';
+import { type EncodedStateRow, migrate, Store } from '../../src/persistence/index.js';
 import { postgresCpuTime } from '../harness/cpu.js';
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -36,17 +36,8 @@ const ROUNDS = Number(process.env.BENCH_FLUSH_ROUNDS ?? 3);
 const SLICE = 1000;
 const SHARDS = 64;
 
-/** One row as every path writes it (the store's encoded row, without usage history). */
-interface Row {
-  entityKey: string;
-  shard: number;
-  epoch: number;
-  seq: number;
-  body: Uint8Array;
-  usageLive: string | null;
-  expiresAt: number | null;
-  usage: null;
-}
+/** One row as every path writes it: the store's encoded row (without usage history). */
+type Row = EncodedStateRow;
 
 interface PathResult {
   path: string;
@@ -222,7 +213,15 @@ export async function runFlushPaths(): Promise<PathResult[]> {
     await sql.unsafe(STAGING);
     const paths = writers(sql, store);
     let seq = 1;
-    const wal = async () => (await sql<{ bytes: number; fpi: number }[]>`select wal_bytes::float8 as bytes, wal_fpi::float8 as fpi from pg_stat_wal`)[0]!;
+    // WAL bytes from the insert position (exact); full-page images from pg_stat_wal, once
+    // this backend (every write here is its own) has reported its counts, which it does at
+    // most once a second unless told to (Postgres 15).
+    const wal = async () => {
+      await sql`select pg_stat_force_next_flush()`;
+      const [row] = await sql<{ bytes: number; fpi: number }[]>`
+        select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8 as bytes, (select wal_fpi from pg_stat_wal)::float8 as fpi`;
+      return row!;
+    };
     /** One pass over every row; `rewritten` first writes every row once more, uncounted, after the checkpoint. */
     const pass = async (write: Writer, rewritten = false) => {
       await sql`vacuum actor_state`;

@@ -5,6 +5,7 @@
 
 /** The domain's errors that `Store` throws for a taken email and a missing tier. */
 export { EmailTakenError, UnknownTierError } from '../shards/index.js';
+export type { EncodedStateRow } from './actorState.js';
 export { type Database, openDatabase } from './database.js';
 export { DataDirInUseError, MigrationError, SQLSTATE } from './errors.js';
 export { defaultMigrationsDir, migrate, readIncarnation } from './migrations.js';

@@ -69,18 +69,44 @@ export function addCpuTime(a: CpuTime | undefined, b: CpuTime | undefined): CpuT
  * it, so the difference between two readings is what the server spent in between.
  */
 export function postgresCpuTime(): CpuTime | undefined {
-  let total: CpuTime | undefined;
+  const processes = postgresProcesses();
+  if (processes === undefined) return undefined;
+  let user = 0;
+  let kernel = 0;
+  for (const { time } of processes.values()) {
+    user += time.user;
+    kernel += time.kernel;
+  }
+  return { user, kernel };
+}
+
+/** A PostgreSQL process, by its title (`postgres: 15/main: walwriter`). */
+export interface PostgresProcess {
+  /**
+   * `backends` (the connections: every statement's own work), `checkpointer`, `background
+   * writer`, `walwriter`, `autovacuum` (launcher and workers), `exited` (the postmaster: its
+   * own time and its count of its children's that exited) or `other`.
+   */
+  kind: string;
+  time: CpuTime;
+}
+
+/** Every live `postgres` process on this machine by pid (see `postgresCpuTime`); undefined when there is none. */
+export function postgresProcesses(): Map<number, PostgresProcess> | undefined {
   let entries: string[];
   try {
     entries = readdirSync('/proc');
   } catch {
     return undefined;
   }
+  const processes = new Map<number, PostgresProcess>();
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
+    let title: string;
     try {
       stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      title = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
     } catch {
       continue; // exited meanwhile
     }
@@ -90,13 +116,39 @@ export function postgresCpuTime(): CpuTime | undefined {
     // utime, stime (own); and for the postmaster (its parent is not postgres), cutime and cstime.
     let user = Number(fields[11]) / ticks;
     let kernel = Number(fields[12]) / ticks;
-    if (!isPostgres(Number(fields[1]))) {
+    const postmaster = !isPostgres(Number(fields[1]));
+    if (postmaster) {
       user += Number(fields[13]) / ticks;
       kernel += Number(fields[14]) / ticks;
     }
-    total = { user: (total?.user ?? 0) + user, kernel: (total?.kernel ?? 0) + kernel };
+    processes.set(Number(entry), { kind: postmaster ? 'exited' : processKind(title), time: { user, kernel } });
   }
-  return total;
+  return processes.size === 0 ? undefined : processes;
+}
+
+/**
+ * What the server spent between two readings of `postgresProcesses`, by kind of process, in
+ * seconds. A process that exited meanwhile moved its time into the postmaster's count: what
+ * it had spent by the first reading is taken off `exited` again, so each kind holds only
+ * what was spent in between.
+ */
+export function postgresSpentByKind(before: Map<number, PostgresProcess>, after: Map<number, PostgresProcess>): Record<string, number> {
+  const spent: Record<string, number> = {};
+  const add = (kind: string, seconds: number) => {
+    spent[kind] = (spent[kind] ?? 0) + seconds;
+  };
+  const seconds = (time: CpuTime) => time.user + time.kernel;
+  for (const [pid, now] of after) add(now.kind, seconds(now.time) - seconds(before.get(pid)?.time ?? { user: 0, kernel: 0 }));
+  for (const [pid, then] of before) if (!after.has(pid)) add('exited', -seconds(then.time));
+  return spent;
+}
+
+const AUXILIARY = ['checkpointer', 'background writer', 'walwriter', 'autovacuum'];
+
+function processKind(title: string): string {
+  // "postgres: 15/main: walwriter " (or without the cluster name); a backend's names its user and database.
+  const role = title.replace(/\0/g, ' ').replace(/^postgres: (?:[^:]*: )?/, '');
+  return AUXILIARY.find((kind) => role.startsWith(kind)) ?? (/^\S+ \S+ (?:\S+\(\d+\)|\[local\])/.test(role) ? 'backends' : 'other');
 }
 
 function isPostgres(pid: number): boolean {

@@ -1,7 +1,7 @@
 /**
  * The flush statement's paths into Postgres, compared on the same rows: a table of
- * `BENCH_FLUSH_ROWS` (100,000) users' states, each rewritten in slices of 1,000 rows, as a
- * node's flush writes them (`npm run bench:flush`):
+ * `BENCH_FLUSH_ROWS` (100,000) users' states over 1,024 shards, each rewritten in slices of
+ * 1,000 rows, as a node's flush writes them (`npm run bench:flush`):
  * - `unnest`: what a node sends (the store's `writeStates`): one `bytea` holding every row's
  *   key, state and live usage, integer arrays of offsets and numbers, unnested and upserted;
  * - `copy, upsert`: the rows in COPY's binary format into a temporary table, then the same
@@ -34,13 +34,15 @@ import { pathToFileURL } from 'node:url';
 import { Packr } from 'msgpackr';
 import postgres from 'postgres';
 import { type EncodedStateRow, migrate, Store } from '../../src/persistence/index.js';
+import { SHARD_COUNT } from '../../src/shards/index.js';
 import { postgresCpuTime } from '../harness/cpu.js';
 
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ROWS = Number(process.env.BENCH_FLUSH_ROWS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_FLUSH_ROUNDS ?? 3);
 const SLICE = 1000;
-const SHARDS = 64;
+/** A node's users are spread over these: a slice of 1,000 spans about 640, and the fence locks each one's row. */
+const SHARDS = SHARD_COUNT;
 const EXPIRY_MOVED = 'unnest, expiry moved';
 const UNTRIGGERED = 'unnest, no fence trigger';
 const REWRITTEN = 'unnest, pages rewritten since the checkpoint';

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import { seedUsers } from '../../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
-import { postgresCpuTime, processCpuTime } from '../harness/cpu.js';
+import { type PostgresProcess, postgresProcesses, postgresSpentByKind, processCpuTime } from '../harness/cpu.js';
 import { formatScale, type Phase, type ScaleResult } from '../harness/scaleReport.js';
 import { BENCH_TIER, CONSUME_PATH } from '../harness/workload.js';
 import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
@@ -58,6 +58,8 @@ interface Metrics {
   /** CPU seconds so far: the node's process, and the PostgreSQL server's (undefined when it runs elsewhere). */
   nodeCpu: number | undefined;
   postgresCpu: number | undefined;
+  /** The PostgreSQL server's processes and their CPU so far (harness/cpu.ts). */
+  postgresProcesses: Map<number, PostgresProcess> | undefined;
 }
 
 function sample(text: string, name: string, labels = ''): number {
@@ -69,10 +71,13 @@ function sample(text: string, name: string, labels = ''): number {
 async function scrape(url: string, node?: Child): Promise<Metrics> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const nodeCpu = processCpuTime(node?.process.pid);
-  const postgresCpu = postgresCpuTime();
+  const processes = postgresProcesses();
+  let postgresCpu: number | undefined;
+  for (const { time } of processes?.values() ?? []) postgresCpu = (postgresCpu ?? 0) + time.user + time.kernel;
   return {
     nodeCpu: nodeCpu === undefined ? undefined : nodeCpu.user + nodeCpu.kernel,
-    postgresCpu: postgresCpu === undefined ? undefined : postgresCpu.user + postgresCpu.kernel,
+    postgresCpu,
+    postgresProcesses: processes,
     lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
     lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
     flushes: sample(text, 'tally_flush_total', '{result="ok"}') + sample(text, 'tally_flush_total', '{result="error"}'),
@@ -265,6 +270,10 @@ function phase(name: string, outcome: WrkSummary, before: Metrics, after: Metric
     nodeCpuUsPerRequest: nodeCpu === undefined || outcome.requests === 0 ? undefined : (nodeCpu * 1e6) / outcome.requests,
     postgresCpuUsPerRow: postgresCpu === undefined || rows === 0 ? undefined : (postgresCpu * 1e6) / rows,
     postgresCpuSeconds: postgresCpu,
+    postgresCpuSecondsByKind:
+      before.postgresProcesses === undefined || after.postgresProcesses === undefined
+        ? undefined
+        : postgresSpentByKind(before.postgresProcesses, after.postgresProcesses),
   };
 }
 

@@ -106,6 +106,27 @@ describe.each(DATABASE_KINDS)('the fence on %s', (kind) => {
     await sql`insert into actor_state (entity_key, shard, epoch, state) values ('direct2', 20, ${current}, '{}')`;
   });
 
+  it('refuses, in the database itself, a statement of many shards with one row stale, or with two epochs of one shard, and writes none of it', async () => {
+    const { sql } = db.database;
+    const shards = Array.from({ length: 40 }, (_, i) => 600 + i);
+    const epochs = await store.claimShards(shards, 'node-a');
+    const rows = (stale: { shard: number; epoch: number }) =>
+      shards.map((shard) => ({ key: `many-${shard}`, shard, epoch: shard === stale.shard ? stale.epoch : epochs.get(shard)! }));
+    const insert = (list: { key: string; shard: number; epoch: number }[]) =>
+      sql`insert into actor_state (entity_key, shard, epoch, state)
+        select key, shard, epoch, '{}' from unnest(${list.map((r) => r.key)}::text[], ${list.map((r) => r.shard)}::int[], ${list.map((r) => r.epoch)}::bigint[]) as t(key, shard, epoch)`;
+    // One row of the 40 behind its shard's epoch, then ahead of it.
+    await expect(insert(rows({ shard: 623, epoch: epochs.get(623)! - 1 }))).rejects.toMatchObject({ code: SQLSTATE.staleEpoch });
+    await expect(insert(rows({ shard: 639, epoch: epochs.get(639)! + 1 }))).rejects.toMatchObject({ code: SQLSTATE.staleEpoch });
+    // Every row current, and one more of shard 610 under an epoch it no longer has.
+    await expect(insert([...rows({ shard: -1, epoch: 0 }), { key: 'many-610-old', shard: 610, epoch: epochs.get(610)! - 1 }])).rejects.toMatchObject({
+      code: SQLSTATE.staleEpoch,
+    });
+    expect((await sql`select 1 from actor_state where entity_key like 'many-%'`).length).toBe(0);
+    await insert(rows({ shard: -1, epoch: 0 }));
+    expect((await sql`select 1 from actor_state where entity_key like 'many-%'`).length).toBe(40);
+  });
+
   it('never lets an epoch go back, nor a fence row be deleted', async () => {
     const { sql } = db.database;
     await store.claimShards([30], 'node-a');

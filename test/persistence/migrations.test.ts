@@ -23,6 +23,7 @@ const FILES = [
   '009_usage_history.sql',
   '010_compact_state.sql',
   '011_room_for_last_use.sql',
+  '012_fence_locks_and_checks_at_once.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -55,6 +56,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [9, '009_usage_history.sql'],
       [10, '010_compact_state.sql'],
       [11, '011_room_for_last_use.sql'],
+      [12, '012_fence_locks_and_checks_at_once.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

@@ -109,7 +109,9 @@ describe.each(DATABASE_KINDS)('the fence on %s', (kind) => {
   it('refuses, in the database itself, a statement of many shards with one row stale, or with two epochs of one shard, and writes none of it', async () => {
     const { sql } = db.database;
     const shards = Array.from({ length: 40 }, (_, i) => 600 + i);
-    const epochs = await store.claimShards(shards, 'node-a');
+    // Claimed twice: epoch − 1 is one each shard really had.
+    await store.claimShards(shards, 'node-a');
+    const epochs = await store.claimShards(shards, 'node-b');
     const rows = (stale: { shard: number; epoch: number }) =>
       shards.map((shard) => ({ key: `many-${shard}`, shard, epoch: shard === stale.shard ? stale.epoch : epochs.get(shard)! }));
     const insert = (list: { key: string; shard: number; epoch: number }[]) =>
@@ -182,5 +184,36 @@ describe('the fence under concurrency (postgres)', () => {
     // Not an error from the trigger: the batch saw the new epoch once the claim committed.
     expect(await written!).toEqual({ written: 0, fenced: ['race2'] });
     expect(await foundState(store, 'race2')).toBeNull();
+  });
+
+  // Past the statement's own check: the trigger alone, on a fence row it must wait for.
+  it('makes a direct write wait for a claim in progress: refused once the claim commits, written if it rolls back', async () => {
+    const { sql } = db.database;
+    const epoch = (await store.claimShards([42], 'node-a')).get(42)!;
+    const direct = (key: string) => sql`insert into actor_state (entity_key, shard, epoch, state) values (${key}, 42, ${epoch}, '{}')`.execute();
+    const raced = async (outcome: 'commit' | 'rollback', key: string) => {
+      let write: Promise<unknown> | undefined;
+      let settled = false;
+      await other
+        .begin(async (tx) => {
+          await tx`update shard_fence set epoch = epoch + 1, owner = 'node-b' where shard = 42`;
+          write = direct(key);
+          write.then(
+            () => (settled = true),
+            () => (settled = true),
+          );
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          expect(settled).toBe(false);
+          if (outcome === 'rollback') throw new Error('rolled back');
+        })
+        .catch((error: unknown) => {
+          if (!(outcome === 'rollback' && error instanceof Error && error.message === 'rolled back')) throw error;
+        });
+      return write!;
+    };
+    await expect(raced('rollback', 'direct-42-a')).resolves.toBeDefined();
+    expect(await foundState(store, 'direct-42-a')).toEqual({});
+    await expect(raced('commit', 'direct-42-b')).rejects.toMatchObject({ code: SQLSTATE.staleEpoch });
+    expect(await foundState(store, 'direct-42-b')).toBeNull();
   });
 });

@@ -66,10 +66,10 @@ export function addCpuTime(a: CpuTime | undefined, b: CpuTime | undefined): CpuT
  * process (backends, writers, autovacuum), plus what exited backends left in the
  * postmaster's count of its children's time. Undefined when no such process can be read
  * (the server runs elsewhere). Postgres charges a statement's work to the backend that runs
- * it, so the difference between two readings is what the server spent in between.
+ * it, so the difference between two readings is what the server spent in between. Given a
+ * reading of `postgresProcesses`, sums that one.
  */
-export function postgresCpuTime(): CpuTime | undefined {
-  const processes = postgresProcesses();
+export function postgresCpuTime(processes = postgresProcesses()): CpuTime | undefined {
   if (processes === undefined) return undefined;
   let user = 0;
   let kernel = 0;

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import { seedUsers } from '../../test/support/seed.js';
 import { type Child, startNode, startProcess, stopAll, waitForLine } from '../harness/children.js';
-import { type PostgresProcess, postgresProcesses, postgresSpentByKind, processCpuTime } from '../harness/cpu.js';
+import { type PostgresProcess, postgresCpuTime, postgresProcesses, postgresSpentByKind, processCpuTime } from '../harness/cpu.js';
 import { formatScale, type Phase, type ScaleResult } from '../harness/scaleReport.js';
 import { BENCH_TIER, CONSUME_PATH } from '../harness/workload.js';
 import { consumeScript, findOrInstallWrk, readSummary, type WrkSummary, writeKeysFile } from '../harness/wrk.js';
@@ -72,11 +72,10 @@ async function scrape(url: string, node?: Child): Promise<Metrics> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const nodeCpu = processCpuTime(node?.process.pid);
   const processes = postgresProcesses();
-  let postgresCpu: number | undefined;
-  for (const { time } of processes?.values() ?? []) postgresCpu = (postgresCpu ?? 0) + time.user + time.kernel;
+  const postgresTime = postgresCpuTime(processes);
   return {
     nodeCpu: nodeCpu === undefined ? undefined : nodeCpu.user + nodeCpu.kernel,
-    postgresCpu,
+    postgresCpu: postgresTime === undefined ? undefined : postgresTime.user + postgresTime.kernel,
     postgresProcesses: processes,
     lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
     lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,

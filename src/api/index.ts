@@ -23,6 +23,7 @@ export type { Caller, Router } from './router.js';
 export * as schemas from './schemas.js';
 export {
   type ApiKeyCallers,
+  type PresentedApiKey,
   type ServiceOperation,
   type ServiceOperationName,
   type SessionTokenVerifier,

@@ -28,9 +28,21 @@ export interface SessionTokenVerifier {
   verify(token: string): Promise<{ userId: string; sessionId: string; expiresAt: number }>;
 }
 
-/** The caller a presented API key names (src/credentials' ApiKeys); throws the one 401 of every bad key. */
+/** A presented API key (src/credentials' ApiKeys): the caller it names, its MAC perhaps not yet checked. */
+export interface PresentedApiKey {
+  readonly caller: Caller;
+}
+
+/**
+ * The callers presented API keys name (src/credentials' ApiKeys); each method throws the one
+ * 401 of every bad key. An actor active here checks a key's hash itself, so its MAC is
+ * checked (`verified`) only for a request that goes on to a load or a forward.
+ */
 export interface ApiKeyCallers {
-  caller(apiKey: string): Caller;
+  presented(apiKey: string): PresentedApiKey;
+  verified(key: PresentedApiKey): Caller;
+  /** An actor here accepted the key: it may be remembered. */
+  accepted(key: PresentedApiKey): void;
 }
 
 export interface ServiceOperationDeps {
@@ -78,10 +90,22 @@ export function serviceOperations(deps: ServiceOperationDeps): ServiceOperation[
     // A gateway may name the caller by the API key it presented: checked as HTTP checks it.
     const keyed = typeof raw === 'object' && raw !== null && 'api_key' in raw;
     const item = keyed ? byKey(raw) : byUser(raw);
-    const caller = 'api_key' in item ? keys.caller(item.api_key) : serviceCaller(item.user_id);
+    let presented: PresentedApiKey | null = null;
+    let caller: Caller;
+    if ('api_key' in item) {
+      presented = keys.presented(item.api_key);
+      caller = presented.caller;
+    } else {
+      caller = serviceCaller(item.user_id);
+    }
     const request = consumeRequest(caller, item, item.idempotency_key);
     const decided = router.tryUser(request);
-    if (decided !== undefined) return consumeView(decided);
+    if (decided !== undefined) {
+      if (presented !== null) keys.accepted(presented);
+      return consumeView(decided);
+    }
+    // Before a load or a forward, the key's MAC: no actor here has checked its hash.
+    if (presented !== null) keys.verified(presented);
     return router.user(request).then(consumeView);
   };
   const get = reader(S.NatsGet);

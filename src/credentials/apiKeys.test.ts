@@ -69,3 +69,33 @@ describe('the API-key memo', () => {
     expect(keys.remembered).toBe(before);
   });
 });
+
+describe('a key presented to an actor that checks its hash', () => {
+  it('is parsed without its MAC checked; `verified` checks it, and only an accepted or verified key is remembered', () => {
+    const keys = new ApiKeys(randomBytes(32), new Map());
+    const issued = keys.issue(newUserId());
+    const otherMac = `${issued.mac!.startsWith('A') ? 'B' : 'A'}${issued.mac!.slice(1)}`;
+    const forged = keys.presented(issued.key.replace(`_${issued.mac}.`, `_${otherMac}.`));
+    expect(forged.unchecked).not.toBeNull();
+    expect(forged.caller).toMatchObject({ userId: issued.userId, credential: { kind: 'key', keyId: issued.keyId } });
+    // Its hash is not the issued key's: the actor refuses it.
+    expect((forged.caller.credential as { hash: string }).hash).not.toBe(issued.hash);
+    expect(() => keys.verified(forged)).toThrow(UnauthenticatedError);
+    expect(() => keys.verified(forged)).toThrow(UnauthenticatedError);
+    expect(keys.remembered).toBe(0);
+
+    // The real key, accepted by its actor twice: remembered from the second time, MAC never computed.
+    const first = keys.presented(issued.key);
+    expect((first.caller.credential as { hash: string }).hash).toBe(issued.hash);
+    keys.accepted(first);
+    expect(keys.remembered).toBe(0);
+    keys.accepted(keys.presented(issued.key));
+    expect(keys.remembered).toBe(1);
+    const remembered = keys.presented(issued.key);
+    expect(remembered.unchecked).toBeNull();
+    expect(keys.verified(remembered)).toBe(remembered.caller);
+    expect(keys.caller(issued.key)).toBe(remembered.caller);
+
+    expect(() => keys.presented('tk_not_a_key')).toThrow(UnauthenticatedError);
+  });
+});

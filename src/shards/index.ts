@@ -15,6 +15,7 @@ export {
   newReservationId,
   newSessionId,
   newUserId,
+  type ParsedApiKey,
   parseApiKey,
 } from './ids.js';
 export type { LimiterDecision } from './limiterActor.js';

@@ -189,14 +189,21 @@ export class UserActor extends Actor {
     this.idem = state.idem;
   }
 
-  /** Checks a credential against this user's live sessions and keys; records the use. */
+  /**
+   * Checks a credential against this user's live sessions and keys; records the use. A
+   * blocked user is refused only once the credential holds: an API key reaches here with its
+   * MAC unchecked (credentials/apiKeys.ts), and whoever made one up learns nothing of the user.
+   */
   authenticate(credential: Credential, now: number): Principal {
     if (credential.kind === 'trusted') return TRUSTED;
-    if (this.blocked) throw new ForbiddenError('this user is blocked');
-    if (credential.kind === 'service') return SERVICE;
+    if (credential.kind === 'service') {
+      if (this.blocked) throw new ForbiddenError(BLOCKED);
+      return SERVICE;
+    }
     if (credential.kind === 'session') {
       const session = this.findSession(credential.sessionId);
       if (session === undefined || session.expiresAt <= now) throw new UnauthenticatedError('the session has ended');
+      if (this.blocked) throw new ForbiddenError(BLOCKED);
       session.lastActiveAt = now;
       this.noteUse(session, now);
       return { via: 'session', sessionId: session.id };
@@ -204,6 +211,7 @@ export class UserActor extends Actor {
     const key = this.findKey(credential.keyId);
     if (key === undefined || !sameHash(key.hash, credential.hash)) throw new UnauthenticatedError(INVALID_API_KEY);
     if (key.expiresAt !== null && key.expiresAt <= now) throw new UnauthenticatedError('the API key has expired');
+    if (this.blocked) throw new ForbiddenError(BLOCKED);
     key.lastUsedAt = now;
     this.noteUse(key, now);
     return { via: 'key', keyId: key.id, scopes: key.scopes };
@@ -446,6 +454,7 @@ export class UserActor extends Actor {
 
 const TRUSTED: Principal = Object.freeze({ via: 'trusted' });
 const SERVICE: Principal = Object.freeze({ via: 'service' });
+const BLOCKED = 'this user is blocked';
 
 export function toSession(record: SessionRecord): Session {
   return {

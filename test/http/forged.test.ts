@@ -51,6 +51,36 @@ describe.each(['postgres', 'pglite'] as const)('forged API keys on %s', (backend
     expect((await userLoads(node)) - before).toBe(0);
   });
 
+  it('refuses a forged key for a user whose actor is here, by its hash, and tells a blocked user apart only to the real key', async () => {
+    const tier = await node.api('PUT', '/v1/admin/tiers/metered', {
+      token: node.adminToken,
+      body: { limits: [{ name: 'tokens', kind: 'budget', limit: 100, period: 'month' }] },
+    });
+    expect(tier.status).toBe(200);
+    const user = await createUser(node.api, { tier: 'metered', adminToken: node.adminToken });
+    const { key } = await createKey(node.api, user);
+    expect((await consumeWith(node, key)).status).toBe(200); // the actor is active: the fast path checks the hash
+    // The key's routing part and secret with another MAC: well shaped, and not the key issued.
+    const [routing, rest] = [key.slice(0, key.lastIndexOf('_')), key.slice(key.lastIndexOf('_') + 1)];
+    const mac = rest.slice(0, rest.indexOf('.'));
+    const forged = `${routing}_${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}${rest.slice(mac.length)}`;
+    for (let i = 0; i < 3; i++) {
+      const refused = await consumeWith(node, forged);
+      expect(refused.status).toBe(401);
+      expect(refused.body.detail).toBe('invalid API key');
+    }
+    expect((await node.api('PATCH', `/v1/admin/users/${user.id}`, { token: node.adminToken, body: { blocked: true } })).status).toBe(200);
+    // Blocked: the real key is told so, a forged one learns nothing.
+    expect((await consumeWith(node, key)).status).toBe(403);
+    expect((await consumeWith(node, forged)).status).toBe(401);
+    // Nothing was charged by the refusals: the one allowed consume is all there is.
+    expect((await node.api('PATCH', `/v1/admin/users/${user.id}`, { token: node.adminToken, body: { blocked: false } })).status).toBe(200);
+    const quota = await node.api('GET', '/v1/quota', { token: user.token });
+    expect(quota.status).toBe(200);
+    const budget = (quota.body.limits as { kind: string; limit: number; remaining: number }[]).find((limit) => limit.kind === 'budget')!;
+    expect(budget.limit - budget.remaining).toBe(1);
+  });
+
   it('loads a user named by a key with a valid MAC once, and remembers that it does not exist', async () => {
     const macKey = deriveKeys((await readFile(join(node.dataDir, 'key-secret'), 'utf8')).trim()).apiKeyMac;
     const ghost = issueApiKey(newUserId(), macKey).key;

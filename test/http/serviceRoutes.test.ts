@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metric } from '../support/metrics.js';
 import { type NatsServer, startNatsServer, stopAllNatsServers } from '../support/natsServer.js';
 import { createKey, createUser, type StartedNode, startTestNode, type TestUser, tokensUsed, useTestNode } from '../support/tally.js';
 import { waitFor } from '../support/wait.js';
@@ -94,7 +95,8 @@ describe('POST /v1/service/quota/consume', () => {
     expect(byKey.body.allowed).toBe(true);
     expect(await tokensUsed(t.api, user.token)).toBe(7);
 
-    // The key's MAC no longer matches once a character of its secret changes.
+    // The key's hash no longer matches once a character of its secret changes (its MAC, of
+    // the user and key ids, still does): the user's actor refuses it.
     const forged = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
     const alone = await service('quota/consume', { api_key: forged, amounts: { tokens: 7 } });
     expect(alone.status).toBe(401);
@@ -110,6 +112,14 @@ describe('POST /v1/service/quota/consume', () => {
     expect(batch.body.results[0].error).toMatchObject({ status: 401, detail: 'invalid API key' });
     expect(batch.body.results[1].allowed).toBe(true);
     expect(await tokensUsed(t.api, user.token)).toBe(10);
+
+    // A made-up user id with a MAC that does not verify: refused before any load.
+    const loads = () => metric(t.api, 'tally_store_loads_total', { kind: 'user' });
+    const before = await loads();
+    const madeUp = `tk_u${'a'.repeat(20)}_k${'b'.repeat(12)}_${randomBytes(8).toString('base64url')}.${randomBytes(24).toString('base64url')}`;
+    const refused = await service('quota/consume', { items: [{ api_key: madeUp, cost: 1 }] });
+    expect(refused.body.results[0].error).toMatchObject({ status: 401, detail: 'invalid API key' });
+    expect((await loads()) - before).toBe(0);
   });
 
   it('refuses a blocked user with 403, and an unknown one with 404', async () => {

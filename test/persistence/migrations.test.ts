@@ -24,6 +24,7 @@ const FILES = [
   '010_compact_state.sql',
   '011_room_for_last_use.sql',
   '012_fence_locks_and_checks_at_once.sql',
+  '013_room_for_every_row_of_a_page.sql',
 ];
 
 it('finds the repository’s migrations folder', () => {
@@ -57,6 +58,7 @@ describe.each(DATABASE_KINDS)('on %s', (kind) => {
       [10, '010_compact_state.sql'],
       [11, '011_room_for_last_use.sql'],
       [12, '012_fence_locks_and_checks_at_once.sql'],
+      [13, '013_room_for_every_row_of_a_page.sql'],
     ]);
     expect(rows[0]!.applied_at).toBeInstanceOf(Date);
   });

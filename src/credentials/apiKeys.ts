@@ -2,16 +2,18 @@
  * API keys at the edge: issuing them with a MAC, and turning a presented key into the caller
  * it names without touching the database.
  *
- * A key whose MAC does not verify, or an old key without a MAC that the database does not
- * list as such (its key id, for its user), is refused here with the same 401 as any bad key. A well-shaped key made up
- * by a prober, whatever user id it names, costs an HMAC and nothing else: no load, and in a
- * cluster no forward.
+ * Before a load or a forward, a key whose MAC does not verify, or an old key without a MAC
+ * that the database does not list as such (its key id, for its user), is refused here with
+ * the same 401 as any bad key. A well-shaped key made up by a prober, whatever user id it
+ * names, costs an HMAC and nothing else: no load, and in a cluster no forward.
  *
- * The MAC guards what comes after a miss (a load, a forward), so a request its user's actor
- * answers here and now need not pay for it (`presented`): the actor compares the key's hash
- * with the one it stores, and only the key issued, MAC and all, has that hash. At 300,000
- * users cycling, where few keys stay in the memo, the HMAC was 4–5 µs of the 35–40 µs a
- * consume cost the node.
+ * The MAC guards what comes after a miss, so a request its user's actor answers here and now
+ * need not pay for it (`presented`): the actor compares the key's hash with the one it
+ * stores, and only the key issued, MAC and all, has that hash. At 300,000 users cycling,
+ * where few keys stay in the memo, the HMAC was 4–5 µs of the 35–40 µs a consume cost the
+ * node. A made-up key naming a user in memory then costs a hash comparison instead of an
+ * HMAC, and counts as a use of the actor for its eviction order; making one needs the user's
+ * id, 100 random bits shown only to the user and to operators.
  */
 import type { ApiKeyCallers, Caller, PresentedApiKey } from '../api/index.js';
 import {

@@ -9,6 +9,7 @@ import uws, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_li
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { type Caller, checkText, compile, HttpError, problem, problemFromError, truncate, type Validator } from '../api/index.js';
+import type { ApiKeys, PresentedKey } from '../credentials/index.js';
 import { API_KEY_REFUSED, ForbiddenError, InvalidRequestError, looksLikeApiKey, UnauthenticatedError } from '../shards/index.js';
 import { bearerToken, type Credentials, resolveCaller, tokenMatches, WWW_AUTHENTICATE } from './auth.js';
 import { collectBody, MAX_BODY_BYTES, parseJsonBody } from './body.js';
@@ -295,7 +296,15 @@ export class HttpServer {
         const { keys } = this.options.credentials;
         const presented = keys.presented(token);
         context.caller = presented.caller;
-        const reply = definition.fast(context as never);
+        let reply: Reply | undefined;
+        try {
+          reply = definition.fast(context as never);
+        } catch (error) {
+          // Refused before its actor checked the key (a body it cannot charge), or by it: the
+          // access log names the caller only if the key's MAC holds, as before it was deferred.
+          context.caller = macHolds(keys, presented) ? presented.caller : NO_CALLER;
+          throw error;
+        }
         if (reply !== undefined) {
           keys.accepted(presented);
           this.reply(request.exchange, reply);
@@ -536,5 +545,15 @@ function safeDecode(value: string): string {
   } catch {
     // A malformed escape (a lone %): the raw text is the parameter; the text checks and the route judge it.
     return value;
+  }
+}
+
+/** Whether a presented key's MAC holds (checked now if it was deferred). */
+function macHolds(keys: ApiKeys, presented: PresentedKey): boolean {
+  try {
+    keys.verified(presented);
+    return true;
+  } catch {
+    return false;
   }
 }

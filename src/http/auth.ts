@@ -1,7 +1,7 @@
 /**
- * Bearer credentials (RFC 6750). A token is either an API key (`tk_…`, checked at the edge
- * by its MAC, routed by the user id it carries and checked by the owner against the stored
- * hash) or a session JWT (checked here for signature and expiry, then by the owner for being
+ * Bearer credentials (RFC 6750). A token is either an API key (`tk_…`, routed by the user id
+ * it carries and checked by the owner against the stored hash; its MAC is checked at the
+ * edge before a load or a forward, credentials/apiKeys.ts) or a session JWT (checked here for signature and expiry, then by the owner for being
  * alive). Admin and service tokens are compared in constant time.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';

@@ -43,7 +43,9 @@ export type Credential =
   | { kind: 'session'; sessionId: string }
   /**
    * An API key, still to be checked against the owner's record. `signed`: the key carries a
-   * MAC the edge verified, so the node issued it (keys older than the MAC carry none).
+   * MAC (keys older than the MAC carry none). The edge checks the MAC only before a load or
+   * a forward: an owner with the actor in memory is asked first, and its hash check is what
+   * holds (credentials/apiKeys.ts).
    */
   | { kind: 'key'; keyId: string; hash: string; signed: boolean }
   /**

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseApiKey } from '../../src/shards/index.js';
 import { apiClient } from '../support/http.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { killAllNodes, type NodeProcess, spawnNode } from '../support/process.js';
@@ -71,6 +72,13 @@ describe('the access log', () => {
     expect(await send('login', 'POST', '/v1/sessions', '/v1/sessions', { body: { email: user.email, password: user.password } }, 'none')).toBe(201);
     // A path no route serves is the client's text: not logged.
     expect(await send('unmatched', 'GET', `/v1/nowhere/${encodeURIComponent(key.key)}`, 'unmatched', { unchecked: true }, 'none')).toBe(404);
+    // A body no actor can charge (a resource named twice) is refused before the actor checks
+    // the key: the caller is logged only if the key's MAC holds.
+    const twice = { resource: 'tokens', amounts: { tokens: 1 } };
+    const mac = parseApiKey(key.key)!.mac!;
+    const forged = key.key.replace(`_${mac}.`, `_${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}.`);
+    expect(await send('charge-twice', 'POST', '/v1/quota/consume', '/v1/quota/consume', { token: key.key, body: twice }, 'key')).toBe(400);
+    expect(await send('forged-twice', 'POST', '/v1/quota/consume', '/v1/quota/consume', { token: forged, body: twice }, 'none')).toBe(400);
     // A revoked key: its MAC holds, the owner refuses it, and no caller is logged.
     expect((await api('DELETE', `/v1/keys/${keyId}`, { token: user.token })).status).toBe(204);
     expect(await send('revoked-key', 'POST', '/v1/quota/consume', '/v1/quota/consume', { token: key.key, body: { cost: 1 } }, 'none')).toBe(401);

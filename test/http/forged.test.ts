@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deriveKeys } from '../../src/credentials/index.js';
-import { hashApiKey, issueApiKey, newUserId } from '../../src/shards/index.js';
+import { hashApiKey, issueApiKey, newUserId, parseApiKey } from '../../src/shards/index.js';
 import { metric } from '../support/metrics.js';
 import { createKey, createUser, type StartedNode, startTestNode } from '../support/tally.js';
 
@@ -61,9 +61,12 @@ describe.each(['postgres', 'pglite'] as const)('forged API keys on %s', (backend
     const { key } = await createKey(node.api, user);
     expect((await consumeWith(node, key)).status).toBe(200); // the actor is active: the fast path checks the hash
     // The key's routing part and secret with another MAC: well shaped, and not the key issued.
-    const [routing, rest] = [key.slice(0, key.lastIndexOf('_')), key.slice(key.lastIndexOf('_') + 1)];
-    const mac = rest.slice(0, rest.indexOf('.'));
-    const forged = `${routing}_${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}${rest.slice(mac.length)}`;
+    const mac = parseApiKey(key)!.mac!;
+    const forged = key.replace(`_${mac}.`, `_${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}.`);
+    // The key's MAC with another secret: its MAC holds, its hash does not.
+    const wrongSecret = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
+    expect(parseApiKey(forged)).not.toBeNull();
+    expect(parseApiKey(wrongSecret)).not.toBeNull();
     for (let i = 0; i < 3; i++) {
       const refused = await consumeWith(node, forged);
       expect(refused.status).toBe(401);
@@ -73,6 +76,7 @@ describe.each(['postgres', 'pglite'] as const)('forged API keys on %s', (backend
     // Blocked: the real key is told so, a forged one learns nothing.
     expect((await consumeWith(node, key)).status).toBe(403);
     expect((await consumeWith(node, forged)).status).toBe(401);
+    expect((await consumeWith(node, wrongSecret)).status).toBe(401);
     // Nothing was charged by the refusals: the one allowed consume is all there is.
     expect((await node.api('PATCH', `/v1/admin/users/${user.id}`, { token: node.adminToken, body: { blocked: false } })).status).toBe(200);
     const quota = await node.api('GET', '/v1/quota', { token: user.token });

@@ -24,7 +24,7 @@
  * what Postgres accepts in one parameter), and lets the event loop run between slices.
  */
 import type { Logger } from 'pino';
-import type { ActivityTouches, ActorRuntime, PersistedState, Shard } from '../shards/index.js';
+import type { ActivityTouches, ActorRuntime, DirtyCollection, PersistedState, Shard } from '../shards/index.js';
 import { type EncodedStateRow, encodeStateRow, packedBytesAtMost } from './actorState.js';
 import { isRowError, SQLSTATE, sqlState } from './errors.js';
 import type { ActivityTouch } from './rows.js';
@@ -90,12 +90,15 @@ interface Quarantined {
 interface Tally {
   /** The whole flush's counts. */
   result: FlushResult;
-  /** Indexes into the slice's rows to try again. */
+  /** Indexes into the slice's rows (of all its parts, in order) to try again. */
   retry: Set<number>;
   lostShards: Set<number>;
 }
 
 const NO_BYTES = new Uint8Array(0);
+
+/** Actors a slice collects between two turns of the event loop (flushSlice). */
+const COLLECT_PART = 250;
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -202,14 +205,33 @@ export class WriteBehind {
     return result;
   }
 
-  /** Collects, writes and settles the next `limit` queued actors; returns the database's error, if any. */
+  /**
+   * Collects, writes and settles the next `limit` queued actors; returns the database's error,
+   * if any. They are collected in parts of COLLECT_PART, letting the event loop run between
+   * parts, and written in one statement: collecting and serialising 1,000 rows held the loop
+   * for 15–23 ms on two shared cores (the warm phase's worst delays at 100,000 users), where
+   * slices of 500 rows cost Postgres 17 % more per row.
+   */
   private async flushSlice(limit: number, tally: Tally, now: number, ignoreBackoff: boolean): Promise<unknown> {
     const pending: Pending[] = [];
-    // Each row is serialised as it is collected (see collectDirty).
-    const collection = this.runtime.collectDirty(now, limit, (row, index) => this.encode(row, index, pending, tally, now, ignoreBackoff));
-    const { rows, activity } = collection;
+    const parts: DirtyCollection[] = [];
+    let rows = 0;
+    for (let taken = 0; parts.length === 0 || taken < limit; taken += COLLECT_PART) {
+      if (parts.length > 0) await yieldToEventLoop();
+      // Each row is serialised as it is collected (see collectDirty); its index is the slice's.
+      const first = rows;
+      const part = this.runtime.collectDirty(now, Math.min(COLLECT_PART, limit - taken), (row, index) =>
+        this.encode(row, first + index, pending, tally, now, ignoreBackoff),
+      );
+      parts.push(part);
+      rows += part.rows.length;
+    }
+    const activity: ActivityTouches =
+      parts.length === 1
+        ? parts[0]!.activity
+        : { sessions: parts.flatMap((part) => part.activity.sessions), keys: parts.flatMap((part) => part.activity.keys) };
     const touched = activity.sessions.length + activity.keys.length;
-    if (rows.length === 0 && touched === 0) return null;
+    if (rows === 0 && touched === 0) return null;
 
     let failure: unknown = null;
     for (const batch of this.batches(pending)) {
@@ -246,7 +268,14 @@ export class WriteBehind {
         }
       }
     }
-    collection.finish({ retry: tally.retry, activityFailed });
+    let first = 0;
+    for (const part of parts) {
+      const end = first + part.rows.length;
+      const retry = new Set<number>();
+      for (const index of tally.retry) if (index >= first && index < end) retry.add(index - first);
+      part.finish({ retry, activityFailed });
+      first = end;
+    }
     return failure;
   }
 

@@ -25,7 +25,7 @@ export type { ApiKeyRecord, FencedLoad, LoadedUser, SessionRecord, UserRecord, U
 export type { JsonObject } from './preferences.js';
 export * from './quota/index.js';
 export type { Limit, LimitState } from './quota/limits.js';
-export { ActorRuntime, ALL_WRITTEN } from './runtime.js';
+export { ActorRuntime, ALL_WRITTEN, type DirtyCollection } from './runtime.js';
 export { Shard } from './shard.js';
 export { TierRegistry } from './tiers.js';
 export type { LiveUsage, PendingUsage } from './usage.js';

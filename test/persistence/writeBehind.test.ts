@@ -318,6 +318,40 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     expect(await stored(actors[0]!.key)).toEqual({ n: 'again' });
   });
 
+  it('collects a slice in parts, letting the event loop run between them, and writes it in one statement; a refused row of a later part is the one kept', async () => {
+    const { counts, flusher: writeBehind } = flusher({ maxRows: 1000 });
+    const actors: Box[] = [];
+    for (let i = 0; i < 600; i++) actors.push((await runtime.get(`box-p-${i}`, 0, boxes, 'box')) as Box);
+    for (const [i, actor] of actors.entries()) actor.put(i === 550 ? { refuse: true } : { n: i });
+    let ticks = 0;
+    let writing = false;
+    const tick = () => {
+      ticks++;
+      if (!writing) setImmediate(tick);
+    };
+    let ticksAtStatement = -1;
+    const statements: number[] = [];
+    const write = counting.writeStates.bind(counting);
+    counting.writeStates = (rows) => {
+      if (ticksAtStatement < 0) ticksAtStatement = ticks;
+      statements.push(rows.length);
+      writing = true;
+      return write(rows);
+    };
+    setImmediate(tick);
+    expect(await writeBehind.flush()).toMatchObject({ written: 599, quarantined: 1 });
+    // Parts of 250: the loop ran between the first and the second, and the second and the third.
+    expect(ticksAtStatement).toBeGreaterThanOrEqual(2);
+    // One statement of 600 rows, then the halves the refused row was split out of (600 → 300 → … → 1).
+    expect(statements[0]).toBe(600);
+    expect(counts.quarantined).toBe(1);
+    expect(actors[550]!.dirty).toBe(true);
+    expect(actors.filter((actor) => actor.dirty)).toHaveLength(1);
+    expect(await stored(actors[599]!.key)).toEqual({ n: 599 });
+    expect(await stored(actors[550]!.key)).toBeNull();
+    expect(runtime.dirtyCount).toBe(1);
+  });
+
   it('stops at the slice the database fails in: the slices before stay written, the rest stays queued', async () => {
     const { counts, flusher: writeBehind } = flusher({ maxRows: 10 });
     const actors: Box[] = [];

@@ -21,7 +21,8 @@
  *
  * A flush goes through the dirty actors in slices of `maxRows`, one statement each (more when
  * the slice's state is over `maxBytes`, so that no user's state can push a statement past
- * what Postgres accepts in one parameter), and lets the event loop run between slices.
+ * what Postgres accepts in one parameter), collects each slice in parts, and lets the event
+ * loop run between parts and between slices.
  */
 import type { Logger } from 'pino';
 import type { ActivityTouches, ActorRuntime, DirtyCollection, PersistedState, Shard } from '../shards/index.js';
@@ -74,7 +75,7 @@ export interface FlushResult {
 }
 
 interface Pending {
-  /** Index into the collection's rows. */
+  /** Index into the slice's rows (those of all its parts, in order). */
   index: number;
   row: EncodedStateRow;
   /** About what the row weighs in the statement (`packedBytesAtMost`, and its integers), for cutting batches. */
@@ -169,10 +170,10 @@ export class WriteBehind {
 
   /**
    * Writes what was queued when the flush began, one slice of at most `maxRows` actors at a
-   * time: a slice is collected, serialised and sent, and the next is collected only once its
-   * statement has returned, so no flush holds the event loop for longer than one slice takes
-   * (a few milliseconds), however many actors are dirty. Actors made dirty meanwhile wait for
-   * the next flush. A failure stops at the slice it happened in: the rest stays queued.
+   * time: a slice is collected and serialised (in parts: flushSlice) and sent, and the next is
+   * collected only once its statement has returned, so no flush holds the event loop for
+   * longer than a part and the statement's making take, however many actors are dirty. Actors
+   * made dirty meanwhile wait for the next flush. A failure stops at the slice it happened in: the rest stays queued.
    */
   private async flushDirtyActors(ignoreBackoff: boolean): Promise<FlushResult> {
     const now = this.options.clock();
@@ -216,15 +217,22 @@ export class WriteBehind {
     const pending: Pending[] = [];
     const parts: DirtyCollection[] = [];
     let rows = 0;
-    for (let taken = 0; parts.length === 0 || taken < limit; taken += COLLECT_PART) {
-      if (parts.length > 0) await yieldToEventLoop();
-      // Each row is serialised as it is collected (see collectDirty); its index is the slice's.
-      const first = rows;
-      const part = this.runtime.collectDirty(now, Math.min(COLLECT_PART, limit - taken), (row, index) =>
-        this.encode(row, first + index, pending, tally, now, ignoreBackoff),
-      );
-      parts.push(part);
-      rows += part.rows.length;
+    try {
+      for (let taken = 0; parts.length === 0 || taken < limit; taken += COLLECT_PART) {
+        if (parts.length > 0) await yieldToEventLoop();
+        // Each row is serialised as it is collected (see collectDirty); its index is the slice's.
+        const first = rows;
+        const part = this.runtime.collectDirty(now, Math.min(COLLECT_PART, limit - taken), (row, index) =>
+          this.encode(row, first + index, pending, tally, now, ignoreBackoff),
+        );
+        parts.push(part);
+        rows += part.rows.length;
+      }
+    } catch (error) {
+      // A part that failed to collect (a bug elsewhere): the parts taken so far go back to the
+      // queue, with their last-use times, rather than be lost off it.
+      for (const part of parts) part.finish({ retry: new Set(part.rows.keys()), activityFailed: true });
+      throw error;
     }
     const activity: ActivityTouches =
       parts.length === 1

@@ -108,6 +108,8 @@ const MENDED_LOG_MS = 60_000;
 
 export class WriteBehind {
   private running: Promise<FlushResult> | null = null;
+  /** The flush that follows the running one, and whether it tries quarantined rows too. */
+  private next: { ignoreBackoff: boolean; done: Promise<FlushResult> } | null = null;
   private readonly quarantine = new Map<string, Quarantined>();
   private readonly options: WriteBehindOptions;
   /** Rows written mended since the last line that said so, and when that line was. */
@@ -151,21 +153,41 @@ export class WriteBehind {
     return { flushed, unwritten: this.runtime.unwrittenIn(leaving) };
   }
 
-  private async flushNow(ignoreBackoff: boolean): Promise<FlushResult> {
-    // A flush that failed was counted and logged by its caller; this one only waits its turn.
-    while (this.running !== null) await this.running.catch(() => undefined);
-    this.running = this.flushDirtyActors(ignoreBackoff);
-    try {
-      return await this.running;
-    } finally {
-      this.running = null;
+  /**
+   * Runs a flush now, or, while one runs, joins the one that follows it: every caller that
+   * arrives during a flush shares that next one, which begins after them and so writes what
+   * each of them found dirty. A node handing off 32 shards at once makes 2 flushes, not 32 in
+   * a row, each of which the last shard would wait for. Never two at once: two flushes with
+   * overlapping keys could deadlock each other in Postgres.
+   */
+  private flushNow(ignoreBackoff: boolean): Promise<FlushResult> {
+    if (this.running === null && this.next === null) return this.start(ignoreBackoff);
+    if (this.next === null) {
+      const next = { ignoreBackoff, done: null as unknown as Promise<FlushResult> };
+      // A flush that failed was counted and logged by its caller; this one only waits its turn.
+      next.done = this.running!.catch(() => undefined).then(() => {
+        this.next = null;
+        return this.start(next.ignoreBackoff);
+      });
+      this.next = next;
+    } else if (ignoreBackoff) {
+      this.next.ignoreBackoff = true;
     }
+    return this.next.done;
   }
 
-  /** Waits for a flush in progress, if any. */
+  private start(ignoreBackoff: boolean): Promise<FlushResult> {
+    const running = this.flushDirtyActors(ignoreBackoff).finally(() => {
+      this.running = null;
+    });
+    this.running = running;
+    return running;
+  }
+
+  /** Waits for the flush in progress and the one queued behind it, if any. */
   async settle(): Promise<void> {
-    // Its outcome belongs to whoever started it.
-    await this.running?.catch(() => undefined);
+    // Their outcome belongs to whoever asked for them.
+    await (this.next?.done ?? this.running)?.catch(() => undefined);
   }
 
   /**

@@ -257,6 +257,53 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     expect(await stored(refused.key)).toEqual({ used: 41 });
   });
 
+  it('lets every flush asked for while one runs share the one after it, which writes what each found dirty', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const first = (await runtime.get('box-c-first', 0, boxes, 'box')) as Box;
+    first.put({ n: 'first' });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const write = counting.writeStates.bind(counting);
+    let inStatement = 0;
+    let mostAtOnce = 0;
+    counting.writeStates = async (rows) => {
+      mostAtOnce = Math.max(mostAtOnce, ++inStatement);
+      if (counting.statements === 0) await held; // the first flush's statement waits for the test
+      try {
+        return await write(rows);
+      } finally {
+        inStatement--;
+      }
+    };
+    const running = writeBehind.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    // Twelve hand-offs of shards dirtied while the first flush is held, and the shutdown's flush.
+    const leaving: Box[] = [];
+    for (let i = 0; leaving.length < 12; i++) {
+      const actor = (await runtime.get(`box-c-${i}`, 0, boxes, 'box')) as Box;
+      if (leaving.some((other) => other.shard === actor.shard) || actor.shard === first.shard) continue;
+      actor.put({ n: i });
+      leaving.push(actor);
+    }
+    const handOffs = leaving.map((actor) => writeBehind.flushShards([actor.shard]));
+    const last = writeBehind.flushShards(runtime.shards, { ignoreBackoff: true });
+    release();
+    await running;
+    const results = await Promise.all([...handOffs, last]);
+
+    expect(counts.ok).toBe(2); // not 14, one after another
+    expect(mostAtOnce).toBe(1);
+    for (const { unwritten } of results) expect(unwritten.size).toBe(0);
+    for (const actor of leaving) expect(await stored(actor.key)).toEqual(actor.value);
+    expect(await stored(first.key)).toEqual({ n: 'first' });
+    // Once both are done, a flush runs on its own again.
+    leaving[0]!.put({ n: 'again' });
+    expect(await writeBehind.flush()).toMatchObject({ written: 1 });
+    expect(counts.ok).toBe(3);
+  });
+
   it('writes the uses of a leaving shard’s actors at once, not within a minute', async () => {
     const { flusher: writeBehind } = flusher();
     const actor = (await runtime.get('box-w', 0, boxes, 'box')) as Box;

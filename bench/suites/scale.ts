@@ -41,6 +41,10 @@ const WARM_SECONDS = Number(process.env.BENCH_DURATION ?? 15);
 const WARM_UP_SECONDS = 3;
 const IDLE_SECONDS = 15;
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+/** Node and V8 flags for the node under test, e.g. `--max-semi-space-size=64` (docs/operations.md). */
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
+/** With BENCH_PROFILE: sample what outlives the young generation instead of the CPU (see `profiled`). */
+const HEAP_SAMPLES = process.env.BENCH_HEAP_SAMPLES === '1';
 
 interface Metrics {
   lagMaxMs: number;
@@ -194,12 +198,30 @@ async function heapSnapshot(node: Child, port: number): Promise<void> {
   if (failed !== null) throw failed;
 }
 
-/** Runs `work`; with BENCH_PROFILE set, under the node's CPU profiler, saved as `<dir>/scale-<name>.cpuprofile`. */
+/**
+ * Runs `work`; with BENCH_PROFILE set, under the node's CPU profiler, saved as
+ * `<dir>/scale-<name>.cpuprofile`. With BENCH_HEAP_SAMPLES=1 as well, under the sampling heap
+ * profiler instead (`<dir>/scale-<name>.heapprofile`), keeping the samples of objects a major
+ * collection freed and dropping those a minor one did: what the phase allocated that outlived
+ * the young generation (promoted, then garbage; or still live), by allocating stack.
+ */
 async function profiled<T>(node: Child, port: number, name: string, work: () => Promise<T>): Promise<T> {
   const dir = process.env.BENCH_PROFILE;
   if (dir === undefined || dir === '') return work();
   const inspector = await Inspector.open(node, port);
   try {
+    if (HEAP_SAMPLES) {
+      await inspector.call('HeapProfiler.enable');
+      await inspector.call('HeapProfiler.startSampling', {
+        samplingInterval: 4096,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: false,
+      });
+      const result = await work();
+      const { profile } = await inspector.call('HeapProfiler.stopSampling');
+      writeFileSync(join(dir, `scale-${name}.heapprofile`), JSON.stringify(profile));
+      return result;
+    }
     await inspector.call('Profiler.enable');
     await inspector.call('Profiler.start');
     const result = await work();
@@ -321,7 +343,7 @@ export async function runScale(): Promise<ScaleResult> {
     writeFileSync(smallScript, consumeScript(CONSUME_PATH, smallKeys));
     writeFileSync(allScript, consumeScript(CONSUME_PATH, allKeys));
 
-    node = startNode('tally', [`--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
+    node = startNode('tally', [...NODE_FLAGS, `--inspect-port=127.0.0.1:${inspectorPort}`, TALLY_MAIN, 'start'], { ...env, TALLY_LOG_LEVEL: 'info' }, [
       'ignore',
       'pipe',
       'ignore',

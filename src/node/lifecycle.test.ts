@@ -42,4 +42,36 @@ describe('coalesced', () => {
     await expect(second).resolves.toBeUndefined();
     expect(runs).toBe(2);
   });
+
+  it('starts no run beside the queued one for a call made between a run’s end and the next’s start', async () => {
+    let runs = 0;
+    let active = 0;
+    let most = 0;
+    let release: () => void = () => {};
+    const task = coalesced(async () => {
+      runs++;
+      most = Math.max(most, ++active);
+      if (runs === 1) {
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      } else {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      active--;
+    });
+    const first = task();
+    // Registered before the queued run's own reaction: runs after the first ends, before the next starts.
+    let gap: Promise<void> | undefined;
+    const called = first.then(() => {
+      gap = task();
+      return gap;
+    });
+    const queued = task();
+    release();
+    await Promise.all([first, queued, called]);
+    expect(gap).toBe(queued);
+    expect(runs).toBe(2);
+    expect(most).toBe(1);
+  });
 });

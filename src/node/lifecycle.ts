@@ -125,8 +125,11 @@ export function coalesced(task: () => Promise<void>): () => Promise<void> {
     return running;
   };
   return function runCoalesced() {
+    // Between a run's end and the queued run's start, `running` is null but `next` is not:
+    // a call then joins `next` rather than start a run beside it.
+    if (next !== null) return next;
     if (running === null) return start();
-    next ??= running
+    next = running
       .catch(() => {
         // The earlier run's failure belongs to its own callers; this call waits for a run of its own.
       })

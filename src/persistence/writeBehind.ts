@@ -156,9 +156,10 @@ export class WriteBehind {
   /**
    * Runs a flush now, or, while one runs, joins the one that follows it: every caller that
    * arrives during a flush shares that next one, which begins after them and so writes what
-   * each of them found dirty. A node handing off 32 shards at once makes 2 flushes, not 32 in
-   * a row, each of which the last shard would wait for. Never two at once: two flushes with
-   * overlapping keys could deadlock each other in Postgres.
+   * each of them found dirty (and fails them all if it fails). A node handing off 32 shards
+   * at once makes two or three flushes, not 32 in a row, each of which the last shard would
+   * wait for. Never two at once: two flushes with overlapping keys could deadlock each other
+   * in Postgres.
    */
   private flushNow(ignoreBackoff: boolean): Promise<FlushResult> {
     if (this.running === null && this.next === null) return this.start(ignoreBackoff);

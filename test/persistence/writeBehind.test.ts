@@ -259,7 +259,7 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
 
   it('lets every flush asked for while one runs share the one after it, which writes what each found dirty', async () => {
     const { counts, flusher: writeBehind } = flusher();
-    const first = (await runtime.get('box-c-first', 0, boxes, 'box')) as Box;
+    const first = (await runtime.get('box-j-first', 0, boxes, 'box')) as Box;
     first.put({ n: 'first' });
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
@@ -282,7 +282,7 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     // Twelve hand-offs of shards dirtied while the first flush is held, and the shutdown's flush.
     const leaving: Box[] = [];
     for (let i = 0; leaving.length < 12; i++) {
-      const actor = (await runtime.get(`box-c-${i}`, 0, boxes, 'box')) as Box;
+      const actor = (await runtime.get(`box-j-${i}`, 0, boxes, 'box')) as Box;
       if (leaving.some((other) => other.shard === actor.shard) || actor.shard === first.shard) continue;
       actor.put({ n: i });
       leaving.push(actor);
@@ -450,6 +450,47 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     counting.down = false;
     expect(await writeBehind.flush()).toMatchObject({ written: 20 });
     expect(await stored('box-f-29')).toEqual({ n: 29 });
+  });
+
+  it('fails every caller that shared a flush the database failed; settle waits for it; the next flush runs on its own', async () => {
+    const { counts, flusher: writeBehind } = flusher();
+    const first = (await runtime.get('box-k-first', 0, boxes, 'box')) as Box;
+    first.put({ n: 'first' });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const write = counting.writeStates.bind(counting);
+    counting.writeStates = async (rows) => {
+      if (counting.statements > 0) return write(rows);
+      await held;
+      try {
+        return await write(rows);
+      } finally {
+        counting.down = true; // the flush queued behind this one finds the database gone
+      }
+    };
+    const running = writeBehind.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    const later = [(await runtime.get('box-k-1', 0, boxes, 'box')) as Box, (await runtime.get('box-k-2', 0, boxes, 'box')) as Box];
+    for (const actor of later) actor.put({ n: actor.key });
+    const joined = [writeBehind.flush(), writeBehind.flushShards([later[0]!.shard])].map((flush) => flush.catch((error: unknown) => error));
+    let settled = false;
+    const settling = writeBehind.settle().then(() => {
+      settled = true;
+    });
+    release();
+    expect(await running).toMatchObject({ written: 1 });
+    await settling;
+    expect(counts).toMatchObject({ ok: 1, error: 1 }); // settle waited for the queued flush, which failed
+    expect(settled).toBe(true);
+    for (const error of await Promise.all(joined)) expect((error as { code?: string }).code).toBe('ECONNREFUSED');
+    expect(later.every((actor) => actor.dirty)).toBe(true);
+
+    counting.down = false;
+    expect(await writeBehind.flush()).toMatchObject({ written: 2 });
+    expect(counts).toMatchObject({ ok: 2, error: 1 });
+    expect(await stored('box-k-2')).toEqual({ n: 'box-k-2' });
   });
 
   it('keeps everything for the next flush while the database cannot be reached', async () => {

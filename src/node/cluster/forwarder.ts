@@ -62,6 +62,8 @@ const MAX_BATCH = 100;
 const HOLD_MS = 50;
 
 const SHUTTING_DOWN = 'this node is shutting down';
+/** Every item of a batch nobody was listening for (no responders on the owner's subject). */
+const UNHEARD: ForwardResult = Object.freeze({ moved: true, unheard: true });
 
 export interface ForwardStats {
   batches: number;
@@ -277,10 +279,10 @@ export class Forwarder {
     const batch = this.inFlight.get(id);
     if (batch === undefined) return; // answered after its deadline
     // The server's "no responders" (503): nobody listens on the owner's subject. It has not
-    // subscribed yet or has just left; the map is about to say so, and the sender asks it
-    // again, as after a `moved`.
+    // subscribed yet, has just left, or has died (the map names it until its lease runs
+    // out); the sender asks again as after a `moved`, for less long (router.ts).
     if (msg.headers?.hasError === true) {
-      if (msg.headers.code === 503) this.settle(id, batch, (waiting) => waiting.resolve({ moved: true }));
+      if (msg.headers.code === 503) this.settle(id, batch, (waiting) => waiting.resolve(UNHEARD));
       else this.fail(id, `status ${msg.headers.code} ${msg.headers.description}`);
       return;
     }

@@ -59,3 +59,34 @@ describe('ClusterRouter and fail-open', () => {
     expect(recorded).toEqual(['lenient']);
   });
 });
+
+describe('ClusterRouter while an owner moves or is gone', () => {
+  it('asks again for 1.4 s after `moved`, and for 0.4 s when nobody listens on the owner’s subject', async () => {
+    const { router } = routerWith([]);
+    let asked = 0;
+    let answer: ForwardResult = { moved: true };
+    router.attach({
+      nodeId: 'here',
+      owner: () => 'there',
+      forward: async () => {
+        asked++;
+        return answer;
+      },
+    });
+    const started = performance.now();
+    await expect(router.user(consume('u1'))).rejects.toThrow(/is moving/);
+    expect(asked).toBe(10);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1300); // 1,375 ms of pauses
+
+    asked = 0;
+    answer = { moved: true, unheard: true };
+    await expect(router.user(consume('u1'))).rejects.toThrow(/not answering/);
+    expect(asked).toBe(6); // 375 ms of pauses
+
+    // A move that ends within the budget is never seen by the caller.
+    asked = 0;
+    answer = { moved: true };
+    router.attach({ nodeId: 'here', owner: () => 'there', forward: async () => (++asked < 8 ? answer : { ok: ALLOWED }) });
+    expect(await router.user(consume('u1'))).toEqual(ALLOWED);
+  });
+});

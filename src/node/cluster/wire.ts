@@ -18,7 +18,7 @@ export interface WireError {
 }
 
 /** `strict`: the user's tier does not fail open, so the sender need not record the credential (failOpen.ts). */
-export type ForwardResult = { ok: unknown; strict?: boolean } | { err: WireError } | { moved: true };
+export type ForwardResult = { ok: unknown; strict?: boolean } | { err: WireError } | { moved: true; unheard?: true };
 
 export interface ForwardBatch {
   v: number;

@@ -193,7 +193,10 @@ describe('the forwarder', () => {
     const gone = sender.send('owner-gone', item('k1'));
     await nextTurn();
     const goneBehind = sender.send('owner-gone', item('k2'));
-    expect(await Promise.all([gone, goneBehind])).toEqual([{ moved: true }, { moved: true }]);
+    expect(await Promise.all([gone, goneBehind])).toEqual([
+      { moved: true, unheard: true },
+      { moved: true, unheard: true },
+    ]);
     sender.close();
   });
 
@@ -228,8 +231,8 @@ describe('the forwarder', () => {
   it('answers `moved` for an owner nobody listens for, and owner_unavailable for a silent one within its deadline', async () => {
     const sender = new Forwarder(nats.nc, log, mac, 300);
     const started = performance.now();
-    // No responders: the owner has not subscribed yet, or has left; the router asks the map again.
-    expect(await sender.send('nobody', item('k'))).toEqual({ moved: true });
+    // No responders: the owner has not subscribed yet, has left or died; the router asks the map again, for less long than after a `moved`.
+    expect(await sender.send('nobody', item('k'))).toEqual({ moved: true, unheard: true });
     expect(performance.now() - started).toBeLessThan(250);
     // A subscriber that never answers: the deadline ends the wait.
     const silent = nats.nc.subscribe('tally.node.silent', { callback: () => {} });

@@ -74,6 +74,32 @@ class CountingStore implements StateStore {
   }
 }
 
+/**
+ * Holds `store`'s first statement until `release` is called, and runs `afterIt` once it has
+ * returned; `seen.mostAtOnce` counts the statements that were ever out together.
+ */
+function holdFirstStatement(store: CountingStore, afterIt: () => void = () => {}) {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const write = store.writeStates.bind(store);
+  const seen = { mostAtOnce: 0 };
+  let inStatement = 0;
+  store.writeStates = async (rows) => {
+    const first = store.statements === 0;
+    seen.mostAtOnce = Math.max(seen.mostAtOnce, ++inStatement);
+    try {
+      if (first) await held;
+      return await write(rows);
+    } finally {
+      inStatement--;
+      if (first) afterIt();
+    }
+  };
+  return { release, seen };
+}
+
 beforeAll(() => initHashing());
 
 describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
@@ -261,22 +287,7 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     const { counts, flusher: writeBehind } = flusher();
     const first = (await runtime.get('box-j-first', 0, boxes, 'box')) as Box;
     first.put({ n: 'first' });
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const write = counting.writeStates.bind(counting);
-    let inStatement = 0;
-    let mostAtOnce = 0;
-    counting.writeStates = async (rows) => {
-      mostAtOnce = Math.max(mostAtOnce, ++inStatement);
-      if (counting.statements === 0) await held; // the first flush's statement waits for the test
-      try {
-        return await write(rows);
-      } finally {
-        inStatement--;
-      }
-    };
+    const { release, seen } = holdFirstStatement(counting);
     const running = writeBehind.flush();
     await new Promise((resolve) => setImmediate(resolve));
     // Twelve hand-offs of shards dirtied while the first flush is held, and the shutdown's flush.
@@ -294,7 +305,7 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     const results = await Promise.all([...handOffs, last]);
 
     expect(counts.ok).toBe(2); // not 14, one after another
-    expect(mostAtOnce).toBe(1);
+    expect(seen.mostAtOnce).toBe(1);
     for (const { unwritten } of results) expect(unwritten.size).toBe(0);
     for (const actor of leaving) expect(await stored(actor.key)).toEqual(actor.value);
     expect(await stored(first.key)).toEqual({ n: 'first' });
@@ -456,20 +467,10 @@ describe.each(DATABASE_KINDS)('write-behind on %s', (kind) => {
     const { counts, flusher: writeBehind } = flusher();
     const first = (await runtime.get('box-k-first', 0, boxes, 'box')) as Box;
     first.put({ n: 'first' });
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
+    // The flush queued behind the held one finds the database gone.
+    const { release } = holdFirstStatement(counting, () => {
+      counting.down = true;
     });
-    const write = counting.writeStates.bind(counting);
-    counting.writeStates = async (rows) => {
-      if (counting.statements > 0) return write(rows);
-      await held;
-      try {
-        return await write(rows);
-      } finally {
-        counting.down = true; // the flush queued behind this one finds the database gone
-      }
-    };
     const running = writeBehind.flush();
     await new Promise((resolve) => setImmediate(resolve));
     const later = [(await runtime.get('box-k-1', 0, boxes, 'box')) as Box, (await runtime.get('box-k-2', 0, boxes, 'box')) as Box];

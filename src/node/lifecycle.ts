@@ -109,34 +109,3 @@ export class PeriodicTasks {
     this.timers = [];
   }
 }
-
-/**
- * `task` made safe to ask for at any rate: a call while it runs asks for one more run after
- * it, however many calls come meanwhile; a call while idle runs it at once. The returned
- * promise settles when a run that started after the call has ended.
- */
-export function coalesced(task: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | null = null;
-  let next: Promise<void> | null = null;
-  const start = (): Promise<void> => {
-    running = task().finally(() => {
-      running = null;
-    });
-    return running;
-  };
-  return function runCoalesced() {
-    // Between a run's end and the queued run's start, `running` is null but `next` is not:
-    // a call then joins `next` rather than start a run beside it.
-    if (next !== null) return next;
-    if (running === null) return start();
-    next = running
-      .catch(() => {
-        // The earlier run's failure belongs to its own callers; this call waits for a run of its own.
-      })
-      .then(() => {
-        next = null;
-        return start();
-      });
-    return next;
-  };
-}

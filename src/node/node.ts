@@ -24,11 +24,11 @@ import {
   Store,
   WriteBehind,
 } from '../persistence/index.js';
-import { ActorRuntime, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
+import { ActorRuntime, coalesced, initHashing, LimiterService, SHARD_COUNT, type Shard, shardOf, TierRegistry, UserService } from '../shards/index.js';
 import { ClusterMac, ClusterNode, ClusterRouter, Forwarder, TIER_EDITS_SUBJECT } from './cluster/index.js';
 import type { Config } from './config.js';
 import { FailOpen } from './failOpen.js';
-import { coalesced, OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
+import { OpenedResources, PeriodicTasks, runStopSteps, type StopStep } from './lifecycle.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { RATE_INTERVAL_MS, RateHistory } from './rates.js';

@@ -25,7 +25,7 @@
  * loop run between parts and between slices.
  */
 import type { Logger } from 'pino';
-import type { ActivityTouches, ActorRuntime, DirtyCollection, PersistedState, Shard } from '../shards/index.js';
+import { type ActivityTouches, type ActorRuntime, coalesced, type DirtyCollection, type PersistedState, type Shard } from '../shards/index.js';
 import { type EncodedStateRow, encodeStateRow, packedBytesAtMost } from './actorState.js';
 import { isRowError, SQLSTATE, sqlState } from './errors.js';
 import type { ActivityTouch } from './rows.js';
@@ -107,9 +107,20 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 const MENDED_LOG_MS = 60_000;
 
 export class WriteBehind {
-  private running: Promise<FlushResult> | null = null;
-  /** The flush that follows the running one, and whether it tries quarantined rows too. */
-  private next: { ignoreBackoff: boolean; done: Promise<FlushResult> } | null = null;
+  /**
+   * One flush at a time; every flush asked for while one runs shares the one after it, which
+   * begins after them and so writes what each found dirty (and fails them all if it fails).
+   * A node handing off 32 shards at once makes two or three flushes, not 32 in a row, each of
+   * which the last shard would wait for. Never two at once: two flushes with overlapping
+   * keys could deadlock each other in Postgres.
+   */
+  private readonly flushes = coalesced(() => {
+    const ignoreBackoff = this.nextIgnoresBackoff;
+    this.nextIgnoresBackoff = false;
+    return this.flushDirtyActors(ignoreBackoff);
+  });
+  /** Whether the next flush to start tries quarantined rows whatever their back-off. */
+  private nextIgnoresBackoff = false;
   private readonly quarantine = new Map<string, Quarantined>();
   private readonly options: WriteBehindOptions;
   /** Rows written mended since the last line that said so, and when that line was. */
@@ -153,42 +164,16 @@ export class WriteBehind {
     return { flushed, unwritten: this.runtime.unwrittenIn(leaving) };
   }
 
-  /**
-   * Runs a flush now, or, while one runs, joins the one that follows it: every caller that
-   * arrives during a flush shares that next one, which begins after them and so writes what
-   * each of them found dirty (and fails them all if it fails). A node handing off 32 shards
-   * at once makes two or three flushes, not 32 in a row, each of which the last shard would
-   * wait for. Never two at once: two flushes with overlapping keys could deadlock each other
-   * in Postgres.
-   */
+  /** Runs a flush now, or joins the one queued behind the flush in progress (`flushes`). */
   private flushNow(ignoreBackoff: boolean): Promise<FlushResult> {
-    if (this.running === null && this.next === null) return this.start(ignoreBackoff);
-    if (this.next === null) {
-      const next = { ignoreBackoff, done: null as unknown as Promise<FlushResult> };
-      // A flush that failed was counted and logged by its caller; this one only waits its turn.
-      next.done = this.running!.catch(() => undefined).then(() => {
-        this.next = null;
-        return this.start(next.ignoreBackoff);
-      });
-      this.next = next;
-    } else if (ignoreBackoff) {
-      this.next.ignoreBackoff = true;
-    }
-    return this.next.done;
-  }
-
-  private start(ignoreBackoff: boolean): Promise<FlushResult> {
-    const running = this.flushDirtyActors(ignoreBackoff).finally(() => {
-      this.running = null;
-    });
-    this.running = running;
-    return running;
+    if (ignoreBackoff) this.nextIgnoresBackoff = true;
+    return this.flushes();
   }
 
   /** Waits for the flush in progress and the one queued behind it, if any. */
-  async settle(): Promise<void> {
+  settle(): Promise<void> {
     // Their outcome belongs to whoever asked for them.
-    await (this.next?.done ?? this.running)?.catch(() => undefined);
+    return this.flushes.idle();
   }
 
   /**

@@ -4,6 +4,7 @@
  * through `now` arguments.
  */
 export { type ActivityTouches, Actor, type PersistedState } from './actor.js';
+export { coalesced } from './coalesced.js';
 export * from './errors.js';
 export { initHashing, placementWeight, SHARD_COUNT, shardOf } from './hash.js';
 export {

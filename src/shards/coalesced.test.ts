@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { coalesced } from './lifecycle.js';
+import { coalesced } from './coalesced.js';
 
 describe('coalesced', () => {
   it('runs at once when idle, and once more (not once per call) for calls made while it runs', async () => {

@@ -139,3 +139,30 @@ describe('UserActor after a tier edit', () => {
     expect(remaining(reserver)).toEqual({ a: 85, b: 997 });
   });
 });
+
+describe('UserActor write-behind', () => {
+  it('writes no row for a user only loaded and read, nor for limits that only refilled with time', async () => {
+    const rate: Limit = { name: 'rpm', kind: 'rate', limit: 10, period_ms: 60_000 };
+    const window: Limit = { name: 'window', kind: 'window', limit: 10, window_ms: 60_000 };
+    const budget: Limit = { name: 'day', kind: 'budget', limit: 100, period: 'day' };
+    const tiers = freeTier([rate, window, budget]);
+    const user = await activeUser(tiers);
+    const rows = (now: number) => {
+      const collected = user.runtime.collectDirty(now);
+      collected.finish(ALL_WRITTEN);
+      return collected.rows.length;
+    };
+    // Loaded and read: nothing to write.
+    user.actor.quotaSnapshot(tiers, t0);
+    expect(user.actor.dirty).toBe(false);
+    expect(rows(t0)).toBe(0);
+    // A charge is a change: one row.
+    expect(user.actor.consume(tiers, t0, { cost: 4, resource: 'default' }).allowed).toBe(true);
+    expect(rows(t0)).toBe(1);
+    // Every limit refills by the next day; reading them then changes nothing to write.
+    const remaining = user.actor.quotaSnapshot(tiers, t0 + 86_400_000).map((limit) => limit.remaining);
+    expect(remaining).toEqual([10, 10, 100]);
+    expect(user.actor.dirty).toBe(false);
+    expect(rows(t0 + 86_400_000)).toBe(0);
+  });
+});

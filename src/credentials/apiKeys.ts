@@ -102,8 +102,7 @@ export class ApiKeys implements ApiKeyCallers {
     }
     const key = parseApiKey(token);
     if (key === null) throw new UnauthenticatedError(INVALID_API_KEY);
-    // `signed` says what the key carries; it holds once `verified` (or the actor's hash check) has passed.
-    const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash, signed: key.mac !== null });
+    const credential: Credential = Object.freeze({ kind: 'key' as const, keyId: key.keyId, hash: key.hash });
     return { token, caller: Object.freeze({ userId: key.userId, credential }), unchecked: key };
   }
 

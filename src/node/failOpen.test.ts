@@ -26,7 +26,7 @@ function setup(options: { maxUsers?: number; tier?: string } = {}) {
 }
 
 const SESSION: Credential = { kind: 'session', sessionId: 's1' };
-const KEY: Credential = { kind: 'key', keyId: 'k1', hash: 'hash-of-the-real-secret', signed: true };
+const KEY: Credential = { kind: 'key', keyId: 'k1', hash: 'hash-of-the-real-secret' };
 
 const request = <K extends UserOpName = 'quota.consume'>(userId: string, credential: Credential, op: K = 'quota.consume' as K): UserRequest<K> =>
   ({ userId, credential, op, args: { cost: 1, resource: 'requests' } }) as unknown as UserRequest<K>;
@@ -89,7 +89,7 @@ describe('FailOpen', () => {
   it('keeps every session and key of a user it saw verified, each for its own minute', async () => {
     const { failOpen, clock } = setup();
     const session = (id: string): Credential => ({ kind: 'session', sessionId: id });
-    const key = (hash: string): Credential => ({ kind: 'key', keyId: 'k1', hash, signed: true });
+    const key = (hash: string): Credential => ({ kind: 'key', keyId: 'k1', hash });
     failOpen.verified(request('u1', session('s1')), failOpen.stamp());
     failOpen.verified(request('u1', key('h1')), failOpen.stamp());
     clock.now += 10_000;

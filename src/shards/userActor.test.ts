@@ -48,7 +48,7 @@ async function activeUser(tiers = freeTier()) {
   const runtime = new ActorRuntime({ maxActors: 10, idleMs: 3_600_000, negativeTtlMs: 1000, negativeMax: 10 });
   for (const shard of runtime.shards) shard.status = 'owned';
   const actor = await runtime.get(id, t0, async (_key, shard) => ({ actor: new UserActor(loaded, shard, tiers), fenceEpoch: shard.epoch }), 'user');
-  const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash, signed: true }, now);
+  const useKey = (now: number) => actor.authenticate({ kind: 'key', keyId: key.keyId, hash: key.hash }, now);
   const useSession = (now: number) => actor.authenticate({ kind: 'session', sessionId }, now);
   const flush = () => {
     const collected = runtime.collectDirty(t0);

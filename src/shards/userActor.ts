@@ -42,12 +42,11 @@ export type Credential =
   /** A session token whose signature and expiry the edge has checked. */
   | { kind: 'session'; sessionId: string }
   /**
-   * An API key, still to be checked against the owner's record. `signed`: the key carries a
-   * MAC (keys older than the MAC carry none). The edge checks the MAC only before a load or
-   * a forward: an owner with the actor in memory is asked first, and its hash check is what
-   * holds (credentials/apiKeys.ts).
+   * An API key, still to be checked against the owner's record. The edge checks the key's
+   * MAC only before a load or a forward: an owner with the actor in memory is asked first,
+   * and its hash check is what holds (credentials/apiKeys.ts).
    */
-  | { kind: 'key'; keyId: string; hash: string; signed: boolean }
+  | { kind: 'key'; keyId: string; hash: string }
   /**
    * A platform service acting for the user (the NATS API): nothing to check but the user
    * itself, so a blocked user is still refused.

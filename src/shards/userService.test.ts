@@ -86,8 +86,8 @@ function serviceWithUser() {
   const service = new UserService(runtime, store, tiers);
   const credentials: Record<'session' | 'anyKey' | 'readKey', Credential> = {
     session: { kind: 'session', sessionId },
-    anyKey: { kind: 'key', keyId: anyKey.keyId, hash: anyKey.hash, signed: true },
-    readKey: { kind: 'key', keyId: readKey.keyId, hash: readKey.hash, signed: true },
+    anyKey: { kind: 'key', keyId: anyKey.keyId, hash: anyKey.hash },
+    readKey: { kind: 'key', keyId: readKey.keyId, hash: readKey.hash },
   };
   const request = <K extends UserOpName>(op: K, args: UserRequest<K>['args'], credential = credentials.session): UserRequest<K> => ({
     userId,

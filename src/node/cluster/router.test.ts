@@ -28,7 +28,7 @@ function routerWith(strict: readonly string[]) {
 
 const consume = (userId: string): UserRequest<'quota.consume'> => ({
   userId,
-  credential: { kind: 'key', keyId: 'k1', hash: 'hash', signed: true },
+  credential: { kind: 'key', keyId: 'k1', hash: 'hash' },
   op: 'quota.consume',
   args: { cost: 1, resource: 'requests' },
 });

@@ -30,10 +30,6 @@ const TOKENS = 10;
 const FLUSH_MS = 1000;
 const TIER = { name: 'crash', limits: [{ name: 'tokens', kind: 'budget', limit: 1e12, period: 'month', resource: 'tokens' }] };
 
-afterAll(async () => {
-  await killAllNodes();
-});
-
 /** One consume of TOKENS for every user, 64 at a time. */
 async function consumeAll(baseUrl: string, keys: readonly string[]): Promise<void> {
   const body = JSON.stringify({ cost: 1, amounts: { tokens: TOKENS } });
@@ -88,11 +84,11 @@ interface Backend {
 async function onPostgres(): Promise<Backend> {
   const database = await createTestDatabase();
   const sql = postgres(database.url, { max: 2, onnotice: () => {} });
-  await migrate(sql as unknown as Sql);
+  await migrate(sql);
   return {
     env: { DATABASE_URL: database.url, TALLY_DATA_DIR: await makeTempDir() },
     seed: (options) => seedUsers(sql, options),
-    rowsWhileServing: async () => usageOf(await storedRows(sql as unknown as Sql)).get(TOKENS) ?? 0,
+    rowsWhileServing: async () => usageOf(await storedRows(sql)).get(TOKENS) ?? 0,
     async hold(middle) {
       let release!: () => void;
       const released = new Promise<void>((resolve) => {
@@ -125,7 +121,7 @@ async function onPostgres(): Promise<Backend> {
               where datname = current_database() and pid <> pg_backend_pid() and query ilike '%insert into actor_state%' and state = 'active'`;
             return busy!.count === 0;
           }, 10_000);
-          return storedRows(sql as unknown as Sql);
+          return storedRows(sql);
         },
       };
     },
@@ -155,7 +151,7 @@ async function onPglite(): Promise<Backend> {
     // which inserts every row.
     seed: (options) =>
       opened(async (sql) => {
-        const seeded = await seedUsers(sql as unknown as postgres.Sql, { ...options, via: 'insert' });
+        const seeded = await seedUsers(sql, { ...options, via: 'insert' });
         await sql`create table held_user (id text primary key)`;
         await sql`insert into held_user values (${seeded.ids[USERS / 2]!})`;
         await sql`

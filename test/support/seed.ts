@@ -1,8 +1,9 @@
 /**
  * Users with one API key each, written straight into a migrated database with COPY (or, on
  * embedded PGlite, batched inserts): a hundred thousand in seconds, where signing each up
- * through the API would cost an scrypt hash apiece. The keys are issued under `keySecret`, so a node started with the same
- * TALLY_KEY_SECRET accepts them. Used by the scale benchmark and the large-flush tests.
+ * through the API would cost an scrypt hash apiece. The keys are issued under `keySecret`,
+ * so a node started with the same TALLY_KEY_SECRET accepts them. Used by the scale
+ * benchmark and the large-flush tests.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
